@@ -1,0 +1,222 @@
+"""The checks a run is held to, each saying what was expected and what was found.
+
+Only what a spec asks for is checked: with no `loss` block, `min_steps_logged: 0` and no
+`expected_files`, a run needs no training log at all, so any command can be a spec.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from .logs import LogError, TrainingLog, find_log, parse_log
+from .runner import ProcessOutcome
+from .spec import Spec, matches
+
+CHUNK = 1 << 20
+OVERLAP = 4096
+LINE_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    expected: str
+    found: str
+    severity: Literal["fail", "warn"] = "fail"
+
+    def line(self) -> str:
+        mark = "ok" if self.passed else ("WARN" if self.severity == "warn" else "FAIL")
+        return f"[{mark}] {self.name}: expected {self.expected}; found {self.found}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class PatternScanner:
+    """Finds the first line matching each pattern in a stream fed in pieces, in bounded memory.
+
+    The same object serves a finished file and a live one followed as it grows.
+    """
+
+    def __init__(self, patterns: list[str]):
+        self.pending = list(patterns)
+        self.hits: dict[str, tuple[int, str]] = {}
+        self._tail = ""
+        self._line = 1
+
+    def feed(self, chunk: str) -> dict[str, tuple[int, str]]:
+        """Scan more text; returns the patterns that matched for the first time."""
+        text = self._tail + chunk
+        # Only complete lines are scanned, unless a single line is longer than the overlap we keep.
+        cut = text.rfind("\n") + 1
+        if cut == 0 and len(text) > OVERLAP:
+            cut = len(text) - OVERLAP
+        found = self._scan(text[:cut])
+        self._line += text.count("\n", 0, cut)
+        self._tail = text[cut:]
+        return found
+
+    def finish(self) -> dict[str, tuple[int, str]]:
+        found = self._scan(self._tail)
+        self._tail = ""
+        return found
+
+    def _scan(self, text: str) -> dict[str, tuple[int, str]]:
+        found = {}
+        if not text:
+            return found
+        for pattern in list(self.pending):
+            if not matches(pattern, text):
+                continue
+            for offset, line in enumerate(text.splitlines()):
+                if matches(pattern, line):
+                    found[pattern] = (self._line + offset, line.strip()[:LINE_LIMIT])
+                    break
+            else:
+                found[pattern] = (self._line, text.strip()[:LINE_LIMIT])
+            self.pending.remove(pattern)
+        self.hits.update(found)
+        return found
+
+
+def scan_file(path: Path, patterns: list[str]) -> dict[str, tuple[int, str]]:
+    scanner = PatternScanner(patterns)
+    if not patterns or not path.exists():
+        return {}
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        while scanner.pending and (chunk := stream.read(CHUNK)):
+            scanner.feed(chunk)
+    scanner.finish()
+    return scanner.hits
+
+
+def tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
+    """The last lines of a file, reading at most `max_bytes` however large it is."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, 2)
+            size = stream.tell()
+            stream.seek(max(0, size - max_bytes))
+            data = stream.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "nothing"
+    return f"{value:.4g}"
+
+
+def check_exit(outcome: ProcessOutcome) -> CheckResult:
+    return CheckResult("exit_code", outcome.exit_code == 0 and not outcome.timed_out, "exit code 0", outcome.describe())
+
+
+def check_leftovers(outcome: ProcessOutcome) -> list[CheckResult]:
+    if not outcome.leftovers:
+        return []
+    return [CheckResult("processes", False, "no process left when the command exits", f"{len(outcome.leftovers)} left running and killed: {', '.join(outcome.leftovers[:5])}")]
+
+
+def check_stderr(spec: Spec, stderr_path: Path) -> list[CheckResult]:
+    forbidden, warn = spec.stderr.forbidden_patterns, spec.stderr.warn_patterns
+    hits = scan_file(stderr_path, [*forbidden, *warn])
+    results = []
+    for pattern in forbidden:
+        hit = hits.get(pattern)
+        results.append(CheckResult("stderr.forbidden_patterns", hit is None, f"no {pattern!r} in stderr", f"line {hit[0]}: {hit[1]}" if hit else "none"))
+    for pattern in warn:
+        if pattern in hits:
+            line, text = hits[pattern]
+            results.append(CheckResult("stderr.warn_patterns", False, f"no {pattern!r} in stderr", f"line {line}: {text}", "warn"))
+    return results
+
+
+def check_files(spec: Spec, output_dir: Path) -> list[CheckResult]:
+    results = []
+    for pattern in spec.expected_files or ():
+        found = [p for p in output_dir.glob(pattern if "/" in pattern else f"**/{pattern}") if p.exists()]
+        results.append(CheckResult("expected_files", bool(found), f"a file matching {pattern!r} in the output dir", str(found[0].relative_to(output_dir)) if found else "none"))
+    return results
+
+
+def read_log(spec: Spec, output_dir: Path) -> tuple[TrainingLog | None, str | None]:
+    """The parsed training log, or why there is none."""
+    path = find_log(output_dir, spec.log)
+    if path is None:
+        wanted = repr(spec.log.path) if spec.log.path else "trainer_logs.json, trainer_state.json or *.jsonl"
+        return None, f"no training log ({wanted}) in {output_dir}"
+    try:
+        return parse_log(path, spec.log), None
+    except LogError as error:
+        return None, f"{path}: {error}"
+
+
+def check_log(spec: Spec, log: TrainingLog | None, log_problem: str | None) -> list[CheckResult]:
+    if not spec.needs_log:
+        return []
+    if log is None:
+        return [CheckResult("log", False, "a readable training log", log_problem or "none")]
+    results = [CheckResult("min_steps_logged", len(log.entries) >= spec.min_steps_logged, f"at least {spec.min_steps_logged} entries with {spec.log.loss_key!r}", f"{len(log.entries)} in {log.path.name}" + (f" ({'; '.join(log.notes)})" if log.notes else ""))]
+    if spec.loss is not None:
+        results += check_loss(spec, log)
+    for key, bound in spec.metrics.items():
+        results.append(check_metric(key, bound, log))
+    return results
+
+
+def check_loss(spec: Spec, log: TrainingLog) -> list[CheckResult]:
+    loss = spec.loss
+    assert loss is not None
+    results = []
+    if loss.no_nan:
+        bad = next((e for e in log.entries if e.loss is None or not math.isfinite(e.loss)), None)
+        results.append(CheckResult("loss.no_nan", bad is None, "every logged loss a finite number", "all finite" if bad is None else f"{bad.raw_loss!r} at step {_step(bad.step)}"))
+    final = log.final
+    final_loss = final.loss if final else None
+    where = f" at step {_step(final.step)}" if final else ""
+    if loss.final_max is not None:
+        ok = final_loss is not None and final_loss <= loss.final_max
+        results.append(CheckResult("loss.final_max", ok, f"final loss <= {loss.final_max:g}", f"{_fmt(final_loss)}{where}"))
+    if loss.final_min is not None:
+        ok = final_loss is not None and final_loss >= loss.final_min
+        results.append(CheckResult("loss.final_min", ok, f"final loss >= {loss.final_min:g}", f"{_fmt(final_loss)}{where}"))
+    if loss.must_decrease:
+        first = log.entries[0].loss if log.entries else None
+        ok = first is not None and final_loss is not None and final_loss < first
+        results.append(CheckResult("loss.must_decrease", ok, "final loss below the first logged loss", f"first {_fmt(first)}, final {_fmt(final_loss)}"))
+    return results
+
+
+def _step(step: float | None) -> str:
+    return "?" if step is None else f"{step:g}"
+
+
+def check_metric(key: str, bound, log: TrainingLog) -> CheckResult:
+    values = log.values(key)
+    name = f"metrics.{key}"
+    limits = " and ".join(part for part in (f">= {bound.min:g}" if bound.min is not None else "", f"<= {bound.max:g}" if bound.max is not None else "") if part)
+    if not values:
+        return CheckResult(name, False, f"{key} logged", "no finite values")
+    if bound.at == "final":
+        checked, what = [values[-1]], "final"
+    elif bound.at == "mean":
+        checked, what = [statistics.fmean(values)], "mean"
+    else:
+        checked, what = values, "every"
+    worst = next((v for v in checked if (bound.min is not None and v < bound.min) or (bound.max is not None and v > bound.max)), None)
+    found = f"{what} {key} within bounds (last {_fmt(values[-1])})" if worst is None else f"{what} {key} = {_fmt(worst)}"
+    return CheckResult(name, worst is None, f"{what} {key} {limits}", found)
+
+
+def run_checks(spec: Spec, outcome: ProcessOutcome, output_dir: Path, stderr_path: Path) -> tuple[list[CheckResult], TrainingLog | None]:
+    """Every check the spec asks for, in the order a person reads them."""
+    log, problem = read_log(spec, output_dir) if spec.needs_log or output_dir.exists() else (None, None)
+    results = [check_exit(outcome), *check_leftovers(outcome), *check_stderr(spec, stderr_path), *check_files(spec, output_dir), *check_log(spec, log, problem)]
+    return results, log

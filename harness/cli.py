@@ -1,0 +1,199 @@
+"""`python -m harness`: list, validate, plan and run specs, with or without nox.
+
+Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Sequence
+
+from .devices import DeviceError, Inventory, discover
+from .plan import DurationCache, Plan, cache_root, default_run_dir, make_plan
+from .spec import TIERS, Spec, check_markers, load_specs
+from .structure import SpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad input from the command line or the specs: printed as one line each, exit 2."""
+
+
+def registered_markers(repo: Path) -> list[str]:
+    """Markers registered in the repository's pytest configuration (pyproject.toml)."""
+    try:
+        data = tomllib.loads((repo / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    lines = data.get("tool", {}).get("pytest", {}).get("ini_options", {}).get("markers", [])
+    return [line.split(":")[0].split("(")[0].strip() for line in lines if isinstance(line, str)]
+
+
+def _spec_paths(given: Sequence[str] | None) -> list[Path]:
+    return [Path(p) for p in given] if given else [Path("specs")]
+
+
+def load_valid_specs(paths: list[Path], repo: Path) -> list[Spec]:
+    """Every spec under `paths`, or UsageError listing every problem found."""
+    specs, errors = load_specs(paths)
+    markers = registered_markers(repo)
+    for spec in specs:
+        try:
+            check_markers(spec, markers)
+        except SpecError as error:
+            errors.append(error)
+    if errors:
+        raise UsageError("\n".join(str(e) for e in errors))
+    return specs
+
+
+def _inventory(args: argparse.Namespace) -> Inventory:
+    try:
+        return discover(args.gpus, args.fake_gpus)
+    except DeviceError as error:
+        raise UsageError(str(error)) from None
+
+
+def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--specs", action="append", metavar="PATH", help="spec file or folder (repeatable; default: specs/)")
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    devices = parser.add_mutually_exclusive_group()
+    devices.add_argument("--gpus", type=int, metavar="N", help="devices this run may use (default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L)")
+    devices.add_argument("--fake-gpus", type=int, metavar="N", help="simulate N devices without CUDA; only cpu_ok specs run")
+    parser.add_argument("--tier", choices=TIERS, help="smoke, standard or full (default: full = every spec)")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    specs = load_valid_specs(_spec_paths(args.specs), Path.cwd())
+    rows = [("id", "tier", "devices", "markers", "file")]
+    for spec in sorted(specs, key=lambda s: (TIERS.index(s.effective_tier), s.id)):
+        devices = f"{spec.gpus}{' (cpu_ok)' if spec.cpu_ok else ''}"
+        rows.append((spec.id, spec.effective_tier, devices, ",".join(spec.all_markers), _relative(spec.source)))
+    _print_table(rows)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.paths] or _spec_paths(None)
+    specs = load_valid_specs(paths, Path.cwd())
+    files = {spec.source for spec in specs}
+    print(f"{len(specs)} spec{'s' if len(specs) != 1 else ''} valid in {len(files)} file{'s' if len(files) != 1 else ''}")
+    return EXIT_OK
+
+
+def describe_plan(plan: Plan) -> list[str]:
+    lines = [f"devices: {plan.inventory.describe()}", ""]
+    rows = [("order", "id", "devices", "expected", "from")]
+    for p in plan.runs:
+        rows.append((str(p.priority + 1), p.spec.id, str(p.devices), f"{p.expected:.1f}s", "recorded" if p.recorded else "timeout"))
+    lines += _table(rows)
+    if plan.skipped:
+        lines += ["", "skipped:"]
+        lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
+    lines += ["", f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}; makespan lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)"]
+    return lines
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    specs = load_valid_specs(_spec_paths(args.specs), Path.cwd())
+    durations = DurationCache(cache_root(Path.cwd()) / "durations.json").load()
+    plan = make_plan(specs, _inventory(args), durations, args.tier)
+    print("\n".join(describe_plan(plan)))
+    return EXIT_OK
+
+
+def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Path, extra: list[str]) -> list[str]:
+    paths = _spec_paths(args.specs)
+    workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
+    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
+    argv += [f"--specs={p}" for p in paths]
+    argv += ["--run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-o", "junit_suite_name=trainspec", "-rfEsw"]
+    if args.tier:
+        argv += ["--tier", args.tier]
+    if args.gpus is not None:
+        argv += ["--gpus", str(args.gpus)]
+    if args.fake_gpus is not None:
+        argv += ["--fake-gpus", str(args.fake_gpus)]
+    argv += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
+    return argv + extra
+
+
+def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    import pytest
+
+    repo = Path.cwd()
+    load_valid_specs(_spec_paths(args.specs), repo)
+    inventory = _inventory(args)
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, found {args.workers}")
+    run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
+    print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
+    code = pytest.main(pytest_arguments(args, inventory, run_dir, extra))
+    print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
+    return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    print("\n".join(_table(rows)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="print every spec: id, tier, devices, markers, file", description="Print every spec: id, tier, devices, markers and file.")
+    _add_spec_options(listing)
+
+    validate = commands.add_parser("validate", help="check spec files or folders; exit 0 when all are valid, 2 otherwise", description="Check spec files or folders. Exit 0 when all are valid, 2 otherwise, with one line per problem.")
+    validate.add_argument("paths", nargs="*", metavar="PATH", help="spec files or folders (default: specs/)")
+
+    plan = commands.add_parser("plan", help="which specs run, on how many devices, in what order, and the makespan lower bound", description="Show the run plan without running anything.")
+    _add_spec_options(plan)
+    _add_device_options(plan)
+
+    run = commands.add_parser("run", help="run the specs through pytest; arguments it does not know go to pytest", description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v).")
+    _add_spec_options(run)
+    _add_device_options(run)
+    run.add_argument("--run-dir", metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, printed)")
+    run.add_argument("--workers", type=int, metavar="N", help="parallel pytest-xdist workers (default: one per device; none for a single device)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "run":
+            return cmd_run(args, extra)
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan}[args.command](args)
+    except UsageError as error:
+        print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

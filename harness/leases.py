@@ -1,0 +1,160 @@
+"""A device pool shared by every xdist worker of a run: a JSON file under a file lock.
+
+xdist has no resource-aware scheduling and its worker ids are not stable slots, so the
+devices are not tied to workers at all: each spec leases k devices from this pool for
+the length of its run. A lease is owned by a live process (pid + start time, so a reused
+pid is not mistaken for its predecessor); a holder found dead is dropped by the next
+reader, which is how a worker killed with SIGKILL gives its devices back.
+
+Waiters are served in plan order (priority, then arrival). The first waiter that does not
+fit reserves the devices it is waiting for; a later, smaller waiter may start before it
+only if it is expected to finish before those devices would have become free anyway
+(EASY backfilling), so a k-device spec is never starved by a stream of 1-device specs and
+devices do not idle while it waits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+from filelock import FileLock
+
+POLL_SECONDS = 0.02
+
+
+def _process_key(pid: int) -> list:
+    try:
+        return [pid, psutil.Process(pid).create_time()]
+    except psutil.Error:
+        return [pid, 0.0]
+
+
+def _alive(key: list) -> bool:
+    pid, started = key
+    try:
+        return psutil.Process(pid).create_time() == started
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class Lease:
+    """Devices held by one run until `release()` (or until its owner dies)."""
+
+    pool: "LeasePool"
+    devices: tuple[str, ...]
+    token: str
+    waited: float
+
+    def attach(self, pgid: int) -> None:
+        """Remember the run's process group, so a clean-up can end it if its owner is gone."""
+        self.pool._update(lambda state: [h.__setitem__("pgid", pgid) for h in state["holders"].values() if h["token"] == self.token])
+
+    def release(self) -> None:
+        self.pool._update(lambda state: [state["holders"].pop(d) for d in list(state["holders"]) if state["holders"][d]["token"] == self.token])
+
+
+class LeasePool:
+    """The devices of one run directory, leased by any process that opens the same state file."""
+
+    def __init__(self, state_file: Path, devices: tuple[str, ...]):
+        self.state_file = Path(state_file)
+        self.devices = devices
+        self._lock = FileLock(str(self.state_file) + ".lock")
+
+    def _read(self) -> dict:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            state = {"holders": {}, "queue": [], "tickets": 0}
+        state["holders"] = {d: h for d, h in state["holders"].items() if _alive(h["owner"])}
+        state["queue"] = [w for w in state["queue"] if _alive(w["owner"])]
+        return state
+
+    def _write(self, state: dict) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_file)
+
+    def _update(self, change) -> dict:
+        with self._lock:
+            state = self._read()
+            change(state)
+            self._write(state)
+            return state
+
+    def holders(self) -> dict[str, dict]:
+        """Who holds which device now (live owners only)."""
+        with self._lock:
+            return self._read()["holders"]
+
+    @contextmanager
+    def lease(self, count: int, name: str, priority: int = 0, expected: float = 0.0) -> Iterator[Lease]:
+        lease = self.acquire(count, name, priority, expected)
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    def acquire(self, count: int, name: str, priority: int = 0, expected: float = 0.0) -> Lease:
+        """Block until `count` distinct devices are this caller's."""
+        if count > len(self.devices):
+            raise ValueError(f"{name} needs {count} devices; the pool has {len(self.devices)}")
+        owner = _process_key(os.getpid())
+        began = time.monotonic()
+
+        def enqueue(state: dict) -> None:
+            state["tickets"] += 1
+            state["queue"].append({"token": f"{owner[0]}-{state['tickets']}", "owner": owner, "name": name, "k": count, "priority": priority, "ticket": state["tickets"], "expected": expected})
+
+        token = self._update(enqueue)["queue"][-1]["token"]
+        while True:
+            with self._lock:
+                state = self._read()
+                granted = self._grant(state, token, time.time())
+                if granted is not None:
+                    self._write(state)
+                    return Lease(self, granted, token, time.monotonic() - began)
+            time.sleep(POLL_SECONDS)
+
+    def _grant(self, state: dict, token: str, now: float) -> tuple[str, ...] | None:
+        """Take devices for `token` if the serving order lets it start now; None if it must wait."""
+        free = [d for d in self.devices if d not in state["holders"]]
+        ends = sorted(now + max(0.0, h["start"] + h["expected"] - now) for h in state["holders"].values())
+        reserved_until: float | None = None
+        spare = len(free)
+        for waiter in sorted(state["queue"], key=lambda w: (w["priority"], w["ticket"])):
+            fits = waiter["k"] <= spare
+            if reserved_until is not None:
+                fits = fits and now + waiter["expected"] <= reserved_until
+            if waiter["token"] == token:
+                if not fits:
+                    return None
+                taken = tuple(free[: waiter["k"]])
+                state["queue"].remove(waiter)
+                for device in taken:
+                    state["holders"][device] = {"token": token, "owner": waiter["owner"], "name": waiter["name"], "start": now, "expected": waiter["expected"]}
+                return taken
+            if fits:
+                spare -= waiter["k"]
+            elif reserved_until is None:
+                # The first waiter that does not fit: when will enough devices be free for it?
+                missing = waiter["k"] - spare
+                reserved_until = ends[missing - 1] if 0 < missing <= len(ends) else now
+        return None
+
+    def stray_groups(self) -> list[int]:
+        """Process groups of leases whose runs may outlive their owner; for the final clean-up."""
+        with self._lock:
+            try:
+                state = json.loads(self.state_file.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                return []
+        return sorted({h["pgid"] for h in state["holders"].values() if "pgid" in h})

@@ -1,0 +1,301 @@
+"""The pytest plugin: each spec file is collected as test items, one per spec.
+
+Controller side: discover the devices, pick the run directory, order the items by the plan,
+gather every spec's record into `results.json`. Worker side (or the same process without
+xdist): lease devices, run, check, write the record next to the spec's outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import sys
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .checks import CheckResult, run_checks, tail
+from .devices import DeviceError, Inventory, discover, skip_reason
+from .leases import LeasePool
+from .plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
+from .report import summary_lines
+from .results import SpecResult, environment_versions, gather, thin_curve, write_results
+from .runner import LocalBackend, build_launch, end_group
+from .spec import BUILTIN_MARKERS, SPEC_SUFFIXES, TIERS, Spec, check_markers, load_spec_file
+from .structure import SpecError
+
+STASH = pytest.StashKey["RunContext"]()
+RECORD_PROPERTY = "trainspec"
+TAIL_LINES = 20
+
+
+class TrainspecWarning(UserWarning):
+    """A spec's stderr matched one of its warn_patterns."""
+
+
+class SpecFailure(Exception):
+    """A spec's run failed one or more checks; the message is the whole story."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trainspec", "trainspec: spec-driven training tests")
+    group.addoption("--specs", action="append", default=None, metavar="PATH", help="spec files or folders to collect (default: the ini option trainspec_specs, else specs/)")
+    group.addoption("--tier", choices=TIERS, default=None, help="smoke, standard (integration and not slow) or full (everything; the default)")
+    group.addoption("--gpus", type=int, default=None, metavar="N", help="devices this run may use (default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L)")
+    group.addoption("--fake-gpus", type=int, default=None, metavar="N", help="simulate N devices on a machine without CUDA; only cpu_ok specs run")
+    group.addoption("--run-dir", default=None, metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, outside the repository)")
+    group.addoption("--repo", default=None, metavar="DIR", help="the repository root that spec cwds are relative to (default: the current directory)")
+    parser.addini("trainspec_specs", type="paths", default=[], help="spec files or folders collected by default")
+
+
+class RunContext:
+    """What every item of this run shares: where things go and which devices exist."""
+
+    def __init__(self, repo: Path, run_dir: Path, inventory: Inventory, spec_roots: list[Path], tier: str | None):
+        self.repo = repo
+        self.run_dir = run_dir
+        self.inventory = inventory
+        self.spec_roots = spec_roots
+        self.tier = tier
+        self.pool = LeasePool(run_dir / "leases.json", inventory.ids)
+        self.backend = LocalBackend()
+        self.versions = environment_versions()
+        self.durations = DurationCache(cache_root(repo) / "durations.json")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"repo": str(self.repo), "run_dir": str(self.run_dir), "inventory": asdict(self.inventory), "spec_roots": [str(p) for p in self.spec_roots], "tier": self.tier}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> "RunContext":
+        inventory = Inventory(tuple(data["inventory"]["ids"]), data["inventory"]["kind"], data["inventory"]["source"])
+        return cls(Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["tier"])
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in BUILTIN_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    if _is_worker(config):
+        config.stash[STASH] = RunContext.from_wire(config.workerinput["trainspec"])
+        return
+    invocation = config.invocation_params.dir
+    repo = Path(config.getoption("repo") or invocation).resolve()
+    roots = [Path(p) for p in (config.getoption("specs") or [])] or list(config.getini("trainspec_specs")) or [repo / "specs"]
+    roots = [(p if p.is_absolute() else invocation / p).resolve() for p in roots]
+    try:
+        inventory = discover(config.getoption("gpus"), config.getoption("fake_gpus"))
+    except DeviceError as error:
+        raise pytest.UsageError(str(error)) from None
+    run_dir = Path(config.getoption("run_dir") or default_run_dir(repo)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    context = RunContext(repo, run_dir, inventory, roots, config.getoption("tier"))
+    config.stash[STASH] = context
+    config.pluginmanager.register(Controller(context), "trainspec-controller")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, controller side: hand each worker the run's shared context."""
+    node.workerinput["trainspec"] = node.config.stash[STASH].to_wire()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix not in SPEC_SUFFIXES:
+        return None
+    context = parent.config.stash[STASH]
+    if any(file_path == root or root in file_path.parents for root in context.spec_roots):
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SpecFile(pytest.File):
+    def collect(self) -> Iterator["SpecItem"]:
+        try:
+            specs = load_spec_file(self.path)
+            registered = [line.split(":")[0].split("(")[0].strip() for line in self.config.getini("markers")]
+            for spec in specs:
+                check_markers(spec, registered)
+        except SpecError as error:
+            raise self.CollectError(str(error)) from None
+        for spec in specs:
+            item = SpecItem.from_parent(self, name=spec.id, spec=spec)
+            for marker in spec.all_markers:
+                item.add_marker(marker)
+            yield item
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tier, order longest-first by the plan, and mark what cannot run here."""
+    context = config.stash[STASH]
+    specs = [item for item in items if isinstance(item, SpecItem)]
+    if not specs:
+        return
+    _refuse_duplicate_ids(specs)
+    deselected = [item for item in specs if not in_tier(item.spec, context.tier)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier)
+    planned = {p.spec.id: p for p in [*plan.runs, *plan.skipped]}
+    kept = [item for item in specs if item.spec.id in planned]
+    for item in kept:
+        item.planned_priority = planned[item.spec.id].priority
+        item.expected = planned[item.spec.id].expected
+    kept.sort(key=lambda item: (planned[item.spec.id].skip is None, item.planned_priority))
+    others = [item for item in items if not isinstance(item, SpecItem)]
+    items[:] = kept + others
+
+
+def _refuse_duplicate_ids(items: list["SpecItem"]) -> None:
+    seen: dict[str, SpecItem] = {}
+    for item in items:
+        if item.spec.id in seen:
+            first = seen[item.spec.id].spec
+            raise pytest.UsageError(str(SpecError(item.spec.source, "id", f"duplicate id {item.spec.id!r}, also used in {first.source}:{first.line}", item.spec.line)))
+        seen[item.spec.id] = item
+
+
+class SpecItem(pytest.Item):
+    def __init__(self, *, spec: Spec, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.planned_priority = 0
+        self.expected = spec.timeout
+
+    @property
+    def context(self) -> RunContext:
+        return self.config.stash[STASH]
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, (self.spec.line or 1) - 1, f"spec {self.spec.id}"
+
+    def _base_record(self, outcome: str, reason: str = "") -> SpecResult:
+        return SpecResult(
+            id=self.spec.id,
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=reason,
+            file=str(self.spec.source),
+            tier=self.spec.effective_tier,
+            device_kind=self.context.inventory.kind,
+            output_dir=str(self.context.run_dir / "specs" / self.spec.id),
+            versions=self.context.versions,
+            started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    def setup(self) -> None:
+        reason = skip_reason(self.spec, self.context.inventory)
+        if reason:
+            self.user_properties.append((RECORD_PROPERTY, json.dumps(self._base_record("skipped", reason).to_json())))
+            pytest.skip(reason)
+
+    def runtest(self) -> None:
+        context = self.context
+        output_dir = context.run_dir / "specs" / self.spec.id
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True)
+        record = self._base_record("passed")
+        holding = self.spec.gpus
+        lease = context.pool.acquire(holding, self.spec.id, self.planned_priority, self.expected) if holding else None
+        try:
+            devices = lease.devices if lease else ()
+            launch = build_launch(self.spec, repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, devices=devices, inventory=context.inventory)
+            _write_launch(launch)
+            outcome = context.backend.run(launch, (), on_start=lease.attach if lease else None)
+        finally:
+            if lease:
+                lease.release()
+        checks, log = run_checks(self.spec, outcome, output_dir, launch.stderr_path)
+        record.duration = round(outcome.duration, 3)
+        record.devices = list(devices)
+        record.lease_wait = round(lease.waited, 3) if lease else 0.0
+        record.command = launch.argv
+        record.exit_code = outcome.exit_code
+        record.checks = [c.as_dict() for c in checks]
+        record.paths = {"stdout": str(launch.stdout_path), "stderr": str(launch.stderr_path), **({"log": str(log.path)} if log else {})}
+        if log is not None:
+            record.steps_logged = len(log.entries)
+            record.final_loss = log.final.loss if log.final and log.final.loss == log.final.loss else None
+            record.loss_curve = thin_curve(log.curve())
+        failed = [c for c in checks if not c.passed and c.severity == "fail"]
+        warned = [c for c in checks if not c.passed and c.severity == "warn"]
+        record.warnings = [c.line() for c in warned]
+        if failed:
+            record.outcome = "failed"
+            record.reason = "; ".join(f"{c.name}: {c.found}" for c in failed)
+        record.write(output_dir)
+        self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
+        for check in warned:
+            warnings.warn(TrainspecWarning(f"{self.spec.id}: {check.line()}"), stacklevel=1)
+        if failed:
+            raise SpecFailure(failure_message(self.spec, failed, launch.stderr_path, output_dir))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, SpecFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+def _write_launch(launch) -> None:
+    """What ran, so a person can run it again by hand."""
+    changed = {k: v for k, v in launch.env.items() if os.environ.get(k) != v}
+    (launch.output_dir / "launch.json").write_text(json.dumps({"argv": launch.argv, "cwd": str(launch.cwd), "env": changed, "timeout": launch.timeout}, indent=2))
+
+
+def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, output_dir: Path) -> str:
+    lines = [f"spec {spec.id} ({spec.source}) failed {len(failed)} check{'s' if len(failed) != 1 else ''}:"]
+    lines += [f"  {check.line()}" for check in failed]
+    stderr_tail = tail(stderr_path, TAIL_LINES)
+    if stderr_tail:
+        lines.append(f"stderr tail ({stderr_path}):")
+        lines += [f"  | {line}" for line in stderr_tail.splitlines()]
+    else:
+        lines.append(f"stderr: empty ({stderr_path})")
+    lines.append(f"outputs and logs: {output_dir}")
+    return "\n".join(lines)
+
+
+class Controller:
+    """Controller-side hooks: gather every spec's record, write results.json, print the summary."""
+
+    def __init__(self, context: RunContext):
+        self.context = context
+        self.records: dict[str, SpecResult] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == RECORD_PROPERTY:
+                record = SpecResult.from_json(json.loads(value))
+                self.records[record.id] = record
+        spec_id = report.nodeid.rsplit("::", 1)[-1]
+        if report.failed and spec_id not in self.records:
+            # A worker that died mid-run sends a bare report: record it rather than lose the spec.
+            text = str(report.longrepr or "").strip()
+            reason = text.splitlines()[-1][:500] if text else "the worker running it died"
+            self.records[spec_id] = SpecResult(id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.run_dir / "specs" / spec_id))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        context = self.context
+        for pgid in context.pool.stray_groups():
+            end_group(pgid)
+        on_disk = {r.id: r for r in gather(context.run_dir)}
+        self.records = {**on_disk, **self.records}
+        if not self.records:
+            return
+        meta = {"devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": sys.argv[1:], "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
+        write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
+        context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records:
+            return
+        terminalreporter.section("trainspec")
+        for line in summary_lines(sorted(self.records.values(), key=lambda r: r.id), self.context.run_dir):
+            terminalreporter.write_line(line)

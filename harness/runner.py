@@ -1,0 +1,230 @@
+"""Run one command in its own process group, in place, with every output in its own folder.
+
+A timeout, a watcher that asks to stop early, or the end of the harness ends the whole
+group (torchrun's ranks included), and anything the run left behind in its group is
+ended too: no process outlives its spec.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import psutil
+
+from .devices import Inventory, child_environment
+from .spec import PROFILES, Spec, render_args
+
+GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.05
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything needed to start one run, already rendered."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    output_dir: Path
+    timeout: float
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.output_dir / "stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.output_dir / "stderr.log"
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How a run ended. `exit_code` is None when it never started or was killed by a signal."""
+
+    exit_code: int | None
+    duration: float
+    signal: int | None = None
+    timed_out: bool = False
+    stopped_by: str | None = None
+    start_error: str | None = None
+    leftovers: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.start_error:
+            return f"did not start: {self.start_error}"
+        if self.timed_out:
+            return f"timed out after {self.duration:.1f} s; its process group was killed"
+        if self.stopped_by:
+            return f"stopped early: {self.stopped_by}"
+        if self.signal is not None:
+            return f"killed by signal {signal.Signals(self.signal).name}"
+        return f"exit code {self.exit_code}"
+
+
+class Watcher(Protocol):
+    """Follows a live run; returns a reason to stop it now, or None to let it go on."""
+
+    def poll(self) -> str | None: ...
+
+
+class Backend(Protocol):
+    """Where runs execute: this machine's processes, or a cluster's jobs."""
+
+    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start=None) -> ProcessOutcome: ...
+
+
+def render(text: str, values: dict[str, str]) -> str:
+    return text.format_map(values)
+
+
+def build_argv(spec: Spec, values: dict[str, str], nproc: int) -> list[str]:
+    """The spec's command with placeholders filled and args appended; torchrun in front if asked."""
+    template = PROFILES[spec.profile or "command"].build_command(spec)
+    argv = [render(part, values) for part in template] + [render(part, values) for part in render_args(spec.args)]
+    if spec.launcher == "torchrun":
+        if template and template[0] == "{python}":
+            argv = argv[1:]
+        # --standalone makes torchrun pick a free rendezvous port, so runs side by side never collide.
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *argv]
+    return argv
+
+
+def cpu_threads(held: int, inventory: Inventory) -> int:
+    """A run's share of the cores: in proportion to the devices it holds."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores * max(held, 1) // max(inventory.count, 1))
+
+
+def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, devices: tuple[str, ...], inventory: Inventory, base_env: dict[str, str] | None = None) -> Launch:
+    """Render a spec into a Launch for the devices it holds."""
+    values = {"python": sys.executable, "output_dir": str(output_dir), "run_dir": str(run_dir), "repo": str(repo), "gpus": str(len(devices))}
+    env = dict(os.environ if base_env is None else base_env)
+    # Defaults a spec's env may override: offline hubs, no bytecode in the tree, unbuffered logs.
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PYTHONPYCACHEPREFIX", str(run_dir / ".pycache"))
+    env["OMP_NUM_THREADS"] = str(cpu_threads(len(devices), inventory))
+    env.update({key: render(str(value), values) for key, value in spec.env.items()})
+    env.update(child_environment(devices, inventory))
+    env.update({"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir)})
+    nproc = max(1, len(devices)) if spec.launcher == "torchrun" else 1
+    return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the harness worker dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return members
+
+
+def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GRACE_SECONDS) -> list[str]:
+    """SIGTERM the group (and strays that left it), SIGKILL what is left after `grace`; names what was found."""
+    victims = {p.pid: p for p in [*_group_members(pgid), *extra] if p.is_running()}
+    if not victims:
+        return []
+    names = []
+    for proc in victims.values():
+        try:
+            names.append(f"{proc.pid} {proc.name()}")
+        except psutil.Error:
+            names.append(str(proc.pid))
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    for proc in victims.values():
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(list(victims.values()), timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    psutil.wait_procs(alive, timeout=grace)
+    return names
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None) -> ProcessOutcome:
+    """Start the launch in a new session, wait for it under its timeout and watchers, clean up its group."""
+    launch.output_dir.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
+        try:
+            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError as error:
+            return ProcessOutcome(None, time.monotonic() - began, start_error=f"{launch.argv[0]}: {error.strerror or error}")
+    if on_start is not None:
+        on_start(proc.pid)
+    timed_out, stopped_by, known = False, None, {}
+    try:
+        while True:
+            try:
+                proc.wait(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            # Remember descendants while they live: one that leaves the group can still be found.
+            known.update({p.pid: p for p in _descendants(proc.pid)})
+            if time.monotonic() - began > launch.timeout:
+                timed_out = True
+                break
+            stopped_by = next((reason for w in watchers if (reason := w.poll())), None)
+            if stopped_by:
+                break
+    finally:
+        leftovers = end_group(proc.pid, list(known.values()))
+        proc.wait()
+    duration = time.monotonic() - began
+    code = proc.returncode
+    return ProcessOutcome(
+        exit_code=code if code >= 0 else None,
+        duration=duration,
+        signal=-code if code < 0 else None,
+        timed_out=timed_out,
+        stopped_by=stopped_by,
+        leftovers=leftovers if not (timed_out or stopped_by) else [],
+    )
+
+
+class LocalBackend:
+    """Runs on this machine, each spec in its own process group."""
+
+    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start=None) -> ProcessOutcome:
+        return run_process(launch, watchers, on_start)

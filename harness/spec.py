@@ -1,0 +1,373 @@
+"""The spec: one YAML file per scenario, loaded into frozen dataclasses.
+
+A block per dataclass, the defaults in one place (the `option(...)` of each field), and
+runner profiles for spec files written for other suites (Forgather's `project_dir` +
+`config`), which load unchanged.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+import string
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+from .structure import Located, Problem, SpecError, build, load_yaml, option
+
+TIERS = ("smoke", "standard", "full")
+TIER_MARKERS = {"smoke": ("smoke", "integration"), "standard": ("integration",), "full": ("integration", "slow")}
+# `standard` is every tier-marked spec that is not slow, so the smoke specs run there too.
+TIER_SELECTION = {"smoke": "smoke", "standard": "integration and not slow", "full": None}
+BUILTIN_MARKERS = {
+    "smoke": "the fastest specs: run on every change (tier smoke)",
+    "integration": "a trainspec spec of the smoke or standard tier",
+    "slow": "a spec that runs only in the full tier",
+}
+PLACEHOLDERS = {
+    "python": "the Python interpreter running the harness (the session's venv)",
+    "output_dir": "this spec's output directory inside the run directory",
+    "run_dir": "the run directory",
+    "repo": "the repository root",
+    "gpus": "how many devices the run holds",
+}
+SPEC_SUFFIXES = (".yaml", ".yml")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _relative_inside(value: str, what: str) -> str | None:
+    """Why `value` is not a relative path that stays inside its base, or None when it is."""
+    if not value:
+        return f"{what} must not be empty"
+    if value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value):
+        return f"must be relative to {what}, found the absolute path {value!r}"
+    if posixpath.normpath(value.replace("\\", "/")).split("/")[0] == "..":
+        return f"must stay inside {what}, found {value!r} which escapes it"
+    return None
+
+
+def _patterns_problem(patterns: Iterable[str]) -> str | None:
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as error:
+                return f"{pattern!r} is not a valid regular expression: {error}"
+        elif not pattern:
+            return "an empty pattern would match everything"
+    return None
+
+
+def matches(pattern: str, text: str) -> bool:
+    """A stderr pattern: a plain substring, or a regular expression written `re:...`."""
+    return re.search(pattern[3:], text) is not None if pattern.startswith("re:") else pattern in text
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    path: str | None = option(None, doc="glob of the training log, relative to the output dir; by default the first file a known format names (trainer_logs.json, trainer_state.json, *.jsonl)", example="runs/*/trainer_logs.json")
+    format: Literal["auto", "forgather", "hf", "jsonl"] = option("auto", doc="log format: Forgather's trainer_logs.json, Hugging Face trainer_state.json (log_history), or JSON lines; auto picks by file name and content")
+    loss_key: str = option("loss", doc="record key of the training loss")
+    step_key: str | None = option(None, doc="record key of the step (default: global_step for forgather, step for hf and jsonl)")
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if self.path is not None and (why := _relative_inside(self.path, "the output dir")):
+            yield "path", why
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    final_max: float | None = option(None, doc="the last logged loss must be at most this", example=2.5)
+    final_min: float | None = option(None, doc="the last logged loss must be at least this (a run that scores impossibly well is suspect)")
+    no_nan: bool = option(True, doc="fail when any logged loss is NaN, inf or missing")
+    must_decrease: bool = option(False, doc="the last logged loss must be lower than the first")
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if self.final_min is not None and self.final_max is not None and self.final_min > self.final_max:
+            yield "final_min", f"final_min ({self.final_min}) is greater than final_max ({self.final_max}): no loss can pass"
+
+
+@dataclass(frozen=True)
+class MetricBound:
+    min: float | None = option(None, doc="lower bound")
+    max: float | None = option(None, doc="upper bound")
+    at: Literal["every", "final", "mean"] = option("every", doc="what is bounded: every logged value, the last one, or their mean")
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if self.min is None and self.max is None:
+            yield "max", "give min, max or both"
+        elif self.min is not None and self.max is not None and self.min > self.max:
+            yield "min", f"min ({self.min}) is greater than max ({self.max}): no value can pass"
+
+
+@dataclass(frozen=True)
+class StderrSpec:
+    forbidden_patterns: list[str] = option(factory=lambda: ["Traceback (most recent call last)"], doc="the spec fails if stderr contains any of these (substrings; `re:` starts a regular expression)")
+    warn_patterns: list[str] = option(factory=list, doc="a pytest warning is raised if stderr contains any of these")
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        for name in ("forbidden_patterns", "warn_patterns"):
+            if why := _patterns_problem(getattr(self, name)):
+                yield name, why
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    server: list[str] | str | None = option(None, doc="command that serves the checkpoint over HTTP; placeholders {checkpoint_dir}, {port}, {python}, {output_dir}")
+    checkpoint: str = option("checkpoint", doc="checkpoint directory the server loads, relative to the output dir")
+    prompt: str | list[str] = option("Once upon a time", doc="one prompt, or a list of prompts")
+    max_tokens: int = option(50, doc="tokens to generate per prompt", minimum=1)
+    temperature: float = option(0.7, doc="sampling temperature", minimum=0)
+    perplexity_max: float = option(500.0, doc="the perplexity of prompt + completion under the scorer must be at most this", minimum=0, exclusive_minimum=True)
+    server_timeout: float = option(60, doc="seconds to wait for the server to become healthy", minimum=0, exclusive_minimum=True)
+    scorer: str | None = option(None, doc="reference model that scores the text: a name in the local Hugging Face cache or a path (default: the harness setting, gpt2)")
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if not self.prompts:
+            yield "prompt", "give at least one prompt"
+        if why := _relative_inside(self.checkpoint, "the output dir"):
+            yield "checkpoint", why
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One scenario: a command to run and what its run must show."""
+
+    id: str = option(doc="unique id; the pytest test id", aliases=("test_id",), example="tinylm_smoke")
+    command: list[str] | str | None = option(None, doc="argv of the run (a string is split shell-style); placeholders {python}, {output_dir}, {run_dir}, {repo}, {gpus}. With launcher torchrun: the script and its arguments", example=["{python}", "train.py", "--output-dir", "{output_dir}"])
+    cwd: str = option(".", doc="where the command runs, relative to the repository root (projects run in place)")
+    args: dict[str, Any] = option(factory=dict, doc="appended to the command as `--key value` (underscores become dashes; true is a bare flag; false and null are left out; a list repeats values)", aliases=("dynamic_args",), example={"max_steps": 60})
+    env: dict[str, str | int | float] = option(factory=dict, doc="extra environment variables for the run")
+    launcher: Literal["none", "torchrun"] = option("none", doc="torchrun starts one rank per device held (gloo on CPU, nccl on GPU)")
+    gpus: int = option(1, doc="devices the run needs; 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0)
+    cpu_ok: bool = option(False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)")
+    timeout: float = option(300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True)
+    tier: Literal["smoke", "standard", "full"] | None = option(None, doc="smoke, standard or full (default: smoke if marked smoke, full if marked slow, else standard)")
+    markers: list[str] = option(factory=list, doc="extra pytest markers (registered in pyproject.toml; strict)")
+    log: LogSpec = option(factory=LogSpec, doc="where the training log is and how to read it")
+    loss: LossSpec | None = option(None, doc="bounds on the training loss")
+    metrics: dict[str, MetricBound] = option(factory=dict, doc="bounds on other logged metrics, by record key", example={"grad_norm": {"max": 10}})
+    stderr: StderrSpec = option(factory=StderrSpec, doc="patterns that fail the spec or warn when stderr contains them")
+    expected_files: list[str] | None = option(None, doc="globs that must match files in the output dir; a name without `/` matches at any depth (default: none; forgather profile: trainer_logs.json)")
+    min_steps_logged: int = option(1, doc="at least this many training log entries; 0 with no loss block means no log is needed", minimum=0)
+    inference: InferenceSpec | None = option(None, doc="serve the trained checkpoint and score completions (full tier)")
+    profile: Literal["command", "forgather"] | None = option(None, doc="how the command is built: command (default) or forgather (default when project_dir and config are given)")
+    project_dir: str | None = option(None, doc="forgather profile: the project directory, relative to the repository root")
+    config: str | None = option(None, doc="forgather profile: the training config template")
+
+    source: Path = field(default=Path("<spec>"), compare=False)
+    line: int | None = field(default=None, compare=False)
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if not _ID.match(self.id):
+            yield "id", f"must start with a letter or digit and hold only letters, digits, '_', '.', '-'; found {self.id!r}"
+        if self.profile == "forgather":
+            for name in ("project_dir", "config"):
+                if getattr(self, name) is None:
+                    yield name, "the forgather profile needs project_dir and config"
+            if self.command is not None:
+                yield "command", "the forgather profile builds the command from project_dir and config; give one or the other"
+        else:
+            for name in ("project_dir", "config"):
+                if getattr(self, name) is not None:
+                    yield name, "only the forgather profile reads project_dir and config"
+            if self.command is None or not self.argv_template:
+                yield "command", "required: the argv list (or a string) of the run"
+        if why := _relative_inside(self.cwd, "the repository"):
+            yield "cwd", why
+        if self.project_dir is not None and (why := _relative_inside(self.project_dir, "the repository")):
+            yield "project_dir", why
+        for pattern in self.expected_files or ():
+            if why := _relative_inside(pattern, "the output dir"):
+                yield "expected_files", why
+        for name, word in self._placeholder_words():
+            if word not in PLACEHOLDERS:
+                yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+        for key, value in self.args.items():
+            if not _arg_value_ok(value):
+                yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {type(value).__name__}"
+        if self.launcher == "torchrun" and self.profile == "forgather":
+            yield "launcher", "forgather starts its own ranks; leave launcher at none"
+        if self.inference is not None and self.inference.server is None and self.profile != "forgather":
+            yield "inference", "give inference.server: the command that serves the checkpoint"
+
+    def _placeholder_words(self) -> Iterable[tuple[str, str]]:
+        for name, text in [("command", part) for part in self.argv_template] + [("args", str(v)) for v in self.args.values()]:
+            try:
+                for _, word, _, _ in string.Formatter().parse(text):
+                    if word is not None:
+                        yield name, word
+            except ValueError as error:
+                yield name, f"<{error}>"
+
+    @property
+    def argv_template(self) -> list[str]:
+        if isinstance(self.command, str):
+            try:
+                return shlex.split(self.command)
+            except ValueError:
+                return [self.command]
+        return list(self.command or ())
+
+    @property
+    def effective_tier(self) -> str:
+        if self.tier is not None:
+            return self.tier
+        if "smoke" in self.markers:
+            return "smoke"
+        return "full" if "slow" in self.markers else "standard"
+
+    @property
+    def all_markers(self) -> list[str]:
+        """The tier's markers first, then the spec's own, without repeats."""
+        return list(dict.fromkeys([*TIER_MARKERS[self.effective_tier], *self.markers]))
+
+    @property
+    def needs_log(self) -> bool:
+        return self.loss is not None or bool(self.metrics) or self.min_steps_logged > 0
+
+    @property
+    def expected_duration_fallback(self) -> float:
+        return self.timeout
+
+
+def _arg_value_ok(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_arg_value_ok(v) and not isinstance(v, list) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def render_args(args: dict[str, Any]) -> list[str]:
+    """`{max_steps: 60, fast: true}` → `--max-steps 60 --fast`."""
+    argv: list[str] = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *(_arg_text(v) for v in value)]
+        else:
+            argv += [flag, _arg_text(value)]
+    return argv
+
+
+def _arg_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How spec files of one convention become a command, with that convention's defaults."""
+
+    name: str
+    defaults: dict[str, Any]
+    build_command: Callable[[Spec], list[str]]
+
+
+def _command_argv(spec: Spec) -> list[str]:
+    return spec.argv_template
+
+
+def _forgather_argv(spec: Spec) -> list[str]:
+    return ["forgather", "-p", str(spec.project_dir), "-t", str(spec.config), "train", "--output-dir", "{output_dir}"]
+
+
+PROFILES = {
+    "command": Profile("command", {}, _command_argv),
+    "forgather": Profile(
+        "forgather",
+        {"expected_files": ["trainer_logs.json"], "markers": ["integration"], "log": {"format": "forgather"}},
+        _forgather_argv,
+    ),
+}
+
+
+def _profile_name(data: dict) -> str:
+    named = data.get("profile")
+    if isinstance(named, str) and named in PROFILES:
+        return named
+    return "forgather" if "project_dir" in data and "config" in data and "command" not in data else "command"
+
+
+def spec_from_mapping(data: Any, source: Path) -> Spec:
+    """Validate one YAML mapping into a Spec; every problem raises a located SpecError."""
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SpecError(source, None, f"a spec is a YAML mapping of fields, found {found}", 1)
+    profile = PROFILES[_profile_name(data)]
+    merged = Located({**profile.defaults, **data}, line=getattr(data, "line", 1))
+    merged.lines = dict(getattr(data, "lines", {}))
+    merged["profile"] = profile.name
+    try:
+        spec = build(Spec, merged, "", merged.line)
+    except Problem as problem:
+        raise SpecError(source, problem.field, problem.message, problem.line) from None
+    return replace(spec, source=source, line=merged.line)
+
+
+def load_spec_file(path: Path) -> list[Spec]:
+    """A file holds one spec (a mapping) or several (a list of mappings)."""
+    data = load_yaml(path)
+    if isinstance(data, list):
+        if not data:
+            raise SpecError(path, None, "an empty list holds no spec", 1)
+        return [spec_from_mapping(item, path) for item in data]
+    return [spec_from_mapping(data, path)]
+
+
+def find_spec_files(paths: Iterable[Path]) -> list[Path]:
+    """Spec files named directly, and every *.yaml / *.yml below named folders, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file() and not _hidden(p, path))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise SpecError(path, None, "no such file or folder")
+    return found
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def load_specs(paths: Iterable[Path]) -> tuple[list[Spec], list[SpecError]]:
+    """Every spec under `paths`, and every problem found (all of them, not just the first)."""
+    specs: list[Spec] = []
+    errors: list[SpecError] = []
+    try:
+        files = find_spec_files(paths)
+    except SpecError as error:
+        return [], [error]
+    seen: dict[str, Spec] = {}
+    for file in files:
+        try:
+            loaded = load_spec_file(file)
+        except SpecError as error:
+            errors.append(error)
+            continue
+        for spec in loaded:
+            if spec.id in seen:
+                first = seen[spec.id]
+                errors.append(SpecError(file, "id", f"duplicate id {spec.id!r}, also used in {first.source}:{first.line}", spec.line))
+                continue
+            seen[spec.id] = spec
+            specs.append(spec)
+    return specs, errors
+
+
+def check_markers(spec: Spec, registered: Iterable[str]) -> None:
+    """Markers are strict: a spec may only use markers the project registered."""
+    known = set(registered) | set(BUILTIN_MARKERS)
+    for marker in spec.markers:
+        if marker not in known:
+            raise SpecError(spec.source, "markers", f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers in pyproject.toml (registered: {', '.join(sorted(known))})", spec.line)

@@ -1,0 +1,85 @@
+"""Tier sessions (smoke, standard, full), the harness's own tests, and the benchmark.
+
+Every session builds its own venv with the pins below and installs the harness from this
+working tree. Venvs are reused, and installing is skipped when nothing it depends on
+changed, so `nox -s smoke` is fast after the first time; `nox -R` skips installing outright.
+
+    nox -s smoke                      # every change
+    nox -s standard                   # before merge
+    nox -s full -- --gpus 2           # nightly; arguments after -- go to `python -m harness run`
+    nox -s tests                      # the harness's own test suite (CPU only)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import nox
+
+# The one place that pins the libraries a tier runs on. torch 2.13.0 has a local CPU wheel on
+# CI; on GPU boxes, run nox with `--default-venv-backend uv` and UV_TORCH_BACKEND=auto.
+TORCH = "2.13.0"
+TRANSFORMERS = "4.57.6"
+TRAINING_REQUIREMENTS = ("numpy", "accelerate>=1.0")
+TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3")
+
+ROOT = Path(__file__).parent
+nox.options.sessions = ["smoke", "tests"]
+nox.options.reuse_venv = "yes"
+
+
+def _uv_environment() -> dict[str, str]:
+    """uv ignores pip's configuration: hand it pip's find-links, or it resolves a CUDA torch."""
+    links = os.environ.get("PIP_FIND_LINKS")
+    return {"UV_FIND_LINKS": links} if links and "UV_FIND_LINKS" not in os.environ else {}
+
+
+def install(session: nox.Session, *requirements: str) -> None:
+    """Install requirements plus the harness, unless this venv already has exactly these."""
+    stamp_input = json.dumps([requirements, (ROOT / "pyproject.toml").read_text()])
+    digest = hashlib.sha256(stamp_input.encode()).hexdigest()
+    stamp = Path(session.virtualenv.location) / ".trainspec-installed"
+    if stamp.exists() and stamp.read_text() == digest:
+        session.log("requirements unchanged since the last install; skipping it")
+        return
+    session.install(*requirements, "-e", str(ROOT), env=_uv_environment())
+    stamp.write_text(digest)
+
+
+def install_training(session: nox.Session, *extra: str, torch: str = TORCH, transformers: str = TRANSFORMERS) -> None:
+    install(session, f"torch=={torch}", f"transformers=={transformers}", *TRAINING_REQUIREMENTS, *extra)
+
+
+def run_tier(session: nox.Session, tier: str) -> None:
+    session.run("python", "-m", "harness", "run", "--tier", tier, *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """The fastest spec(s): on every change."""
+    install_training(session)
+    run_tier(session, "smoke")
+
+
+@nox.session
+def standard(session: nox.Session) -> None:
+    """Every single-device training spec (integration and not slow): before merge."""
+    install_training(session)
+    run_tier(session, "standard")
+
+
+@nox.session
+def full(session: nox.Session) -> None:
+    """Everything, multi-device and inference included: nightly. Pass devices after --."""
+    install_training(session)
+    run_tier(session, "full")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The harness's own tests (CPU only); arguments after -- go to pytest."""
+    install_training(session, *TEST_REQUIREMENTS)
+    session.run("pytest", *(session.posargs or ["tests"]), env={"HF_HUB_OFFLINE": "1"})
