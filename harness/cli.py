@@ -7,6 +7,7 @@ Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tomllib
@@ -157,6 +158,13 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
     print("\n".join(_table(rows)))
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import json_schema, markdown_reference
+
+    print(markdown_reference() if args.markdown else json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -170,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="which specs run, on how many devices, in what order, and the makespan lower bound", description="Show the run plan without running anything.")
     _add_spec_options(plan)
     _add_device_options(plan)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions.")
+    schema.add_argument("--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead")
 
     run = commands.add_parser("run", help="run the specs through pytest; arguments it does not know go to pytest", description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v).")
     _add_spec_options(run)
@@ -187,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan}[args.command](args)
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema}[args.command](args)
     except UsageError as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE

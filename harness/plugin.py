@@ -26,6 +26,7 @@ from .plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
 from .report import summary_lines
 from .results import SpecResult, environment_versions, gather, thin_curve, write_results
 from .runner import LocalBackend, build_launch, end_group
+from .scheduler import PlanScheduling
 from .spec import BUILTIN_MARKERS, SPEC_SUFFIXES, TIERS, Spec, check_markers, load_spec_file
 from .structure import SpecError
 
@@ -268,6 +269,30 @@ class Controller:
     def __init__(self, context: RunContext):
         self.context = context
         self.records: dict[str, SpecResult] = {}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> PlanScheduling:
+        return PlanScheduling(config, log, expected=self._expected_seconds(config.rootpath))
+
+    def _expected_seconds(self, rootpath: Path):
+        """nodeid -> expected seconds, from the same durations and specs the workers planned with."""
+        durations = self.context.durations.load()
+        timeouts: dict[str, float] = {}
+        read: set[str] = set()
+
+        def expected(nodeid: str) -> float:
+            path, _, spec_id = nodeid.partition("::")
+            if spec_id in durations:
+                return durations[spec_id]
+            if path not in read:
+                read.add(path)
+                try:
+                    timeouts.update({s.id: s.timeout for s in load_spec_file(rootpath / path)})
+                except SpecError:
+                    pass
+            return timeouts.get(spec_id, 0.0)
+
+        return expected
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:

@@ -138,7 +138,7 @@ def describe_type(tp: Any) -> str:
     if tp is type(None):
         return "null"
     if origin is Literal:
-        return " | ".join(repr(a) for a in args)
+        return ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
         return " or ".join(describe_type(a) for a in args)
     if origin in (list, tuple):
@@ -151,6 +151,8 @@ def describe_type(tp: Any) -> str:
 
 
 def _plural(words: str) -> str:
+    if " or " in words:
+        return f"({words})"
     for article in ("a ", "an "):
         if words.startswith(article):
             return words[len(article):] + "s"
