@@ -112,7 +112,8 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, dev
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("HF_DATASETS_OFFLINE", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("PYTHONPYCACHEPREFIX", str(run_dir / ".pycache"))
+    # Bytecode of the project under test would land in its tree; site-packages' is still read.
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     env["OMP_NUM_THREADS"] = str(cpu_threads(len(devices), inventory))
     env.update({key: render(str(value), values) for key, value in spec.env.items()})
     env.update(child_environment(devices, inventory))

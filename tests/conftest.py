@@ -1,0 +1,43 @@
+"""Shared helpers: run the real harness as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class HarnessRun:
+    def __init__(self, proc: subprocess.CompletedProcess, run_dir: Path):
+        self.proc = proc
+        self.run_dir = run_dir
+        self.code = proc.returncode
+        self.output = proc.stdout + proc.stderr
+
+    @property
+    def results(self) -> dict:
+        return json.loads((self.run_dir / "results.json").read_text())
+
+    def spec(self, spec_id: str) -> dict:
+        return next(s for s in self.results["specs"] if s["id"] == spec_id)
+
+
+@pytest.fixture
+def harness(tmp_path: Path):
+    """Run `python -m harness ARGS` in `cwd` with a private cache and run directory."""
+    counter = iter(range(1000))
+
+    def run(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600) -> HarnessRun:
+        run_dir = tmp_path / f"run{next(counter)}"
+        full_env = {**os.environ, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", **(env or {})}
+        extra = ["--run-dir", str(run_dir)] if args and args[0] == "run" else []
+        proc = subprocess.run([sys.executable, "-m", "harness", *args, *extra], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+        return HarnessRun(proc, run_dir)
+
+    return run
