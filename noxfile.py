@@ -83,3 +83,10 @@ def tests(session: nox.Session) -> None:
     """The harness's own tests (CPU only); arguments after -- go to pytest."""
     install_training(session, *TEST_REQUIREMENTS)
     session.run("pytest", *(session.posargs or ["tests"]), env={"HF_HUB_OFFLINE": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Scheduling and overhead benchmark in a venv without torch (not part of CI's verdict)."""
+    install(session)
+    session.run("python", "benchmarks/bench_scheduling.py", *session.posargs)

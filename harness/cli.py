@@ -99,7 +99,7 @@ def describe_plan(plan: Plan) -> list[str]:
     if plan.skipped:
         lines += ["", "skipped:"]
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
-    lines += ["", f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}; makespan lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)"]
+    lines += ["", f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)"]
     return lines
 
 
@@ -114,7 +114,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Path, extra: list[str]) -> list[str]:
     paths = _spec_paths(args.specs)
     workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
-    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
+    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
     argv += [f"--specs={p}" for p in paths]
     argv += ["--run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-o", "junit_suite_name=trainspec", "-rfEsw"]
     if args.tier:

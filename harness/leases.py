@@ -27,6 +27,7 @@ import psutil
 from filelock import FileLock
 
 POLL_SECONDS = 0.02
+FIRST_WAVE_GRACE = 3.0
 
 
 def _process_key(pid: int) -> list:
@@ -64,16 +65,17 @@ class Lease:
 class LeasePool:
     """The devices of one run directory, leased by any process that opens the same state file."""
 
-    def __init__(self, state_file: Path, devices: tuple[str, ...]):
+    def __init__(self, state_file: Path, devices: tuple[str, ...], first_wave: int = 0):
         self.state_file = Path(state_file)
         self.devices = devices
+        self.first_wave = first_wave
         self._lock = FileLock(str(self.state_file) + ".lock")
 
     def _read(self) -> dict:
         try:
             state = json.loads(self.state_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            state = {"holders": {}, "queue": [], "tickets": 0}
+            state = {"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": time.time()}
         state["holders"] = {d: h for d, h in state["holders"].items() if _alive(h["owner"])}
         state["queue"] = [w for w in state["queue"] if _alive(w["owner"])]
         return state
@@ -112,6 +114,7 @@ class LeasePool:
 
         def enqueue(state: dict) -> None:
             state["tickets"] += 1
+            state["arrived"].append(priority)
             state["queue"].append({"token": f"{owner[0]}-{state['tickets']}", "owner": owner, "name": name, "k": count, "priority": priority, "ticket": state["tickets"], "expected": expected})
 
         token = self._update(enqueue)["queue"][-1]["token"]
@@ -126,6 +129,9 @@ class LeasePool:
 
     def _grant(self, state: dict, token: str, now: float) -> tuple[str, ...] | None:
         """Take devices for `token` if the serving order lets it start now; None if it must wait."""
+        mine = next(w for w in state["queue"] if w["token"] == token)
+        if self._first_wave_missing(state, mine["priority"], now):
+            return None
         free = [d for d in self.devices if d not in state["holders"]]
         ends = sorted(now + max(0.0, h["start"] + h["expected"] - now) for h in state["holders"].values())
         reserved_until: float | None = None
@@ -149,6 +155,17 @@ class LeasePool:
                 missing = waiter["k"] - spare
                 reserved_until = ends[missing - 1] if 0 < missing <= len(ends) else now
         return None
+
+    def _first_wave_missing(self, state: dict, priority: int, now: float) -> bool:
+        """Whether a higher-priority spec of the first wave has not asked yet.
+
+        Workers start a few hundred milliseconds apart; without this, whichever asks first
+        wins, and a wide spec planned first can end up waiting behind a long narrow one.
+        """
+        if now - state["opened"] > FIRST_WAVE_GRACE:
+            return False
+        arrived = set(state["arrived"])
+        return any(p not in arrived for p in range(min(priority, self.first_wave)))
 
     def stray_groups(self) -> list[int]:
         """Process groups of leases whose runs may outlive their owner; for the final clean-up."""

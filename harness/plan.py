@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import heapq
 import json
 import os
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ class Plan:
     inventory: Inventory
     runs: list[Planned]
     skipped: list[Planned]
+    order: str = ""
+    simulated: float = 0.0
 
     @property
     def workers(self) -> int:
@@ -101,8 +104,66 @@ class Plan:
         return max(longest, area / self.workers)
 
 
+def simulate(jobs: list[tuple[int, float]], devices: int) -> float:
+    """Makespan of `jobs` (devices, seconds), served in this order by the pool's rule.
+
+    The rule is the one `leases.py` applies: start waiters in order while they fit; the
+    first that does not fit reserves the time its devices free up, and a later waiter may
+    go first only if it ends by then. At most `devices` runs at once (one per worker).
+    """
+    slots = max(devices, 1)
+    now, free = 0.0, devices
+    running: list[tuple[float, int]] = []
+    pending = list(jobs)
+    zero_device = any(k == 0 for k, _ in pending)
+    while pending or running:
+        kept: list[tuple[int, float]] = []
+        reserved: float | None = None
+        for index, (k, seconds) in enumerate(pending):
+            if len(running) >= slots or (free == 0 and not zero_device):
+                kept += pending[index:]
+                break
+            fits = k <= free and (reserved is None or now + seconds <= reserved)
+            if fits:
+                heapq.heappush(running, (now + seconds, k))
+                free -= k
+                continue
+            kept.append((k, seconds))
+            if reserved is None:
+                reserved = _free_by(running, k - free)
+        pending = kept
+        if not running:
+            break
+        end, k = heapq.heappop(running)
+        now, free = end, free + k
+        while running and running[0][0] == end:
+            free += heapq.heappop(running)[1]
+    return now
+
+
+def _free_by(running: list[tuple[float, int]], missing: int) -> float:
+    """When `missing` more devices will be free, as running jobs end."""
+    released = 0
+    for end, k in sorted(running):
+        released += k
+        if released >= missing:
+            return end
+    return float("inf")
+
+
+ORDERS = {
+    "longest first": lambda p: (-p.expected, -p.devices),
+    "widest first": lambda p: (-p.devices, -p.expected),
+    "largest area first": lambda p: (-max(p.devices, 1) * p.expected, -p.devices),
+}
+
+
 def make_plan(specs: list[Spec], inventory: Inventory, durations: dict[str, float], tier: str | None = None) -> Plan:
-    """Order the runnable specs longest first; say why each of the others is skipped."""
+    """Order the runnable specs by whichever rule the simulation expects to finish first.
+
+    Longest-first keeps the tail short; widest-first avoids draining devices for a wide spec
+    in the middle of the run. Which wins depends on the mix, so each is simulated.
+    """
     planned = []
     for spec in specs:
         if not in_tier(spec, tier):
@@ -110,6 +171,12 @@ def make_plan(specs: list[Spec], inventory: Inventory, durations: dict[str, floa
         recorded = spec.id in durations
         expected = durations[spec.id] if recorded else spec.timeout
         planned.append(Planned(spec, spec.gpus, expected, recorded, skip_reason(spec, inventory)))
-    runs = sorted((p for p in planned if p.skip is None), key=lambda p: (-p.expected, -p.devices, p.spec.id))
-    runs = [Planned(p.spec, p.devices, p.expected, p.recorded, None, i) for i, p in enumerate(runs)]
-    return Plan(inventory, runs, [p for p in planned if p.skip is not None])
+    runnable = [p for p in planned if p.skip is None]
+    best_name, best, best_span = "", runnable, float("inf")
+    for name, key in ORDERS.items():
+        order = sorted(runnable, key=lambda p: (*key(p), p.spec.id))
+        span = simulate([(p.devices, p.expected) for p in order], inventory.count)
+        if span < best_span - 1e-9:
+            best_name, best, best_span = name, order, span
+    runs = [Planned(p.spec, p.devices, p.expected, p.recorded, None, i) for i, p in enumerate(best)]
+    return Plan(inventory, runs, [p for p in planned if p.skip is not None], best_name, best_span if runs else 0.0)

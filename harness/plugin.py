@@ -63,7 +63,8 @@ class RunContext:
         self.inventory = inventory
         self.spec_roots = spec_roots
         self.tier = tier
-        self.pool = LeasePool(run_dir / "leases.json", inventory.ids)
+        # The first item of each worker (one worker per device) starts together: the first wave.
+        self.pool = LeasePool(run_dir / "leases.json", inventory.ids, first_wave=inventory.count)
         self.backend = LocalBackend()
         self.versions = environment_versions()
         self.durations = DurationCache(cache_root(repo) / "durations.json")
@@ -133,8 +134,9 @@ class SpecFile(pytest.File):
             yield item
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the tier, order longest-first by the plan, and mark what cannot run here."""
+    """Keep the tier, order by the plan, and mark what cannot run here (after -k and -m have deselected)."""
     context = config.stash[STASH]
     specs = [item for item in items if isinstance(item, SpecItem)]
     if not specs:
@@ -215,6 +217,7 @@ class SpecItem(pytest.Item):
                 lease.release()
         checks, log = run_checks(self.spec, outcome, output_dir, launch.stderr_path)
         record.duration = round(outcome.duration, 3)
+        record.start_time = outcome.started
         record.devices = list(devices)
         record.lease_wait = round(lease.waited, 3) if lease else 0.0
         record.command = launch.argv

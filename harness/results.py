@@ -31,6 +31,7 @@ class SpecResult:
     file: str = ""
     tier: str = ""
     duration: float = 0.0
+    start_time: float = 0.0
     devices: list[str] = field(default_factory=list)
     device_kind: str = ""
     lease_wait: float = 0.0

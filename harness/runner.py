@@ -24,6 +24,7 @@ from .spec import PROFILES, Spec, render_args
 
 GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.05
+CENSUS_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -52,6 +53,7 @@ class ProcessOutcome:
 
     exit_code: int | None
     duration: float
+    started: float = 0.0
     signal: int | None = None
     timed_out: bool = False
     stopped_by: str | None = None
@@ -143,7 +145,7 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 
 def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GRACE_SECONDS) -> list[str]:
     """SIGTERM the group (and strays that left it), SIGKILL what is left after `grace`; names what was found."""
-    victims = {p.pid: p for p in [*_group_members(pgid), *extra] if p.is_running()}
+    victims = {p.pid: p for p in [*_group_members(pgid), *extra] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
     if not victims:
         return []
     names = []
@@ -152,10 +154,7 @@ def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GR
             names.append(f"{proc.pid} {proc.name()}")
         except psutil.Error:
             names.append(str(proc.pid))
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    _signal_group(pgid, signal.SIGTERM)
     for proc in victims.values():
         try:
             proc.send_signal(signal.SIGTERM)
@@ -167,12 +166,18 @@ def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GR
             proc.kill()
         except psutil.Error:
             pass
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _signal_group(pgid, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace)
     return names
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Signal a process group; False when it has no member left."""
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -185,15 +190,16 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None) -> ProcessOutcome:
     """Start the launch in a new session, wait for it under its timeout and watchers, clean up its group."""
     launch.output_dir.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
+    began, started = time.monotonic(), time.time()
     with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
         try:
             proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as error:
-            return ProcessOutcome(None, time.monotonic() - began, start_error=f"{launch.argv[0]}: {error.strerror or error}")
+            return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{launch.argv[0]}: {error.strerror or error}")
     if on_start is not None:
         on_start(proc.pid)
     timed_out, stopped_by, known = False, None, {}
+    next_census = began + CENSUS_SECONDS
     try:
         while True:
             try:
@@ -201,8 +207,10 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
                 break
             except subprocess.TimeoutExpired:
                 pass
-            # Remember descendants while they live: one that leaves the group can still be found.
-            known.update({p.pid: p for p in _descendants(proc.pid)})
+            if time.monotonic() >= next_census:
+                # Remember descendants while they live: one that leaves the group can still be found.
+                known.update({p.pid: p for p in _descendants(proc.pid)})
+                next_census = time.monotonic() + CENSUS_SECONDS
             if time.monotonic() - began > launch.timeout:
                 timed_out = True
                 break
@@ -210,13 +218,19 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
             if stopped_by:
                 break
     finally:
-        leftovers = end_group(proc.pid, list(known.values()))
-        proc.wait()
+        if proc.poll() is None:
+            leftovers = end_group(proc.pid, list(known.values()))
+            proc.wait()
+        else:
+            # The command is gone (and reaped): anything still in its group was left behind.
+            strays = [p for p in known.values() if p.is_running()]
+            leftovers = end_group(proc.pid, strays) if strays or _signal_group(proc.pid, 0) else []
     duration = time.monotonic() - began
     code = proc.returncode
     return ProcessOutcome(
         exit_code=code if code >= 0 else None,
         duration=duration,
+        started=started,
         signal=-code if code < 0 else None,
         timed_out=timed_out,
         stopped_by=stopped_by,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import MISSING
@@ -53,8 +54,8 @@ class _DuplicateKey(Exception):
         self.key, self.first, self.again = key, first, again
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML with located mappings and duplicate keys refused (PyYAML keeps the last)."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML (libyaml's parser where PyYAML has it) with located mappings and duplicate keys refused."""
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Located:
@@ -84,7 +85,7 @@ def load_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(path, None, f"cannot read the file: {error}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from (C)SafeLoader
     except _DuplicateKey as dup:
         raise SpecError(path, str(dup.key), f"duplicate key (first at line {dup.first})", dup.again) from None
     except SpecError as error:
@@ -125,10 +126,13 @@ def option(
 
 def yaml_fields(cls: type) -> Iterator[tuple[dataclasses.Field, Any]]:
     """The fields of a block that a YAML file may set, with their resolved types."""
+    return iter(_yaml_fields(cls))
+
+
+@functools.cache
+def _yaml_fields(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
     hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        if "doc" in field.metadata:
-            yield field, hints[field.name]
+    return tuple((field, hints[field.name]) for field in dataclasses.fields(cls) if "doc" in field.metadata)
 
 
 def describe_type(tp: Any) -> str:
