@@ -123,6 +123,10 @@ def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Pa
         argv += ["--gpus", str(args.gpus)]
     if args.fake_gpus is not None:
         argv += ["--fake-gpus", str(args.fake_gpus)]
+    if args.scorer:
+        argv += ["--scorer", args.scorer]
+    if args.missing_scorer:
+        argv += ["--missing-scorer", args.missing_scorer]
     argv += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
     return argv + extra
 
@@ -186,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_options(run)
     _add_device_options(run)
     run.add_argument("--run-dir", metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, printed)")
+    run.add_argument("--scorer", metavar="MODEL", help="reference model for inference perplexity: a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
+    run.add_argument("--missing-scorer", choices=("fail", "skip"), help="when the scorer is not on this machine: fail the spec (default) or skip its inference stage")
     run.add_argument("--workers", type=int, metavar="N", help="parallel pytest-xdist workers (default: one per device; none for a single device)")
     return parser
 

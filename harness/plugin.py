@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 import sys
@@ -25,7 +26,9 @@ from .leases import LeasePool
 from .plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
 from .report import summary_lines
 from .results import SpecResult, environment_versions, gather, thin_curve, write_results
-from .runner import LocalBackend, build_launch, end_group
+from .inference import run_inference
+from .perplexity import DEFAULT_SCORER
+from .runner import LocalBackend, build_launch, end_group, placeholder_values
 from .scheduler import PlanScheduling
 from .spec import BUILTIN_MARKERS, SPEC_SUFFIXES, TIERS, Spec, check_markers, load_spec_file
 from .structure import SpecError
@@ -50,6 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gpus", type=int, default=None, metavar="N", help="devices this run may use (default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L)")
     group.addoption("--fake-gpus", type=int, default=None, metavar="N", help="simulate N devices on a machine without CUDA; only cpu_ok specs run")
     group.addoption("--run-dir", default=None, metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, outside the repository)")
+    group.addoption("--scorer", default=None, metavar="MODEL", help="reference model for perplexity: a name in the local Hugging Face cache or a path (default: TRAINSPEC_SCORER, else gpt2); a spec's inference.scorer wins")
+    group.addoption("--missing-scorer", choices=("fail", "skip"), default="fail", help="when the scorer model is not on this machine: fail the spec (default) or skip its inference stage")
     group.addoption("--repo", default=None, metavar="DIR", help="the repository root that spec cwds are relative to (default: the current directory)")
     parser.addini("trainspec_specs", type="paths", default=[], help="spec files or folders collected by default")
 
@@ -57,8 +62,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 class RunContext:
     """What every item of this run shares: where things go and which devices exist."""
 
-    def __init__(self, repo: Path, run_dir: Path, inventory: Inventory, spec_roots: list[Path], tier: str | None):
+    def __init__(self, repo: Path, run_dir: Path, inventory: Inventory, spec_roots: list[Path], tier: str | None, scorer: str = DEFAULT_SCORER, missing_scorer: str = "fail"):
         self.repo = repo
+        self.scorer = scorer
+        self.missing_scorer = missing_scorer
         self.run_dir = run_dir
         self.inventory = inventory
         self.spec_roots = spec_roots
@@ -70,12 +77,12 @@ class RunContext:
         self.durations = DurationCache(cache_root(repo) / "durations.json")
 
     def to_wire(self) -> dict[str, Any]:
-        return {"repo": str(self.repo), "run_dir": str(self.run_dir), "inventory": asdict(self.inventory), "spec_roots": [str(p) for p in self.spec_roots], "tier": self.tier}
+        return {"repo": str(self.repo), "run_dir": str(self.run_dir), "inventory": asdict(self.inventory), "spec_roots": [str(p) for p in self.spec_roots], "tier": self.tier, "scorer": self.scorer, "missing_scorer": self.missing_scorer}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "RunContext":
         inventory = Inventory(tuple(data["inventory"]["ids"]), data["inventory"]["kind"], data["inventory"]["source"])
-        return cls(Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["tier"])
+        return cls(Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["tier"], data["scorer"], data["missing_scorer"])
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -98,7 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     run_dir = Path(config.getoption("run_dir") or default_run_dir(repo)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    context = RunContext(repo, run_dir, inventory, roots, config.getoption("tier"))
+    scorer = config.getoption("scorer") or os.environ.get("TRAINSPEC_SCORER") or DEFAULT_SCORER
+    context = RunContext(repo, run_dir, inventory, roots, config.getoption("tier"), scorer, config.getoption("missing_scorer"))
     config.stash[STASH] = context
     config.pluginmanager.register(Controller(context), "trainspec-controller")
 
@@ -205,17 +213,19 @@ class SpecItem(pytest.Item):
             shutil.rmtree(output_dir)
         output_dir.mkdir(parents=True)
         record = self._base_record("passed")
-        holding = self.spec.gpus
-        lease = context.pool.acquire(holding, self.spec.id, self.planned_priority, self.expected) if holding else None
+        lease = context.pool.acquire(self.spec.gpus, self.spec.id, self.planned_priority, self.expected) if self.spec.gpus else None
+        devices = lease.devices if lease else ()
         try:
-            devices = lease.devices if lease else ()
             launch = build_launch(self.spec, repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, devices=devices, inventory=context.inventory)
             _write_launch(launch)
             outcome = context.backend.run(launch, (), on_start=lease.attach if lease else None)
+            checks, log = run_checks(self.spec, outcome, output_dir, launch.stderr_path)
+            if self.spec.inference is not None:
+                # The server runs on the run's own devices, so the lease is held until it stops.
+                checks += self._inference_stage(record, checks, launch, output_dir, devices)
         finally:
             if lease:
                 lease.release()
-        checks, log = run_checks(self.spec, outcome, output_dir, launch.stderr_path)
         record.duration = round(outcome.duration, 3)
         record.start_time = outcome.started
         record.devices = list(devices)
@@ -223,23 +233,38 @@ class SpecItem(pytest.Item):
         record.command = launch.argv
         record.exit_code = outcome.exit_code
         record.checks = [c.as_dict() for c in checks]
-        record.paths = {"stdout": str(launch.stdout_path), "stderr": str(launch.stderr_path), **({"log": str(log.path)} if log else {})}
+        record.paths.update({"stdout": str(launch.stdout_path), "stderr": str(launch.stderr_path), **({"log": str(log.path)} if log else {})})
         if log is not None:
             record.steps_logged = len(log.entries)
-            record.final_loss = log.final.loss if log.final and log.final.loss == log.final.loss else None
+            record.final_loss = log.final.loss if log.final and log.final.loss is not None and math.isfinite(log.final.loss) else None
             record.loss_curve = thin_curve(log.curve())
         failed = [c for c in checks if not c.passed and c.severity == "fail"]
         warned = [c for c in checks if not c.passed and c.severity == "warn"]
-        record.warnings = [c.line() for c in warned]
+        record.warnings += [c.line() for c in warned]
         if failed:
             record.outcome = "failed"
-            record.reason = "; ".join(f"{c.name}: {c.found}" for c in failed)
+            record.reason = "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
         record.write(output_dir)
         self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
         for check in warned:
             warnings.warn(TrainspecWarning(f"{self.spec.id}: {check.line()}"), stacklevel=1)
         if failed:
             raise SpecFailure(failure_message(self.spec, failed, launch.stderr_path, output_dir))
+
+    def _inference_stage(self, record: SpecResult, checks: list[CheckResult], launch, output_dir: Path, devices: tuple[str, ...]) -> list[CheckResult]:
+        if any(not c.passed and c.severity == "fail" for c in checks):
+            record.warnings.append("inference stage not run: the training failed")
+            return []
+        context = self.context
+        values = placeholder_values(repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, devices=devices)
+        stage = run_inference(self.spec, output_dir=output_dir, cwd=launch.cwd, env=launch.env, values=values, scorer=context.scorer, missing_scorer=context.missing_scorer)
+        record.perplexity = stage.worst_perplexity
+        record.inference = stage.as_records()
+        if stage.server_stderr:
+            record.paths["server_stderr"] = str(stage.server_stderr)
+        if stage.skipped:
+            record.warnings.append(f"inference stage skipped: {stage.skipped}")
+        return stage.checks
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, SpecFailure):

@@ -38,6 +38,7 @@ class SpecResult:
     final_loss: float | None = None
     steps_logged: int = 0
     perplexity: float | None = None
+    inference: list[dict] = field(default_factory=list)
     output_dir: str = ""
     command: list[str] = field(default_factory=list)
     exit_code: int | None = None

@@ -106,9 +106,13 @@ def cpu_threads(held: int, inventory: Inventory) -> int:
     return max(1, cores * max(held, 1) // max(inventory.count, 1))
 
 
+def placeholder_values(*, repo: Path, run_dir: Path, output_dir: Path, devices: tuple[str, ...]) -> dict[str, str]:
+    return {"python": sys.executable, "output_dir": str(output_dir), "run_dir": str(run_dir), "repo": str(repo), "gpus": str(len(devices))}
+
+
 def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, devices: tuple[str, ...], inventory: Inventory, base_env: dict[str, str] | None = None) -> Launch:
     """Render a spec into a Launch for the devices it holds."""
-    values = {"python": sys.executable, "output_dir": str(output_dir), "run_dir": str(run_dir), "repo": str(repo), "gpus": str(len(devices))}
+    values = placeholder_values(repo=repo, run_dir=run_dir, output_dir=output_dir, devices=devices)
     env = dict(os.environ if base_env is None else base_env)
     # Defaults a spec's env may override: offline hubs, no bytecode in the tree, unbuffered logs.
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -119,12 +123,13 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, dev
     env["OMP_NUM_THREADS"] = str(cpu_threads(len(devices), inventory))
     env.update({key: render(str(value), values) for key, value in spec.env.items()})
     env.update(child_environment(devices, inventory))
-    env.update({"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir)})
+    env.update({"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir), "TMPDIR": str(output_dir / "tmp")})
+    (output_dir / "tmp").mkdir(parents=True, exist_ok=True)
     nproc = max(1, len(devices)) if spec.launcher == "torchrun" else 1
     return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGTERM if the harness worker dies, even by SIGKILL (Linux)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -193,7 +198,7 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
     began, started = time.monotonic(), time.time()
     with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
         try:
-            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
         except OSError as error:
             return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{launch.argv[0]}: {error.strerror or error}")
     if on_start is not None:

@@ -33,6 +33,7 @@ PLACEHOLDERS = {
     "repo": "the repository root",
     "gpus": "how many devices the run holds",
 }
+SERVER_PLACEHOLDERS = {**PLACEHOLDERS, "checkpoint_dir": "the checkpoint directory the server loads", "port": "a free loopback port for the server"}
 SPEC_SUFFIXES = (".yaml", ".yml")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -186,34 +187,47 @@ class Spec:
         for pattern in self.expected_files or ():
             if why := _relative_inside(pattern, "the output dir"):
                 yield "expected_files", why
-        for name, word in self._placeholder_words():
-            if word not in PLACEHOLDERS:
-                yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+        for name, word, known in self._placeholder_words():
+            if word not in known:
+                yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in known)}"
         for key, value in self.args.items():
             if not _arg_value_ok(value):
                 yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {type(value).__name__}"
         if self.launcher == "torchrun" and self.profile == "forgather":
             yield "launcher", "forgather starts its own ranks; leave launcher at none"
-        if self.inference is not None and self.inference.server is None and self.profile != "forgather":
-            yield "inference", "give inference.server: the command that serves the checkpoint"
+        if self.inference is not None:
+            yield from self._inference_problems(self.inference)
 
-    def _placeholder_words(self) -> Iterable[tuple[str, str]]:
-        for name, text in [("command", part) for part in self.argv_template] + [("args", str(v)) for v in self.args.values()]:
+    def _inference_problems(self, inference: InferenceSpec) -> Iterable[tuple[str, str]]:
+        """An inference stage needs a checkpoint that the training is known to save."""
+        if self.profile == "forgather":
+            if str(self.args.get("save_strategy", "no")) == "no":
+                yield "inference", "inference needs a saved checkpoint: set dynamic_args.save_strategy (for example \"steps\"), not \"no\""
+            return
+        if inference.server is None:
+            yield "inference", "give inference.server: the command that serves the checkpoint"
+        prefix = inference.checkpoint.rstrip("/") + "/"
+        if not any(pattern.startswith(prefix) for pattern in self.expected_files or ()):
+            yield "inference", f"inference needs the checkpoint the training saves: list a file of it in expected_files (for example '{prefix}config.json')"
+
+    def _placeholder_words(self) -> Iterable[tuple[str, str, dict[str, str]]]:
+        server = self.inference.server if self.inference else None
+        server_parts = server if isinstance(server, list) else split_command(server) if server else []
+        texts = [("command", part, PLACEHOLDERS) for part in self.argv_template]
+        texts += [("args", str(v), PLACEHOLDERS) for v in self.args.values()]
+        texts += [("env", str(v), PLACEHOLDERS) for v in self.env.values()]
+        texts += [("inference.server", part, SERVER_PLACEHOLDERS) for part in server_parts]
+        for name, text, known in texts:
             try:
                 for _, word, _, _ in string.Formatter().parse(text):
                     if word is not None:
-                        yield name, word
+                        yield name, word, known
             except ValueError as error:
-                yield name, f"<{error}>"
+                yield name, f"<{error}>", known
 
     @property
     def argv_template(self) -> list[str]:
-        if isinstance(self.command, str):
-            try:
-                return shlex.split(self.command)
-            except ValueError:
-                return [self.command]
-        return list(self.command or ())
+        return split_command(self.command) if isinstance(self.command, str) else list(self.command or ())
 
     @property
     def effective_tier(self) -> str:
@@ -235,6 +249,14 @@ class Spec:
     @property
     def expected_duration_fallback(self) -> float:
         return self.timeout
+
+
+def split_command(command: str) -> list[str]:
+    """A command string split shell-style; unbalanced quotes leave it whole (and it fails to start, clearly)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return [command]
 
 
 def _arg_value_ok(value: Any) -> bool:
