@@ -203,14 +203,14 @@ def check_metric(key: str, bound, log: TrainingLog) -> CheckResult:
     name = f"metrics.{key}"
     limits = " and ".join(part for part in (f">= {bound.min:g}" if bound.min is not None else "", f"<= {bound.max:g}" if bound.max is not None else "") if part)
     if not values:
-        return CheckResult(name, False, f"{key} logged", "no finite values")
+        return CheckResult(name, False, f"{key} logged", "no values")
     if bound.at == "final":
         checked, what = [values[-1]], "final"
     elif bound.at == "mean":
         checked, what = [statistics.fmean(values)], "mean"
     else:
         checked, what = values, "every"
-    worst = next((v for v in checked if (bound.min is not None and v < bound.min) or (bound.max is not None and v > bound.max)), None)
+    worst = next((v for v in checked if not math.isfinite(v) or (bound.min is not None and v < bound.min) or (bound.max is not None and v > bound.max)), None)
     found = f"{what} {key} within bounds (last {_fmt(values[-1])})" if worst is None else f"{what} {key} = {_fmt(worst)}"
     return CheckResult(name, worst is None, f"{what} {key} {limits}", found)
 

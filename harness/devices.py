@@ -43,8 +43,17 @@ class Inventory:
 
 
 def parse_visible(value: str) -> tuple[str, ...]:
-    """Entries of a CUDA_VISIBLE_DEVICES value; an empty value means no device."""
-    return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+    """Entries of a CUDA_VISIBLE_DEVICES value; an empty value means no device.
+
+    CUDA stops at the first invalid entry, so `-1` (the usual way to hide every GPU) and
+    whatever follows it mean no device either.
+    """
+    entries = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry or re.fullmatch(r"-\d+", entry):
+            break
+        entries.append(entry)
+    return tuple(entries)
 
 
 def nvidia_smi_ids(runner=subprocess.run) -> tuple[str, ...]:

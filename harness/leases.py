@@ -38,9 +38,11 @@ def _process_key(pid: int) -> list:
 
 
 def _alive(key: list) -> bool:
+    """The same process (not a reuse of its pid) and not a zombie waiting to be reaped."""
     pid, started = key
     try:
-        return psutil.Process(pid).create_time() == started
+        process = psutil.Process(pid)
+        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -118,14 +120,19 @@ class LeasePool:
             state["queue"].append({"token": f"{owner[0]}-{state['tickets']}", "owner": owner, "name": name, "k": count, "priority": priority, "ticket": state["tickets"], "expected": expected})
 
         token = self._update(enqueue)["queue"][-1]["token"]
-        while True:
-            with self._lock:
-                state = self._read()
-                granted = self._grant(state, token, time.time())
-                if granted is not None:
-                    self._write(state)
-                    return Lease(self, granted, token, time.monotonic() - began)
-            time.sleep(POLL_SECONDS)
+        try:
+            while True:
+                with self._lock:
+                    state = self._read()
+                    granted = self._grant(state, token, time.time())
+                    if granted is not None:
+                        self._write(state)
+                        return Lease(self, granted, token, time.monotonic() - began)
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C, a timeout): leave no phantom waiter behind.
+            self._update(lambda state: state.__setitem__("queue", [w for w in state["queue"] if w["token"] != token]))
+            raise
 
     def _grant(self, state: dict, token: str, now: float) -> tuple[str, ...] | None:
         """Take devices for `token` if the serving order lets it start now; None if it must wait."""

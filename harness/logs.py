@@ -46,13 +46,9 @@ class TrainingLog:
         return self.entries[-1] if self.entries else None
 
     def values(self, key: str) -> list[float]:
-        """The finite numbers logged under `key`, in order."""
-        out = []
-        for entry in self.entries:
-            value = _number(entry.record.get(key))
-            if value is not None and math.isfinite(value):
-                out.append(value)
-        return out
+        """The numbers logged under `key`, in order (NaN and infinities included: bounds must see them)."""
+        numbers = (_number(entry.record.get(key)) for entry in self.entries)
+        return [value for value in numbers if value is not None]
 
     def curve(self) -> list[tuple[float | None, float | None]]:
         return [(e.step, e.loss) for e in self.entries]
@@ -111,16 +107,20 @@ def _array_records(text: str, notes: list[str]) -> list:
     start = text.find("[")
     if start < 0:
         raise LogError("expected a JSON array of records, found no '['")
+    cut = "the log is cut short (no closing ']'); read its first {} complete records"
     records, pos = [], start + 1
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1
-        if pos >= len(text) or text[pos] == "]":
+        if pos >= len(text):
+            notes.append(cut.format(len(records)))
+            break
+        if text[pos] == "]":
             break
         try:
             record, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError:
-            notes.append(f"the log is cut short; read its first {len(records)} complete records")
+            notes.append(cut.format(len(records)))
             break
         records.append(record)
     return records

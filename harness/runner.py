@@ -200,7 +200,8 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
         try:
             proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
         except OSError as error:
-            return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{launch.argv[0]}: {error.strerror or error}")
+            missing = error.filename if error.filename is not None else launch.argv[0]
+            return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{missing}: {error.strerror or error}")
     if on_start is not None:
         on_start(proc.pid)
     timed_out, stopped_by, known = False, None, {}
@@ -224,12 +225,16 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
                 break
     finally:
         if proc.poll() is None:
-            leftovers = end_group(proc.pid, list(known.values()))
-            proc.wait()
-        else:
-            # The command is gone (and reaped): anything still in its group was left behind.
-            strays = [p for p in known.values() if p.is_running()]
-            leftovers = end_group(proc.pid, strays) if strays or _signal_group(proc.pid, 0) else []
+            # The leader is reaped by Popen itself, so its exit status (the signal) is kept.
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # The command is gone (and reaped): anything still in its group was left behind.
+        strays = [p for p in known.values() if p.is_running()]
+        leftovers = end_group(proc.pid, strays) if strays or _signal_group(proc.pid, 0) else []
     duration = time.monotonic() - began
     code = proc.returncode
     return ProcessOutcome(

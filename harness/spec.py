@@ -164,6 +164,7 @@ class Spec:
 
     source: Path = field(default=Path("<spec>"), compare=False)
     line: int | None = field(default=None, compare=False)
+    key_lines: dict[str, int] = field(default_factory=dict, compare=False)
 
     def check(self) -> Iterable[tuple[str, str]]:
         if not _ID.match(self.id):
@@ -180,6 +181,10 @@ class Spec:
                     yield name, "only the forgather profile reads project_dir and config"
             if self.command is None or not self.argv_template:
                 yield "command", "required: the argv list (or a string) of the run"
+        if self.tier is not None:
+            for marker, tiers in (("smoke", ("smoke",)), ("slow", ("full",))):
+                if marker in self.markers and self.tier not in tiers:
+                    yield "tier", f"tier {self.tier!r} contradicts the marker {marker!r} (which means tier {tiers[0]!r}); keep one"
         if why := _relative_inside(self.cwd, "the repository"):
             yield "cwd", why
         if self.project_dir is not None and (why := _relative_inside(self.project_dir, "the repository")):
@@ -192,7 +197,8 @@ class Spec:
                 yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in known)}"
         for key, value in self.args.items():
             if not _arg_value_ok(value):
-                yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {type(value).__name__}"
+                found = "a mapping" if isinstance(value, dict) else "a nested list" if isinstance(value, list) else type(value).__name__
+                yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {found}"
         if self.launcher == "torchrun" and self.profile == "forgather":
             yield "launcher", "forgather starts its own ranks; leave launcher at none"
         if self.inference is not None:
@@ -214,7 +220,7 @@ class Spec:
         server = self.inference.server if self.inference else None
         server_parts = server if isinstance(server, list) else split_command(server) if server else []
         texts = [("command", part, PLACEHOLDERS) for part in self.argv_template]
-        texts += [("args", str(v), PLACEHOLDERS) for v in self.args.values()]
+        texts += [("args", str(v), PLACEHOLDERS) for v in self.args.values() if _arg_value_ok(v)]
         texts += [("env", str(v), PLACEHOLDERS) for v in self.env.values()]
         texts += [("inference.server", part, SERVER_PLACEHOLDERS) for part in server_parts]
         for name, text, known in texts:
@@ -327,12 +333,12 @@ def spec_from_mapping(data: Any, source: Path) -> Spec:
     profile = PROFILES[_profile_name(data)]
     merged = Located({**profile.defaults, **data}, line=getattr(data, "line", 1))
     merged.lines = dict(getattr(data, "lines", {}))
-    merged["profile"] = profile.name
+    merged.setdefault("profile", profile.name)
     try:
         spec = build(Spec, merged, "", merged.line)
     except Problem as problem:
         raise SpecError(source, problem.field, problem.message, problem.line) from None
-    return replace(spec, source=source, line=merged.line)
+    return replace(spec, source=source, line=merged.line, key_lines=merged.lines)
 
 
 def load_spec_file(path: Path) -> list[Spec]:
@@ -392,4 +398,4 @@ def check_markers(spec: Spec, registered: Iterable[str]) -> None:
     known = set(registered) | set(BUILTIN_MARKERS)
     for marker in spec.markers:
         if marker not in known:
-            raise SpecError(spec.source, "markers", f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers in pyproject.toml (registered: {', '.join(sorted(known))})", spec.line)
+            raise SpecError(spec.source, "markers", f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers in pyproject.toml (registered: {', '.join(sorted(known))})", spec.key_lines.get("markers", spec.line))

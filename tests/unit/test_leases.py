@@ -1,0 +1,256 @@
+"""harness.leases: a device pool shared by real, separate processes through one state file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.leases import LeasePool
+
+WORKER = r'''
+import json, sys, time
+from pathlib import Path
+from harness.leases import LeasePool
+
+job = json.loads(sys.argv[1])
+pool = LeasePool(Path(job["state"]), tuple(job["devices"]))
+lease = pool.acquire(job["k"], job["name"], job.get("priority", 0), job.get("expected", 0.0))
+start = time.time()
+Path(job["record"] + ".acquired").write_text(json.dumps(list(lease.devices)))
+if job.get("until"):
+    while not Path(job["until"]).exists():
+        time.sleep(0.01)
+else:
+    time.sleep(job.get("hold", 0.0))
+end = time.time()
+lease.release()
+Path(job["record"]).write_text(json.dumps({"name": job["name"], "devices": list(lease.devices), "start": start, "end": end}))
+'''
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Pool:
+    """Starts worker processes on one state file and reads what they recorded."""
+
+    def __init__(self, tmp_path: Path, devices: tuple[str, ...]):
+        self.dir = tmp_path
+        self.devices = devices
+        self.state = tmp_path / "leases.json"
+        self.script = tmp_path / "lease_worker.py"
+        self.script.write_text(WORKER)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, k: int, **job) -> subprocess.Popen:
+        job = {"state": str(self.state), "devices": list(self.devices), "k": k, "name": name, "record": str(self.dir / f"{name}.json"), **job}
+        proc = subprocess.Popen([sys.executable, str(self.script), json.dumps(job)])
+        self.procs[name] = proc
+        return proc
+
+    def acquired(self, name: str) -> bool:
+        return (self.dir / f"{name}.json.acquired").exists()
+
+    def record(self, name: str) -> dict:
+        return json.loads((self.dir / f"{name}.json").read_text())
+
+    def queued(self) -> list[str]:
+        try:
+            return [w["name"] for w in json.loads(self.state.read_text())["queue"]]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+
+    def finish(self, timeout: float = 20.0) -> None:
+        for name, proc in self.procs.items():
+            assert proc.wait(timeout=timeout) == 0, f"worker {name} failed"
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def pool_dir(tmp_path):
+    pools: list[Pool] = []
+
+    def make(devices: tuple[str, ...]) -> Pool:
+        pools.append(Pool(tmp_path, devices))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.kill_all()
+
+
+def test_overlapping_holders_never_share_a_device(pool_dir):
+    pool = pool_dir(("0", "1", "2"))
+    sizes = [1, 2, 1, 3, 1, 2, 1, 1]
+    for i, k in enumerate(sizes):
+        pool.start(f"w{i}", k, hold=0.25)
+    pool.finish()
+    records = [pool.record(f"w{i}") for i in range(len(sizes))]
+    for record, k in zip(records, sizes):
+        assert len(record["devices"]) == k
+        assert len(set(record["devices"])) == k
+        assert set(record["devices"]) <= {"0", "1", "2"}
+    overlapping = 0
+    for a, b in combinations(records, 2):
+        if a["start"] < b["end"] and b["start"] < a["end"]:
+            overlapping += 1
+            assert not set(a["devices"]) & set(b["devices"]), (a, b)
+    assert overlapping > 0, "no two runs held devices at the same time: the test proved nothing"
+    assert LeasePool(pool.state, pool.devices).holders() == {}
+
+
+def test_a_k_device_request_gets_k_distinct_devices(tmp_path):
+    pool = LeasePool(tmp_path / "leases.json", ("a", "b", "c", "d"))
+    first = pool.acquire(3, "three")
+    assert len(first.devices) == 3 and len(set(first.devices)) == 3
+    assert set(pool.holders()) == set(first.devices)
+    assert all(h["name"] == "three" for h in pool.holders().values())
+    with pool.lease(1, "one") as second:
+        assert second.devices == tuple(set(pool.devices) - set(first.devices))
+    first.release()
+    assert pool.holders() == {}
+    with pytest.raises(ValueError, match="needs 5 devices; the pool has 4"):
+        pool.acquire(5, "too-many")
+
+
+def test_attach_records_the_process_group_for_the_final_clean_up(tmp_path):
+    pool = LeasePool(tmp_path / "leases.json", ("0", "1"))
+    lease = pool.acquire(2, "run")
+    lease.attach(424242)
+    assert pool.stray_groups() == [424242]
+    lease.release()
+    assert pool.stray_groups() == []
+
+
+def test_a_holder_killed_with_sigkill_gives_its_devices_back(pool_dir):
+    pool = pool_dir(("0", "1"))
+    holder = pool.start("doomed", 2, hold=120)
+    wait_for(lambda: pool.acquired("doomed"), what="the holder to acquire")
+    view = LeasePool(pool.state, pool.devices)
+    assert {h["name"] for h in view.holders().values()} == {"doomed"}
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert view.holders() == {}
+    began = time.monotonic()
+    lease = view.acquire(2, "next")
+    assert sorted(lease.devices) == ["0", "1"]
+    assert time.monotonic() - began < 5
+    lease.release()
+
+
+def test_a_killed_holder_frees_its_devices_before_it_is_reaped(pool_dir):
+    pool = pool_dir(("0",))
+    holder = pool.start("zombie", 1, hold=120)
+    wait_for(lambda: pool.acquired("zombie"), what="the holder to acquire")
+    holder.send_signal(signal.SIGKILL)
+    try:
+        wait_for(lambda: psutil.Process(holder.pid).status() == psutil.STATUS_ZOMBIE, what="the holder to die")
+        assert LeasePool(pool.state, pool.devices).holders() == {}
+    finally:
+        holder.wait()
+
+
+def test_a_multi_device_waiter_is_not_starved_by_later_single_device_waiters(pool_dir, tmp_path):
+    pool = pool_dir(("0", "1"))
+    release = tmp_path / "release-h"
+    pool.start("h", 1, until=str(release), expected=0.5)
+    wait_for(lambda: pool.acquired("h"), what="h to acquire")
+    pool.start("big", 2, expected=1.0, hold=0.1)
+    wait_for(lambda: pool.queued() == ["big"], what="big to queue")
+    for i in range(3):
+        pool.start(f"small{i}", 1, expected=30.0, hold=0.1)
+    wait_for(lambda: len(pool.queued()) == 4, what="the small waiters to queue")
+    time.sleep(0.1)  # give the small waiters a few polls with one device free
+    assert not any(pool.acquired(f"small{i}") for i in range(3)), "a 1-device waiter jumped the queue"
+    release.write_text("")
+    pool.finish()
+    big = pool.record("big")
+    smalls = [pool.record(f"small{i}") for i in range(3)]
+    assert sorted(big["devices"]) == ["0", "1"]
+    assert all(big["end"] <= s["start"] for s in smalls)
+    assert pool.record("h")["end"] <= big["start"]
+
+
+def test_a_short_waiter_may_backfill_a_free_device(pool_dir, tmp_path):
+    pool = pool_dir(("0", "1"))
+    release = tmp_path / "release-h"
+    pool.start("h", 1, until=str(release), expected=60.0)
+    wait_for(lambda: pool.acquired("h"), what="h to acquire")
+    pool.start("big", 2, expected=1.0, hold=0.05)
+    wait_for(lambda: pool.queued() == ["big"], what="big to queue")
+    pool.start("quick", 1, expected=0.5, hold=0.05)
+    # quick ends long before h is expected to free its device, so it does not delay big.
+    wait_for(lambda: pool.acquired("quick"), what="quick to backfill")
+    assert not pool.acquired("big")
+    release.write_text("")
+    pool.finish()
+    assert pool.record("quick")["end"] <= pool.record("big")["start"]
+
+
+def test_waiters_are_served_by_priority_then_arrival(pool_dir, tmp_path):
+    pool = pool_dir(("0",))
+    release = tmp_path / "release-h"
+    pool.start("h", 1, until=str(release))
+    wait_for(lambda: pool.acquired("h"), what="h to acquire")
+    pool.start("late_in_plan", 1, priority=5, hold=0.05)
+    wait_for(lambda: pool.queued() == ["late_in_plan"], what="the first waiter to queue")
+    pool.start("early_in_plan_a", 1, priority=1, hold=0.05)
+    wait_for(lambda: len(pool.queued()) == 2, what="the second waiter to queue")
+    pool.start("early_in_plan_b", 1, priority=1, hold=0.05)
+    wait_for(lambda: len(pool.queued()) == 3, what="the third waiter to queue")
+    release.write_text("")
+    pool.finish()
+    order = sorted(["late_in_plan", "early_in_plan_a", "early_in_plan_b"], key=lambda n: pool.record(n)["start"])
+    assert order == ["early_in_plan_a", "early_in_plan_b", "late_in_plan"]
+
+
+def test_an_interrupted_acquire_leaves_no_waiter_behind(pool_dir, tmp_path):
+    pool = pool_dir(("0",))
+    release = tmp_path / "release-h"
+    pool.start("h", 1, until=str(release))
+    wait_for(lambda: pool.acquired("h"), what="h to acquire")
+
+    def give_up(signum, frame):
+        raise TimeoutError("gave up waiting")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.15)
+        with pytest.raises(TimeoutError):
+            LeasePool(pool.state, pool.devices).acquire(1, "interrupted")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        release.write_text("")
+        pool.finish()
+    assert "interrupted" not in pool.queued()
+
+
+def test_state_survives_a_corrupt_file(tmp_path):
+    state = tmp_path / "leases.json"
+    state.write_text("{not json")
+    pool = LeasePool(state, ("0",))
+    with pool.lease(1, "after-corruption") as lease:
+        assert lease.devices == ("0",)
+        assert pool.holders()["0"]["owner"][0] == os.getpid()

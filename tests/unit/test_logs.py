@@ -1,0 +1,243 @@
+"""harness.logs: Forgather, Hugging Face and JSON-lines training logs, whole or cut short."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.logs import LogError, detect_format, find_log, parse_log
+from harness.spec import LogSpec
+
+FORGATHER_RECORDS = [
+    {"timestamp": "2025-01-01T00:00:01", "global_step": 10, "epoch": 0.1, "loss": 4.5, "grad_norm": 2.0, "learning_rate": 1e-3},
+    {"timestamp": "2025-01-01T00:00:02", "global_step": 20, "epoch": 0.2, "loss": 3.25, "grad_norm": 1.5, "learning_rate": 9e-4},
+    {"timestamp": "2025-01-01T00:00:03", "global_step": 20, "epoch": 0.2, "eval_loss": 3.5},
+    {"timestamp": "2025-01-01T00:00:04", "global_step": 30, "epoch": 0.3, "loss": 2.75, "grad_norm": 1.0, "learning_rate": 8e-4},
+    {"timestamp": "2025-01-01T00:00:05", "global_step": 30, "train_runtime": 12.5, "train_samples_per_second": 80.0, "epoch": 0.3},
+]
+
+HF_STATE = {
+    "best_metric": None,
+    "epoch": 1.0,
+    "global_step": 30,
+    "log_history": [
+        {"epoch": 0.33, "grad_norm": 3.1, "learning_rate": 5e-5, "loss": 5.0, "step": 10},
+        {"epoch": 0.33, "eval_loss": 4.8, "eval_runtime": 0.5, "step": 10},
+        {"epoch": 0.66, "grad_norm": 2.2, "learning_rate": 3e-5, "loss": 4.0, "step": 20},
+        {"epoch": 1.0, "grad_norm": 1.9, "learning_rate": 1e-5, "loss": 3.5, "step": 30},
+        {"epoch": 1.0, "step": 30, "total_flos": 1000.0, "train_loss": 4.1666, "train_runtime": 9.0, "train_samples_per_second": 50.0},
+    ],
+    "max_steps": 30,
+}
+
+
+def write_json(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def test_forgather_trainer_logs(tmp_path):
+    path = write_json(tmp_path / "trainer_logs.json", FORGATHER_RECORDS)
+    log = parse_log(path, LogSpec())
+    assert log.format == "forgather"
+    assert log.curve() == [(10.0, 4.5), (20.0, 3.25), (30.0, 2.75)]
+    assert log.notes == []
+    assert log.final.loss == 2.75 and log.final.step == 30
+    assert log.final.record["learning_rate"] == 8e-4
+    assert log.values("grad_norm") == [2.0, 1.5, 1.0]
+    assert log.path == path
+
+
+def test_a_forgather_log_cut_mid_record_keeps_every_complete_record(tmp_path):
+    text = json.dumps(FORGATHER_RECORDS, indent=2)
+    cut = text.index('"loss": 2.75') + 5  # inside the fourth record
+    path = tmp_path / "trainer_logs.json"
+    path.write_text(text[:cut])
+    log = parse_log(path, LogSpec())
+    assert [e.step for e in log.entries] == [10.0, 20.0]
+    assert len(log.notes) == 1
+    assert "cut short" in log.notes[0] and "3 complete records" in log.notes[0]
+
+
+def test_a_forgather_log_with_only_its_opening_bracket(tmp_path):
+    path = tmp_path / "trainer_logs.json"
+    path.write_text("[\n  ")
+    log = parse_log(path, LogSpec())
+    assert log.entries == []
+
+
+def test_a_forgather_log_cut_between_records_says_so(tmp_path):
+    text = json.dumps(FORGATHER_RECORDS[:2])
+    path = tmp_path / "trainer_logs.json"
+    path.write_text(text[: text.index("}, {") + 2])  # '[{...},' and nothing more
+    log = parse_log(path, LogSpec())
+    assert [e.step for e in log.entries] == [10.0]
+    assert any("cut short" in note for note in log.notes)
+
+
+def test_a_forgather_log_that_is_not_an_array(tmp_path):
+    path = write_json(tmp_path / "trainer_logs.json", {"loss": 1})
+    with pytest.raises(LogError, match="expected a JSON array of records, found dict"):
+        parse_log(path, LogSpec())
+    path.write_text("garbage without a bracket")
+    with pytest.raises(LogError, match="found no '\\['"):
+        parse_log(path, LogSpec())
+
+
+def test_a_record_that_is_not_an_object(tmp_path):
+    path = write_json(tmp_path / "trainer_logs.json", [{"loss": 1, "global_step": 1}, 7])
+    with pytest.raises(LogError, match="every record to be a JSON object, found int"):
+        parse_log(path, LogSpec())
+
+
+def test_hugging_face_trainer_state(tmp_path):
+    path = write_json(tmp_path / "checkpoint-30" / "trainer_state.json", HF_STATE)
+    log = parse_log(path, LogSpec())
+    assert log.format == "hf"
+    # eval records and the final train_loss summary are not training entries
+    assert log.curve() == [(10.0, 5.0), (20.0, 4.0), (30.0, 3.5)]
+    assert log.values("grad_norm") == [3.1, 2.2, 1.9]
+
+
+def test_hugging_face_state_problems(tmp_path):
+    path = tmp_path / "trainer_state.json"
+    path.write_text('{"log_history": [')
+    with pytest.raises(LogError, match="trainer_state.json is not valid JSON \\(line 1\\)"):
+        parse_log(path, LogSpec())
+    write_json(path, {"global_step": 3})
+    with pytest.raises(LogError, match="has no log_history list"):
+        parse_log(path, LogSpec())
+
+
+def test_json_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps({"step": i, "loss": 1.0 / i}) for i in range(1, 5)) + "\n\n")
+    log = parse_log(path, LogSpec())
+    assert log.format == "jsonl"
+    assert [e.step for e in log.entries] == [1.0, 2.0, 3.0, 4.0]
+    assert log.notes == []
+
+
+def test_json_lines_with_a_last_line_cut_short(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    log = parse_log(path, LogSpec())
+    assert [e.step for e in log.entries] == [1.0, 2.0]
+    assert log.notes == ["the last line (3) is cut short and was skipped"]
+
+
+def test_json_lines_with_a_malformed_middle_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, loss: 1.5}\n{"step": 3, "loss": 1.0}\n')
+    with pytest.raises(LogError, match=r"^line 2 is not JSON: "):
+        parse_log(path, LogSpec())
+
+
+def test_loss_values_that_are_not_finite_numbers(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        '{"step": 1, "loss": NaN}\n'
+        '{"step": 2, "loss": "nan"}\n'
+        '{"step": 3, "loss": null}\n'
+        '{"step": 4, "loss": Infinity}\n'
+        '{"step": 5, "loss": " 1.25 "}\n'
+        '{"step": 6, "loss": "oops"}\n'
+        '{"step": 7, "loss": true}\n'
+        '{"step": 8, "loss": -Infinity}\n'
+    )
+    entries = parse_log(path, LogSpec()).entries
+    assert len(entries) == 8
+    assert math.isnan(entries[0].loss) and math.isnan(entries[1].loss)
+    assert entries[1].raw_loss == "nan"
+    assert entries[2].loss is None and entries[2].raw_loss is None
+    assert entries[3].loss == math.inf and entries[7].loss == -math.inf
+    assert entries[4].loss == 1.25
+    assert entries[5].loss is None and entries[5].raw_loss == "oops"
+    assert entries[6].loss is None  # a boolean is not a loss
+    values = parse_log(path, LogSpec()).values("loss")
+    # every number, NaN and infinities included (bounds must see them); no strings, nulls or booleans
+    assert len(values) == 5
+    assert [v for v in values if math.isfinite(v)] == [1.25]
+    assert sum(math.isnan(v) for v in values) == 2 and math.inf in values and -math.inf in values
+
+
+def test_custom_loss_and_step_keys(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"it": 5, "train/loss": 0.9, "loss": 100}\n{"it": 6, "train/loss": 0.8}\n{"it": 7, "other": 1}\n')
+    log = parse_log(path, LogSpec(loss_key="train/loss", step_key="it"))
+    assert log.curve() == [(5.0, 0.9), (6.0, 0.8)]
+
+
+def test_an_explicit_format_overrides_the_file_name(tmp_path):
+    path = tmp_path / "trainer_logs.json"
+    path.write_text('{"step": 1, "loss": 3.0}\n')
+    assert parse_log(path, LogSpec(format="jsonl")).curve() == [(1.0, 3.0)]
+
+
+def test_an_unreadable_log(tmp_path):
+    with pytest.raises(LogError, match="cannot read"):
+        parse_log(tmp_path / "missing.jsonl", LogSpec())
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fmt"),
+    [
+        ("trainer_logs.json", "{}", "forgather"),
+        ("trainer_state.json", "[]", "hf"),
+        ("log.txt", '\n  [{"loss": 1}]', "forgather"),
+        ("state.json", '{"global_step": 1, "log_history": []}', "hf"),
+        ("metrics.json", '{"step": 1, "loss": 2}\n', "jsonl"),
+        ("anything", "", "jsonl"),
+    ],
+)
+def test_detect_format(name, text, fmt):
+    assert detect_format(Path(name), text) == fmt
+
+
+def test_find_log_prefers_the_shallowest_match(tmp_path):
+    deep = write_json(tmp_path / "runs" / "a" / "b" / "trainer_logs.json", [])
+    shallow = write_json(tmp_path / "runs" / "x" / "trainer_logs.json", [])
+    assert find_log(tmp_path, LogSpec()) == shallow
+    shallow.unlink()
+    assert find_log(tmp_path, LogSpec()) == deep
+
+
+def test_find_log_prefers_the_newest_at_equal_depth(tmp_path):
+    old = write_json(tmp_path / "runs" / "old" / "trainer_logs.json", [])
+    new = write_json(tmp_path / "runs" / "new" / "trainer_logs.json", [])
+    past = time.time() - 100
+    os.utime(old, (past, past))
+    assert find_log(tmp_path, LogSpec()) == new
+
+
+def test_find_log_search_order_and_formats(tmp_path):
+    state = write_json(tmp_path / "trainer_state.json", HF_STATE)
+    lines = tmp_path / "sub" / "metrics.jsonl"
+    lines.parent.mkdir()
+    lines.write_text('{"step": 1, "loss": 1}\n')
+    assert find_log(tmp_path, LogSpec()) == state  # trainer_state.json is named before *.jsonl
+    assert find_log(tmp_path, LogSpec(format="jsonl")) == lines
+    assert find_log(tmp_path, LogSpec(format="forgather")) is None
+    forgather = write_json(tmp_path / "deep" / "er" / "trainer_logs.json", [])
+    assert find_log(tmp_path, LogSpec()) == forgather  # trainer_logs.json is looked for first
+
+
+def test_find_log_with_an_explicit_glob(tmp_path):
+    wanted = tmp_path / "runs" / "r7" / "log.jsonl"
+    wanted.parent.mkdir(parents=True)
+    wanted.write_text("")
+    write_json(tmp_path / "trainer_logs.json", [])
+    assert find_log(tmp_path, LogSpec(path="runs/*/log.jsonl")) == wanted
+    assert find_log(tmp_path, LogSpec(path="log.jsonl")) == wanted  # a bare name matches at any depth
+    assert find_log(tmp_path, LogSpec(path="nothing/*.json")) is None
+
+
+def test_find_log_ignores_folders_named_like_logs(tmp_path):
+    (tmp_path / "trainer_logs.json").mkdir()
+    assert find_log(tmp_path, LogSpec()) is None

@@ -1,0 +1,194 @@
+"""harness.plan: tiers, run order, skip reasons, the makespan lower bound and recorded durations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.devices import discover
+from harness.plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
+from harness.spec import load_specs, spec_from_mapping
+from harness.structure import SpecError
+
+
+def spec(spec_id: str, **fields):
+    return spec_from_mapping({"id": spec_id, "command": ["x"], **fields}, Path(f"{spec_id}.yaml"))
+
+
+SMOKE = spec("s", markers=["smoke"])
+STANDARD = spec("m")
+FULL = spec("f", markers=["slow"])
+FULL_BY_TIER = spec("t", tier="full")
+
+
+@pytest.mark.parametrize(
+    ("tier", "ids"),
+    [
+        ("smoke", ["s"]),
+        ("standard", ["s", "m"]),
+        ("full", ["s", "m", "f", "t"]),
+        (None, ["s", "m", "f", "t"]),
+    ],
+)
+def test_in_tier(tier, ids):
+    assert [s.id for s in (SMOKE, STANDARD, FULL, FULL_BY_TIER) if in_tier(s, tier)] == ids
+
+
+def test_a_spec_is_never_listed_under_a_tier_it_does_not_run_in():
+    # `tier: standard` with a `slow` marker: refused at load, or else it must run in its tier.
+    try:
+        contradictory = spec("c", tier="standard", markers=["slow"])
+    except SpecError as error:
+        assert error.field == "tier"
+    else:
+        assert in_tier(contradictory, contradictory.effective_tier)
+    for agreeing in (spec("f2", tier="full", markers=["slow"]), spec("s2", tier="smoke", markers=["smoke"])):
+        assert in_tier(agreeing, agreeing.effective_tier)
+
+
+def test_make_plan_orders_longest_expected_first_with_timeout_fallback():
+    specs = [
+        spec("a", cpu_ok=True, timeout=100),
+        spec("b", cpu_ok=True, timeout=100),
+        spec("c", cpu_ok=True, timeout=50),
+        spec("d", cpu_ok=True, timeout=400),
+        spec("e", cpu_ok=True, timeout=70),
+    ]
+    durations = {"a": 20.0, "b": 300.0, "d": 5.0, "unrelated": 1000.0}
+    plan = make_plan(specs, discover(fake_gpus=2, environ={}), durations)
+    assert [(p.spec.id, p.expected, p.recorded) for p in plan.runs] == [
+        ("b", 300.0, True),
+        ("e", 70.0, False),
+        ("c", 50.0, False),
+        ("a", 20.0, True),
+        ("d", 5.0, True),
+    ]
+    assert [p.priority for p in plan.runs] == [0, 1, 2, 3, 4]
+    assert plan.skipped == []
+
+
+def test_equal_expectations_are_ordered_by_id():
+    specs = [spec(name, cpu_ok=True, timeout=10) for name in ["zeta", "alpha", "mid"]]
+    plan = make_plan(specs, discover(fake_gpus=1, environ={}), {})
+    assert [p.spec.id for p in plan.runs] == ["alpha", "mid", "zeta"]
+
+
+def test_skipped_specs_carry_their_reason():
+    specs = [
+        spec("gpu-only"),
+        spec("too-wide", cpu_ok=True, gpus=3),
+        spec("fits", cpu_ok=True, gpus=2),
+        spec("slow-one", cpu_ok=True, markers=["slow"]),
+    ]
+    plan = make_plan(specs, discover(fake_gpus=2, environ={}), {}, tier="standard")
+    assert [p.spec.id for p in plan.runs] == ["fits"]
+    assert {p.spec.id: p.skip for p in plan.skipped} == {
+        "gpu-only": "needs 1 GPU and is not cpu_ok (fake devices)",
+        "too-wide": "needs 3 devices, this run has 2 (2 fake devices [0, 1] from --fake-gpus 2)",
+    }
+    # a spec outside the tier is neither run nor reported as skipped
+    assert "slow-one" not in [p.spec.id for p in plan.runs + plan.skipped]
+
+
+def test_lower_bound_is_the_device_seconds_spread_over_the_devices():
+    specs = [
+        spec("wide", cpu_ok=True, gpus=2),
+        spec("one", cpu_ok=True, gpus=1),
+        spec("cpu", cpu_ok=True, gpus=0),
+        spec("long", cpu_ok=True, gpus=1),
+    ]
+    durations = {"wide": 10.0, "one": 4.0, "cpu": 6.0, "long": 12.0}
+    plan = make_plan(specs, discover(fake_gpus=2, environ={}), durations)
+    assert plan.workers == 2
+    # max(longest = 12, (2*10 + 4 + max(0,1)*6 + 12) / 2 = 21)
+    assert plan.lower_bound == pytest.approx(21.0)
+
+
+def test_lower_bound_is_the_longest_run_when_that_is_larger():
+    plan = make_plan([spec("only", cpu_ok=True)], discover(fake_gpus=4, environ={}), {"only": 50.0})
+    assert plan.lower_bound == pytest.approx(50.0)
+
+
+def test_an_empty_plan():
+    plan = make_plan([spec("gpu-only")], discover(gpus=0, environ={}), {})
+    assert plan.runs == [] and plan.lower_bound == 0.0
+    assert plan.workers == 1
+    assert len(plan.skipped) == 1
+
+
+def test_duration_cache_round_trip_and_merge(tmp_path):
+    cache = DurationCache(tmp_path / "nested" / "durations.json")
+    assert cache.load() == {}
+    cache.record({})
+    assert not cache.path.exists()
+    cache.record({"a": 1.5, "b": 2})
+    assert cache.load() == {"a": 1.5, "b": 2.0}
+    cache.record({"b": 7.25, "c": 3.0})
+    assert cache.load() == {"a": 1.5, "b": 7.25, "c": 3.0}
+    assert DurationCache(cache.path).load() == cache.load()
+
+
+def test_duration_cache_survives_bad_files(tmp_path):
+    path = tmp_path / "durations.json"
+    path.write_text("{oops")
+    assert DurationCache(path).load() == {}
+    path.write_text(json.dumps({"a": "fast", "b": 2.0, "c": None}))
+    assert DurationCache(path).load() == {"b": 2.0}
+    path.write_text("[1, 2]")
+    assert DurationCache(path).load() == {}
+    DurationCache(path).record({"d": 1.0})
+    assert DurationCache(path).load() == {"d": 1.0}
+
+
+def test_duration_cache_merges_records_from_concurrent_processes(tmp_path):
+    path = tmp_path / "durations.json"
+    code = (
+        "import sys; from pathlib import Path; from harness.plan import DurationCache\n"
+        "cache = DurationCache(Path(sys.argv[1]))\n"
+        "for i in range(25):\n"
+        "    cache.record({f'{sys.argv[2]}{i}': float(i)})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), prefix]) for prefix in ("x", "y")]
+    assert [p.wait(timeout=30) for p in procs] == [0, 0]
+    assert DurationCache(path).load() == {f"{p}{i}": float(i) for p in ("x", "y") for i in range(25)}
+
+
+def test_cache_root_honours_trainspec_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINSPEC_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_root(tmp_path / "repo") == tmp_path / "mine"
+    assert default_run_dir(tmp_path / "repo").parent == tmp_path / "mine" / "runs"
+
+
+def test_cache_root_without_it_is_one_folder_per_repository_outside_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINSPEC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    first, second = tmp_path / "work" / "repo", tmp_path / "other" / "repo"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    root = cache_root(first)
+    assert root.parent == tmp_path / "xdg" / "trainspec"
+    assert root.name.startswith("repo-")
+    assert cache_root(second) != root
+    assert cache_root(first) == root
+    assert first not in root.parents
+
+
+def test_a_thousand_specs_load_and_plan_quickly(tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    for i in range(1000):
+        (folder / f"s{i:04}.yaml").write_text(
+            f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\n"
+            f"cpu_ok: true\ngpus: {i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n"
+        )
+    began = time.perf_counter()
+    specs, errors = load_specs([folder])
+    plan = make_plan(specs, discover(fake_gpus=4, environ={}), {})
+    elapsed = time.perf_counter() - began
+    assert errors == [] and len(plan.runs) == 1000
+    assert elapsed < 5.0, f"loading and planning 1000 specs took {elapsed:.1f} s"
