@@ -53,8 +53,20 @@ def install_training(session: nox.Session, *extra: str, torch: str = TORCH, tran
     install(session, f"torch=={torch}", f"transformers=={transformers}", *TRAINING_REQUIREMENTS, *extra)
 
 
-def run_tier(session: nox.Session, tier: str) -> None:
-    session.run("python", "-m", "harness", "run", "--tier", tier, *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+def tinylm_scorer(session: nox.Session, transformers: str = TRANSFORMERS) -> str:
+    """The example's reference scorer (a tinylm trained longer), built once per pin.
+
+    Nothing is downloaded at run time, so the perplexity gate scores with a model built here,
+    kept in nox's cache folder and keyed by the transformers pin (tokenizer files written by
+    transformers 5 do not load in 4.x).
+    """
+    path = Path(session.cache_dir) / f"tinylm-scorer-transformers-{transformers}"
+    session.run("python", "examples/tinylm/build_scorer.py", "--output", str(path), env={"HF_HUB_OFFLINE": "1"}, silent=True)
+    return str(path)
+
+
+def run_tier(session: nox.Session, tier: str, *options: str) -> None:
+    session.run("python", "-m", "harness", "run", "--tier", tier, *options, *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
 @nox.session
@@ -73,16 +85,22 @@ def standard(session: nox.Session) -> None:
 
 @nox.session
 def full(session: nox.Session) -> None:
-    """Everything, multi-device and inference included: nightly. Pass devices after --."""
+    """Everything, multi-device and inference included: nightly. Pass devices after --.
+
+    Inference specs are scored by the example's own reference model unless the caller names
+    one (`-- --scorer PATH` wins, being later on the command line; so does TRAINSPEC_SCORER).
+    """
     install_training(session)
-    run_tier(session, "full")
+    scorer = () if os.environ.get("TRAINSPEC_SCORER") else ("--scorer", tinylm_scorer(session))
+    run_tier(session, "full", *scorer)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The harness's own tests (CPU only); arguments after -- go to pytest."""
     install_training(session, *TEST_REQUIREMENTS)
-    session.run("pytest", *(session.posargs or ["tests"]), env={"HF_HUB_OFFLINE": "1"})
+    scorer = os.environ.get("TRAINSPEC_SCORER") or tinylm_scorer(session)
+    session.run("pytest", *(session.posargs or ["tests"]), env={"HF_HUB_OFFLINE": "1", "TRAINSPEC_SCORER": scorer})
 
 
 @nox.session

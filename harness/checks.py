@@ -52,10 +52,13 @@ class PatternScanner:
     def feed(self, chunk: str) -> dict[str, tuple[int, str]]:
         """Scan more text; returns the patterns that matched for the first time."""
         text = self._tail + chunk
-        # Only complete lines are scanned, unless a single line is longer than the overlap we keep.
         cut = text.rfind("\n") + 1
         if cut == 0 and len(text) > OVERLAP:
-            cut = len(text) - OVERLAP
+            # One line longer than the overlap (a progress bar redrawn with \r): scan what
+            # there is and keep its end, so a pattern cut by the next piece is still seen whole.
+            found = self._scan(text)
+            self._tail = text[-OVERLAP:]
+            return found
         found = self._scan(text[:cut])
         self._line += text.count("\n", 0, cut)
         self._tail = text[cut:]
@@ -142,7 +145,7 @@ def check_files(spec: Spec, output_dir: Path) -> list[CheckResult]:
     results = []
     for pattern in spec.expected_files or ():
         found = [p for p in output_dir.glob(pattern if "/" in pattern else f"**/{pattern}") if p.exists()]
-        results.append(CheckResult("expected_files", bool(found), f"a file matching {pattern!r} in the output dir", str(found[0].relative_to(output_dir)) if found else "none"))
+        results.append(CheckResult("expected_files", bool(found), f"a file matching {pattern!r} in the output dir", str(found[0].relative_to(output_dir)) if found else f"no file matches {pattern!r}"))
     return results
 
 

@@ -111,8 +111,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Path, extra: list[str]) -> list[str]:
-    paths = _spec_paths(args.specs)
+def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Path, extra: list[str], paths: list[Path]) -> list[str]:
+    """pytest's command line; `paths` are the spec folders and files to collect besides any in `extra`."""
     workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
     argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
     argv += [f"--specs={p}" for p in paths]
@@ -135,13 +135,18 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
     repo = Path.cwd()
-    load_valid_specs(_spec_paths(args.specs), repo)
+    from .plugin import named_spec_files
+
+    named = named_spec_files([a for a in extra if not a.startswith("-")])
+    # Spec files named on the command line run alone, unless --specs asks for more.
+    paths = _spec_paths(args.specs) if args.specs or not named else []
+    load_valid_specs(paths + named, repo)
     inventory = _inventory(args)
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, found {args.workers}")
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
-    code = pytest.main(pytest_arguments(args, inventory, run_dir, extra))
+    code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths))
     print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
 
@@ -169,6 +174,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    from . import perplexity
+
+    scorer = args.scorer or os.environ.get("TRAINSPEC_SCORER") or perplexity.DEFAULT_SCORER
+    try:
+        model, tokenizer = perplexity.load_scorer(scorer)
+    except perplexity.ScorerUnavailable as error:
+        raise UsageError(str(error)) from None
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
+    for text in texts:
+        value, tokens = perplexity.score(model, tokenizer, text)
+        print(f"{value:.4g}\t{tokens}\t{text}", flush=True)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -186,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions.")
     schema.add_argument("--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead")
 
-    run = commands.add_parser("run", help="run the specs through pytest; arguments it does not know go to pytest", description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v).")
+    perplexity = commands.add_parser("perplexity", help="score texts as the inference stage does, to choose a perplexity_max", description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.")
+    perplexity.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)")
+    perplexity.add_argument("--scorer", metavar="MODEL", help="a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
+
+    run = commands.add_parser("run", help="run the specs through pytest; arguments it does not know go to pytest", description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).")
     _add_spec_options(run)
     _add_device_options(run)
     run.add_argument("--run-dir", metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, printed)")
@@ -204,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema}[args.command](args)
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity}[args.command](args)
     except UsageError as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE

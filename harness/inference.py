@@ -90,6 +90,13 @@ class Server:
         response.raise_for_status()
         return response.json()["choices"][0]["text"]
 
+    def exit_code_soon(self, grace: float = 1.0) -> int | None:
+        """The exit code of a server that is going down (a dropped connection comes first)."""
+        try:
+            return self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self) -> None:
         end_group(self.proc.pid)
         self.proc.wait()
@@ -149,7 +156,8 @@ def run_inference(spec: Spec, *, output_dir: Path, cwd: Path, env: dict[str, str
             try:
                 text = server.complete(prompt, inference)
             except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as error:
-                died = f" (the server exited with code {server.proc.poll()})" if server.proc.poll() is not None else ""
+                code = server.exit_code_soon()
+                died = f" (the server exited with code {code})" if code is not None else ""
                 outcome.checks.append(CheckResult("inference.completion", False, f"a completion for {prompt!r}", f"{type(error).__name__}: {str(error)[:300]}{died}; server stderr tail:\n{tail(server.stderr_path, 15)}"))
                 return outcome
             completion = Completion(prompt, text)

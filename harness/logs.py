@@ -40,14 +40,17 @@ class TrainingLog:
     format: str
     entries: list[LogEntry]
     notes: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
 
     @property
     def final(self) -> LogEntry | None:
         return self.entries[-1] if self.entries else None
 
     def values(self, key: str) -> list[float]:
-        """The numbers logged under `key`, in order (NaN and infinities included: bounds must see them)."""
-        numbers = (_number(entry.record.get(key)) for entry in self.entries)
+        """The numbers logged under `key` in any record, in order (NaN and infinities included:
+        bounds must see them). Metrics such as eval_loss or train_runtime live in records of
+        their own, without the training loss."""
+        numbers = (_number(record.get(key)) for record in self.records)
         return [value for value in numbers if value is not None]
 
     def curve(self) -> list[tuple[float | None, float | None]]:
@@ -171,4 +174,4 @@ def parse_log(path: Path, spec: LogSpec) -> TrainingLog:
             continue
         raw = record[spec.loss_key]
         entries.append(LogEntry(_number(record.get(step_key)), _number(raw), raw, record))
-    return TrainingLog(path, fmt, entries, notes)
+    return TrainingLog(path, fmt, entries, notes, records)

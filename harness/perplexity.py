@@ -31,8 +31,11 @@ def load_scorer(name_or_path: str):
     try:
         import torch  # noqa: F401
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
     except ImportError as error:
         raise ScorerUnavailable(f"perplexity needs torch and transformers in the harness's environment ({error})") from None
+    # transformers 5 draws a loading bar on stderr; the harness's stderr is for problems.
+    hf_logging.disable_progress_bar()
     is_path = Path(name_or_path).expanduser().exists()
     where = str(Path(name_or_path).expanduser()) if is_path else name_or_path
     try:
@@ -49,16 +52,26 @@ def load_scorer(name_or_path: str):
     return model, tokenizer
 
 
-def perplexity(name_or_path: str, text: str) -> float:
-    """exp(mean next-token cross-entropy) of `text` under the scorer; inf when it has under two tokens."""
+def score(model, tokenizer, text: str) -> tuple[float, int]:
+    """(perplexity, scored tokens) of `text`: exp of the mean next-token cross-entropy.
+
+    The scorer's bos is prepended when it has one, so the first word is scored too (GPT-2
+    and the example's scorer both use their end-of-text token as bos). The perplexity is
+    inf when there is nothing to score or the loss is too large for exp.
+    """
     import torch
 
-    model, tokenizer = load_scorer(name_or_path)
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
     if tokenizer.bos_token_id is not None and (ids.shape[1] == 0 or ids[0, 0].item() != tokenizer.bos_token_id):
         ids = torch.cat([torch.tensor([[tokenizer.bos_token_id]]), ids], dim=1)
     if ids.shape[1] < 2:
-        return math.inf
+        return math.inf, 0
     with torch.no_grad():
         loss = model(input_ids=ids, labels=ids).loss.item()
-    return math.exp(loss) if loss < 700 else math.inf
+    return (math.exp(loss) if loss < 700 else math.inf), ids.shape[1] - 1
+
+
+def perplexity(name_or_path: str, text: str) -> float:
+    """Perplexity of `text` under the named scorer, loaded once per process."""
+    model, tokenizer = load_scorer(name_or_path)
+    return score(model, tokenizer, text)[0]

@@ -89,6 +89,14 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def named_spec_files(arguments: list[str]) -> list[Path]:
+    """Spec files named on the command line (`run path/to/spec.yaml[::id]`) are collected wherever they are.
+
+    Folders are not: a test folder may hold YAML that is not a spec.
+    """
+    return [Path(a.split("::")[0]) for a in arguments if Path(a.split("::")[0]).suffix in SPEC_SUFFIXES]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in BUILTIN_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
@@ -98,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
     invocation = config.invocation_params.dir
     repo = Path(config.getoption("repo") or invocation).resolve()
     roots = [Path(p) for p in (config.getoption("specs") or [])] or list(config.getini("trainspec_specs")) or [repo / "specs"]
+    roots += named_spec_files(config.args)
     roots = [(p if p.is_absolute() else invocation / p).resolve() for p in roots]
     try:
         inventory = discover(config.getoption("gpus"), config.getoption("fake_gpus"))

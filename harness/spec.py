@@ -352,7 +352,10 @@ def load_spec_file(path: Path) -> list[Spec]:
 
 
 def find_spec_files(paths: Iterable[Path]) -> list[Path]:
-    """Spec files named directly, and every *.yaml / *.yml below named folders, sorted."""
+    """Spec files named directly, and every *.yaml / *.yml below named folders, sorted.
+
+    A file reached twice (named, and inside a named folder) is read once.
+    """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -361,7 +364,8 @@ def find_spec_files(paths: Iterable[Path]) -> list[Path]:
             found.append(path)
         else:
             raise SpecError(path, None, "no such file or folder")
-    return found
+    unique = {p.resolve(): p for p in reversed(found)}
+    return [p for p in found if unique.get(p.resolve()) is p]
 
 
 def _hidden(path: Path, root: Path) -> bool:

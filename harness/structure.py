@@ -59,17 +59,24 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Located:
+    own = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
+    # flatten_mapping puts the pairs a `<<:` merge key brings in first: the mapping's own
+    # keys may override those, but not each other.
+    inherited = len(node.value) - own
     mapping = Located(line=node.start_mark.line + 1)
-    for key_node, value_node in node.value:
+    written: set = set()
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         try:
             hash(key)
         except TypeError:
             raise SpecError(None, None, "a mapping key must be a plain value", line) from None
-        if key in mapping:
+        if key in written:
             raise _DuplicateKey(key, mapping.lines[key], line)
+        if index >= inherited:
+            written.add(key)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[key] = line
     return mapping
@@ -198,6 +205,8 @@ def convert(tp: Any, value: Any, path: str, line: int | None) -> Any:
                 if problem.field != path:  # a deeper field was wrong: that message is the useful one
                     raise
                 problems.append(problem)
+        if len(problems) == 1:  # an optional field: its one type's message (and hint) says it best
+            raise problems[0]
         raise Problem(f"expected {describe_type(tp)}, found {_found(value)}", path, line)
     if origin is Literal:
         if value in args and not isinstance(value, bool):

@@ -41,3 +41,15 @@ def harness(tmp_path: Path):
         return HarnessRun(proc, run_dir)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tinylm_scorer(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The example's reference scorer: TRAINSPEC_SCORER when it names one (nox builds and
+    caches it), else built here (about 15 s)."""
+    given = os.environ.get("TRAINSPEC_SCORER")
+    if given and Path(given, "config.json").is_file():
+        return given
+    path = tmp_path_factory.mktemp("scorer") / "tinylm"
+    subprocess.run([sys.executable, str(REPO / "examples" / "tinylm" / "build_scorer.py"), "--output", str(path)], check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    return str(path)

@@ -43,15 +43,17 @@ def test_smoke_tier_passes(harness, tree_unchanged) -> None:
     assert Path(spec["paths"]["log"]).name == "train_log.jsonl"
 
 
-def test_full_tier_on_two_fake_devices(harness, tree_unchanged) -> None:
-    """Every bundled spec, the 2-rank torchrun one and the Trainer one included."""
-    run = harness("run", "--fake-gpus", "2")
+def test_full_tier_on_two_fake_devices(harness, tinylm_scorer: str, tree_unchanged) -> None:
+    """Every bundled spec, the 2-rank torchrun, Trainer and inference ones included."""
+    run = harness("run", "--fake-gpus", "2", "--scorer", tinylm_scorer)
     assert run.code == 0, run.output
     specs = {s["id"]: s for s in run.results["specs"]}
     assert {s["outcome"] for s in specs.values()} == {"passed"}, {k: v["reason"] for k, v in specs.items()}
     assert sorted(specs["tinylm_ddp"]["devices"]) == ["0", "1"]
     assert Path(specs["tinylm_hf_trainer"]["paths"]["log"]).name == "trainer_state.json"
     assert Path(specs["tinylm_forgather_log"]["paths"]["log"]).name == "trainer_logs.json"
+    assert [c["prompt"] for c in specs["tinylm_inference"]["inference"]] == ["the small cat", "a happy dog"]
+    assert specs["tinylm_inference"]["perplexity"] <= 10
 
 
 def broken_copy(tmp_path: Path, spec_id: str, **args) -> Path:

@@ -161,7 +161,6 @@ def test_pattern_scanner_line_numbers_across_many_chunks():
     assert scanner.hits == {"needle": (1000, "a needle here")}
 
 
-@pytest.mark.xfail(reason="BUG: PatternScanner.feed, when a line is longer than OVERLAP, scans text[:cut] and keeps text[cut:] with no overlap, so a pattern straddling `cut` is never found (e.g. in a long progress-bar line)", strict=True)
 def test_pattern_scanner_finds_a_pattern_in_a_very_long_line():
     scanner = PatternScanner(["RuntimeError"])
     scanner.feed("x" * 5000 + "RuntimeError" + "y" * 4090)
@@ -226,8 +225,8 @@ def test_expected_files_by_basename_at_any_depth_and_by_glob(tmp_path):
     assert [(r.passed, r.found) for r in results] == [
         (True, "runs/r1/trainer_logs.json"),
         (True, "checkpoint/model.safetensors"),
-        (False, "none"),
-        (False, "none"),
+        (False, "no file matches 'checkpoint/*.bin'"),
+        (False, "no file matches 'config.json'"),
     ]
     assert results[2].expected == "a file matching 'checkpoint/*.bin' in the output dir"
     assert check_files(spec(), out) == []
@@ -351,7 +350,6 @@ def test_metrics_run_through_check_log(tmp_path):
     assert not results["metrics.grad_norm"].passed
 
 
-@pytest.mark.xfail(reason="BUG: TrainingLog.values() reads only records that carry the loss key, so metrics logged in other records (eval_loss, the final train_runtime/samples-per-second summary) are never seen and always fail", strict=True)
 def test_a_metric_logged_in_eval_records_is_checked(tmp_path):
     path = tmp_path / "trainer_state.json"
     path.write_text(json.dumps({"log_history": [

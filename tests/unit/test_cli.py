@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -169,7 +170,7 @@ def test_run_refuses_bad_specs_before_running_anything(project, write, capsys):
 
 def test_pytest_arguments_shard_over_the_devices(tmp_path):
     args, extra = build_parser().parse_known_args(["run", "--fake-gpus", "2", "--tier", "smoke", "--specs", "s", "-k", "tiny"])
-    argv = pytest_arguments(args, discover(fake_gpus=2, environ={}), tmp_path, extra)
+    argv = pytest_arguments(args, discover(fake_gpus=2, environ={}), tmp_path, extra, [Path("s")])
     assert argv[0] == "s"
     assert argv[argv.index("-n") + 1] == "2"
     assert argv[argv.index("--tier") + 1] == "smoke"
@@ -177,7 +178,7 @@ def test_pytest_arguments_shard_over_the_devices(tmp_path):
     assert argv[argv.index("--run-dir") + 1] == str(tmp_path)
     assert argv[-2:] == ["-k", "tiny"]
     args, extra = build_parser().parse_known_args(["run", "--fake-gpus", "1"])
-    single = pytest_arguments(args, discover(fake_gpus=1, environ={}), tmp_path, extra)
+    single = pytest_arguments(args, discover(fake_gpus=1, environ={}), tmp_path, extra, [Path("specs")])
     assert "-n" not in single and "no:xdist" in single
 
 
@@ -198,3 +199,14 @@ def test_the_harness_core_never_imports_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_spec_file_named_on_the_command_line_runs_alone(project):
+    """`run path/to/spec.yaml` validates and collects that file only, wherever it lives."""
+    elsewhere = project.parent / f"{project.name}-elsewhere.yaml"
+    elsewhere.write_text("id: elsewhere\ncommand: ['true']\ngpus: 0\nmin_steps_logged: 0\n")
+    (project / "specs" / "broken.yaml").write_text("id: broken\ntimeout: soon\n")
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(elsewhere), "--run-dir", "rd"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((project / "rd" / "results.json").read_text())
+    assert [s["id"] for s in results["specs"]] == ["elsewhere"]

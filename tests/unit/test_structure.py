@@ -198,14 +198,12 @@ def test_describe_type_in_words():
     assert describe_type(int | None) == "an integer or null"
 
 
-@pytest.mark.xfail(reason="BUG: a misspelled value of an optional Literal field (e.g. tier: smok) loses the 'did you mean' hint that a required Literal field (launcher) gets: convert()'s Union branch replaces the Literal's message with a generic one", strict=True)
 def test_an_optional_choice_gets_the_same_hint_as_a_required_one(write):
     with pytest.raises(SpecError) as caught:
         load_block(write, "name: n\nmaybe_mode: fsat\n")
     assert "did you mean 'fast'?" in caught.value.message
 
 
-@pytest.mark.xfail(reason="BUG: YAML merge keys cannot be overridden: _construct_mapping flattens `<<: *base` into the mapping and then refuses the overriding key as a duplicate", strict=True)
 def test_a_list_file_may_share_a_base_through_a_yaml_merge_key(write):
     path = write(
         "shared.yaml",
