@@ -8,6 +8,7 @@ changed, so `nox -s smoke` is fast after the first time; `nox -R` skips installi
     nox -s standard                   # before merge
     nox -s full -- --gpus 2           # nightly; arguments after -- go to `python -m harness run`
     nox -s tests                      # the harness's own test suite (CPU only)
+    nox -t matrix -- --tier smoke     # a tier on every torch x transformers pair in MATRIX
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import nox
 # CI; on GPU boxes, run nox with `--default-venv-backend uv` and UV_TORCH_BACKEND=auto.
 TORCH = "2.13.0"
 TRANSFORMERS = "4.57.6"
+# The combinations `nox -t matrix` repeats a tier over: (torch, transformers).
+MATRIX = [(TORCH, TRANSFORMERS), (TORCH, "5.23.0")]
 TRAINING_REQUIREMENTS = ("numpy", "accelerate>=1.0")
 TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3")
 
@@ -60,7 +63,7 @@ def tinylm_scorer(session: nox.Session, transformers: str = TRANSFORMERS) -> str
     kept in nox's cache folder and keyed by the transformers pin (tokenizer files written by
     transformers 5 do not load in 4.x).
     """
-    path = Path(session.cache_dir) / f"tinylm-scorer-transformers-{transformers}"
+    path = Path(session.cache_dir).resolve() / f"tinylm-scorer-transformers-{transformers}"
     session.run("python", "examples/tinylm/build_scorer.py", "--output", str(path), env={"HF_HUB_OFFLINE": "1"}, silent=True)
     return str(path)
 
@@ -93,6 +96,23 @@ def full(session: nox.Session) -> None:
     install_training(session)
     scorer = () if os.environ.get("TRAINSPEC_SCORER") else ("--scorer", tinylm_scorer(session))
     run_tier(session, "full", *scorer)
+
+
+@nox.session(tags=["matrix"])
+@nox.parametrize(("torch", "transformers"), MATRIX)
+def matrix(session: nox.Session, torch: str, transformers: str) -> None:
+    """The standard tier (or `-- --tier T`) on one pinned torch x transformers pair.
+
+    Each pair keeps its latest run under nox's cache folder, so
+    `python -m harness report .nox/.cache/matrix/*` compares them (the session prints it).
+    """
+    install_training(session, torch=torch, transformers=transformers)
+    run_dir = Path(session.cache_dir).resolve() / "matrix" / f"torch-{torch}_transformers-{transformers}"
+    scorer = () if os.environ.get("TRAINSPEC_SCORER") else ("--scorer", tinylm_scorer(session, transformers))
+    try:
+        run_tier(session, "standard", "--run-dir", str(run_dir), *scorer)
+    finally:
+        session.log(f"compare the combinations: python -m harness report {Path(session.cache_dir) / 'matrix'}/*")
 
 
 @nox.session

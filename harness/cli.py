@@ -127,6 +127,9 @@ def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Pa
         argv += ["--scorer", args.scorer]
     if args.missing_scorer:
         argv += ["--missing-scorer", args.missing_scorer]
+    if args.baseline:
+        argv += ["--baseline", args.baseline]
+    argv += [f"--tolerance={value}" for value in args.tolerance or ()]
     argv += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
     return argv + extra
 
@@ -216,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, printed)")
     run.add_argument("--scorer", metavar="MODEL", help="reference model for inference perplexity: a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
     run.add_argument("--missing-scorer", choices=("fail", "skip"), help="when the scorer is not on this machine: fail the spec (default) or skip its inference stage")
+    run.add_argument("--baseline", metavar="PATH", help="compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn")
+    run.add_argument("--tolerance", action="append", metavar="METRIC=FRACTION", help="override every spec's baseline tolerance (final_loss, perplexity or duration), e.g. final_loss=0.1; repeatable")
     run.add_argument("--workers", type=int, metavar="N", help="parallel pytest-xdist workers (default: one per device; none for a single device)")
     return parser
 

@@ -14,21 +14,22 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from .baseline import BaselineError, compare, load_baseline, parse_tolerances
 from .checks import CheckResult, run_checks, tail
 from .devices import DeviceError, Inventory, discover, skip_reason
 from .leases import LeasePool
 from .plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
 from .report import summary_lines
-from .results import SpecResult, environment_versions, gather, thin_curve, write_results
+from .results import SpecResult, environment_versions, gather, read_child_versions, thin_curve, write_results
 from .inference import run_inference
 from .perplexity import DEFAULT_SCORER
-from .runner import LocalBackend, build_launch, end_group, placeholder_values
+from .runner import CHILD_VERSIONS_FILE, LocalBackend, build_launch, end_group, placeholder_values
 from .scheduler import PlanScheduling
 from .spec import BUILTIN_MARKERS, SPEC_SUFFIXES, TIERS, Spec, check_markers, load_spec_file
 from .structure import SpecError
@@ -55,34 +56,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--run-dir", default=None, metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, outside the repository)")
     group.addoption("--scorer", default=None, metavar="MODEL", help="reference model for perplexity: a name in the local Hugging Face cache or a path (default: TRAINSPEC_SCORER, else gpt2); a spec's inference.scorer wins")
     group.addoption("--missing-scorer", choices=("fail", "skip"), default="fail", help="when the scorer model is not on this machine: fail the spec (default) or skip its inference stage")
+    group.addoption("--baseline", default=None, metavar="PATH", help="a stored results.json (or run directory) to compare with: final loss, perplexity and duration beyond the spec's baseline tolerances are flagged")
+    group.addoption("--tolerance", action="append", default=None, metavar="METRIC=FRACTION", help="override every spec's baseline tolerance, e.g. final_loss=0.1 (metrics: final_loss, perplexity, duration)")
     group.addoption("--repo", default=None, metavar="DIR", help="the repository root that spec cwds are relative to (default: the current directory)")
     parser.addini("trainspec_specs", type="paths", default=[], help="spec files or folders collected by default")
 
 
+@dataclass
 class RunContext:
-    """What every item of this run shares: where things go and which devices exist."""
+    """What every item of this run shares: where things go, which devices exist, the run's settings.
 
-    def __init__(self, repo: Path, run_dir: Path, inventory: Inventory, spec_roots: list[Path], tier: str | None, scorer: str = DEFAULT_SCORER, missing_scorer: str = "fail"):
-        self.repo = repo
-        self.scorer = scorer
-        self.missing_scorer = missing_scorer
-        self.run_dir = run_dir
-        self.inventory = inventory
-        self.spec_roots = spec_roots
-        self.tier = tier
+    The controller builds it from the command line and hands it to each xdist worker.
+    """
+
+    repo: Path
+    run_dir: Path
+    inventory: Inventory
+    spec_roots: list[Path]
+    tier: str | None
+    scorer: str = DEFAULT_SCORER
+    missing_scorer: str = "fail"
+    baseline: str | None = None
+    tolerances: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
         # The first item of each worker (one worker per device) starts together: the first wave.
-        self.pool = LeasePool(run_dir / "leases.json", inventory.ids, first_wave=inventory.count)
+        self.pool = LeasePool(self.run_dir / "leases.json", self.inventory.ids, first_wave=self.inventory.count)
         self.backend = LocalBackend()
         self.versions = environment_versions()
-        self.durations = DurationCache(cache_root(repo) / "durations.json")
+        self.durations = DurationCache(cache_root(self.repo) / "durations.json")
 
     def to_wire(self) -> dict[str, Any]:
-        return {"repo": str(self.repo), "run_dir": str(self.run_dir), "inventory": asdict(self.inventory), "spec_roots": [str(p) for p in self.spec_roots], "tier": self.tier, "scorer": self.scorer, "missing_scorer": self.missing_scorer}
+        settings = {f.name: getattr(self, f.name) for f in fields(self)}
+        return json.loads(json.dumps({**settings, "inventory": asdict(self.inventory)}, default=str))
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "RunContext":
         inventory = Inventory(tuple(data["inventory"]["ids"]), data["inventory"]["kind"], data["inventory"]["source"])
-        return cls(Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["tier"], data["scorer"], data["missing_scorer"])
+        paths = {"repo": Path(data["repo"]), "run_dir": Path(data["run_dir"]), "spec_roots": [Path(p) for p in data["spec_roots"]]}
+        return cls(**{**data, **paths, "inventory": inventory})
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -115,7 +127,14 @@ def pytest_configure(config: pytest.Config) -> None:
     run_dir = Path(config.getoption("run_dir") or default_run_dir(repo)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     scorer = config.getoption("scorer") or os.environ.get("TRAINSPEC_SCORER") or DEFAULT_SCORER
-    context = RunContext(repo, run_dir, inventory, roots, config.getoption("tier"), scorer, config.getoption("missing_scorer"))
+    try:
+        tolerances = parse_tolerances(config.getoption("tolerance") or [])
+        if config.getoption("baseline"):
+            load_baseline(str(Path(config.getoption("baseline")).resolve()))
+    except (ValueError, BaselineError) as error:
+        raise pytest.UsageError(str(error)) from None
+    baseline = str(Path(config.getoption("baseline")).resolve()) if config.getoption("baseline") else None
+    context = RunContext(repo, run_dir, inventory, roots, config.getoption("tier"), scorer, config.getoption("missing_scorer"), baseline, tolerances)
     config.stash[STASH] = context
     config.pluginmanager.register(Controller(context), "trainspec-controller")
 
@@ -241,12 +260,17 @@ class SpecItem(pytest.Item):
         record.lease_wait = round(lease.waited, 3) if lease else 0.0
         record.command = launch.argv
         record.exit_code = outcome.exit_code
-        record.checks = [c.as_dict() for c in checks]
         record.paths.update({"stdout": str(launch.stdout_path), "stderr": str(launch.stderr_path), **({"log": str(log.path)} if log else {})})
+        record.stderr_tail = tail(launch.stderr_path, TAIL_LINES)
+        record.child_versions = read_child_versions(output_dir / CHILD_VERSIONS_FILE)
         if log is not None:
             record.steps_logged = len(log.entries)
             record.final_loss = log.final.loss if log.final and log.final.loss is not None and math.isfinite(log.final.loss) else None
             record.loss_curve = thin_curve(log.curve())
+        if context.baseline:
+            compared, record.regressions = compare(record, load_baseline(context.baseline).get(self.spec.id), self.spec.baseline, context.tolerances)
+            checks += compared
+        record.checks = [c.as_dict() for c in checks]
         failed = [c for c in checks if not c.passed and c.severity == "fail"]
         warned = [c for c in checks if not c.passed and c.severity == "warn"]
         record.warnings += [c.line() for c in warned]
@@ -256,7 +280,8 @@ class SpecItem(pytest.Item):
         record.write(output_dir)
         self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
         for check in warned:
-            warnings.warn(TrainspecWarning(f"{self.spec.id}: {check.line()}"), stacklevel=1)
+            # Attributed to the spec file, so pytest's summary points at the spec, not at us.
+            warnings.warn_explicit(TrainspecWarning(f"{self.spec.id}: {check.line()}"), TrainspecWarning, str(self.spec.source), self.spec.line or 1)
         if failed:
             raise SpecFailure(failure_message(self.spec, failed, launch.stderr_path, output_dir))
 
@@ -306,6 +331,8 @@ class Controller:
     def __init__(self, context: RunContext):
         self.context = context
         self.records: dict[str, SpecResult] = {}
+        # A reused --run-dir holds records of earlier runs: only this run's are gathered.
+        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> PlanScheduling:
@@ -347,7 +374,7 @@ class Controller:
         context = self.context
         for pgid in context.pool.stray_groups():
             end_group(pgid)
-        on_disk = {r.id: r for r in gather(context.run_dir)}
+        on_disk = {r.id: r for r in gather(context.run_dir) if r.started_at >= self.started_at}
         self.records = {**on_disk, **self.records}
         if not self.records:
             return

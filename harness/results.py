@@ -47,6 +47,9 @@ class SpecResult:
     paths: dict[str, str] = field(default_factory=dict)
     loss_curve: list[list[float | None]] = field(default_factory=list)
     versions: dict[str, str | None] = field(default_factory=dict)
+    child_versions: dict[str, str | None] = field(default_factory=dict)
+    stderr_tail: str = ""
+    regressions: list[dict] = field(default_factory=list)
     started_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +111,15 @@ def environment_versions() -> dict[str, str | None]:
         "transformers": _package_version("transformers"),
         "cuda": _torch_cuda(),
     }
+
+
+def read_child_versions(path: Path) -> dict[str, str | None]:
+    """What the child recorded it imported (harness/child_site); empty when it imported neither library."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {key: data.get(key) for key in ("python", "torch", "transformers", "cuda")} if isinstance(data, dict) else {}
 
 
 def gather(run_dir: Path) -> list[SpecResult]:

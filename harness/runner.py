@@ -26,6 +26,9 @@ GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.05
 CENSUS_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
+# First on every child's PYTHONPATH: its sitecustomize records the versions the child imports.
+CHILD_SITE = Path(__file__).with_name("child_site")
+CHILD_VERSIONS_FILE = "child_versions.json"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, dev
     env.update({key: render(str(value), values) for key, value in spec.env.items()})
     env.update(child_environment(devices, inventory))
     env.update({"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir), "TMPDIR": str(output_dir / "tmp")})
+    env["TRAINSPEC_VERSIONS_FILE"] = str(output_dir / CHILD_VERSIONS_FILE)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), env.get("PYTHONPATH")]))
     (output_dir / "tmp").mkdir(parents=True, exist_ok=True)
     nproc = max(1, len(devices)) if spec.launcher == "torchrun" else 1
     return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout)

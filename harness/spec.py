@@ -104,6 +104,21 @@ class MetricBound:
 
 
 @dataclass(frozen=True)
+class BaselineSpec:
+    """How far a run may fall behind a stored baseline run (`run --baseline PATH`) before it is flagged.
+
+    Each tolerance is a fraction: 0.1 lets the value grow by 10 % over the baseline's.
+    Lower is better for all three, so only growth is a regression.
+    """
+
+    final_loss: float = option(0.10, doc="allowed relative rise of the final loss", minimum=0)
+    perplexity: float = option(0.25, doc="allowed relative rise of the worst completion's perplexity", minimum=0)
+    duration: float = option(0.50, doc="allowed relative rise of the run's duration", minimum=0)
+    severity: Literal["fail", "warn"] = option("fail", doc="what a final loss or perplexity regression does to the spec")
+    duration_severity: Literal["fail", "warn"] = option("warn", doc="what a duration regression does (timings are noisy, so a warning by default)")
+
+
+@dataclass(frozen=True)
 class StderrSpec:
     forbidden_patterns: list[str] = option(factory=lambda: ["Traceback (most recent call last)"], doc="the spec fails if stderr contains any of these (substrings; `re:` starts a regular expression)")
     warn_patterns: list[str] = option(factory=list, doc="a pytest warning is raised if stderr contains any of these")
@@ -158,6 +173,7 @@ class Spec:
     expected_files: list[str] | None = option(None, doc="globs that must match files in the output dir; a name without `/` matches at any depth (default: none; forgather profile: trainer_logs.json)")
     min_steps_logged: int = option(1, doc="at least this many training log entries; 0 with no loss block means no log is needed", minimum=0)
     inference: InferenceSpec | None = option(None, doc="serve the trained checkpoint and score completions (full tier)")
+    baseline: BaselineSpec = option(factory=BaselineSpec, doc="tolerances against a stored run given with `run --baseline PATH`")
     profile: Literal["command", "forgather"] | None = option(None, doc="how the command is built: command (default) or forgather (default when project_dir and config are given)")
     project_dir: str | None = option(None, doc="forgather profile: the project directory, relative to the repository root")
     config: str | None = option(None, doc="forgather profile: the training config template")

@@ -20,7 +20,7 @@ MALFORMED = REPO / "tests" / "malformed"
 
 CASES = [
     ("unknown_key_close.yaml", "timout", "unknown key; did you mean 'timeout'?", 4),
-    ("unknown_key_far.yaml", "frobnicate", "unknown key; known keys: args, command", 4),
+    ("unknown_key_far.yaml", "frobnicate", "unknown key; known keys: args, baseline, command", 4),
     ("nested_unknown_key.yaml", "loss.final_maxx", "did you mean 'final_max'?", 5),
     ("duplicate_key.yaml", "timeout", "duplicate key (first at line 4)", 5),
     ("missing_id.yaml", "id", "required field is missing", 2),
