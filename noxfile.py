@@ -68,6 +68,17 @@ def tinylm_scorer(session: nox.Session, transformers: str = TRANSFORMERS) -> str
     return str(path)
 
 
+def chosen_tier(session: nox.Session, default: str) -> str:
+    """The tier a session runs: the last `--tier T` in its posargs (as argparse reads it), else `default`."""
+    tier = default
+    for index, arg in enumerate(session.posargs):
+        if arg == "--tier" and index + 1 < len(session.posargs):
+            tier = session.posargs[index + 1]
+        elif arg.startswith("--tier="):
+            tier = arg.split("=", 1)[1]
+    return tier
+
+
 def run_tier(session: nox.Session, tier: str, *options: str) -> None:
     session.run("python", "-m", "harness", "run", "--tier", tier, *options, *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
@@ -108,7 +119,9 @@ def matrix(session: nox.Session, torch: str, transformers: str) -> None:
     """
     install_training(session, torch=torch, transformers=transformers)
     run_dir = Path(session.cache_dir).resolve() / "matrix" / f"torch-{torch}_transformers-{transformers}"
-    scorer = () if os.environ.get("TRAINSPEC_SCORER") else ("--scorer", tinylm_scorer(session, transformers))
+    # Only the full tier has inference specs; the scorer takes a while to build.
+    needs_scorer = chosen_tier(session, "standard") == "full" and not os.environ.get("TRAINSPEC_SCORER")
+    scorer = ("--scorer", tinylm_scorer(session, transformers)) if needs_scorer else ()
     try:
         run_tier(session, "standard", "--run-dir", str(run_dir), *scorer)
     finally:

@@ -177,6 +177,33 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_html, render_markdown
+    from .results import load_results
+
+    documents = []
+    for given in args.results:
+        try:
+            documents.append(load_results(Path(given)))
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{given}: {error}") from None
+    if args.markdown:
+        _write_report(Path(args.markdown), render_markdown(documents))
+    if args.html:
+        _write_report(Path(args.html), render_html(documents, base_dir=Path(args.html).resolve().parent))
+    if not args.markdown and not args.html:
+        print(render_markdown(documents))
+    return EXIT_OK
+
+
+def _write_report(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def cmd_perplexity(args: argparse.Namespace) -> int:
     from . import perplexity
 
@@ -209,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions.")
     schema.add_argument("--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead")
 
+    report = commands.add_parser("report", help="compare runs: spec x combination table as Markdown (stdout) or HTML", description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, duration, and the change against the first run given.")
+    report.add_argument("results", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories; the first is the reference")
+    report.add_argument("--markdown", metavar="PATH", help="write the Markdown here instead of printing it (for a CI job summary, print and append: >> \"$GITHUB_STEP_SUMMARY\")")
+    report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
+
     perplexity = commands.add_parser("perplexity", help="score texts as the inference stage does, to choose a perplexity_max", description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.")
     perplexity.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)")
     perplexity.add_argument("--scorer", metavar="MODEL", help="a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
@@ -233,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity}[args.command](args)
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report}[args.command](args)
     except UsageError as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE

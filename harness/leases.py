@@ -99,6 +99,11 @@ class LeasePool:
         with self._lock:
             return self._read()["holders"]
 
+    def snapshot(self) -> dict:
+        """Holders and waiters for display, without the lock: the file is replaced whole, and a
+        progress line must not slow down the workers that lease."""
+        return self._read()
+
     @contextmanager
     def lease(self, count: int, name: str, priority: int = 0, expected: float = 0.0) -> Iterator[Lease]:
         lease = self.acquire(count, name, priority, expected)

@@ -24,9 +24,10 @@ from .baseline import BaselineError, compare, load_baseline, parse_tolerances
 from .checks import CheckResult, run_checks, tail
 from .devices import DeviceError, Inventory, discover, skip_reason
 from .leases import LeasePool
+from .progress import Progress
 from .plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
-from .report import summary_lines
-from .results import SpecResult, environment_versions, gather, read_child_versions, thin_curve, write_results
+from .report import summary_lines, write_run_report
+from .results import SpecResult, environment_versions, gather, load_results, read_child_versions, thin_curve, write_results
 from .inference import run_inference
 from .perplexity import DEFAULT_SCORER
 from .runner import CHILD_VERSIONS_FILE, LocalBackend, build_launch, end_group, placeholder_values
@@ -95,6 +96,10 @@ class RunContext:
         inventory = Inventory(tuple(data["inventory"]["ids"]), data["inventory"]["kind"], data["inventory"]["source"])
         paths = {"repo": Path(data["repo"]), "run_dir": Path(data["run_dir"]), "spec_roots": [Path(p) for p in data["spec_roots"]]}
         return cls(**{**data, **paths, "inventory": inventory})
+
+
+def _is_spec(nodeid: str) -> bool:
+    return nodeid.split("::", 1)[0].endswith(SPEC_SUFFIXES)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -331,6 +336,7 @@ class Controller:
     def __init__(self, context: RunContext):
         self.context = context
         self.records: dict[str, SpecResult] = {}
+        self.progress: Progress | None = None
         # A reused --run-dir holds records of earlier runs: only this run's are gathered.
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -358,19 +364,52 @@ class Controller:
 
         return expected
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and session.config.get_verbosity() == 0:
+            # Our lines replace pytest's file names and letters, which say little about runs of minutes.
+            reporter.showfspath = False
+            self.progress = Progress(reporter, self.context.pool, live=reporter.isatty, expected=self._expected_seconds(session.config.rootpath))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.progress:
+            self.progress.total = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.progress:
+            self.progress.total = len(ids)
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        if self.progress and _is_spec(nodeid):
+            self.progress.spec_started(nodeid.rsplit("::", 1)[-1])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config):
+        category, letter, word = yield
+        if self.progress and _is_spec(report.nodeid):
+            return category, "", ""
+        return category, letter, word
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        spec_id = report.nodeid.rsplit("::", 1)[-1]
+        known = spec_id in self.records
         for name, value in report.user_properties:
             if name == RECORD_PROPERTY:
                 record = SpecResult.from_json(json.loads(value))
                 self.records[record.id] = record
-        spec_id = report.nodeid.rsplit("::", 1)[-1]
         if report.failed and spec_id not in self.records:
             # A worker that died mid-run sends a bare report: record it rather than lose the spec.
             text = str(report.longrepr or "").strip()
             reason = text.splitlines()[-1][:500] if text else "the worker running it died"
             self.records[spec_id] = SpecResult(id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.run_dir / "specs" / spec_id))
+        if self.progress and not known and spec_id in self.records:
+            self.progress.spec_finished(self.records[spec_id])
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.progress:
+            self.progress.stop()
         context = self.context
         for pgid in context.pool.stray_groups():
             end_group(pgid)
@@ -379,7 +418,8 @@ class Controller:
         if not self.records:
             return
         meta = {"devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": sys.argv[1:], "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
-        write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
+        path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
+        write_run_report(context.run_dir, load_results(path))
         context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -41,6 +42,23 @@ def test_smoke_tier_passes(harness, tree_unchanged) -> None:
     assert run.results["versions"]["torch"].startswith("2.")
     assert (run.run_dir / "junit.xml").read_text().count("<testcase") == 1
     assert Path(spec["paths"]["log"]).name == "train_log.jsonl"
+    assert spec["child_versions"]["torch"] == run.results["versions"]["torch"] or spec["child_versions"]["torch"].startswith(run.results["versions"]["torch"])
+    assert "tinylm_smoke" in (run.run_dir / "report.html").read_text()
+
+
+def test_a_regression_against_a_baseline_fails_and_is_reported(harness, tmp_path: Path) -> None:
+    first = harness("run", "--tier", "smoke")
+    assert first.code == 0, first.output
+    baseline = first.results
+    baseline["specs"][0]["final_loss"] *= 0.5  # as if the loss used to end much lower
+    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    second = harness("run", "--tier", "smoke", "--baseline", str(tmp_path / "baseline.json"), "--tolerance", "duration=100")
+    assert second.code == 1, second.output
+    spec = second.spec("tinylm_smoke")
+    assert spec["reason"].startswith("baseline.final_loss: ")
+    assert [r["metric"] for r in spec["regressions"]] == ["final_loss"]
+    markdown = harness("report", str(tmp_path / "baseline.json"), str(second.run_dir))
+    assert markdown.code == 0 and "final_loss" in markdown.proc.stdout
 
 
 def test_full_tier_on_two_fake_devices(harness, tinylm_scorer: str, tree_unchanged) -> None:

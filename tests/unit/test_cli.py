@@ -210,3 +210,20 @@ def test_a_spec_file_named_on_the_command_line_runs_alone(project):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads((project / "rd" / "results.json").read_text())
     assert [s["id"] for s in results["specs"]] == ["elsewhere"]
+
+
+def test_report_compares_runs_and_names_a_bad_input(tmp_path, capsys):
+    from harness.results import SpecResult, write_results
+
+    for name, loss in (("a", 1.0), ("b", 1.5)):
+        (tmp_path / name).mkdir()
+        write_results(tmp_path / name, [SpecResult(id="tiny", outcome="passed", final_loss=loss, duration=2.0)], {"versions": {"torch": "2.13.0", "transformers": name}})
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(tmp_path / "cmp.html")]) == 0
+    page = (tmp_path / "cmp.html").read_text()
+    assert page.startswith("<!doctype html>") and 'id="spec-tiny"' in page
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b" / "results.json")]) == 0
+    markdown = capsys.readouterr().out
+    assert "| `tiny` |" in markdown and "+0.5" in markdown
+    (tmp_path / "junk.json").write_text("{}")
+    assert main(["report", str(tmp_path / "junk.json")]) == 2
+    assert f"{tmp_path / 'junk.json'}" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 
 from harness.checks import check_exit
 from harness.devices import discover
-from harness.runner import Launch, build_argv, build_launch, cpu_threads, end_group, run_process
+from harness.runner import CHILD_VERSIONS_FILE, Launch, build_argv, build_launch, cpu_threads, end_group, run_process
 from harness.spec import spec_from_mapping
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -308,3 +310,29 @@ def test_a_launched_run_writes_no_bytecode_into_the_tree(tmp_path):
     assert run_process(run).exit_code == 0
     assert run.stdout_path.read_text() == "1\n"
     assert sorted(p.name for p in repo.rglob("*")) == ["helper.py"]
+
+
+def test_children_record_the_library_versions_they_import(tmp_path):
+    """harness/child_site is first on every child's PYTHONPATH: at exit it writes what was imported,
+    and the sitecustomize it shadows still runs."""
+    libraries = tmp_path / "libs"
+    libraries.mkdir()
+    (libraries / "transformers.py").write_text("__version__ = '9.9.9'\n")
+    (libraries / "sitecustomize.py").write_text("import os\nopen(os.environ['SHADOWED_MARK'], 'w').close()\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = spec_from_mapping({"id": "versions", "command": ["{python}", "-c", "import transformers"], "gpus": 0, "env": {"PYTHONPATH": str(libraries), "SHADOWED_MARK": str(tmp_path / "mark")}}, tmp_path / "spec.yaml")
+    launch = build_launch(spec, repo=tmp_path, run_dir=tmp_path, output_dir=out, devices=(), inventory=discover(gpus=0, environ={}))
+    assert run_process(launch).exit_code == 0
+    versions = json.loads((out / CHILD_VERSIONS_FILE).read_text())
+    assert versions == {"python": platform.python_version(), "torch": None, "transformers": "9.9.9", "cuda": None}
+    assert (tmp_path / "mark").exists()
+
+
+def test_a_child_that_imports_neither_library_records_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = spec_from_mapping({"id": "plain", "command": ["{python}", "-c", "import json"], "gpus": 0}, tmp_path / "spec.yaml")
+    launch = build_launch(spec, repo=tmp_path, run_dir=tmp_path, output_dir=out, devices=(), inventory=discover(gpus=0, environ={}))
+    assert run_process(launch).exit_code == 0
+    assert not (out / CHILD_VERSIONS_FILE).exists()

@@ -1,0 +1,113 @@
+"""What a person watching a run sees while it runs.
+
+pytest prints a letter per test and the file it came from; for runs of minutes that says
+nothing. Under `python -m harness run` (verbosity 0) those letters are replaced by one line
+per finished spec, and a status line shows which specs run on which devices, with elapsed
+and expected seconds: redrawn in place every second on a terminal, printed every
+`LOG_INTERVAL` seconds to a log. The status comes from the lease pool's state file, which
+every worker updates, so it needs nothing from the workers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from typing import Any, Callable
+
+from .leases import LeasePool
+from .results import SpecResult
+
+LIVE_INTERVAL = 1.0
+LOG_INTERVAL = 30.0
+MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value < 600 else f"{value / 60:.0f}m"
+
+
+class Progress:
+    """Finished-spec lines and a periodic status line, written through pytest's terminal writer."""
+
+    def __init__(self, reporter: Any, pool: LeasePool, live: bool, expected: Callable[[str], float]):
+        self.reporter = reporter
+        self.pool = pool
+        self.live = live
+        self.expected = expected
+        self.total = 0
+        self.done = 0
+        self.started: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._drawn = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="trainspec-progress", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        with self._lock:
+            self._erase()
+
+    def spec_started(self, spec_id: str) -> None:
+        self.started.setdefault(spec_id, time.monotonic())
+        self.start()
+
+    def spec_finished(self, record: SpecResult) -> None:
+        self.started.pop(record.id, None)
+        self.done += 1
+        devices = ",".join(record.devices) or "-"
+        line = f"{MARKS.get(record.outcome, record.outcome):5} {record.id}  {record.duration:.1f}s on {devices}  [{self.done}/{self.total or '?'}]"
+        if record.outcome != "passed" and record.reason:
+            line += f"  {record.reason.splitlines()[0][:100]}"
+        with self._lock:
+            self._erase()
+            self.reporter.write_line(line, **({"red": True} if record.outcome in ("failed", "error") else {}))
+            self._draw()
+
+    def status(self, now_wall: float | None = None) -> str:
+        """`running: id [devices] elapsed/expected, ... | waiting: n | done d/t`."""
+        now_wall = time.time() if now_wall is None else now_wall
+        state = self.pool.snapshot()
+        by_spec: dict[str, dict] = {}
+        for device, holder in state["holders"].items():
+            entry = by_spec.setdefault(holder["name"], {"devices": [], "start": holder["start"], "expected": holder["expected"]})
+            entry["devices"].append(device)
+        running = [f"{name} [{','.join(e['devices'])}] {_seconds(now_wall - e['start'])}/{_seconds(e['expected'] or self.expected(name))}" for name, e in sorted(by_spec.items(), key=lambda item: item[1]["start"])]
+        # Specs without devices (gpus: 0) run without a lease; the controller saw them start.
+        now = time.monotonic()
+        running += [f"{name} [-] {_seconds(now - began)}/{_seconds(self.expected(name))}" for name, began in self.started.items() if name not in by_spec and name not in {w["name"] for w in state["queue"]}]
+        parts = [f"running: {', '.join(running) or '-'}"]
+        if state["queue"]:
+            parts.append(f"waiting: {len(state['queue'])}")
+        parts.append(f"done {self.done}/{self.total or '?'}")
+        return " | ".join(parts)
+
+    def _loop(self) -> None:
+        interval = LIVE_INTERVAL if self.live else LOG_INTERVAL
+        while not self._stop.wait(interval):
+            with self._lock:
+                if self.live:
+                    self._draw()
+                elif self.started:
+                    self.reporter.write_line(f"trainspec: {self.status()}")
+
+    def _draw(self) -> None:
+        if not self.live or self._stop.is_set():
+            return
+        line = self.status()
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        self.reporter.rewrite(line[:width], erase=True)
+        self._drawn = True
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self.reporter.rewrite("", erase=True)
+            self.reporter.write("\r")
+            self._drawn = False
