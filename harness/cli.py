@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Sequence
 
+from .config import Settings, load_settings
 from .devices import DeviceError, Inventory, discover
 from .plan import DurationCache, Plan, cache_root, default_run_dir, make_plan
 from .spec import TIERS, Spec, check_markers, load_specs
@@ -37,7 +38,19 @@ def registered_markers(repo: Path) -> list[str]:
 
 
 def _spec_paths(given: Sequence[str] | None) -> list[Path]:
-    return [Path(p) for p in given] if given else [Path("specs")]
+    """Spec paths from the command line, else [tool.trainspec] specs, else specs/."""
+    return [Path(p) for p in given or load_settings(Path.cwd()).specs]
+
+
+def apply_settings(args: argparse.Namespace, settings: Settings) -> None:
+    """Fill what the command line left out from [tool.trainspec]; the command line wins."""
+    for name in ("tier", "scorer"):
+        if hasattr(args, name) and getattr(args, name) is None:
+            setattr(args, name, getattr(settings, name))
+    if hasattr(args, "gpus") and args.gpus is None and args.fake_gpus is None:
+        args.gpus, args.fake_gpus = settings.gpus, settings.fake_gpus
+    if hasattr(args, "run_dir") and args.run_dir is None and settings.run_dir:
+        args.run_dir = str(Path.cwd() / settings.run_dir)
 
 
 def load_valid_specs(paths: list[Path], repo: Path) -> list[Spec]:
@@ -171,9 +184,12 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import json_schema, markdown_reference
+    from .schema import json_schema, markdown_reference, settings_reference
 
-    print(markdown_reference() if args.markdown else json.dumps(json_schema(), indent=2))
+    if args.settings:
+        print(settings_reference(), end="")
+    else:
+        print(markdown_reference() if args.markdown else json.dumps(json_schema(), indent=2))
     return EXIT_OK
 
 
@@ -202,6 +218,25 @@ def _write_report(path: Path, text: str) -> None:
     except OSError as error:
         raise UsageError(f"cannot write {path}: {error.strerror}") from None
     print(f"wrote {path}", file=sys.stderr)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import init
+
+    try:
+        done = init(Path(args.dir), force=args.force)
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    for name in done.wrote:
+        print(f"wrote {name}")
+    for name in done.kept:
+        print(f"kept {name}")
+    for advice in done.advice:
+        print(advice, end="")
+    print("next: put your training command in specs/train_smoke.yaml, then run\n"
+          "    python -m harness validate\n"
+          "    nox -s smoke")
+    return EXIT_OK
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
@@ -235,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions.")
     schema.add_argument("--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead")
+    schema.add_argument("--settings", action="store_true", help="print the [tool.trainspec] keys of pyproject.toml instead (docs/adoption.md)")
+
+    init = commands.add_parser("init", help="add trainspec to a repository: noxfile.py, specs/, [tool.trainspec]", description="Write a starter noxfile.py (or print the lines to add to an existing one), specs/ with one commented example spec and its JSON Schema, and the [tool.trainspec] section of pyproject.toml. Existing files are kept unless --force.")
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the repository root (default: the current directory)")
+    init.add_argument("--force", action="store_true", help="replace existing files")
 
     report = commands.add_parser("report", help="compare runs: spec x combination table as Markdown (stdout) or HTML", description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, duration, and the change against the first run given.")
     report.add_argument("results", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories; the first is the reference")
@@ -263,10 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        apply_settings(args, load_settings(Path.cwd()))
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report}[args.command](args)
-    except UsageError as error:
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init}[args.command](args)
+    except (UsageError, SpecError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -96,9 +96,20 @@ def reference_rows(cls: type = Spec, prefix: str = "") -> list[tuple[str, str, s
     return rows
 
 
+def _table(rows: list[tuple[str, str, str, str]], first: str) -> list[str]:
+    lines = [f"| {first} | type | default | meaning |", "|---|---|---|---|"]
+    return lines + [f"| {a} | {b} | {c} | {d.replace('|', '/')} |" for a, b, c, d in rows]
+
+
+def settings_reference() -> str:
+    """The keys of [tool.trainspec] (docs/adoption.md), from the definitions that read them."""
+    from .config import Settings
+
+    return "\n".join(_table(reference_rows(Settings), "key")) + "\n"
+
+
 def markdown_reference() -> str:
-    lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d.replace('|', '/')} |" for a, b, c, d in reference_rows()]
+    lines = _table(reference_rows(), "field")
     lines += ["", "Placeholders in `command`, `args` and `env`:", ""]
     lines += [f"- `{{{name}}}`: {doc}" for name, doc in PLACEHOLDERS.items()]
     return "\n".join(lines) + "\n"

@@ -17,8 +17,6 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Iterator, Literal, Union
 
-import yaml
-
 
 class SpecError(Exception):
     """A bad spec: says which file, which field and, where YAML gives it, which line."""
@@ -54,11 +52,21 @@ class _DuplicateKey(Exception):
         self.key, self.first, self.again = key, first, again
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML (libyaml's parser where PyYAML has it) with located mappings and duplicate keys refused."""
+@functools.cache
+def _loader() -> type:
+    """Safe YAML (libyaml's parser where PyYAML has it) with located mappings and duplicate keys refused.
+
+    Built on first use: the nox helpers import this module for pyproject settings in nox's
+    own environment, which need not have PyYAML.
+    """
+    import yaml
+
+    loader = type("TrainspecLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    return loader
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Located:
+def _construct_mapping(loader: Any, node: Any, deep: bool = False) -> Located:
     own = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
     # flatten_mapping puts the pairs a `<<:` merge key brings in first: the mapping's own
@@ -82,17 +90,16 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     return mapping
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_yaml(path: Path) -> Any:
     """Parse one YAML file, turning every YAML problem into a located SpecError."""
+    import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(path, None, f"cannot read the file: {error}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from (C)SafeLoader
+        return yaml.load(text, Loader=_loader())  # noqa: S506 - the loader derives from (C)SafeLoader
     except _DuplicateKey as dup:
         raise SpecError(path, str(dup.key), f"duplicate key (first at line {dup.first})", dup.again) from None
     except SpecError as error:

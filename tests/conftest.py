@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,13 @@ def tinylm_scorer(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("scorer") / "tinylm"
     subprocess.run([sys.executable, str(REPO / "examples" / "tinylm" / "build_scorer.py"), "--output", str(path)], check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     return str(path)
+
+
+def forgather_on_path(folder: Path) -> Path:
+    """A bin folder in `folder` holding tests/e2e/forgather_stand_in.py as `forgather`; put it first on PATH."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "forgather"
+    shutil.copy(REPO / "tests" / "e2e" / "forgather_stand_in.py", stand_in)
+    stand_in.chmod(0o755)
+    return bin_dir

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import REPO
+from ..conftest import REPO, forgather_on_path
 
 pytestmark = pytest.mark.e2e
 
@@ -107,22 +107,9 @@ def test_broken_example_fails_the_right_check(harness, tmp_path: Path, tree_unch
 
 def test_forgather_profile_with_stand_in_command(harness, tmp_path: Path) -> None:
     """A Forgather spec file, unchanged, run through a stand-in `forgather` on PATH."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    stand_in = bin_dir / "forgather"
-    stand_in.write_text(
-        "#!/usr/bin/env python3\n"
-        "import json, os, sys\n"
-        "argv = sys.argv[1:]\n"
-        "out = argv[argv.index('--output-dir') + 1]\n"
-        "assert argv[:5] == ['-p', 'proj', '-t', 'train.yaml', 'train'], argv\n"
-        "assert '--max-steps' in argv and argv[argv.index('--max-steps') + 1] == '30', argv\n"
-        "run = os.path.join(out, 'runs', 'run_0'); os.makedirs(run)\n"
-        "records = [{'global_step': s, 'loss': 4.0 - s / 10} for s in range(5, 35, 5)] + [{'global_step': 30, 'train_runtime': 1.0}]\n"
-        "json.dump(records, open(os.path.join(run, 'trainer_logs.json'), 'w'))\n"
-    )
-    stand_in.chmod(0o755)
+    bin_dir = forgather_on_path(tmp_path)
     (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "train.yaml").write_text("lr: 0.001\n")
     specs = tmp_path / "specs"
     specs.mkdir()
     shutil.copy(Path(__file__).with_name("forgather_spec.yaml"), specs / "forgather_spec.yaml")

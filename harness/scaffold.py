@@ -1,0 +1,124 @@
+"""`python -m harness init`: the files that put trainspec into an existing repository.
+
+It writes a starter noxfile.py, a specs/ folder with one commented spec for a generic
+training command (and the JSON Schema that YAML-aware editors complete it from), and the
+[tool.trainspec] section of pyproject.toml. It never overwrites a file without `force`:
+an existing noxfile gets the lines to add printed instead, and an existing pyproject.toml
+gets the section appended only when it has none.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .schema import json_schema
+
+SCHEMA_NAME = "trainspec.schema.json"
+
+NOXFILE_LINES = """\
+from harness.sessions import define_sessions
+
+# smoke, standard, full (and matrix, tests) from [tool.trainspec] in pyproject.toml
+define_sessions()
+"""
+
+NOXFILE = f'''\
+"""Spec-driven training tests: `nox -s smoke` on every change, `nox -s full` nightly."""
+
+import nox  # noqa: F401  (nox reads the sessions registered below)
+
+{NOXFILE_LINES}'''
+
+PYPROJECT_SECTION = """\
+[tool.trainspec]
+# Every key is listed in trainspec's docs/adoption.md; the command line overrides them.
+specs = ["specs"]
+# Pins the sessions install; leave them out if your project's requirements pin torch itself.
+# torch = "2.13.0"
+# transformers = "4.57.6"
+# More requirements for every session venv, e.g. your project itself:
+install = []
+# matrix = [{ torch = "2.13.0", transformers = "4.57.6" }, { torch = "2.13.0", transformers = "5.23.0" }]
+"""
+
+EXAMPLE_SPEC = f"""\
+# yaml-language-server: $schema={SCHEMA_NAME}
+# One scenario: run this command, then hold its run to the checks below.
+# Every field: python -m harness schema --markdown (or docs/spec-reference.md).
+id: train_smoke
+tier: smoke                  # smoke: every change; standard: before merge; full: nightly
+# Runs from the repository root. {{python}} is the session's interpreter and {{output_dir}} a
+# fresh folder for this run's outputs: write logs and checkpoints there, never into the repo.
+command: ["{{python}}", "train.py", "--output-dir", "{{output_dir}}"]
+args:                        # appended as --max-steps 50; keep smoke runs to seconds
+  max_steps: 50
+gpus: 1                      # devices the run needs (0: CPU only)
+cpu_ok: true                 # also valid on CPU, so machines without a GPU run it
+timeout: 300                 # seconds; past it the whole process group is killed
+stderr:
+  forbidden_patterns: ["Traceback (most recent call last)"]
+# The training log: trainer_logs.json, trainer_state.json or *.jsonl in the output dir.
+min_steps_logged: 5
+loss:
+  final_max: 4.0             # leave headroom: a bound a healthy run misses is a flaky spec
+  must_decrease: true
+# expected_files: [checkpoint/config.json]
+"""
+
+
+@dataclass
+class Scaffold:
+    """What `init` did, file by file, and what it could only print."""
+
+    wrote: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+
+
+def _write(path: Path, text: str, force: bool, done: Scaffold, root: Path) -> None:
+    name = str(path.relative_to(root))
+    if path.exists() and not force:
+        done.kept.append(f"{name} (it exists; --force replaces it)")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    done.wrote.append(name)
+
+
+def _pyproject(root: Path, force: bool, done: Scaffold) -> None:
+    path = root / "pyproject.toml"
+    if not path.exists():
+        _write(path, PYPROJECT_SECTION, force, done, root)
+        return
+    text = path.read_text(encoding="utf-8")
+    try:
+        has_section = "trainspec" in tomllib.loads(text).get("tool", {})
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: invalid TOML, not touching it: {error}") from None
+    if has_section:
+        done.kept.append("pyproject.toml (it has a [tool.trainspec] section already)")
+        return
+    path.write_text(text.rstrip("\n") + "\n\n" + PYPROJECT_SECTION, encoding="utf-8")
+    done.wrote.append("pyproject.toml [tool.trainspec] (appended)")
+
+
+def init(root: Path, force: bool = False) -> Scaffold:
+    """Write the starter files into `root`; existing files are kept unless `force`."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder")
+    done = Scaffold()
+    noxfile = root / "noxfile.py"
+    if noxfile.exists() and not force:
+        done.kept.append("noxfile.py (it exists; --force replaces it)")
+        if "define_sessions" not in noxfile.read_text(encoding="utf-8"):
+            done.advice.append("add these lines to noxfile.py:\n" + "".join(f"    {line}\n" for line in NOXFILE_LINES.splitlines()))
+    else:
+        _write(noxfile, NOXFILE, force, done, root)
+    _write(root / "specs" / "train_smoke.yaml", EXAMPLE_SPEC, force, done, root)
+    _write(root / "specs" / SCHEMA_NAME, json.dumps(json_schema(), indent=2) + "\n", force, done, root)
+    _pyproject(root, force, done)
+    return done

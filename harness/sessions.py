@@ -1,0 +1,135 @@
+"""nox sessions declared from `[tool.trainspec]`, so a project's noxfile.py is three lines:
+
+    import nox
+    from harness.sessions import define_sessions
+    define_sessions()
+
+It defines `smoke`, `standard` and `full` (each a tier through `python -m harness run`, with
+the session's posargs passed on), `matrix(torch=..., transformers=...)` for each pair in
+`matrix` (tagged `matrix`), and `tests` when `tests` is set. Every session builds its own
+venv with the pins, the `install` list and the harness, and skips installing when nothing
+it depends on changed. This module runs in nox's own environment: it needs nox, not
+pytest or PyYAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import nox
+
+from .config import Settings, load_settings
+
+# A hook that returns extra `harness run` options for a tier session, e.g. a locally built
+# `--scorer PATH` for the inference specs: (session, transformers pin, tier) -> options.
+RunOptions = Callable[[nox.Session, str | None, str], list[str]]
+TIER_DOCS = {
+    "smoke": "The fastest specs: on every change.",
+    "standard": "Every single-device spec (integration and not slow): before merge.",
+    "full": "Everything, multi-device and inference included: nightly. Devices after --.",
+}
+
+
+def harness_requirement() -> list[str]:
+    """How a session venv installs this harness: the source tree it runs from, else its release."""
+    source = Path(__file__).resolve().parents[1]
+    pyproject = source / "pyproject.toml"
+    if pyproject.is_file() and 'name = "trainspec"' in pyproject.read_text(encoding="utf-8"):
+        return ["-e", str(source)]
+    return [f"trainspec=={importlib.metadata.version('trainspec')}"]
+
+
+def uv_environment() -> dict[str, str]:
+    """uv ignores pip's configuration: hand it pip's find-links, or it resolves a CUDA torch."""
+    links = os.environ.get("PIP_FIND_LINKS")
+    return {"UV_FIND_LINKS": links} if links and "UV_FIND_LINKS" not in os.environ else {}
+
+
+def install(session: nox.Session, *requirements: str, root: Path) -> None:
+    """Install requirements plus the harness, unless this venv already has exactly these."""
+    harness = harness_requirement()
+    everything = [*requirements, *harness]
+    # A changed pyproject (the project's, or the harness source's) may change what to install.
+    watched = [root / "pyproject.toml", *([Path(harness[1]) / "pyproject.toml"] if harness[0] == "-e" else [])]
+    stamp_input = json.dumps([everything, *(p.read_text() for p in watched if p.is_file())])
+    digest = hashlib.sha256(stamp_input.encode()).hexdigest()
+    stamp = Path(session.virtualenv.location) / ".trainspec-installed"
+    if stamp.exists() and stamp.read_text() == digest:
+        session.log("requirements unchanged since the last install; skipping it")
+        return
+    session.install(*everything, env=uv_environment())
+    stamp.write_text(digest)
+
+
+def pins(torch: str | None, transformers: str | None) -> list[str]:
+    return [f"{name}=={version}" for name, version in (("torch", torch), ("transformers", transformers)) if version]
+
+
+def chosen_tier(session: nox.Session, default: str) -> str:
+    """The tier a session runs: the last `--tier T` in its posargs (as argparse reads it), else `default`."""
+    tier = default
+    for index, arg in enumerate(session.posargs):
+        if arg == "--tier" and index + 1 < len(session.posargs):
+            tier = session.posargs[index + 1]
+        elif arg.startswith("--tier="):
+            tier = arg.split("=", 1)[1]
+    return tier
+
+
+def run_tier(session: nox.Session, tier: str, *options: str) -> None:
+    """`python -m harness run --tier T`, then the session's posargs (later options win)."""
+    session.run("python", "-m", "harness", "run", "--tier", tier, *options, *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+
+
+def define_sessions(root: Path | str | None = None, *, run_options: RunOptions | None = None, settings: Settings | None = None) -> Settings:
+    """Register the tier, matrix and tests sessions for the project at `root` (default: the cwd,
+    which nox sets to the noxfile's folder). Returns the settings read, for a noxfile's own sessions."""
+    root = Path(root or os.getcwd()).resolve()
+    settings = settings or load_settings(root)
+    for tier in TIER_DOCS:
+        _tier_session(tier, settings, root, run_options)
+    if settings.matrix:
+        _matrix_session(settings, root, run_options)
+    if settings.tests is not None:
+        _tests_session(settings, root)
+    return settings
+
+
+def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOptions | None) -> None:
+    def session_function(session: nox.Session) -> None:
+        install(session, *pins(settings.torch, settings.transformers), *settings.install, root=root)
+        extra = run_options(session, settings.transformers, chosen_tier(session, tier)) if run_options else []
+        run_tier(session, tier, *extra)
+
+    session_function.__doc__ = TIER_DOCS[tier]
+    nox.session(name=tier)(session_function)
+
+
+def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | None) -> None:
+    def session_function(session: nox.Session, torch: str | None, transformers: str | None) -> None:
+        install(session, *pins(torch, transformers), *settings.install, root=root)
+        run_dir = Path(session.cache_dir).resolve() / "matrix" / f"torch-{torch}_transformers-{transformers}"
+        tier = chosen_tier(session, settings.matrix_tier)
+        extra = run_options(session, transformers, tier) if run_options else []
+        try:
+            run_tier(session, settings.matrix_tier, "--run-dir", str(run_dir), *extra)
+        finally:
+            session.log(f"compare the combinations: python -m harness report {run_dir.parent}/*")
+
+    session_function.__doc__ = f"The {settings.matrix_tier} tier (or `-- --tier T`) on one pinned torch x transformers pair."
+    pairs = [(c.torch, c.transformers) for c in settings.matrix]
+    nox.session(name="matrix", tags=["matrix"])(nox.parametrize(("torch", "transformers"), pairs)(session_function))
+
+
+def _tests_session(settings: Settings, root: Path) -> None:
+    def session_function(session: nox.Session) -> None:
+        install(session, *pins(settings.torch, settings.transformers), *settings.install, *settings.test_install, "pytest", root=root)
+        session.run("pytest", *(session.posargs or settings.tests or []), env={"HF_HUB_OFFLINE": "1"})
+
+    session_function.__doc__ = "The project's own tests; arguments after -- go to pytest."
+    nox.session(name="tests")(session_function)

@@ -1,0 +1,129 @@
+"""Adopting trainspec in someone else's repository: `harness init`, one spec, `nox -s smoke`.
+
+The repository is a temporary git repo holding only a small third-party-style training
+script (no torch, so the session venv builds in seconds). nox runs from the environment
+these tests run in, which has the harness and nox installed, as a user's would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import forgather_on_path
+
+pytestmark = pytest.mark.e2e
+
+TRAINING_SCRIPT = """\
+import argparse, json, os
+
+parser = argparse.ArgumentParser(description="fit w to minimise w**2 by gradient descent")
+parser.add_argument("--out", required=True)
+parser.add_argument("--steps", type=int, default=40)
+parser.add_argument("--lr", type=float, default=0.1)
+args = parser.parse_args()
+os.makedirs(args.out, exist_ok=True)
+w = 5.0
+with open(os.path.join(args.out, "metrics.jsonl"), "w") as log:
+    for step in range(1, args.steps + 1):
+        w -= args.lr * 2 * w
+        log.write(json.dumps({"step": step, "loss": w * w}) + "\\n")
+print(f"final loss {w * w:.3g}")
+"""
+
+SPEC = """\
+# yaml-language-server: $schema=trainspec.schema.json
+id: fit_smoke
+tier: smoke
+command: ["{python}", "trainer/fit.py", "--out", "{output_dir}"]
+args: {steps: 40}
+gpus: 0
+timeout: 60
+min_steps_logged: 10
+loss: {final_max: 0.01, must_decrease: true}
+expected_files: [metrics.jsonl]
+"""
+
+FORGATHER_SPEC = """\
+test_id: forgather_smoke
+project_dir: proj
+config: train.yaml
+dynamic_args: {max_steps: 30, save_strategy: "no"}
+loss: {final_max: 2.0, no_nan: true}
+stderr: {forbidden_patterns: ["Traceback"]}
+expected_files: [trainer_logs.json]
+min_steps_logged: 2
+timeout: 60
+gpu_requirement: 0
+markers: [smoke]
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    repo = tmp_path / "their-repo"
+    (repo / "trainer").mkdir(parents=True)
+    (repo / "trainer" / "fit.py").write_text(TRAINING_SCRIPT)
+    (repo / "proj").mkdir()
+    (repo / "proj" / "train.yaml").write_text("lr: 0.001\n")
+    (repo / ".gitignore").write_text(".nox/\n")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "their code")
+    return repo
+
+
+def run(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "TRAINSPEC_CACHE_DIR": str(repo.parent / "cache"), **(env or {})}
+    full_env.pop("TRAINSPEC_SCORER", None)
+    return subprocess.run([sys.executable, *args], cwd=repo, env=full_env, capture_output=True, text=True, timeout=900)
+
+
+def test_init_then_smoke_passes_and_a_broken_script_fails_the_right_check(project: Path) -> None:
+    init = run(project, "-m", "harness", "init")
+    assert init.returncode == 0, init.stderr
+    assert "wrote noxfile.py" in init.stdout and "nox -s smoke" in init.stdout
+    assert (project / "specs" / "trainspec.schema.json").is_file()
+    (project / "specs" / "train_smoke.yaml").unlink()
+    (project / "specs" / "fit_smoke.yaml").write_text(SPEC)
+    (project / "specs" / "forgather_smoke.yaml").write_text(FORGATHER_SPEC)
+    path = {"PATH": f"{forgather_on_path(project.parent)}{os.pathsep}{os.environ['PATH']}"}
+    assert run(project, "-m", "harness", "validate").returncode == 0
+
+    green = run(project, "-m", "nox", "-s", "smoke", env=path)
+    assert green.returncode == 0, green.stdout + green.stderr
+    output = green.stdout + green.stderr
+    assert "PASS  fit_smoke" in output and "PASS  forgather_smoke" in output
+    assert git(project, "status", "--porcelain", "--", "trainer", "proj") == ""
+
+    script = project / "trainer" / "fit.py"
+    script.write_text(script.read_text().replace("default=0.1", "default=1.5"))
+    (project / "proj" / "train.yaml").write_text("lr: 100\ndiverge: true\n")
+    red = run(project, "-m", "nox", "-R", "-s", "smoke", env=path)
+    output = red.stdout + red.stderr
+    assert red.returncode != 0, output
+    assert "[FAIL] loss.final_max: expected final loss <= 0.01" in output
+    assert "[FAIL] loss.must_decrease" in output
+    assert "[FAIL] loss.no_nan: expected every logged loss a finite number; found nan at step 15" in output
+
+
+def test_init_keeps_existing_files_and_says_what_to_add(project: Path) -> None:
+    (project / "noxfile.py").write_text("import nox\n")
+    (project / "pyproject.toml").write_text('[project]\nname = "theirs"\n')
+    result = run(project, "-m", "harness", "init")
+    assert result.returncode == 0, result.stderr
+    assert (project / "noxfile.py").read_text() == "import nox\n"
+    assert "kept noxfile.py" in result.stdout and "define_sessions()" in result.stdout
+    pyproject = (project / "pyproject.toml").read_text()
+    assert pyproject.startswith('[project]\nname = "theirs"\n') and "[tool.trainspec]" in pyproject
+    again = run(project, "-m", "harness", "init")
+    assert "kept pyproject.toml (it has a [tool.trainspec] section already)" in again.stdout
+    assert (project / "pyproject.toml").read_text() == pyproject

@@ -1,0 +1,29 @@
+"""The nox helpers: where the harness is installed from, and which tier a session runs."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+from harness.sessions import chosen_tier, harness_requirement, pins
+
+
+def session(*posargs: str) -> types.SimpleNamespace:
+    return types.SimpleNamespace(posargs=list(posargs))
+
+
+def test_a_source_checkout_is_installed_editable():
+    requirement = harness_requirement()
+    assert requirement[0] == "-e" and (Path(requirement[1]) / "harness" / "sessions.py").is_file()
+
+
+def test_the_last_tier_in_the_posargs_wins_as_argparse_reads_it():
+    assert chosen_tier(session(), "standard") == "standard"
+    assert chosen_tier(session("--tier", "smoke", "-x"), "standard") == "smoke"
+    assert chosen_tier(session("--tier=smoke", "--tier", "full"), "standard") == "full"
+    assert chosen_tier(session("--tier"), "standard") == "standard"
+
+
+def test_pins_leave_out_what_is_not_pinned():
+    assert pins("2.13.0", None) == ["torch==2.13.0"]
+    assert pins(None, None) == []
