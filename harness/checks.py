@@ -10,9 +10,9 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal
 
-from .logs import LogError, TrainingLog, find_log, parse_log
+from .logs import LogEntry, LogError, TrainingLog, find_log, parse_log
 from .runner import ProcessOutcome
 from .spec import Spec, matches
 
@@ -118,6 +118,10 @@ def _fmt(value: float | None) -> str:
 
 
 def check_exit(outcome: ProcessOutcome) -> CheckResult:
+    """How the run ended. One that fail-fast stopped has no exit code of its own to judge:
+    what stopped it is the finding (the only watchers a spec run has are fail-fast's)."""
+    if outcome.stopped_by:
+        return CheckResult("fail_fast", False, "no forbidden stderr pattern and no NaN, inf or missing loss while it runs", f"{outcome.stopped_by}; the run was stopped there")
     return CheckResult("exit_code", outcome.exit_code == 0 and not outcome.timed_out, "exit code 0", outcome.describe())
 
 
@@ -179,8 +183,8 @@ def check_loss(spec: Spec, log: TrainingLog) -> list[CheckResult]:
     assert loss is not None
     results = []
     if loss.no_nan:
-        bad = next((e for e in log.entries if e.loss is None or not math.isfinite(e.loss)), None)
-        results.append(CheckResult("loss.no_nan", bad is None, "every logged loss a finite number", "all finite" if bad is None else f"{bad.raw_loss!r} at step {_step(bad.step)}"))
+        bad = first_bad_loss(log.entries)
+        results.append(CheckResult("loss.no_nan", bad is None, "every logged loss a finite number", bad or "all finite"))
     final = log.final
     final_loss = final.loss if final else None
     where = f" at step {_step(final.step)}" if final else ""
@@ -195,6 +199,12 @@ def check_loss(spec: Spec, log: TrainingLog) -> list[CheckResult]:
         ok = first is not None and final_loss is not None and final_loss < first
         results.append(CheckResult("loss.must_decrease", ok, "final loss below the first logged loss", f"first {_fmt(first)}, final {_fmt(final_loss)}"))
     return results
+
+
+def first_bad_loss(entries: Iterable[LogEntry]) -> str | None:
+    """The first NaN, infinite or missing loss and its step, as the no_nan check and fail-fast report it."""
+    bad = next((e for e in entries if not e.finite), None)
+    return None if bad is None else f"{bad.raw_loss!r} at step {_step(bad.step)}"
 
 
 def _step(step: float | None) -> str:

@@ -21,6 +21,7 @@ from .spec import TIERS, Spec, check_markers, load_specs
 from .structure import SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_SLURM_WORKERS = 32
 
 
 class UsageError(Exception):
@@ -142,6 +143,9 @@ def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Pa
         argv += ["--missing-scorer", args.missing_scorer]
     if args.baseline:
         argv += ["--baseline", args.baseline]
+    if args.backend == "slurm":
+        argv += ["--backend", "slurm", *(["--partition", args.partition] if args.partition else [])]
+        argv += [f"--slurm-arg={value}" for value in args.slurm_arg or ()]
     argv += [f"--tolerance={value}" for value in args.tolerance or ()]
     argv += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
     return argv + extra
@@ -156,8 +160,19 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     named = named_spec_files([a for a in extra if not a.startswith("-")])
     # Spec files named on the command line run alone, unless --specs asks for more.
     paths = _spec_paths(args.specs) if args.specs or not named else []
-    load_valid_specs(paths + named, repo)
-    inventory = _inventory(args)
+    specs = load_valid_specs(paths + named, repo)
+    if args.backend == "slurm":
+        from .slurm import SlurmError, check_available
+
+        try:
+            check_available()
+        except SlurmError as error:
+            raise UsageError(str(error)) from None
+        inventory = Inventory(("slurm",), "slurm", f"partition {args.partition or 'default'}")
+        # Every spec waits in its own srun, so as many workers as specs keep them all in the queue.
+        args.workers = args.workers if args.workers is not None else min(len(specs), MAX_SLURM_WORKERS)
+    else:
+        inventory = _inventory(args)
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, found {args.workers}")
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
@@ -293,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--missing-scorer", choices=("fail", "skip"), help="when the scorer is not on this machine: fail the spec (default) or skip its inference stage")
     run.add_argument("--baseline", metavar="PATH", help="compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn")
     run.add_argument("--tolerance", action="append", metavar="METRIC=FRACTION", help="override every spec's baseline tolerance (final_loss, perplexity or duration), e.g. final_loss=0.1; repeatable")
+    run.add_argument("--backend", choices=("local", "slurm"), default="local", help="where runs execute: this machine (default), or one Slurm job per spec (srun; docs/slurm.md)")
+    run.add_argument("--partition", metavar="P", help="Slurm partition for every job (default: the cluster's default partition)")
+    run.add_argument("--slurm-arg", action="append", metavar="ARG", help="one more srun option for every job, written with = (e.g. --slurm-arg=--account=ml); repeatable")
     run.add_argument("--workers", type=int, metavar="N", help="parallel pytest-xdist workers (default: one per device; none for a single device)")
     return parser
 

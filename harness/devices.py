@@ -16,7 +16,7 @@ from typing import Literal, Mapping
 
 from .spec import Spec
 
-Kind = Literal["cuda", "fake", "cpu"]
+Kind = Literal["cuda", "fake", "cpu", "slurm"]
 
 
 class DeviceError(Exception):
@@ -36,6 +36,8 @@ class Inventory:
         return len(self.ids)
 
     def describe(self) -> str:
+        if self.kind == "slurm":
+            return f"devices from Slurm ({self.source})"
         if self.kind == "cpu":
             return "no GPU (CPU only; one run at a time, cpu_ok specs only)"
         noun = "fake device" if self.kind == "fake" else "GPU"
@@ -110,6 +112,8 @@ def discover(gpus: int | None = None, fake_gpus: int | None = None, environ: Map
 
 def skip_reason(spec: Spec, inventory: Inventory) -> str | None:
     """Why this spec cannot run with these devices, or None when it can."""
+    if inventory.kind == "slurm":
+        return None  # the cluster decides; a request it can never meet fails with Slurm's words
     if inventory.kind != "cuda" and spec.gpus > 0 and not spec.cpu_ok:
         where = "fake devices" if inventory.kind == "fake" else "no GPU here"
         return f"needs {spec.gpus} GPU{'s' if spec.gpus != 1 else ''} and is not cpu_ok ({where})"
@@ -121,5 +125,7 @@ def skip_reason(spec: Spec, inventory: Inventory) -> str | None:
 
 def child_environment(devices: tuple[str, ...], inventory: Inventory) -> dict[str, str]:
     """The variables that tell a child which devices are its own."""
+    if inventory.kind == "slurm":
+        return {"TRAINSPEC_DEVICE_KIND": inventory.kind}
     visible = "" if inventory.kind == "cpu" else ",".join(devices)
     return {"CUDA_VISIBLE_DEVICES": visible, "TRAINSPEC_DEVICE_KIND": inventory.kind}

@@ -33,6 +33,10 @@ class LogEntry:
     raw_loss: Any
     record: dict
 
+    @property
+    def finite(self) -> bool:
+        return self.loss is not None and math.isfinite(self.loss)
+
 
 @dataclass
 class TrainingLog:
@@ -151,6 +155,11 @@ def parse_log(path: Path, spec: LogSpec) -> TrainingLog:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as error:
         raise LogError(f"cannot read {path}: {error.strerror}") from None
+    return parse_text(path, text, spec)
+
+
+def parse_text(path: Path, text: str, spec: LogSpec) -> TrainingLog:
+    """The training entries of a log's text; `path` names the file and, for auto, its format."""
     fmt = spec.format if spec.format != "auto" else detect_format(path, text)
     notes: list[str] = []
     if fmt == "hf":
@@ -165,13 +174,19 @@ def parse_log(path: Path, spec: LogSpec) -> TrainingLog:
         records = _array_records(text, notes)
     else:
         records = _jsonl_records(text, notes)
-    step_key = spec.step_key or DEFAULT_STEP_KEYS[fmt]
     entries = []
     for record in records:
         if not isinstance(record, dict):
             raise LogError(f"expected every record to be a JSON object, found {type(record).__name__}")
-        if spec.loss_key not in record:
-            continue
-        raw = record[spec.loss_key]
-        entries.append(LogEntry(_number(record.get(step_key)), _number(raw), raw, record))
+        entry = entry_of(record, fmt, spec)
+        if entry is not None:
+            entries.append(entry)
     return TrainingLog(path, fmt, entries, notes, records)
+
+
+def entry_of(record: dict, fmt: str, spec: LogSpec) -> LogEntry | None:
+    """The training entry of one record, or None for a record without the loss key (an eval or summary)."""
+    if spec.loss_key not in record:
+        return None
+    raw = record[spec.loss_key]
+    return LogEntry(_number(record.get(spec.step_key or DEFAULT_STEP_KEYS[fmt])), _number(raw), raw, record)

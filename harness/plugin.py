@@ -8,6 +8,7 @@ xdist): lease devices, run, check, write the record next to the spec's outputs.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -23,17 +24,20 @@ import pytest
 from .baseline import BaselineError, compare, load_baseline, parse_tolerances
 from .checks import CheckResult, run_checks, tail
 from .devices import DeviceError, Inventory, discover, skip_reason
+from .inference import run_inference
 from .leases import LeasePool
-from .progress import Progress
+from .perplexity import DEFAULT_SCORER
 from .plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
+from .progress import Progress
 from .report import summary_lines, write_run_report
 from .results import SpecResult, environment_versions, gather, load_results, read_child_versions, thin_curve, write_results
-from .inference import run_inference
-from .perplexity import DEFAULT_SCORER
 from .runner import CHILD_VERSIONS_FILE, LocalBackend, build_launch, end_group, placeholder_values
 from .scheduler import PlanScheduling
+from .secrets import Masker, masker_for
+from .slurm import SlurmBackend, SlurmOptions, cancel_run
 from .spec import BUILTIN_MARKERS, SPEC_SUFFIXES, TIERS, Spec, check_markers, load_spec_file
 from .structure import SpecError
+from .watch import fail_fast_watchers
 
 STASH = pytest.StashKey["RunContext"]()
 RECORD_PROPERTY = "trainspec"
@@ -59,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--missing-scorer", choices=("fail", "skip"), default="fail", help="when the scorer model is not on this machine: fail the spec (default) or skip its inference stage")
     group.addoption("--baseline", default=None, metavar="PATH", help="a stored results.json (or run directory) to compare with: final loss, perplexity and duration beyond the spec's baseline tolerances are flagged")
     group.addoption("--tolerance", action="append", default=None, metavar="METRIC=FRACTION", help="override every spec's baseline tolerance, e.g. final_loss=0.1 (metrics: final_loss, perplexity, duration)")
+    group.addoption("--backend", choices=("local", "slurm"), default="local", help="where runs execute: this machine, or one Slurm job (srun) per spec")
+    group.addoption("--partition", default=None, metavar="P", help="Slurm partition for every job (default: the cluster's default)")
+    group.addoption("--slurm-arg", action="append", default=None, metavar="ARG", help="one more srun option for every job (repeatable)")
     group.addoption("--repo", default=None, metavar="DIR", help="the repository root that spec cwds are relative to (default: the current directory)")
     parser.addini("trainspec_specs", type="paths", default=[], help="spec files or folders collected by default")
 
@@ -79,11 +86,16 @@ class RunContext:
     missing_scorer: str = "fail"
     baseline: str | None = None
     tolerances: dict[str, float] = field(default_factory=dict)
+    backend: str = "local"
+    partition: str | None = None
+    slurm_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # The first item of each worker (one worker per device) starts together: the first wave.
         self.pool = LeasePool(self.run_dir / "leases.json", self.inventory.ids, first_wave=self.inventory.count)
-        self.backend = LocalBackend()
+        # The same on every worker, so the controller can find (and cancel) the run's jobs.
+        self.run_tag = hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:8]
+        self.executor = SlurmBackend(SlurmOptions(self.partition, tuple(self.slurm_args), self.run_tag)) if self.backend == "slurm" else LocalBackend()
         self.versions = environment_versions()
         self.durations = DurationCache(cache_root(self.repo) / "durations.json")
 
@@ -126,7 +138,10 @@ def pytest_configure(config: pytest.Config) -> None:
     roots += named_spec_files(config.args)
     roots = [(p if p.is_absolute() else invocation / p).resolve() for p in roots]
     try:
-        inventory = discover(config.getoption("gpus"), config.getoption("fake_gpus"))
+        if config.getoption("backend") == "slurm":
+            inventory = Inventory(("slurm",), "slurm", f"partition {config.getoption('partition') or 'default'}")
+        else:
+            inventory = discover(config.getoption("gpus"), config.getoption("fake_gpus"))
     except DeviceError as error:
         raise pytest.UsageError(str(error)) from None
     run_dir = Path(config.getoption("run_dir") or default_run_dir(repo)).resolve()
@@ -139,7 +154,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ValueError, BaselineError) as error:
         raise pytest.UsageError(str(error)) from None
     baseline = str(Path(config.getoption("baseline")).resolve()) if config.getoption("baseline") else None
-    context = RunContext(repo, run_dir, inventory, roots, config.getoption("tier"), scorer, config.getoption("missing_scorer"), baseline, tolerances)
+    context = RunContext(repo, run_dir, inventory, roots, config.getoption("tier"), scorer, config.getoption("missing_scorer"), baseline, tolerances,
+                         config.getoption("backend"), config.getoption("partition"), config.getoption("slurm_arg") or [])
     config.stash[STASH] = context
     config.pluginmanager.register(Controller(context), "trainspec-controller")
 
@@ -246,12 +262,19 @@ class SpecItem(pytest.Item):
             shutil.rmtree(output_dir)
         output_dir.mkdir(parents=True)
         record = self._base_record("passed")
-        lease = context.pool.acquire(self.spec.gpus, self.spec.id, self.planned_priority, self.expected) if self.spec.gpus else None
+        # Stands on disk until the run's own record replaces it: a harness interrupted mid-run
+        # (Ctrl-C, a worker killed) still names the spec in results.json.
+        self._base_record("error", "interrupted: the harness stopped before this run finished; nothing of it was left running").write(output_dir)
+        # Under Slurm the scheduler hands out devices; locally the shared pool does.
+        leasing = self.spec.gpus and context.inventory.kind != "slurm"
+        lease = context.pool.acquire(self.spec.gpus, self.spec.id, self.planned_priority, self.expected) if leasing else None
         devices = lease.devices if lease else ()
         try:
             launch = build_launch(self.spec, repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, devices=devices, inventory=context.inventory)
-            _write_launch(launch)
-            outcome = context.backend.run(launch, (), on_start=lease.attach if lease else None)
+            masker = masker_for(launch.env)
+            _write_launch(launch, masker)
+            watchers = fail_fast_watchers(self.spec, output_dir, launch.stderr_path)
+            outcome = context.executor.run(launch, watchers, on_start=lease.attach if lease else None)
             checks, log = run_checks(self.spec, outcome, output_dir, launch.stderr_path)
             if self.spec.inference is not None:
                 # The server runs on the run's own devices, so the lease is held until it stops.
@@ -282,13 +305,14 @@ class SpecItem(pytest.Item):
         if failed:
             record.outcome = "failed"
             record.reason = "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+        record = SpecResult.from_json(masker.data(record.to_json()))
         record.write(output_dir)
         self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
         for check in warned:
             # Attributed to the spec file, so pytest's summary points at the spec, not at us.
-            warnings.warn_explicit(TrainspecWarning(f"{self.spec.id}: {check.line()}"), TrainspecWarning, str(self.spec.source), self.spec.line or 1)
+            warnings.warn_explicit(TrainspecWarning(masker.text(f"{self.spec.id}: {check.line()}")), TrainspecWarning, str(self.spec.source), self.spec.line or 1)
         if failed:
-            raise SpecFailure(failure_message(self.spec, failed, launch.stderr_path, output_dir))
+            raise SpecFailure(failure_message(self.spec, failed, launch.stderr_path, output_dir, masker))
 
     def _inference_stage(self, record: SpecResult, checks: list[CheckResult], launch, output_dir: Path, devices: tuple[str, ...]) -> list[CheckResult]:
         if any(not c.passed and c.severity == "fail" for c in checks):
@@ -311,13 +335,15 @@ class SpecItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
 
-def _write_launch(launch) -> None:
-    """What ran, so a person can run it again by hand."""
+def _write_launch(launch, masker: Masker) -> None:
+    """What ran, so a person can run it again by hand (giving any masked secret again)."""
     changed = {k: v for k, v in launch.env.items() if os.environ.get(k) != v}
-    (launch.output_dir / "launch.json").write_text(json.dumps({"argv": launch.argv, "cwd": str(launch.cwd), "env": changed, "timeout": launch.timeout}, indent=2))
+    document = {"argv": launch.argv, "cwd": str(launch.cwd), "env": changed, "timeout": launch.timeout}
+    (launch.output_dir / "launch.json").write_text(json.dumps(masker.data(document), indent=2))
 
 
-def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, output_dir: Path) -> str:
+def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, output_dir: Path, masker: Masker) -> str:
+    """What pytest prints (and junit.xml keeps) for a failed spec; the child's stderr may echo a secret."""
     lines = [f"spec {spec.id} ({spec.source}) failed {len(failed)} check{'s' if len(failed) != 1 else ''}:"]
     lines += [f"  {check.line()}" for check in failed]
     stderr_tail = tail(stderr_path, TAIL_LINES)
@@ -327,7 +353,7 @@ def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, ou
     else:
         lines.append(f"stderr: empty ({stderr_path})")
     lines.append(f"outputs and logs: {output_dir}")
-    return "\n".join(lines)
+    return masker.text("\n".join(lines))
 
 
 class Controller:
@@ -411,13 +437,16 @@ class Controller:
         if self.progress:
             self.progress.stop()
         context = self.context
+        if context.backend == "slurm":
+            # Jobs of workers that died (Ctrl-C, SIGKILL) may still be queued or running.
+            cancel_run(context.run_tag)
         for pgid in context.pool.stray_groups():
             end_group(pgid)
         on_disk = {r.id: r for r in gather(context.run_dir) if r.started_at >= self.started_at}
         self.records = {**on_disk, **self.records}
         if not self.records:
             return
-        meta = {"devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": sys.argv[1:], "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
+        meta = {"backend": context.backend, "devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": masker_for(os.environ).data(sys.argv[1:]), "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
         path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
         write_run_report(context.run_dir, load_results(path))
         context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})

@@ -26,6 +26,7 @@ GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.05
 CENSUS_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 # First on every child's PYTHONPATH: its sitecustomize records the versions the child imports.
 CHILD_SITE = Path(__file__).with_name("child_site")
 CHILD_VERSIONS_FILE = "child_versions.json"
@@ -40,6 +41,8 @@ class Launch:
     env: dict[str, str]
     output_dir: Path
     timeout: float
+    spec_id: str = ""
+    gpus: int = 0  # devices the spec asked for: a cluster backend requests them from its scheduler
 
     @property
     def stdout_path(self) -> Path:
@@ -62,10 +65,13 @@ class ProcessOutcome:
     stopped_by: str | None = None
     start_error: str | None = None
     leftovers: list[str] = field(default_factory=list)
+    scheduler_reason: str | None = None
 
     def describe(self) -> str:
         if self.start_error:
             return f"did not start: {self.start_error}"
+        if self.scheduler_reason:
+            return self.scheduler_reason
         if self.timed_out:
             return f"timed out after {self.duration:.1f} s; its process group was killed"
         if self.stopped_by:
@@ -130,8 +136,11 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, dev
     env["TRAINSPEC_VERSIONS_FILE"] = str(output_dir / CHILD_VERSIONS_FILE)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), env.get("PYTHONPATH")]))
     (output_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    nproc = max(1, len(devices)) if spec.launcher == "torchrun" else 1
-    return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout)
+    if inventory.kind == "slurm":
+        # Slurm sets each job's CUDA_VISIBLE_DEVICES; the caller's must not leak into the job.
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+    nproc = max(1, spec.gpus) if spec.launcher == "torchrun" else 1
+    return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout, spec.id, spec.gpus)
 
 
 def die_with_parent() -> None:
@@ -140,6 +149,35 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def adopt_orphans() -> None:
+    """Make this process the parent of its runs' orphans (Linux), rather than init.
+
+    A grandchild whose parent exits (torchrun killed, leaving its ranks, each in a session of
+    its own) then becomes our child: it can be found and ended however quickly it left the
+    run's group, and once ended it is reaped at once instead of waiting on a slow init.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _children() -> dict[int, psutil.Process]:
+    try:
+        return {p.pid: p for p in psutil.Process().children()}
+    except psutil.Error:
+        return {}
+
+
+def _reap(procs: Sequence[psutil.Process]) -> None:
+    """Collect the exit status of adopted orphans that are done, so none lingers as a zombie of ours."""
+    for proc in procs:
+        try:
+            os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
@@ -200,6 +238,9 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None) -> ProcessOutcome:
     """Start the launch in a new session, wait for it under its timeout and watchers, clean up its group."""
     launch.output_dir.mkdir(parents=True, exist_ok=True)
+    adopt_orphans()
+    # Children of ours that appear during the run and are not the command are its orphans.
+    ours_before = set(_children())
     began, started = time.monotonic(), time.time()
     with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
         try:
@@ -237,9 +278,11 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
             except subprocess.TimeoutExpired:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
-        # The command is gone (and reaped): anything still in its group was left behind.
-        strays = [p for p in known.values() if p.is_running()]
+        # The command is gone (and reaped): anything still in its group, or orphaned, was left behind.
+        orphans = [p for pid, p in _children().items() if pid not in ours_before and pid != proc.pid]
+        strays = [p for p in [*known.values(), *orphans] if p.is_running()]
         leftovers = end_group(proc.pid, strays) if strays or _signal_group(proc.pid, 0) else []
+        _reap(orphans)
     duration = time.monotonic() - began
     code = proc.returncode
     return ProcessOutcome(

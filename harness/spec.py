@@ -164,6 +164,7 @@ class Spec:
     gpus: int = option(1, doc="devices the run needs; 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0)
     cpu_ok: bool = option(False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)")
     timeout: float = option(300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True)
+    fail_fast: bool = option(True, doc="stop the run's process group as soon as its stderr shows a forbidden pattern (after 5 s, if it has not exited by itself) or its training log a NaN, inf or missing loss (with loss.no_nan); the failed check fail_fast names the line or step")
     tier: Literal["smoke", "standard", "full"] | None = option(None, doc="smoke, standard or full (default: smoke if marked smoke, full if marked slow, else standard)")
     markers: list[str] = option(factory=list, doc="extra pytest markers (registered in pyproject.toml; strict)")
     log: LogSpec = option(factory=LogSpec, doc="where the training log is and how to read it")

@@ -74,6 +74,12 @@ def test_exit_code():
     assert not never.passed and "did not start" in never.found
 
 
+def test_a_run_fail_fast_stopped_is_judged_by_what_stopped_it():
+    stopped = check_exit(ok_outcome(exit_code=None, signal=15, stopped_by="loss nan at step 10 in train_log.jsonl"))
+    assert stopped.name == "fail_fast" and not stopped.passed
+    assert stopped.found == "loss nan at step 10 in train_log.jsonl; the run was stopped there"
+
+
 def test_leftover_processes_fail_the_run():
     assert check_leftovers(ok_outcome()) == []
     [result] = check_leftovers(ok_outcome(leftovers=["101 python", "102 sleep"]))

@@ -152,6 +152,24 @@ def test_a_background_grandchild_left_behind_is_killed_and_listed(tmp_path):
     assert run.stdout_path.read_text() == "leaving my child behind\n"
 
 
+LEAVE_GROUP_AND_EXIT = r"""
+import subprocess, sys
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+open(sys.argv[1], "w").write(str(grandchild.pid))
+"""
+
+
+def test_a_grandchild_that_left_the_group_as_its_parent_exits_is_still_ended(tmp_path):
+    """Orphaned before any census could see it (as torchrun's ranks, each in its own session,
+    when torchrun dies): adopted by the runner, so still found, ended and listed."""
+    pid_file = tmp_path / "grandchild.pid"
+    outcome = run_process(launch(tmp_path, LEAVE_GROUP_AND_EXIT, str(pid_file)))
+    grandchild = int(pid_file.read_text())
+    assert outcome.exit_code == 0 and outcome.duration < 1  # gone before the first census
+    assert [name.split()[0] for name in outcome.leftovers] == [str(grandchild)]
+    assert gone(grandchild)
+
+
 def test_a_command_that_does_not_exist_does_not_start(tmp_path):
     run = Launch(["trainspec-no-such-command-xyz", "--help"], tmp_path, dict(os.environ), tmp_path / "out", 5)
     outcome = run_process(run)

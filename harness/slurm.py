@@ -1,0 +1,120 @@
+"""Runs as Slurm jobs: each spec is one `srun` started by a harness worker.
+
+Slurm places the job and sets its `CUDA_VISIBLE_DEVICES`; the harness asks for the spec's
+devices (`--gres=gpu:k`), a time limit from its timeout (`--time`, which backfill needs),
+and runs the same command, in place, with the same environment. srun forwards the job's
+output into the spec's stdout and stderr files and exits with the job, so the checks,
+results and reports are the local backend's. Nothing here polls `sacct` (clusters without
+accounting have none): why a job ended comes from `scontrol show job`, which keeps
+finished jobs for `MinJobAge` seconds.
+
+Every job of a run is named `trainspec-<run tag>-<spec id>`, so the run can cancel all of
+them at once (Ctrl-C, a killed worker) without touching anyone else's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Sequence
+
+from .runner import Launch, ProcessOutcome, Watcher, run_process
+
+# Job states that mean Slurm, not the command, ended the job.
+SCHEDULER_ENDINGS = {"TIMEOUT", "CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
+COMMAND_SECONDS = 30
+
+
+class SlurmError(Exception):
+    """Slurm's commands are missing or refuse the request; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    extra: tuple[str, ...] = ()
+    run_tag: str = ""
+
+
+def job_name(run_tag: str, spec_id: str) -> str:
+    return f"trainspec-{run_tag}-{spec_id}"
+
+
+def time_limit(seconds: float) -> str:
+    """`--time` in whole minutes, rounded up: Slurm counts limits in minutes."""
+    return str(max(1, math.ceil(seconds / 60)))
+
+
+def srun_argv(launch: Launch, options: SlurmOptions) -> list[str]:
+    """srun in front of the launch's command: one task on one node with the spec's devices."""
+    argv = ["srun", f"--job-name={job_name(options.run_tag, launch.spec_id)}", "--quiet", "--nodes=1", "--ntasks=1",
+            f"--time={time_limit(launch.timeout)}", f"--chdir={launch.cwd}", "--export=ALL"]
+    if launch.gpus:
+        argv.append(f"--gres=gpu:{launch.gpus}")
+    if options.partition:
+        argv.append(f"--partition={options.partition}")
+    return argv + list(options.extra) + launch.argv
+
+
+def check_available() -> None:
+    """Fail before anything runs when this machine cannot talk to a Slurm cluster."""
+    missing = [tool for tool in ("srun", "scontrol", "squeue", "scancel") if shutil.which(tool) is None]
+    if missing:
+        raise SlurmError(f"--backend slurm needs Slurm's client commands on PATH; missing: {', '.join(missing)}")
+    probe = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+    if probe.returncode != 0 or "UP" not in probe.stdout:
+        said = (probe.stdout + probe.stderr).strip().splitlines()
+        raise SlurmError(f"slurmctld does not answer `scontrol ping` (SLURM_CONF={os.environ.get('SLURM_CONF', 'unset')}): {said[-1] if said else 'no output'}")
+
+
+def job_record(name: str) -> dict[str, str] | None:
+    """The newest job with this name as `scontrol -o show job` prints it, or None once forgotten."""
+    shown = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+    records = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in shown.stdout.splitlines()]
+    mine = [r for r in records if r.get("JobName") == name]
+    return max(mine, key=lambda r: int(r.get("JobId", "0"))) if mine else None
+
+
+def ending(record: dict[str, str] | None) -> str | None:
+    """Why Slurm ended a job, when it was Slurm and not the command."""
+    if record is None or record.get("JobState") not in SCHEDULER_ENDINGS:
+        return None
+    reason = record.get("Reason", "None")
+    detail = f", reason {reason}" if reason not in ("None", "") else ""
+    limit = f", time limit {record['TimeLimit']}" if record.get("JobState") == "TIMEOUT" and "TimeLimit" in record else ""
+    return f"Slurm ended job {record.get('JobId', '?')} as {record['JobState']}{detail}{limit}"
+
+
+def cancel_run(run_tag: str) -> list[str]:
+    """scancel every job this run submitted that is still known to the queue; returns their ids."""
+    prefix = job_name(run_tag, "")
+    listed = subprocess.run(["squeue", "--me", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+    ids = [job_id for job_id, _, name in (line.partition(" ") for line in listed.stdout.splitlines()) if name.startswith(prefix)]
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=COMMAND_SECONDS)
+    return ids
+
+
+class SlurmBackend:
+    """One srun per spec; Slurm's time limit replaces the local one, since time in the queue is not run time."""
+
+    def __init__(self, options: SlurmOptions):
+        self.options = options
+
+    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start=None) -> ProcessOutcome:
+        name = job_name(self.options.run_tag, launch.spec_id)
+        submitted = dataclasses.replace(launch, argv=srun_argv(launch, self.options), timeout=math.inf)
+        try:
+            outcome = run_process(submitted, watchers, on_start)
+        finally:
+            # srun ends its job when it ends, but not when it is killed with SIGKILL.
+            subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=COMMAND_SECONDS)
+        if outcome.exit_code == 0 and outcome.signal is None:
+            return outcome
+        why = ending(job_record(name))
+        return dataclasses.replace(outcome, scheduler_reason=why) if why else outcome

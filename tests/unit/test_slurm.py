@@ -1,0 +1,114 @@
+"""The Slurm backend against stand-in Slurm commands: what srun is asked for, how endings are read."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import slurm
+from harness.runner import Launch
+from harness.slurm import SlurmBackend, SlurmOptions, ending, srun_argv, time_limit
+
+# Stand-ins: srun logs its argv, then runs the command after its options; scontrol prints the
+# job record a test left in SCONTROL_RECORD; squeue lists QUEUE; scancel logs its argv.
+STAND_INS = {
+    "srun": """
+import json, os, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["SLURM_LOG"], "a") as log:
+    log.write(json.dumps(["srun", *args]) + "\\n")
+while args and args[0].startswith("--"):
+    args.pop(0)
+sys.exit(subprocess.call(args))
+""",
+    "scontrol": """
+import os, sys
+if sys.argv[1:] == ["ping"]:
+    print("Slurmctld(primary) at head is UP")
+else:
+    print(open(os.environ["SCONTROL_RECORD"]).read() if os.path.exists(os.environ["SCONTROL_RECORD"]) else "")
+""",
+    "squeue": """
+import os
+print(os.environ.get("QUEUE", ""))
+""",
+    "scancel": """
+import json, os, sys
+with open(os.environ["SLURM_LOG"], "a") as log:
+    log.write(json.dumps(["scancel", *sys.argv[1:]]) + "\\n")
+""",
+}
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STAND_INS.items():
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{body}")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_LOG", str(tmp_path / "slurm.log"))
+    monkeypatch.setenv("SCONTROL_RECORD", str(tmp_path / "record.txt"))
+    return tmp_path
+
+
+def calls(cluster: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (cluster / "slurm.log").read_text().splitlines()]
+
+
+def launch(tmp_path: Path, argv: list[str], gpus: int = 1, timeout: float = 90) -> Launch:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return Launch(argv, tmp_path, dict(os.environ), out, timeout, "tiny", gpus)
+
+
+def test_srun_asks_for_the_spec_devices_time_and_place(tmp_path):
+    argv = srun_argv(launch(tmp_path, ["python", "train.py"], gpus=2, timeout=90), SlurmOptions("gpu", ("--account=ml",), "abc"))
+    assert argv == ["srun", "--job-name=trainspec-abc-tiny", "--quiet", "--nodes=1", "--ntasks=1", "--time=2", f"--chdir={tmp_path}", "--export=ALL",
+                    "--gres=gpu:2", "--partition=gpu", "--account=ml", "python", "train.py"]
+    assert "--gres" not in " ".join(srun_argv(launch(tmp_path, ["true"], gpus=0), SlurmOptions()))
+
+
+def test_time_limits_round_up_to_whole_minutes():
+    assert [time_limit(s) for s in (1, 60, 61, 3600)] == ["1", "1", "2", "60"]
+
+
+def test_a_job_runs_through_srun_and_is_cancelled_by_name_afterwards(cluster):
+    outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(launch(cluster, [sys.executable, "-c", "print('trained')"]))
+    assert outcome.exit_code == 0 and outcome.scheduler_reason is None
+    assert (cluster / "out" / "stdout.log").read_text() == "trained\n"
+    srun_call, scancel_call = calls(cluster)
+    assert srun_call[:2] == ["srun", "--job-name=trainspec-r1-tiny"] and "--gres=gpu:1" in srun_call
+    assert scancel_call == ["scancel", "--name=trainspec-r1-tiny"]
+
+
+def test_a_job_slurm_ended_says_so(cluster):
+    (cluster / "record.txt").write_text(
+        "JobId=7 JobName=other JobState=COMPLETED Reason=None\n"
+        "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) TimeLimit=00:01:00\n")
+    outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(launch(cluster, [sys.executable, "-c", "raise SystemExit(143)"]))
+    assert outcome.exit_code == 143
+    assert outcome.describe() == "Slurm ended job 9 as TIMEOUT, reason TimeLimit, time limit 00:01:00"
+
+
+def test_a_failing_command_is_not_blamed_on_slurm():
+    assert ending({"JobId": "3", "JobState": "FAILED", "Reason": "NonZeroExitCode"}) is None
+    assert ending(None) is None
+    assert ending({"JobId": "4", "JobState": "CANCELLED", "Reason": "None"}) == "Slurm ended job 4 as CANCELLED"
+
+
+def test_cancel_run_cancels_only_this_runs_jobs(cluster, monkeypatch):
+    monkeypatch.setenv("QUEUE", "11 trainspec-r1-a\n12 someone-else\n13 trainspec-r1-b\n14 trainspec-r2-a")
+    assert slurm.cancel_run("r1") == ["11", "13"]
+    assert calls(cluster) == [["scancel", "11", "13"]]
+
+
+def test_check_available_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(slurm.SlurmError, match="missing: srun, scontrol, squeue, scancel"):
+        slurm.check_available()
