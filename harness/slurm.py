@@ -114,7 +114,6 @@ class SlurmBackend:
         finally:
             # srun ends its job when it ends, but not when it is killed with SIGKILL.
             subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=COMMAND_SECONDS)
-        if outcome.exit_code == 0 and outcome.signal is None:
-            return outcome
+        # Asked even after exit code 0: srun can exit 0 when a job it waited on was cancelled.
         why = ending(job_record(name))
         return dataclasses.replace(outcome, scheduler_reason=why) if why else outcome

@@ -1,0 +1,128 @@
+"""The Slurm backend on a real one-node cluster (scripts/slurm-cluster.sh, fake GPU GRES).
+
+Needs root and Debian's slurm-wlm and munge (`.ci/run` installs them); skips with the
+reason otherwise. One cluster serves the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+CLUSTER_SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
+RECORDER = Path(__file__).with_name("record_devices.py")
+RANK_REPORT = Path(__file__).with_name("rank_report.py")
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "the test cluster's daemons are started as root"
+    absent = [tool for tool in ("slurmctld", "slurmd", "munged", "srun") if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    return f"Slurm is not installed ({', '.join(absent)} missing; apt-get install slurm-wlm munge)" if absent else None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    if why := _missing():
+        pytest.skip(why)
+    folder = tmp_path_factory.mktemp("slurm") / "cluster"
+    started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start", str(folder), "--gpus", "2"], capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    env = {"SLURM_CONF": str(folder / "slurm.conf")}
+    yield env
+    subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+
+
+def queue(env: dict[str, str]) -> list[str]:
+    listed = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], env={**os.environ, **env}, capture_output=True, text=True)
+    return [line for line in listed.stdout.splitlines() if "trainspec-" in line]
+
+
+def write_specs(folder: Path, *specs: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        (folder / f"{spec['id']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder
+
+
+def recorder_spec(name: str, trace: Path, sleep: float, **fields) -> dict:
+    return {"id": name, "command": ["{python}", str(RECORDER), "--trace", str(trace), "--sleep", str(sleep), "--name", name],
+            "gpus": 1, "cpu_ok": True, "timeout": 120, "min_steps_logged": 0, **fields}
+
+
+def test_two_one_device_specs_run_at_once_on_different_devices(harness, cluster, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    specs = write_specs(tmp_path / "specs", recorder_spec("left", trace, 4), recorder_spec("right", trace, 4))
+    run = harness("run", "--backend", "slurm", "--specs", str(specs), env=cluster)
+    assert run.code == 0, run.output
+    left, right = sorted((json.loads(line) for line in trace.read_text().splitlines()), key=lambda r: r["name"])
+    assert {left["devices"], right["devices"]} == {"0", "1"}
+    assert left["start"] < right["end"] and right["start"] < left["end"], "the two jobs did not overlap"
+    assert run.results["backend"] == "slurm" and queue(cluster) == []
+
+
+def test_a_two_device_torchrun_spec_runs_in_one_allocation(harness, cluster, tmp_path: Path) -> None:
+    spec = {"id": "ranks", "launcher": "torchrun", "command": [str(RANK_REPORT), "{output_dir}"], "gpus": 2, "cpu_ok": True,
+            "timeout": 120, "min_steps_logged": 0, "expected_files": ["rank0.json", "rank1.json"]}
+    run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=cluster)
+    assert run.code == 0, run.output
+    output = Path(run.spec("ranks")["output_dir"])
+    ranks = [json.loads((output / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert {r["WORLD_SIZE"] for r in ranks} == {"2"}
+    assert {r["CUDA_VISIBLE_DEVICES"] for r in ranks} == {"0,1"}
+    assert len({r["SLURM_JOB_ID"] for r in ranks}) == 1 and ranks[0]["SLURM_JOB_ID"]
+
+
+def test_a_spec_past_its_time_limit_is_ended_by_slurm_and_reported(harness, cluster, tmp_path: Path) -> None:
+    spec = recorder_spec("too_slow", tmp_path / "trace.jsonl", 600, timeout=30)
+    run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=cluster)
+    assert run.code == 1, run.output
+    reason = run.spec("too_slow")["reason"]
+    assert "TIMEOUT" in reason, reason
+    assert queue(cluster) == []
+
+
+def test_ctrl_c_cancels_every_job_of_the_run(cluster, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    specs = write_specs(tmp_path / "specs", recorder_spec("sleeper_a", trace, 300), recorder_spec("sleeper_b", trace, 300), recorder_spec("sleeper_c", trace, 300))
+    env = {**os.environ, **cluster, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    harness_proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run")],
+                                    cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(queue(cluster)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(queue(cluster)) == 3, queue(cluster)
+        os.killpg(harness_proc.pid, signal.SIGINT)
+        assert harness_proc.wait(timeout=30) == 130
+        deadline = time.monotonic() + 10
+        while queue(cluster) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert queue(cluster) == []
+    finally:
+        if harness_proc.poll() is None:
+            os.killpg(harness_proc.pid, signal.SIGKILL)
+
+
+def test_results_have_the_shape_of_a_local_run(harness, cluster, tmp_path: Path) -> None:
+    specs = write_specs(tmp_path / "specs", recorder_spec("same", tmp_path / "trace.jsonl", 0.5))
+    local = harness("run", "--specs", str(specs), "--fake-gpus", "1")
+    remote = harness("run", "--backend", "slurm", "--specs", str(specs), env=cluster)
+    assert local.code == remote.code == 0, local.output + remote.output
+    assert set(local.results) == set(remote.results)
+    assert set(local.spec("same")) == set(remote.spec("same"))
+    assert [c["name"] for c in local.spec("same")["checks"]] == [c["name"] for c in remote.spec("same")["checks"]]
+    assert (remote.run_dir / "report.html").is_file() and (remote.run_dir / "junit.xml").is_file()
