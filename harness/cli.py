@@ -143,6 +143,8 @@ def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Pa
         argv += ["--missing-scorer", args.missing_scorer]
     if args.baseline:
         argv += ["--baseline", args.baseline]
+    if args.allow_repo_writes:
+        argv.append("--allow-repo-writes")
     if args.backend == "slurm":
         argv += ["--backend", "slurm", *(["--partition", args.partition] if args.partition else [])]
         argv += [f"--slurm-arg={value}" for value in args.slurm_arg or ()]
@@ -308,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--missing-scorer", choices=("fail", "skip"), help="when the scorer is not on this machine: fail the spec (default) or skip its inference stage")
     run.add_argument("--baseline", metavar="PATH", help="compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn")
     run.add_argument("--tolerance", action="append", metavar="METRIC=FRACTION", help="override every spec's baseline tolerance (final_loss, perplexity or duration), e.g. final_loss=0.1; repeatable")
+    run.add_argument("--allow-repo-writes", action="store_true", help="do not fail the run when specs wrote into the repository (compared with git before and after)")
     run.add_argument("--backend", choices=("local", "slurm"), default="local", help="where runs execute: this machine (default), or one Slurm job per spec (srun; docs/slurm.md)")
     run.add_argument("--partition", metavar="P", help="Slurm partition for every job (default: the cluster's default partition)")
     run.add_argument("--slurm-arg", action="append", metavar="ARG", help="one more srun option for every job, written with = (e.g. --slurm-arg=--account=ml); repeatable")

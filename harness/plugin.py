@@ -31,12 +31,13 @@ from .plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
 from .progress import Progress
 from .report import summary_lines, write_run_report
 from .results import SpecResult, environment_versions, gather, load_results, read_child_versions, thin_curve, write_results
-from .runner import CHILD_VERSIONS_FILE, LocalBackend, build_launch, end_group, placeholder_values
+from .runner import CHILD_VERSIONS_FILE, Launch, LocalBackend, build_launch, end_group, placeholder_values
 from .scheduler import PlanScheduling
 from .secrets import Masker, masker_for
 from .slurm import SlurmBackend, SlurmOptions, cancel_run
 from .spec import BUILTIN_MARKERS, SPEC_SUFFIXES, TIERS, Spec, check_markers, load_spec_file
 from .structure import SpecError
+from .tree import Snapshot, snapshot, written
 from .watch import fail_fast_watchers
 
 STASH = pytest.StashKey["RunContext"]()
@@ -66,6 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--backend", choices=("local", "slurm"), default="local", help="where runs execute: this machine, or one Slurm job (srun) per spec")
     group.addoption("--partition", default=None, metavar="P", help="Slurm partition for every job (default: the cluster's default)")
     group.addoption("--slurm-arg", action="append", default=None, metavar="ARG", help="one more srun option for every job (repeatable)")
+    group.addoption("--allow-repo-writes", action="store_true", default=False, help="do not fail the run when specs wrote into the repository (checked with git before and after)")
     group.addoption("--repo", default=None, metavar="DIR", help="the repository root that spec cwds are relative to (default: the current directory)")
     parser.addini("trainspec_specs", type="paths", default=[], help="spec files or folders collected by default")
 
@@ -256,8 +258,37 @@ class SpecItem(pytest.Item):
             pytest.skip(reason)
 
     def runtest(self) -> None:
+        """Run the spec; with `retries: N`, run a failed one again up to N times, keeping every attempt."""
+        output_dir = self.context.run_dir / "specs" / self.spec.id
+        earlier: list[dict] = []
+        while True:
+            record, failed, warned, launch, masker = self._attempt(output_dir)
+            if not failed or len(earlier) >= self.spec.retries:
+                break
+            # The failed attempt's outputs move aside (outside specs/, so only the last is gathered).
+            kept = self.context.run_dir / "attempts" / self.spec.id / str(len(earlier) + 1)
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            output_dir.rename(kept)
+            record.output_dir = str(kept)
+            record.write(kept)
+            earlier.append(_attempt_summary(record, len(earlier) + 1))
+        if earlier:
+            record.attempts = [*earlier, _attempt_summary(record, len(earlier) + 1)]
+            record.flaky = not failed
+            if record.flaky:
+                record.warnings.append(f"flaky: passed on attempt {len(earlier) + 1} after {len(earlier)} failed ({earlier[0]['reason']})")
+        record.write(output_dir)
+        self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
+        for check in warned:
+            # Attributed to the spec file, so pytest's summary points at the spec, not at us.
+            warnings.warn_explicit(TrainspecWarning(masker.text(f"{self.spec.id}: {check.line()}")), TrainspecWarning, str(self.spec.source), self.spec.line or 1)
+        if failed:
+            raise SpecFailure(failure_message(self.spec, failed, launch.stderr_path, output_dir, masker))
+
+    def _attempt(self, output_dir: Path) -> tuple[SpecResult, list[CheckResult], list[CheckResult], Launch, Masker]:
+        """One run of the spec, checked: its (masked) record, failed and warned checks, launch and masker."""
         context = self.context
-        output_dir = context.run_dir / "specs" / self.spec.id
         if output_dir.exists():
             shutil.rmtree(output_dir)
         output_dir.mkdir(parents=True)
@@ -305,14 +336,7 @@ class SpecItem(pytest.Item):
         if failed:
             record.outcome = "failed"
             record.reason = "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
-        record = SpecResult.from_json(masker.data(record.to_json()))
-        record.write(output_dir)
-        self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
-        for check in warned:
-            # Attributed to the spec file, so pytest's summary points at the spec, not at us.
-            warnings.warn_explicit(TrainspecWarning(masker.text(f"{self.spec.id}: {check.line()}")), TrainspecWarning, str(self.spec.source), self.spec.line or 1)
-        if failed:
-            raise SpecFailure(failure_message(self.spec, failed, launch.stderr_path, output_dir, masker))
+        return SpecResult.from_json(masker.data(record.to_json())), failed, warned, launch, masker
 
     def _inference_stage(self, record: SpecResult, checks: list[CheckResult], launch, output_dir: Path, devices: tuple[str, ...]) -> list[CheckResult]:
         if any(not c.passed and c.severity == "fail" for c in checks):
@@ -333,6 +357,10 @@ class SpecItem(pytest.Item):
         if isinstance(excinfo.value, SpecFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
+
+
+def _attempt_summary(record: SpecResult, number: int) -> dict:
+    return {"attempt": number, "outcome": record.outcome, "reason": record.reason, "duration": record.duration, "output_dir": record.output_dir}
 
 
 def _write_launch(launch, masker: Masker) -> None:
@@ -363,6 +391,8 @@ class Controller:
         self.context = context
         self.records: dict[str, SpecResult] = {}
         self.progress: Progress | None = None
+        self.tree_before: Snapshot | None = None
+        self.repo_writes: list[str] = []
         # A reused --run-dir holds records of earlier runs: only this run's are gathered.
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -391,6 +421,7 @@ class Controller:
         return expected
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.tree_before = None if session.config.getoption("allow_repo_writes") else snapshot(self.context.repo)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and session.config.get_verbosity() == 0:
             # Our lines replace pytest's file names and letters, which say little about runs of minutes.
@@ -447,6 +478,11 @@ class Controller:
         if not self.records:
             return
         meta = {"backend": context.backend, "devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": masker_for(os.environ).data(sys.argv[1:]), "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
+        if self.tree_before is not None and (after := snapshot(context.repo)) is not None:
+            self.repo_writes = written(self.tree_before, after, context.repo, [context.run_dir])
+            meta["repo_writes"] = self.repo_writes
+            if self.repo_writes:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
         write_run_report(context.run_dir, load_results(path))
         context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
@@ -457,3 +493,6 @@ class Controller:
         terminalreporter.section("trainspec")
         for line in summary_lines(sorted(self.records.values(), key=lambda r: r.id), self.context.run_dir):
             terminalreporter.write_line(line)
+        if self.repo_writes:
+            shown = ", ".join(self.repo_writes[:20]) + (f" and {len(self.repo_writes) - 20} more" if len(self.repo_writes) > 20 else "")
+            terminalreporter.write_line(f"FAIL  the run wrote into the repository: {shown} (specs must write under {{output_dir}}; --allow-repo-writes to accept)", red=True)

@@ -39,7 +39,7 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
     for r in records:
         devices = ",".join(r.devices) if r.devices else "-"
         time = f"{r.duration:.1f}s" if r.duration else "-"
-        rows.append((MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), _loss(r.final_loss), r.reason[:120]))
+        rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), _loss(r.final_loss), r.reason[:120]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
     lines.append(f"results: {run_dir / 'results.json'}")

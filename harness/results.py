@@ -50,6 +50,8 @@ class SpecResult:
     child_versions: dict[str, str | None] = field(default_factory=dict)
     stderr_tail: str = ""
     regressions: list[dict] = field(default_factory=list)
+    attempts: list[dict] = field(default_factory=list)
+    flaky: bool = False
     started_at: str = ""
 
     def to_json(self) -> dict[str, Any]:

@@ -163,6 +163,7 @@ class Spec:
     launcher: Literal["none", "torchrun"] = option("none", doc="torchrun starts one rank per device held (gloo on CPU, nccl on GPU)")
     gpus: int = option(1, doc="devices the run needs; 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0)
     cpu_ok: bool = option(False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)")
+    retries: int = option(0, doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every attempt kept", minimum=0)
     timeout: float = option(300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True)
     fail_fast: bool = option(True, doc="stop the run's process group as soon as its stderr shows a forbidden pattern (after 5 s, if it has not exited by itself) or its training log a NaN, inf or missing loss (with loss.no_nan); the failed check fail_fast names the line or step")
     tier: Literal["smoke", "standard", "full"] | None = option(None, doc="smoke, standard or full (default: smoke if marked smoke, full if marked slow, else standard)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -330,3 +331,22 @@ def test_secrets_stay_out_of_everything_the_harness_writes(harness, tmp_path: Pa
         assert SECRET not in (run.run_dir / name).read_text(), name
     assert SECRET not in run.output
     assert "token is ***" in run.output
+
+
+def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path: Path) -> None:
+    """`retries: 1`: the first attempt fails, the second passes; the spec is flaky, both outcomes kept."""
+    marker = tmp_path / "ran-once"
+    spec = {"id": "flaky", "gpus": 0, "timeout": 30, "min_steps_logged": 0, "retries": 1,
+            "command": ["{python}", "-c", "import os, sys; first = not os.path.exists(sys.argv[1]); open(sys.argv[1], 'w').close(); sys.exit(1 if first else 0)", str(marker)]}
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "flaky.yaml").write_text(yaml.safe_dump(spec))
+    run = harness("run", "--specs", str(specs))
+    assert run.code == 0, run.output
+    record = run.spec("flaky")
+    assert record["outcome"] == "passed" and record["flaky"] is True
+    assert [(a["attempt"], a["outcome"]) for a in record["attempts"]] == [(1, "failed"), (2, "passed")]
+    assert record["attempts"][0]["reason"] == "exit_code: exit code 1"
+    assert Path(record["attempts"][0]["output_dir"], "stderr.log").exists()
+    assert any(w.startswith("flaky: passed on attempt 2") for w in record["warnings"])
+    assert re.search(r"^FLAKY\s+flaky\s", run.output, re.M), run.output
