@@ -31,18 +31,10 @@ def load_or_fail(path: Path) -> None:
 
 
 @settings_for_files
-@given(text=st.text(max_size=400))
-def test_any_text_loads_or_fails_naming_the_file(tmp_path_factory, text):
+@given(content=st.one_of(st.text(max_size=400), st.binary(max_size=300)))
+def test_any_text_or_bytes_load_or_fail_naming_the_file(tmp_path_factory, content):
     path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
-    path.write_text(text)
-    load_or_fail(path)
-
-
-@settings_for_files
-@given(data=st.binary(max_size=300))
-def test_any_bytes_load_or_fail_naming_the_file(tmp_path_factory, data):
-    path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
-    path.write_bytes(data)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
     load_or_fail(path)
 
 
