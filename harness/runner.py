@@ -23,7 +23,7 @@ from .devices import Inventory, child_environment
 from .spec import PROFILES, Spec, render_args
 
 GRACE_SECONDS = 5.0
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.01
 CENSUS_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
