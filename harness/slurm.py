@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -28,6 +29,8 @@ from .runner import Launch, ProcessOutcome, Watcher, run_process
 # Job states that mean Slurm, not the command, ended the job.
 SCHEDULER_ENDINGS = {"TIMEOUT", "CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
 COMMAND_SECONDS = 30
+UNSETTLED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}
+SETTLE_SECONDS = 15.0
 
 
 class SlurmError(Exception):
@@ -80,6 +83,17 @@ def job_record(name: str) -> dict[str, str] | None:
     return max(mine, key=lambda r: int(r.get("JobId", "0"))) if mine else None
 
 
+def settled_record(name: str, wait: float) -> dict[str, str] | None:
+    """The job's record once Slurm has finished ending it: right after srun exits, a job
+    ended by a time limit or scancel can still show COMPLETING for a few seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        record = job_record(name)
+        if record is None or record.get("JobState") not in UNSETTLED or time.monotonic() >= deadline:
+            return record
+        time.sleep(0.5)
+
+
 def ending(record: dict[str, str] | None) -> str | None:
     """Why Slurm ended a job, when it was Slurm and not the command."""
     if record is None or record.get("JobState") not in SCHEDULER_ENDINGS:
@@ -115,5 +129,6 @@ class SlurmBackend:
             # srun ends its job when it ends, but not when it is killed with SIGKILL.
             subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=COMMAND_SECONDS)
         # Asked even after exit code 0: srun can exit 0 when a job it waited on was cancelled.
-        why = ending(job_record(name))
+        failed = outcome.exit_code != 0 or outcome.signal is not None
+        why = ending(settled_record(name, SETTLE_SECONDS if failed else 0.0))
         return dataclasses.replace(outcome, scheduler_reason=why) if why else outcome

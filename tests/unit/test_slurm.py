@@ -112,3 +112,10 @@ def test_check_available_names_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(slurm.SlurmError, match="missing: srun, scontrol, squeue, scancel"):
         slurm.check_available()
+
+
+def test_a_job_still_completing_is_asked_again_until_it_settles(cluster, monkeypatch):
+    answers = iter([{"JobId": "5", "JobState": "COMPLETING"}, {"JobId": "5", "JobState": "COMPLETING"}, {"JobId": "5", "JobState": "TIMEOUT", "Reason": "TimeLimit"}])
+    monkeypatch.setattr(slurm, "job_record", lambda name: next(answers))
+    monkeypatch.setattr(slurm.time, "sleep", lambda seconds: None)
+    assert slurm.settled_record("trainspec-r1-tiny", 10.0) == {"JobId": "5", "JobState": "TIMEOUT", "Reason": "TimeLimit"}
