@@ -38,13 +38,14 @@ def registered_markers(repo: Path) -> list[str]:
     return [line.split(":")[0].split("(")[0].strip() for line in lines if isinstance(line, str)]
 
 
-def _spec_paths(given: Sequence[str] | None) -> list[Path]:
-    """Spec paths from the command line, else [tool.trainspec] specs, else specs/."""
-    return [Path(p) for p in given or load_settings(Path.cwd()).specs]
+def _spec_paths(args: argparse.Namespace, given: Sequence[str] | None) -> list[Path]:
+    """Spec paths from the command line, else [tool.trainspec] specs (default specs/)."""
+    return [Path(p) for p in given or args.settings_specs]
 
 
 def apply_settings(args: argparse.Namespace, settings: Settings) -> None:
     """Fill what the command line left out from [tool.trainspec]; the command line wins."""
+    args.settings_specs = settings.specs
     for name in ("tier", "scorer"):
         if hasattr(args, name) and getattr(args, name) is None:
             setattr(args, name, getattr(settings, name))
@@ -87,7 +88,7 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    specs = load_valid_specs(_spec_paths(args.specs), Path.cwd())
+    specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
     rows = [("id", "tier", "devices", "markers", "file")]
     for spec in sorted(specs, key=lambda s: (TIERS.index(s.effective_tier), s.id)):
         devices = f"{spec.gpus}{' (cpu_ok)' if spec.cpu_ok else ''}"
@@ -97,7 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths] or _spec_paths(None)
+    paths = [Path(p) for p in args.paths] or _spec_paths(args, None)
     specs = load_valid_specs(paths, Path.cwd())
     files = {spec.source for spec in specs}
     print(f"{len(specs)} spec{'s' if len(specs) != 1 else ''} valid in {len(files)} file{'s' if len(files) != 1 else ''}")
@@ -118,7 +119,7 @@ def describe_plan(plan: Plan) -> list[str]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    specs = load_valid_specs(_spec_paths(args.specs), Path.cwd())
+    specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
     durations = DurationCache(cache_root(Path.cwd()) / "durations.json").load()
     plan = make_plan(specs, _inventory(args), durations, args.tier)
     print("\n".join(describe_plan(plan)))
@@ -161,7 +162,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
     named = named_spec_files([a for a in extra if not a.startswith("-")])
     # Spec files named on the command line run alone, unless --specs asks for more.
-    paths = _spec_paths(args.specs) if args.specs or not named else []
+    paths = _spec_paths(args, args.specs) if args.specs or not named else []
     specs = load_valid_specs(paths + named, repo)
     if args.backend == "slurm":
         from .slurm import SlurmError, check_available

@@ -391,6 +391,8 @@ class Controller:
         self.context = context
         self.records: dict[str, SpecResult] = {}
         self.progress: Progress | None = None
+        self._expected = None
+        self._nodeids: dict[str, str] = {}
         self.tree_before: Snapshot | None = None
         self.repo_writes: list[str] = []
         # A reused --run-dir holds records of earlier runs: only this run's are gathered.
@@ -401,7 +403,15 @@ class Controller:
         return PlanScheduling(config, log, expected=self._expected_seconds(config.rootpath))
 
     def _expected_seconds(self, rootpath: Path):
-        """nodeid -> expected seconds, from the same durations and specs the workers planned with."""
+        """nodeid -> expected seconds, from the same durations and specs the workers planned with.
+
+        Built once: the scheduler and the progress line share it (and the spec files it read).
+        """
+        if self._expected is None:
+            self._expected = self._build_expected(rootpath)
+        return self._expected
+
+    def _build_expected(self, rootpath: Path):
         durations = self.context.durations.load()
         timeouts: dict[str, float] = {}
         read: set[str] = set()
@@ -426,7 +436,8 @@ class Controller:
         if reporter is not None and session.config.get_verbosity() == 0:
             # Our lines replace pytest's file names and letters, which say little about runs of minutes.
             reporter.showfspath = False
-            self.progress = Progress(reporter, self.context.pool, live=reporter.isatty, expected=self._expected_seconds(session.config.rootpath))
+            by_nodeid = self._expected_seconds(session.config.rootpath)
+            self.progress = Progress(reporter, self.context.pool, live=reporter.isatty, expected=lambda spec_id: by_nodeid(self._nodeids.get(spec_id, "")))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.progress:
@@ -439,7 +450,9 @@ class Controller:
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         if self.progress and _is_spec(nodeid):
-            self.progress.spec_started(nodeid.rsplit("::", 1)[-1])
+            spec_id = nodeid.rsplit("::", 1)[-1]
+            self._nodeids[spec_id] = nodeid
+            self.progress.spec_started(spec_id)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config):

@@ -16,11 +16,11 @@ import time
 from typing import Any, Callable
 
 from .leases import LeasePool
+from .report import MARKS
 from .results import SpecResult
 
 LIVE_INTERVAL = 1.0
 LOG_INTERVAL = 30.0
-MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
 
 
 def _seconds(value: float) -> str:

@@ -8,6 +8,7 @@ ended too: no process outlives its spec.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -151,12 +152,14 @@ def die_with_parent() -> None:
         pass
 
 
+@functools.cache
 def adopt_orphans() -> None:
     """Make this process the parent of its runs' orphans (Linux), rather than init.
 
     A grandchild whose parent exits (torchrun killed, leaving its ranks, each in a session of
     its own) then becomes our child: it can be found and ended however quickly it left the
     run's group, and once ended it is reaped at once instead of waiting on a slow init.
+    A process attribute, so set once per worker.
     """
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

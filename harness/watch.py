@@ -6,8 +6,9 @@ files once the run has ended; stopping early saves the time a doomed run would g
 (on a GPU box, the hours until a collective times out).
 
 Each poll reads only what was appended since the last one, at most READ_LIMIT bytes, so
-polling every 50 ms stays cheap however large the files grow. Logs that trainers rewrite
-whole (Forgather's trainer_logs.json, Hugging Face's trainer_state.json) are parsed again
+polling at the runner's pace (every 10 ms) stays cheap however large the files grow. Logs
+that trainers rewrite whole (Forgather's trainer_logs.json, Hugging Face's
+trainer_state.json) are parsed again
 only when their size or mtime changed, and no more often than keeps parsing to about a
 tenth of the time.
 """
