@@ -7,6 +7,7 @@ xdist): lease devices, run, check, write the record next to the spec's outputs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -437,7 +438,9 @@ class Controller:
             # Our lines replace pytest's file names and letters, which say little about runs of minutes.
             reporter.showfspath = False
             by_nodeid = self._expected_seconds(session.config.rootpath)
-            self.progress = Progress(reporter, self.context.pool, live=reporter.isatty, expected=lambda spec_id: by_nodeid(self._nodeids.get(spec_id, "")))
+            capture = session.config.pluginmanager.get_plugin("capturemanager")
+            self.progress = Progress(reporter, self.context.pool, live=reporter.isatty, expected=lambda spec_id: by_nodeid(self._nodeids.get(spec_id, "")),
+                                     uncaptured=capture.global_and_fixture_disabled if capture else contextlib.nullcontext)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.progress:

@@ -10,10 +10,11 @@ every worker updates, so it needs nothing from the workers.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from .leases import LeasePool
 from .report import MARKS
@@ -30,8 +31,11 @@ def _seconds(value: float) -> str:
 class Progress:
     """Finished-spec lines and a periodic status line, written through pytest's terminal writer."""
 
-    def __init__(self, reporter: Any, pool: LeasePool, live: bool, expected: Callable[[str], float]):
+    def __init__(self, reporter: Any, pool: LeasePool, live: bool, expected: Callable[[str], float],
+                 uncaptured: Callable[[], ContextManager[Any]] = contextlib.nullcontext):
         self.reporter = reporter
+        # Without xdist a spec runs inside pytest's output capture; our lines must get past it.
+        self.uncaptured = uncaptured
         self.pool = pool
         self.live = live
         self.expected = expected
@@ -52,7 +56,7 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        with self._lock:
+        with self._lock, self.uncaptured():
             self._erase()
 
     def spec_started(self, spec_id: str) -> None:
@@ -66,7 +70,7 @@ class Progress:
         line = f"{MARKS.get(record.outcome, record.outcome):5} {record.id}  {record.duration:.1f}s on {devices}  [{self.done}/{self.total or '?'}]"
         if record.outcome != "passed" and record.reason:
             line += f"  {record.reason.splitlines()[0][:100]}"
-        with self._lock:
+        with self._lock, self.uncaptured():
             self._erase()
             self.reporter.write_line(line, **({"red": True} if record.outcome in ("failed", "error") else {}))
             self._draw()
@@ -92,7 +96,7 @@ class Progress:
     def _loop(self) -> None:
         interval = LIVE_INTERVAL if self.live else LOG_INTERVAL
         while not self._stop.wait(interval):
-            with self._lock:
+            with self._lock, self.uncaptured():
                 if self.live:
                     self._draw()
                 elif self.started:

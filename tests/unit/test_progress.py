@@ -67,3 +67,21 @@ def test_a_finished_spec_gets_one_line_with_its_outcome_and_count(tmp_path):
     progress.stop()
     assert reporter.lines == ["FAIL  a  12.3s on 0  [1/2]  loss.final_max: 3.2"]
     assert reporter.rewrites[-1] == ""  # the live line is erased when the run ends
+
+
+def test_every_write_gets_past_output_capture(tmp_path):
+    """Without xdist a spec runs inside pytest's capture: each write is wrapped in the hook that lifts it."""
+    import contextlib
+
+    entered = []
+
+    @contextlib.contextmanager
+    def uncaptured():
+        entered.append(True)
+        yield
+
+    reporter = Reporter()
+    progress = Progress(reporter, LeasePool(tmp_path / "leases.json", ("0",)), live=False, expected=lambda name: 0.0, uncaptured=uncaptured)
+    progress.spec_finished(SpecResult(id="a", outcome="passed", duration=1.0))
+    progress.stop()
+    assert reporter.lines == ["PASS  a  1.0s on -  [1/?]"] and len(entered) == 2
