@@ -91,7 +91,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
     rows = [("id", "tier", "devices", "markers", "file")]
     for spec in sorted(specs, key=lambda s: (TIERS.index(s.effective_tier), s.id)):
-        devices = f"{spec.gpus}{' (cpu_ok)' if spec.cpu_ok else ''}"
+        per_node = f" x {spec.nodes} nodes" if spec.nodes > 1 else ""
+        devices = f"{spec.gpus}{per_node}{' (cpu_ok)' if spec.cpu_ok else ''}"
         rows.append((spec.id, spec.effective_tier, devices, ",".join(spec.all_markers), _relative(spec.source)))
     _print_table(rows)
     return EXIT_OK

@@ -114,6 +114,8 @@ def skip_reason(spec: Spec, inventory: Inventory) -> str | None:
     """Why this spec cannot run with these devices, or None when it can."""
     if inventory.kind == "slurm":
         return None  # the cluster decides; a request it can never meet fails with Slurm's words
+    if spec.nodes > 1:
+        return f"spans {spec.nodes} nodes; only --backend slurm runs it"
     if inventory.kind != "cuda" and spec.gpus > 0 and not spec.cpu_ok:
         where = "fake devices" if inventory.kind == "fake" else "no GPU here"
         return f"needs {spec.gpus} GPU{'s' if spec.gpus != 1 else ''} and is not cpu_ok ({where})"

@@ -344,7 +344,7 @@ class SpecItem(pytest.Item):
             record.warnings.append("inference stage not run: the training failed")
             return []
         context = self.context
-        values = placeholder_values(repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, devices=devices)
+        values = placeholder_values(repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, gpus=len(devices))
         stage = run_inference(self.spec, output_dir=output_dir, cwd=launch.cwd, env=launch.env, values=values, scorer=context.scorer, missing_scorer=context.missing_scorer)
         record.perplexity = stage.worst_perplexity
         record.inference = stage.as_records()

@@ -43,7 +43,9 @@ class Launch:
     output_dir: Path
     timeout: float
     spec_id: str = ""
-    gpus: int = 0  # devices the spec asked for: a cluster backend requests them from its scheduler
+    # What the spec asked for, which a cluster backend requests from its scheduler.
+    gpus: int = 0  # devices on each node
+    nodes: int = 1
 
     @property
     def stdout_path(self) -> Path:
@@ -105,8 +107,13 @@ def build_argv(spec: Spec, values: dict[str, str], nproc: int) -> list[str]:
     if spec.launcher == "torchrun":
         if template and template[0] == "{python}":
             argv = argv[1:]
-        # --standalone makes torchrun pick a free rendezvous port, so runs side by side never collide.
-        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *argv]
+        if spec.nodes > 1:
+            # The endpoint is known only inside the allocation: harness/rendezvous.py sets it on each node.
+            rendezvous = [f"--nnodes={spec.nodes}", "--rdzv-backend=c10d"]
+        else:
+            # --standalone makes torchrun pick a free rendezvous port, so runs side by side never collide.
+            rendezvous = ["--standalone"]
+        argv = [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc-per-node={nproc}", *argv]
     return argv
 
 
@@ -116,13 +123,15 @@ def cpu_threads(held: int, inventory: Inventory) -> int:
     return max(1, cores * max(held, 1) // max(inventory.count, 1))
 
 
-def placeholder_values(*, repo: Path, run_dir: Path, output_dir: Path, devices: tuple[str, ...]) -> dict[str, str]:
-    return {"python": sys.executable, "output_dir": str(output_dir), "run_dir": str(run_dir), "repo": str(repo), "gpus": str(len(devices))}
+def placeholder_values(*, repo: Path, run_dir: Path, output_dir: Path, gpus: int, nodes: int = 1) -> dict[str, str]:
+    return {"python": sys.executable, "output_dir": str(output_dir), "run_dir": str(run_dir), "repo": str(repo), "gpus": str(gpus), "nodes": str(nodes)}
 
 
 def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, devices: tuple[str, ...], inventory: Inventory, base_env: dict[str, str] | None = None) -> Launch:
     """Render a spec into a Launch for the devices it holds."""
-    values = placeholder_values(repo=repo, run_dir=run_dir, output_dir=output_dir, devices=devices)
+    # Under Slurm no device is leased here: the job holds what the spec asked for.
+    held = spec.gpus if inventory.kind == "slurm" else len(devices)
+    values = placeholder_values(repo=repo, run_dir=run_dir, output_dir=output_dir, gpus=held, nodes=spec.nodes)
     env = dict(os.environ if base_env is None else base_env)
     # Defaults a spec's env may override: offline hubs, no bytecode in the tree, unbuffered logs.
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -130,7 +139,9 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, dev
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Bytecode of the project under test would land in its tree; site-packages' is still read.
     env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    env["OMP_NUM_THREADS"] = str(cpu_threads(len(devices), inventory))
+    if inventory.kind != "slurm":
+        # This machine's cores are shared among its runs; a job's are Slurm's (--cpus-per-task).
+        env["OMP_NUM_THREADS"] = str(cpu_threads(len(devices), inventory))
     env.update({key: render(str(value), values) for key, value in spec.env.items()})
     env.update(child_environment(devices, inventory))
     env.update({"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir), "TMPDIR": str(output_dir / "tmp")})
@@ -141,7 +152,7 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, dev
         # Slurm sets each job's CUDA_VISIBLE_DEVICES; the caller's must not leak into the job.
         env.pop("CUDA_VISIBLE_DEVICES", None)
     nproc = max(1, spec.gpus) if spec.launcher == "torchrun" else 1
-    return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout, spec.id, spec.gpus)
+    return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout, spec.id, spec.gpus, spec.nodes)
 
 
 def die_with_parent() -> None:

@@ -20,8 +20,10 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from .runner import Launch, ProcessOutcome, Watcher, run_process
@@ -31,6 +33,7 @@ SCHEDULER_ENDINGS = {"TIMEOUT", "CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAI
 COMMAND_SECONDS = 30
 UNSETTLED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}
 SETTLE_SECONDS = 15.0
+RENDEZVOUS = Path(__file__).with_name("rendezvous.py")
 
 
 class SlurmError(Exception):
@@ -54,14 +57,20 @@ def time_limit(seconds: float) -> str:
 
 
 def srun_argv(launch: Launch, options: SlurmOptions) -> list[str]:
-    """srun in front of the launch's command: one task on one node with the spec's devices."""
-    argv = ["srun", f"--job-name={job_name(options.run_tag, launch.spec_id)}", "--quiet", "--nodes=1", "--ntasks=1",
+    """srun in front of the launch's command: one task on each node, each node with the spec's devices."""
+    argv = ["srun", f"--job-name={job_name(options.run_tag, launch.spec_id)}", "--quiet", f"--nodes={launch.nodes}", "--ntasks-per-node=1",
             f"--time={time_limit(launch.timeout)}", f"--chdir={launch.cwd}", "--export=ALL"]
     if launch.gpus:
         argv.append(f"--gres=gpu:{launch.gpus}")
     if options.partition:
         argv.append(f"--partition={options.partition}")
-    return argv + list(options.extra) + launch.argv
+    command = launch.argv
+    if launch.nodes > 1:
+        # A node whose torchrun fails ends the job, rather than the others waiting on it
+        # until their rendezvous times out; each node's torchrun learns the rendezvous first.
+        argv.append("--kill-on-bad-exit=1")
+        command = [sys.executable, str(RENDEZVOUS), *command]
+    return argv + list(options.extra) + command
 
 
 def check_available() -> None:

@@ -31,7 +31,8 @@ PLACEHOLDERS = {
     "output_dir": "this spec's output directory inside the run directory",
     "run_dir": "the run directory",
     "repo": "the repository root",
-    "gpus": "how many devices the run holds",
+    "gpus": "how many devices the run holds (on each node)",
+    "nodes": "how many nodes the run spans",
 }
 SERVER_PLACEHOLDERS = {**PLACEHOLDERS, "checkpoint_dir": "the checkpoint directory the server loads", "port": "a free loopback port for the server"}
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -161,7 +162,8 @@ class Spec:
     args: dict[str, Any] = option(factory=dict, doc="appended to the command as `--key value` (underscores become dashes; true is a bare flag; false and null are left out; a list repeats values)", aliases=("dynamic_args",), example={"max_steps": 60})
     env: dict[str, str | int | float] = option(factory=dict, doc="extra environment variables for the run")
     launcher: Literal["none", "torchrun"] = option("none", doc="torchrun starts one rank per device held (gloo on CPU, nccl on GPU)")
-    gpus: int = option(1, doc="devices the run needs; 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0)
+    gpus: int = option(1, doc="devices the run needs (on each node); 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0)
+    nodes: int = option(1, doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and --backend slurm (docs/slurm.md)", minimum=1)
     cpu_ok: bool = option(False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)")
     retries: int = option(0, doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every attempt kept", minimum=0)
     timeout: float = option(300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True)
@@ -217,6 +219,8 @@ class Spec:
             if not _arg_value_ok(value):
                 found = "a mapping" if isinstance(value, dict) else "a nested list" if isinstance(value, list) else type(value).__name__
                 yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {found}"
+        if self.nodes > 1 and self.launcher != "torchrun":
+            yield "nodes", f"a run across {self.nodes} nodes needs launcher: torchrun, whose ranks join through the allocation's rendezvous"
         if self.launcher == "torchrun" and self.profile == "forgather":
             yield "launcher", "forgather starts its own ranks; leave launcher at none"
         if self.inference is not None:

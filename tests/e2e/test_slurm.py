@@ -34,18 +34,27 @@ def _missing() -> str | None:
     return f"Slurm is not installed ({', '.join(absent)} missing; apt-get install slurm-wlm munge)" if absent else None
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
+def start_cluster(tmp_path_factory: pytest.TempPathFactory, nodes: int):
+    """A cluster of `nodes` nodes with 2 fake GPUs each, for as long as the caller's fixture lasts."""
     if why := _missing():
         pytest.skip(why)
     folder = tmp_path_factory.mktemp("slurm") / "cluster"
-    started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start", str(folder), "--gpus", "2"], capture_output=True, text=True, timeout=180)
+    started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start", str(folder), "--gpus", "2", "--nodes", str(nodes)], capture_output=True, text=True, timeout=180)
     if started.returncode != 0:
         # The daemons need what a sandbox may deny (ports, mknod); say why rather than fail CI.
         pytest.skip(f"the test cluster did not start: {(started.stderr or started.stdout).strip().splitlines()[-12:]}")
-    env = {"SLURM_CONF": str(folder / "slurm.conf")}
-    yield env
+    yield {"SLURM_CONF": str(folder / "slurm.conf")}
     subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    yield from start_cluster(tmp_path_factory, nodes=1)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory):
+    yield from start_cluster(tmp_path_factory, nodes=2)
 
 
 def queue(env: dict[str, str]) -> list[str]:
@@ -86,6 +95,38 @@ def test_a_two_device_torchrun_spec_runs_in_one_allocation(harness, cluster, tmp
     assert {r["WORLD_SIZE"] for r in ranks} == {"2"}
     assert {r["CUDA_VISIBLE_DEVICES"] for r in ranks} == {"0,1"}
     assert len({r["SLURM_JOB_ID"] for r in ranks}) == 1 and ranks[0]["SLURM_JOB_ID"]
+    assert {r["rank_sum"] for r in ranks} == {1}
+
+
+def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness, two_nodes, tmp_path: Path) -> None:
+    spec = {"id": "across", "launcher": "torchrun", "nodes": 2, "command": [str(RANK_REPORT), "{output_dir}"], "gpus": 2, "cpu_ok": True,
+            "timeout": 120, "min_steps_logged": 0, "expected_files": [f"rank{r}.json" for r in range(4)]}
+    specs = write_specs(tmp_path / "specs", spec)
+    local = harness("run", "--specs", str(specs), "--fake-gpus", "4")
+    assert local.code == 0 and local.spec("across")["outcome"] == "skipped", local.output
+    assert "spans 2 nodes; only --backend slurm runs it" in local.spec("across")["reason"]
+    run = harness("run", "--backend", "slurm", "--specs", str(specs), env=two_nodes)
+    assert run.code == 0, run.output
+    output = Path(run.spec("across")["output_dir"])
+    ranks = [json.loads((output / f"rank{r}.json").read_text()) for r in range(4)]
+    assert {r["WORLD_SIZE"] for r in ranks} == {"4"} and {r["rank_sum"] for r in ranks} == {0 + 1 + 2 + 3}
+    assert len({r["SLURM_JOB_ID"] for r in ranks}) == 1
+    by_node = {node: sorted(int(r["LOCAL_RANK"]) for r in ranks if r["SLURMD_NODENAME"] == node) for node in ("node1", "node2")}
+    assert by_node == {"node1": [0, 1], "node2": [0, 1]}, ranks
+    assert {r["CUDA_VISIBLE_DEVICES"] for r in ranks} == {"0,1"}
+    assert queue(two_nodes) == []
+
+
+def test_a_rank_failing_on_the_second_node_fails_the_spec_and_ends_the_job(harness, two_nodes, tmp_path: Path) -> None:
+    spec = {"id": "half_dead", "launcher": "torchrun", "nodes": 2, "command": [str(RANK_REPORT), "{output_dir}"], "gpus": 2, "cpu_ok": True,
+            "timeout": 120, "min_steps_logged": 0, "env": {"FAIL_ON_NODE": "1"}}
+    run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=two_nodes)
+    assert run.code == 1, run.output
+    failed = run.spec("half_dead")
+    assert failed["reason"].startswith("exit_code: exit code 1"), failed["reason"]
+    assert "gives up on node node2" in Path(failed["paths"]["stderr"]).read_text()
+    assert failed["duration"] < 60, "the first node's ranks waited for the dead one instead of ending with the job"
+    assert queue(two_nodes) == []
 
 
 def test_a_spec_past_its_time_limit_is_ended_by_slurm_and_reported(harness, cluster, tmp_path: Path) -> None:

@@ -58,6 +58,12 @@ def test_list_prints_one_row_per_spec(project, capsys):
     assert len({line.index(row[1], len(row[0])) for line, row in zip(lines, [columns(lines[0]), *rows])}) == 1
 
 
+def test_list_shows_the_nodes_of_a_spec_across_nodes(project, write, capsys):
+    write("across/a.yaml", "id: across\ncommand: [t.py]\nlauncher: torchrun\ngpus: 8\nnodes: 4\n")
+    assert main(["list", "--specs", "across"]) == 0
+    assert columns(capsys.readouterr().out.splitlines()[1])[:3] == ["across", "standard", "8 x 4 nodes"]
+
+
 def test_list_with_an_explicit_specs_path(project, capsys):
     assert main(["list", "--specs", "specs/multi/wide.yaml", "--specs", "specs/train.yaml"]) == 0
     ids = [columns(line)[0] for line in capsys.readouterr().out.splitlines()[1:]]

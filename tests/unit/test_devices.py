@@ -26,8 +26,8 @@ def no_smi():
     raise AssertionError("nvidia-smi must not be consulted here")
 
 
-def spec(gpus: int = 1, cpu_ok: bool = False):
-    return spec_from_mapping({"id": "s", "command": ["x"], "gpus": gpus, "cpu_ok": cpu_ok}, Path("s.yaml"))
+def spec(gpus: int = 1, cpu_ok: bool = False, **fields):
+    return spec_from_mapping({"id": "s", "command": ["x"], "gpus": gpus, "cpu_ok": cpu_ok, **fields}, Path("s.yaml"))
 
 
 @pytest.fixture
@@ -186,6 +186,13 @@ def test_skip_reason_gpu_spec_without_a_gpu():
     assert skip_reason(spec(1), cpu) == "needs 1 GPU and is not cpu_ok (no GPU here)"
     assert skip_reason(spec(0), cpu) is None
     assert skip_reason(spec(1, cpu_ok=True), cpu) is None
+
+
+def test_a_spec_across_nodes_runs_only_on_slurm():
+    across = spec(2, cpu_ok=True, nodes=2, launcher="torchrun")
+    for inventory in (discover(fake_gpus=8, environ={}), discover(environ={"CUDA_VISIBLE_DEVICES": "0,1,2,3"})):
+        assert skip_reason(across, inventory) == "spans 2 nodes; only --backend slurm runs it"
+    assert skip_reason(across, Inventory(("slurm",), "slurm", "partition default")) is None
 
 
 def test_skip_reason_too_many_devices():

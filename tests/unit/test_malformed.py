@@ -35,6 +35,8 @@ CASES = [
     ("timeout_negative.yaml", "timeout", "must be greater than 0, found -5", 4),
     ("timeout_zero.yaml", "timeout", "must be greater than 0, found 0", 4),
     ("gpus_negative.yaml", "gpus", "must be at least 0, found -1", 4),
+    ("nodes_zero.yaml", "nodes", "must be at least 1, found 0", 5),
+    ("nodes_without_torchrun.yaml", "nodes", "a run across 2 nodes needs launcher: torchrun", 4),
     ("loss_min_over_max.yaml", "loss.final_min", "is greater than final_max", 6),
     ("metric_min_over_max.yaml", "metrics.grad_norm.min", "no value can pass", 6),
     ("metric_no_bound.yaml", "metrics.grad_norm.max", "give min, max or both", 5),

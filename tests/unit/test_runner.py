@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from harness.checks import check_exit
-from harness.devices import discover
+from harness.devices import Inventory, discover
 from harness.runner import CHILD_VERSIONS_FILE, Launch, build_argv, build_launch, cpu_threads, end_group, run_process
 from harness.spec import spec_from_mapping
 
@@ -293,6 +293,20 @@ def test_build_launch_on_cpu_hides_every_gpu(tmp_path):
     assert run.env["CUDA_VISIBLE_DEVICES"] == ""
     assert run.env["TRAINSPEC_DEVICE_KIND"] == "cpu"
     assert run.env["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))
+
+
+def test_build_argv_across_nodes_leaves_the_rendezvous_to_the_allocation():
+    argv = build_argv(spec(launcher="torchrun", gpus=4, nodes=2, command="train.py --world {nodes}x{gpus}"), {**VALUES, "nodes": "2"}, 4)
+    assert argv == [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--rdzv-backend=c10d", "--nproc-per-node=4", "train.py", "--world", "2x2"]
+
+
+def test_build_launch_under_slurm_counts_the_devices_the_job_asks_for(tmp_path):
+    slurm = Inventory(("slurm",), "slurm", "partition default")
+    run = build_launch(spec(gpus=4, nodes=2, launcher="torchrun", command="t.py {gpus} {nodes}"), repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o",
+                       devices=(), inventory=slurm, base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"})
+    assert run.argv[-2:] == ["4", "2"] and (run.gpus, run.nodes) == (4, 2)
+    # The job's devices and cores are Slurm's to give: the login node's must not leak in.
+    assert "CUDA_VISIBLE_DEVICES" not in run.env and run.env["OMP_NUM_THREADS"] == "3"
 
 
 def test_build_launch_passes_the_held_devices_to_torchrun(tmp_path):

@@ -61,17 +61,26 @@ def calls(cluster: Path) -> list[list[str]]:
     return [json.loads(line) for line in (cluster / "slurm.log").read_text().splitlines()]
 
 
-def launch(tmp_path: Path, argv: list[str], gpus: int = 1, timeout: float = 90) -> Launch:
+def launch(tmp_path: Path, argv: list[str], gpus: int = 1, timeout: float = 90, nodes: int = 1) -> Launch:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    return Launch(argv, tmp_path, dict(os.environ), out, timeout, "tiny", gpus)
+    return Launch(argv, tmp_path, dict(os.environ), out, timeout, "tiny", gpus, nodes)
 
 
 def test_srun_asks_for_the_spec_devices_time_and_place(tmp_path):
     argv = srun_argv(launch(tmp_path, ["python", "train.py"], gpus=2, timeout=90), SlurmOptions("gpu", ("--account=ml",), "abc"))
-    assert argv == ["srun", "--job-name=trainspec-abc-tiny", "--quiet", "--nodes=1", "--ntasks=1", "--time=2", f"--chdir={tmp_path}", "--export=ALL",
+    assert argv == ["srun", "--job-name=trainspec-abc-tiny", "--quiet", "--nodes=1", "--ntasks-per-node=1", "--time=2", f"--chdir={tmp_path}", "--export=ALL",
                     "--gres=gpu:2", "--partition=gpu", "--account=ml", "python", "train.py"]
     assert "--gres" not in " ".join(srun_argv(launch(tmp_path, ["true"], gpus=0), SlurmOptions()))
+
+
+def test_a_multi_node_job_runs_one_rendezvous_wrapped_task_per_node(tmp_path):
+    argv = srun_argv(launch(tmp_path, ["torchrun-here", "train.py"], gpus=4, nodes=3), SlurmOptions(extra=("--kill-on-bad-exit=0",)))
+    assert "--nodes=3" in argv and "--ntasks-per-node=1" in argv and "--gres=gpu:4" in argv
+    # The caller's own srun options come last among srun's, so they win over the harness's.
+    assert argv.index("--kill-on-bad-exit=1") < argv.index("--kill-on-bad-exit=0")
+    assert argv[-4:] == [sys.executable, str(slurm.RENDEZVOUS), "torchrun-here", "train.py"]
+    assert str(slurm.RENDEZVOUS) not in srun_argv(launch(tmp_path, ["train.py"]), SlurmOptions())
 
 
 def test_time_limits_round_up_to_whole_minutes():
