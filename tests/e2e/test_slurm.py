@@ -138,17 +138,40 @@ def test_a_spec_past_its_time_limit_is_ended_by_slurm_and_reported(harness, clus
     assert queue(cluster) == []
 
 
+def start_harness(cluster: dict[str, str], tmp_path: Path, specs: Path) -> subprocess.Popen:
+    """The harness in the background, in a session of its own, running `specs` on the cluster into tmp_path/run."""
+    env = {**os.environ, **cluster, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run")],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for_jobs(cluster: dict[str, str], count: int) -> list[str]:
+    deadline = time.monotonic() + 60
+    while len(queue(cluster)) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(queue(cluster)) == count, queue(cluster)
+    return queue(cluster)
+
+
+def test_a_job_cancelled_outside_the_harness_fails_with_slurms_reason(cluster, tmp_path: Path) -> None:
+    harness_proc = start_harness(cluster, tmp_path, write_specs(tmp_path / "specs", recorder_spec("cancelled", tmp_path / "trace.jsonl", 300)))
+    try:
+        job_id = wait_for_jobs(cluster, 1)[0].split()[0]
+        subprocess.run(["scancel", job_id], env={**os.environ, **cluster}, check=True)
+        assert harness_proc.wait(timeout=60) == 1
+    finally:
+        if harness_proc.poll() is None:
+            os.killpg(harness_proc.pid, signal.SIGKILL)
+    cancelled = next(s for s in json.loads((tmp_path / "run" / "results.json").read_text())["specs"] if s["id"] == "cancelled")
+    assert f"Slurm ended job {job_id} as CANCELLED" in cancelled["reason"], cancelled["reason"]
+
+
 def test_ctrl_c_cancels_every_job_of_the_run(cluster, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     specs = write_specs(tmp_path / "specs", recorder_spec("sleeper_a", trace, 300), recorder_spec("sleeper_b", trace, 300), recorder_spec("sleeper_c", trace, 300))
-    env = {**os.environ, **cluster, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    harness_proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run")],
-                                    cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    harness_proc = start_harness(cluster, tmp_path, specs)
     try:
-        deadline = time.monotonic() + 60
-        while len(queue(cluster)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert len(queue(cluster)) == 3, queue(cluster)
+        wait_for_jobs(cluster, 3)
         os.killpg(harness_proc.pid, signal.SIGINT)
         assert harness_proc.wait(timeout=30) == 130
         deadline = time.monotonic() + 10
