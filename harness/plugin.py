@@ -317,6 +317,7 @@ class SpecItem(pytest.Item):
         record.duration = round(outcome.duration, 3)
         record.start_time = outcome.started
         record.devices = list(devices)
+        record.placement = outcome.placement
         record.lease_wait = round(lease.waited, 3) if lease else 0.0
         record.command = launch.argv
         record.exit_code = outcome.exit_code

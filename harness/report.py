@@ -37,7 +37,7 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
     """One aligned row per spec, then where everything is."""
     rows = [("", "spec", "time", "devices", "steps", "final loss", "reason")]
     for r in records:
-        devices = ",".join(r.devices) if r.devices else "-"
+        devices = ",".join(r.devices) or r.placement or "-"
         time = f"{r.duration:.1f}s" if r.duration else "-"
         rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), _loss(r.final_loss), r.reason[:120]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -434,6 +434,7 @@ def _facts(spec: dict, title: str | None) -> str:
     facts = [("time", _duration(_num(spec.get("duration")))), ("final loss", _fmt(_num(spec.get("final_loss")))),
              ("perplexity", _fmt(_num(spec.get("perplexity"))) if spec.get("perplexity") is not None else ""),
              ("steps logged", spec.get("steps_logged")), ("devices", devices + (f" ({spec['device_kind']})" if spec.get("device_kind") else "")),
+             ("placement", spec.get("placement")),
              ("exit code", spec.get("exit_code")), ("tier", spec.get("tier")), ("spec file", spec.get("file"))]
     out = [f"<h3>{_badge(outcome)} {_e(title)}</h3>" if title else ""]
     out.append(f'<p class="reason">{_e(spec["reason"])}</p>' if spec.get("reason") else "")

@@ -34,6 +34,7 @@ class SpecResult:
     start_time: float = 0.0
     devices: list[str] = field(default_factory=list)
     device_kind: str = ""
+    placement: str = ""
     lease_wait: float = 0.0
     final_loss: float | None = None
     steps_logged: int = 0

@@ -69,6 +69,7 @@ class ProcessOutcome:
     start_error: str | None = None
     leftovers: list[str] = field(default_factory=list)
     scheduler_reason: str | None = None
+    placement: str = ""  # where a cluster ran it, in its scheduler's words: the node to suspect when only one fails
 
     def describe(self) -> str:
         if self.start_error:

@@ -113,6 +113,14 @@ def ending(record: dict[str, str] | None) -> str | None:
     return f"Slurm ended job {record.get('JobId', '?')} as {record['JobState']}{detail}{limit}"
 
 
+def placement(record: dict[str, str] | None) -> str:
+    """Which job and nodes ran the spec; a job that ended while queued had none."""
+    if record is None:
+        return ""
+    nodes = record.get("NodeList", "(null)")
+    return f"Slurm job {record.get('JobId', '?')} " + ("(never placed)" if nodes in ("", "(null)") else f"on {nodes}")
+
+
 def cancel_run(run_tag: str) -> list[str]:
     """scancel every job this run submitted that is still known to the queue; returns their ids."""
     prefix = job_name(run_tag, "")
@@ -139,5 +147,5 @@ class SlurmBackend:
             subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=COMMAND_SECONDS)
         # Asked even after exit code 0: srun can exit 0 when a job it waited on was cancelled.
         failed = outcome.exit_code != 0 or outcome.signal is not None
-        why = ending(settled_record(name, SETTLE_SECONDS if failed else 0.0))
-        return dataclasses.replace(outcome, scheduler_reason=why) if why else outcome
+        record = settled_record(name, SETTLE_SECONDS if failed else 0.0)
+        return dataclasses.replace(outcome, scheduler_reason=ending(record), placement=placement(record))

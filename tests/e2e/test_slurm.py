@@ -111,6 +111,7 @@ def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness,
     ranks = [json.loads((output / f"rank{r}.json").read_text()) for r in range(4)]
     assert {r["WORLD_SIZE"] for r in ranks} == {"4"} and {r["rank_sum"] for r in ranks} == {0 + 1 + 2 + 3}
     assert len({r["SLURM_JOB_ID"] for r in ranks}) == 1
+    assert run.spec("across")["placement"] == f"Slurm job {ranks[0]['SLURM_JOB_ID']} on node[1-2]"
     by_node = {node: sorted(int(r["LOCAL_RANK"]) for r in ranks if r["SLURMD_NODENAME"] == node) for node in ("node1", "node2")}
     assert by_node == {"node1": [0, 1], "node2": [0, 1]}, ranks
     assert {r["CUDA_VISIBLE_DEVICES"] for r in ranks} == {"0,1"}
@@ -190,5 +191,6 @@ def test_results_have_the_shape_of_a_local_run(harness, cluster, tmp_path: Path)
     assert local.code == remote.code == 0, local.output + remote.output
     assert set(local.results) == set(remote.results)
     assert set(local.spec("same")) == set(remote.spec("same"))
+    assert (local.spec("same")["placement"], remote.spec("same")["placement"].split(" on ")[1]) == ("", "node1")
     assert [c["name"] for c in local.spec("same")["checks"]] == [c["name"] for c in remote.spec("same")["checks"]]
     assert (remote.run_dir / "report.html").is_file() and (remote.run_dir / "junit.xml").is_file()

@@ -202,6 +202,12 @@ def test_html_is_well_formed_escaped_and_failing_specs_come_first(first: dict) -
     assert "needs 2 devices" in text
 
 
+def test_html_names_the_cluster_job_and_nodes_that_ran_a_spec(first: dict) -> None:
+    ran = {**first, "specs": [{**first["specs"][0], "devices": [], "placement": "Slurm job 9 on gpu-a[17-18]"}]}
+    text = " ".join(" ".join(parse(render_html([ran])).text).split())
+    assert "placement Slurm job 9 on gpu-a[17-18]" in text
+
+
 def test_html_has_one_curve_per_spec_that_logged_a_loss_and_draws_inside_it(first: dict) -> None:
     parsed = parse(render_html([first]))
     assert len(parsed.svgs) == 2  # alpha and beta; skipped gamma logged nothing
@@ -326,7 +332,9 @@ def test_svg_scales_to_the_given_size() -> None:
 
 def test_summary_lines_align_specs_and_name_the_run_directory(tmp_path: Path) -> None:
     lines = summary_lines([SpecResult("a", "passed", duration=1.5, devices=["0"], steps_logged=7, final_loss=1.11),
-                           SpecResult("bb", "failed", reason="loss.final_max: 3 > 2")], tmp_path)
+                           SpecResult("bb", "failed", reason="loss.final_max: 3 > 2"),
+                           SpecResult("c", "passed", duration=2.0, placement="Slurm job 9 on node[1-2]", steps_logged=3)], tmp_path)
     assert lines[1].split() == ["PASS", "a", "1.5s", "0", "7", "1.11"]
+    assert "  Slurm job 9 on node[1-2]  3  " in lines[3]
     assert lines[2].split()[:2] == ["FAIL", "bb"] and lines[2].endswith("loss.final_max: 3 > 2")
     assert lines[-1] == f"run directory: {tmp_path}"

@@ -99,10 +99,16 @@ def test_a_job_runs_through_srun_and_is_cancelled_by_name_afterwards(cluster):
 def test_a_job_slurm_ended_says_so(cluster):
     (cluster / "record.txt").write_text(
         "JobId=7 JobName=other JobState=COMPLETED Reason=None\n"
-        "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) TimeLimit=00:01:00\n")
+        "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) TimeLimit=00:01:00 NodeList=gpu-a[17-18]\n")
     outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(launch(cluster, [sys.executable, "-c", "raise SystemExit(143)"]))
     assert outcome.exit_code == 143
     assert outcome.describe() == "Slurm ended job 9 as TIMEOUT, reason TimeLimit, time limit 00:01:00"
+    assert outcome.placement == "Slurm job 9 on gpu-a[17-18]"
+
+
+def test_a_job_that_never_left_the_queue_was_never_placed():
+    assert slurm.placement({"JobId": "4", "JobState": "CANCELLED", "NodeList": "(null)"}) == "Slurm job 4 (never placed)"
+    assert slurm.placement(None) == ""
 
 
 def test_a_failing_command_is_not_blamed_on_slurm():
