@@ -122,7 +122,9 @@ def check_exit(outcome: ProcessOutcome) -> CheckResult:
     what stopped it is the finding (the only watchers a spec run has are fail-fast's)."""
     if outcome.stopped_by:
         return CheckResult("fail_fast", False, "no forbidden stderr pattern and no NaN, inf or missing loss while it runs", f"{outcome.stopped_by}; the run was stopped there")
-    return CheckResult("exit_code", outcome.exit_code == 0 and not outcome.timed_out, "exit code 0", outcome.describe())
+    # A scheduler that ended the job decides even over exit code 0: srun exits 0 on a node failure.
+    ended_well = outcome.exit_code == 0 and not outcome.timed_out and not outcome.scheduler_reason
+    return CheckResult("exit_code", ended_well, "exit code 0", outcome.describe())
 
 
 def check_leftovers(outcome: ProcessOutcome) -> list[CheckResult]:

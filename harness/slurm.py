@@ -145,7 +145,6 @@ class SlurmBackend:
         finally:
             # srun ends its job when it ends, but not when it is killed with SIGKILL.
             subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=COMMAND_SECONDS)
-        # Asked even after exit code 0: srun can exit 0 when a job it waited on was cancelled.
-        failed = outcome.exit_code != 0 or outcome.signal is not None
-        record = settled_record(name, SETTLE_SECONDS if failed else 0.0)
+        # Asked even after exit code 0: srun exits 0 when its job's node fails.
+        record = settled_record(name, SETTLE_SECONDS)
         return dataclasses.replace(outcome, scheduler_reason=ending(record), placement=placement(record))

@@ -139,10 +139,10 @@ def test_a_spec_past_its_time_limit_is_ended_by_slurm_and_reported(harness, clus
     assert queue(cluster) == []
 
 
-def start_harness(cluster: dict[str, str], tmp_path: Path, specs: Path) -> subprocess.Popen:
+def start_harness(cluster: dict[str, str], tmp_path: Path, specs: Path, *options: str) -> subprocess.Popen:
     """The harness in the background, in a session of its own, running `specs` on the cluster into tmp_path/run."""
     env = {**os.environ, **cluster, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run")],
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run"), *options],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -165,6 +165,24 @@ def test_a_job_cancelled_outside_the_harness_fails_with_slurms_reason(cluster, t
             os.killpg(harness_proc.pid, signal.SIGKILL)
     cancelled = next(s for s in json.loads((tmp_path / "run" / "results.json").read_text())["specs"] if s["id"] == "cancelled")
     assert f"Slurm ended job {job_id} as CANCELLED" in cancelled["reason"], cancelled["reason"]
+
+
+def test_a_node_that_fails_under_its_job_fails_the_spec_with_slurms_reason(two_nodes, tmp_path: Path) -> None:
+    spec = recorder_spec("on_a_bad_node", tmp_path / "trace.jsonl", 300)
+    harness_proc = start_harness(two_nodes, tmp_path, write_specs(tmp_path / "specs", spec), "--slurm-arg=--nodelist=node2")
+    slurm_env = {**os.environ, **two_nodes}
+    try:
+        job_id = wait_for_jobs(two_nodes, 1)[0].split()[0]
+        # What slurmctld does to a node that stops answering, without waiting SlurmdTimeout for it.
+        subprocess.run(["scontrol", "update", "nodename=node2", "state=down", "reason=trainspec-test"], env=slurm_env, check=True)
+        assert harness_proc.wait(timeout=60) == 1
+    finally:
+        if harness_proc.poll() is None:
+            os.killpg(harness_proc.pid, signal.SIGKILL)
+        subprocess.run(["scontrol", "update", "nodename=node2", "state=resume"], env=slurm_env, capture_output=True)
+    failed = next(s for s in json.loads((tmp_path / "run" / "results.json").read_text())["specs"] if s["id"] == "on_a_bad_node")
+    assert failed["reason"] == f"exit_code: Slurm ended job {job_id} as NODE_FAIL, reason NodeDown", failed["reason"]
+    assert failed["placement"] == f"Slurm job {job_id} on node2"
 
 
 def test_ctrl_c_cancels_every_job_of_the_run(cluster, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import slurm
+from harness.checks import check_exit
 from harness.runner import Launch
 from harness.slurm import SlurmBackend, SlurmOptions, ending, srun_argv, time_limit
 
@@ -104,6 +105,14 @@ def test_a_job_slurm_ended_says_so(cluster):
     assert outcome.exit_code == 143
     assert outcome.describe() == "Slurm ended job 9 as TIMEOUT, reason TimeLimit, time limit 00:01:00"
     assert outcome.placement == "Slurm job 9 on gpu-a[17-18]"
+
+
+def test_a_node_failure_fails_the_spec_though_srun_exits_0(cluster):
+    (cluster / "record.txt").write_text("JobId=4 JobName=trainspec-r1-tiny JobState=NODE_FAIL Reason=NodeDown NodeList=node2\n")
+    outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(launch(cluster, [sys.executable, "-c", "pass"]))
+    exit_check = check_exit(outcome)
+    assert outcome.exit_code == 0 and not exit_check.passed
+    assert exit_check.found == "Slurm ended job 4 as NODE_FAIL, reason NodeDown"
 
 
 def test_a_job_that_never_left_the_queue_was_never_placed():
