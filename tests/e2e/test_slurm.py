@@ -154,6 +154,17 @@ def wait_for_jobs(cluster: dict[str, str], count: int) -> list[str]:
     return queue(cluster)
 
 
+def test_fail_fast_stops_a_job_at_its_first_nan(harness, cluster, tmp_path: Path) -> None:
+    writes_nan = ("import json, pathlib, sys, time; rows = [dict(step=1, loss=2.0), dict(step=2, loss=float('nan'))]; "
+                  "pathlib.Path(sys.argv[1], 'train_log.jsonl').write_text(''.join(json.dumps(r) + chr(10) for r in rows)); time.sleep(300)")
+    spec = {"id": "diverges", "command": ["{python}", "-c", writes_nan, "{output_dir}"], "gpus": 1, "cpu_ok": True, "timeout": 600, "loss": {}}
+    run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=cluster)
+    assert run.code == 1, run.output
+    stopped = run.spec("diverges")
+    assert stopped["reason"].startswith("fail_fast: loss nan at step 2 in train_log.jsonl; the run was stopped there"), stopped["reason"]
+    assert stopped["duration"] < 30 and queue(cluster) == []
+
+
 def test_a_job_cancelled_outside_the_harness_fails_with_slurms_reason(cluster, tmp_path: Path) -> None:
     harness_proc = start_harness(cluster, tmp_path, write_specs(tmp_path / "specs", recorder_spec("cancelled", tmp_path / "trace.jsonl", 300)))
     try:
