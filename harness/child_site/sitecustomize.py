@@ -32,7 +32,8 @@ def _record() -> None:
     if not path or ("torch" not in sys.modules and "transformers" not in sys.modules):
         return
     # Every rank of a torchrun writes the same facts; replacing the file keeps it whole.
-    temporary = f"{path}.{os.getpid()}.tmp"
+    # Ranks on other nodes share the folder but not the pid space, hence the host name.
+    temporary = f"{path}.{platform.node()}.{os.getpid()}.tmp"
     try:
         with open(temporary, "w") as stream:
             json.dump(_imported_versions(), stream)
