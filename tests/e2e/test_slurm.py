@@ -6,6 +6,7 @@ reason otherwise. One cluster serves the whole module.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -112,6 +113,7 @@ def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness,
     assert {r["WORLD_SIZE"] for r in ranks} == {"4"} and {r["rank_sum"] for r in ranks} == {0 + 1 + 2 + 3}
     assert len({r["SLURM_JOB_ID"] for r in ranks}) == 1
     assert run.spec("across")["placement"] == f"Slurm job {ranks[0]['SLURM_JOB_ID']} on node[1-2]"
+    assert run.spec("across")["child_versions"]["torch"] == importlib.metadata.version("torch")
     by_node = {node: sorted(int(r["LOCAL_RANK"]) for r in ranks if r["SLURMD_NODENAME"] == node) for node in ("node1", "node2")}
     assert by_node == {"node1": [0, 1], "node2": [0, 1]}, ranks
     assert {r["CUDA_VISIBLE_DEVICES"] for r in ranks} == {"0,1"}
