@@ -19,7 +19,7 @@ import requests
 
 from . import perplexity
 from .checks import CheckResult, tail
-from .runner import die_with_parent, end_group, render
+from .runner import descendants, adopt_orphans, children_now, die_with_parent, end_group, orphans_since, reap, render
 from .spec import InferenceSpec, Spec, split_command
 
 HOST = "127.0.0.1"
@@ -63,6 +63,8 @@ class Server:
         self.port = port
         self.stdout_path = output_dir / "server.stdout.log"
         self.stderr_path = output_dir / "server.stderr.log"
+        adopt_orphans()
+        self.ours_before = children_now()
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
 
@@ -98,8 +100,11 @@ class Server:
             return None
 
     def stop(self) -> None:
-        end_group(self.proc.pid)
+        """End the server's group, its descendants that left it, and the orphans it left (adopted by us)."""
+        orphans = orphans_since(self.ours_before, self.proc.pid)
+        end_group(self.proc.pid, [*descendants(self.proc.pid), *orphans])
         self.proc.wait()
+        reap(orphans)
 
 
 def _server_argv(spec: Spec, values: dict[str, str]) -> list[str] | None:

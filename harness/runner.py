@@ -186,7 +186,16 @@ def _children() -> dict[int, psutil.Process]:
         return {}
 
 
-def _reap(procs: Sequence[psutil.Process]) -> None:
+def orphans_since(ours_before: set[int], leader: int) -> list[psutil.Process]:
+    """Our children that were not ours at `ours_before` and are not the leader: its tree's adopted orphans."""
+    return [p for pid, p in _children().items() if pid not in ours_before and pid != leader]
+
+
+def children_now() -> set[int]:
+    return set(_children())
+
+
+def reap(procs: Sequence[psutil.Process]) -> None:
     """Collect the exit status of adopted orphans that are done, so none lingers as a zombie of ours."""
     for proc in procs:
         try:
@@ -243,7 +252,7 @@ def _signal_group(pgid: int, signum: int) -> bool:
         return False
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
+def descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -255,7 +264,7 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
     launch.output_dir.mkdir(parents=True, exist_ok=True)
     adopt_orphans()
     # Children of ours that appear during the run and are not the command are its orphans.
-    ours_before = set(_children())
+    ours_before = children_now()
     began, started = time.monotonic(), time.time()
     with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
         try:
@@ -276,7 +285,7 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
                 pass
             if time.monotonic() >= next_census:
                 # Remember descendants while they live: one that leaves the group can still be found.
-                known.update({p.pid: p for p in _descendants(proc.pid)})
+                known.update({p.pid: p for p in descendants(proc.pid)})
                 next_census = time.monotonic() + CENSUS_SECONDS
             if time.monotonic() - began > launch.timeout:
                 timed_out = True
@@ -294,10 +303,10 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start=None)
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
         # The command is gone (and reaped): anything still in its group, or orphaned, was left behind.
-        orphans = [p for pid, p in _children().items() if pid not in ours_before and pid != proc.pid]
+        orphans = orphans_since(ours_before, proc.pid)
         strays = [p for p in [*known.values(), *orphans] if p.is_running()]
         leftovers = end_group(proc.pid, strays) if strays or _signal_group(proc.pid, 0) else []
-        _reap(orphans)
+        reap(orphans)
     duration = time.monotonic() - began
     code = proc.returncode
     return ProcessOutcome(
