@@ -102,6 +102,11 @@ class RunContext:
         self.versions = environment_versions()
         self.durations = DurationCache(cache_root(self.repo) / "durations.json")
 
+    @property
+    def interrupted_marker(self) -> Path:
+        """Put down by the controller when the run is interrupted, before it ends what still runs."""
+        return self.run_dir / ".interrupted"
+
     def to_wire(self) -> dict[str, Any]:
         settings = {f.name: getattr(self, f.name) for f in fields(self)}
         return json.loads(json.dumps({**settings, "inventory": asdict(self.inventory)}, default=str))
@@ -307,6 +312,10 @@ class SpecItem(pytest.Item):
             _write_launch(launch, masker)
             watchers = fail_fast_watchers(self.spec, output_dir, launch.stderr_path)
             outcome = context.executor.run(launch, watchers, on_start=lease.attach if lease else None)
+            if outcome.signal is not None and context.interrupted_marker.exists():
+                # The controller's clean-up killed it (SIGINT reached the controller alone): the
+                # spec was interrupted, as its stand-in record already says, not failed.
+                raise KeyboardInterrupt
             checks, log = run_checks(self.spec, outcome, output_dir, launch.stderr_path)
             if self.spec.inference is not None:
                 # The server runs on the run's own devices, so the lease is held until it stops.
@@ -433,6 +442,8 @@ class Controller:
         return expected
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Left by an interrupted run in the same run dir, it would turn this run's crashes into interruptions.
+        self.context.interrupted_marker.unlink(missing_ok=True)
         self.tree_before = None if session.config.getoption("allow_repo_writes") else snapshot(self.context.repo)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and session.config.get_verbosity() == 0:
@@ -488,6 +499,8 @@ class Controller:
         if context.backend == "slurm":
             # Jobs of workers that died (Ctrl-C, SIGKILL) may still be queued or running.
             cancel_run(context.run_tag)
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            context.interrupted_marker.touch()
         for pgid in context.pool.stray_groups():
             end_group(pgid)
         on_disk = {r.id: r for r in gather(context.run_dir) if r.started_at >= self.started_at}

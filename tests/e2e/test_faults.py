@@ -94,6 +94,20 @@ def test_sigsegv(harness, tmp_path: Path) -> None:
     assert spec["exit_code"] is None
 
 
+def test_a_reused_run_dir_forgets_an_earlier_interruption(tmp_path: Path) -> None:
+    """An interrupted run leaves its marker behind; the next run in that dir must not take
+    its own signal deaths for interruptions."""
+    tag = new_tag()
+    path = write_spec(tmp_path / "project", "terminated", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", tag)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".interrupted").touch()
+    argv = [sys.executable, "-m", "harness", "run", str(path), "--fake-gpus", "1", "--run-dir", str(run_dir)]
+    done = subprocess.run(argv, cwd=tmp_path / "project", env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert record(assert_clean(run_dir, tag), "terminated")["reason"] == "exit_code: killed by signal SIGTERM"
+
+
 def test_hang_past_the_timeout(harness, tmp_path: Path) -> None:
     began = time.monotonic()
     spec, _ = run_one(harness, tmp_path, "hangs", "import time; time.sleep(120)", timeout=1)
@@ -295,12 +309,7 @@ def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: b
         assert results["interrupted"] is True
         assert record(results, "quick")["outcome"] == "passed"
         sleeper = record(results, "sleeper")
-        causes = {("error", "interrupted: the harness stopped before this run finished; nothing of it was left running")}
-        if devices > 1 and not to_group:
-            # The worker was not told: the controller's clean-up ends the run, and the worker may
-            # record that before results.json is gathered (see docs/faults.md).
-            causes.add(("failed", "exit_code: killed by signal SIGTERM"))
-        assert (sleeper["outcome"], sleeper["reason"]) in causes, sleeper
+        assert (sleeper["outcome"], sleeper["reason"]) == ("error", "interrupted: the harness stopped before this run finished; nothing of it was left running"), sleeper
     finally:
         if harness.poll() is None:
             os.killpg(harness.pid, signal.SIGKILL)
