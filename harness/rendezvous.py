@@ -24,6 +24,7 @@ from typing import Mapping
 # Below the usual ephemeral range (32768 and up), where outgoing connections take ports.
 PORT_BASE = 20000
 PORT_SPAN = 10000
+SCONTROL_SECONDS = 30
 
 
 class RendezvousError(Exception):
@@ -32,11 +33,11 @@ class RendezvousError(Exception):
 
 def head_address(nodelist: str, run=subprocess.run) -> str:
     """The address of the allocation's first node: its NodeAddr, which is its name unless the site set one."""
-    listed = run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True)
+    listed = run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=SCONTROL_SECONDS)
     hosts = listed.stdout.split()
     if listed.returncode != 0 or not hosts:
         raise RendezvousError(f"`scontrol show hostnames {nodelist}` gave no host: {listed.stderr.strip() or 'no output'}")
-    shown = run(["scontrol", "-o", "show", "node", hosts[0]], capture_output=True, text=True)
+    shown = run(["scontrol", "-o", "show", "node", hosts[0]], capture_output=True, text=True, timeout=SCONTROL_SECONDS)
     address = re.search(r"\bNodeAddr=(\S+)", shown.stdout)
     return address.group(1) if address else hosts[0]
 
@@ -58,10 +59,14 @@ def main(argv: list[str]) -> int:
         if missing:
             raise RendezvousError(f"not inside a Slurm job step: {', '.join(missing)} unset")
         environment = rendezvous_environment(os.environ, head_address(os.environ["SLURM_JOB_NODELIST"]))
-    except (RendezvousError, OSError) as error:
+    except (RendezvousError, OSError, subprocess.SubprocessError) as error:
         print(f"trainspec rendezvous: {error}", file=sys.stderr)
         return 2
-    os.execvpe(argv[0], argv, {**os.environ, **environment})
+    try:
+        os.execvpe(argv[0], argv, {**os.environ, **environment})
+    except OSError as error:
+        print(f"trainspec rendezvous: cannot run {argv[0]}: {error.strerror or error}", file=sys.stderr)
+        return 127
 
 
 if __name__ == "__main__":

@@ -62,12 +62,24 @@ def test_outside_a_job_it_says_so_and_runs_nothing(tmp_path: Path):
     assert not marker.exists()
 
 
-def test_inside_a_job_it_becomes_the_command_with_the_rendezvous_set(tmp_path: Path):
+def test_a_command_that_cannot_run_is_named(tmp_path: Path):
+    env = {**job_environment(tmp_path), "SLURM_NODEID": "0"}
+    done = subprocess.run([sys.executable, rendezvous.__file__, "trainspec-no-such-launcher"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 127
+    assert done.stderr.startswith("trainspec rendezvous: cannot run trainspec-no-such-launcher: No such file or directory")
+
+
+def job_environment(tmp_path: Path) -> dict[str, str]:
+    """A job step's environment, with a stand-in scontrol that knows node7 at 127.0.0.7."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     (bin_dir / "scontrol").write_text(f"#!{sys.executable}\nimport sys\nprint('node7' if sys.argv[2] == 'hostnames' else 'NodeName=node7 NodeAddr=127.0.0.7 State=IDLE')\n")
     (bin_dir / "scontrol").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "41", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "node[7-8]"}
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "41", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "node[7-8]"}
+
+
+def test_inside_a_job_it_becomes_the_command_with_the_rendezvous_set(tmp_path: Path):
+    env = job_environment(tmp_path)
     show = "import os; print(os.getpid(), os.environ['PET_RDZV_ENDPOINT'], os.environ['PET_RDZV_CONF'])"
     done = subprocess.Popen([sys.executable, rendezvous.__file__, sys.executable, "-c", show], env=env, stdout=subprocess.PIPE, text=True)
     pid, endpoint, conf = done.communicate(timeout=30)[0].split()
