@@ -9,9 +9,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def tagged(tag: str) -> list[str]:
+    """Live processes whose command line carries `tag`, as `pid: cmdline`: what a test left running."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if tag in " ".join(proc.info["cmdline"] or []):
+            found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'])}")
+    return found
 
 
 class HarnessRun:

@@ -24,7 +24,7 @@ import yaml
 
 from harness.results import load_results
 
-from ..conftest import REPO
+from ..conftest import REPO, tagged
 
 pytestmark = pytest.mark.e2e
 
@@ -42,14 +42,6 @@ def write_spec(folder: Path, spec_id: str, code: str, tag: str, **fields) -> Pat
     path = folder / f"{spec_id}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def tagged(tag: str) -> list[str]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if tag in " ".join(proc.info["cmdline"] or []):
-            found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'])}")
-    return found
 
 
 def assert_clean(run_dir: Path, tag: str) -> dict:

@@ -8,13 +8,12 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from harness import perplexity
 
-from ..conftest import REPO
+from ..conftest import REPO, tagged
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +44,6 @@ def serving_spec(folder: Path, mode: str, *, training: str = SAVES_CHECKPOINT, s
     path = folder / f"{spec['id']}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path, tag
-
-
-def leftovers(tag: str) -> list[str]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if tag in " ".join(proc.info["cmdline"] or []):
-            found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'])}")
-    return found
 
 
 def random_words(count: int, seed: int = 0) -> str:
@@ -97,7 +88,7 @@ def test_server_that_never_becomes_healthy(harness, tinylm_scorer: str, tmp_path
     assert run.code == 1, run.output
     assert "not healthy within 2 s" in run.spec("serve_never_healthy")["reason"]
     assert elapsed < 2 + 15, f"the harness took {elapsed:.1f} s past a 2 s server_timeout"
-    assert leftovers(tag) == []
+    assert tagged(tag) == []
 
 
 def test_server_that_crashes_on_the_request(harness, tinylm_scorer: str, tmp_path: Path) -> None:
@@ -107,7 +98,7 @@ def test_server_that_crashes_on_the_request(harness, tinylm_scorer: str, tmp_pat
     spec = run.spec("serve_crash")
     assert spec["reason"].startswith("inference.completion: ConnectionError")
     assert "the server exited with code 3" in run.output and "crashing on request" in run.output
-    assert leftovers(tag) == []
+    assert tagged(tag) == []
 
 
 def test_empty_completion_fails(harness, tinylm_scorer: str, tmp_path: Path) -> None:
@@ -117,7 +108,7 @@ def test_empty_completion_fails(harness, tinylm_scorer: str, tmp_path: Path) -> 
     spec = run.spec("serve_empty")
     assert spec["reason"] == "inference.completion: an empty completion"
     assert spec["inference"] == [{"prompt": "the small cat", "text": "", "perplexity": None}]
-    assert leftovers(tag) == []
+    assert tagged(tag) == []
 
 
 def test_missing_checkpoint_fails_before_serving(harness, tinylm_scorer: str, tmp_path: Path) -> None:
@@ -136,7 +127,7 @@ def test_a_fake_server_passes_the_gate(harness, tinylm_scorer: str, tmp_path: Pa
     run = harness("run", str(path), "--scorer", tinylm_scorer)
     assert run.code == 0, run.output
     assert run.spec("serve_ok")["inference"][0]["text"] == " sleeps ."
-    assert leftovers(tag) == []
+    assert tagged(tag) == []
 
 
 def test_missing_scorer_fails_with_directions_or_skips_on_request(harness, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import psutil
 
 from harness.inference import Server
 
+from ..conftest import gone
+
 # The middle process exits at once, so the sleeper is orphaned in a session of its own,
 # outside the server's group and no longer its descendant (a daemonising server does this).
 DOUBLE_FORK = r"""
@@ -19,13 +21,6 @@ sleeper = "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', '
 subprocess.run([sys.executable, "-c", sleeper, sys.argv[1]], check=True)
 time.sleep(120)
 """
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_stopping_a_server_ends_the_orphan_it_left_outside_its_group(tmp_path: Path) -> None:

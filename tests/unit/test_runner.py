@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
@@ -12,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from harness.checks import check_exit
@@ -20,36 +18,7 @@ from harness.devices import Inventory, discover
 from harness.runner import CHILD_VERSIONS_FILE, Launch, build_argv, build_launch, cpu_threads, end_group, run_process
 from harness.spec import spec_from_mapping
 
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-@pytest.fixture(autouse=True)
-def adopt_orphans():
-    """Become the reaper of orphaned grandchildren while a test runs.
-
-    Where PID 1 reaps orphans only every few seconds (as in some containers), a killed
-    grandchild lingers as a zombie and the runner's clean-up waits for it; adopting them
-    makes the clean-up as prompt as under a normal init. The runner is unchanged.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    adopted = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    yield
-    if adopted:
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        while True:  # reap whatever we adopted
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+from ..conftest import gone
 
 
 def launch(tmp_path: Path, code: str, *args: str, timeout: float = 20.0, cwd: Path | None = None, env: dict | None = None) -> Launch:
