@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import Settings, load_settings
-from .devices import DeviceError, Inventory, discover
+from .devices import DeviceError, Inventory, discover, slurm_inventory
 from .plan import DurationCache, Plan, cache_root, default_run_dir, make_plan
+from .report import table
 from .spec import TIERS, Spec, check_markers, load_specs
 from .structure import SpecError
 
@@ -111,7 +112,7 @@ def describe_plan(plan: Plan) -> list[str]:
     rows = [("order", "id", "devices", "expected", "from")]
     for p in plan.runs:
         rows.append((str(p.priority + 1), p.spec.id, str(p.devices), f"{p.expected:.1f}s", "recorded" if p.recorded else "timeout"))
-    lines += _table(rows)
+    lines += table(rows)
     if plan.skipped:
         lines += ["", "skipped:"]
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
@@ -172,7 +173,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
             check_available()
         except SlurmError as error:
             raise UsageError(str(error)) from None
-        inventory = Inventory(("slurm",), "slurm", f"partition {args.partition or 'default'}")
+        inventory = slurm_inventory(args.partition)
         # Every spec waits in its own srun, so as many workers as specs keep them all in the queue.
         args.workers = args.workers if args.workers is not None else min(len(specs), MAX_SLURM_WORKERS)
     else:
@@ -193,13 +194,8 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-
-
 def _print_table(rows: list[tuple[str, ...]]) -> None:
-    print("\n".join(_table(rows)))
+    print("\n".join(table(rows)))
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

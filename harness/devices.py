@@ -110,6 +110,11 @@ def discover(gpus: int | None = None, fake_gpus: int | None = None, environ: Map
     return Inventory(("cpu",), "cpu", "no GPU found")
 
 
+def slurm_inventory(partition: str | None) -> Inventory:
+    """Under Slurm the cluster hands out the devices: one entry stands for all of them."""
+    return Inventory(("slurm",), "slurm", f"partition {partition or 'default'}")
+
+
 def skip_reason(spec: Spec, inventory: Inventory) -> str | None:
     """Why this spec cannot run with these devices, or None when it can."""
     if inventory.kind == "slurm":

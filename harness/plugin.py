@@ -24,7 +24,7 @@ import pytest
 
 from .baseline import BaselineError, compare, load_baseline, parse_tolerances
 from .checks import CheckResult, run_checks, tail
-from .devices import DeviceError, Inventory, discover, skip_reason
+from .devices import DeviceError, Inventory, discover, skip_reason, slurm_inventory
 from .inference import run_inference
 from .leases import LeasePool
 from .perplexity import DEFAULT_SCORER
@@ -102,6 +102,10 @@ class RunContext:
         self.versions = environment_versions()
         self.durations = DurationCache(cache_root(self.repo) / "durations.json")
 
+    def output_dir(self, spec_id: str) -> Path:
+        """Where a spec's outputs and record go (results.gather reads specs/*/)."""
+        return self.run_dir / "specs" / spec_id
+
     @property
     def interrupted_marker(self) -> Path:
         """Put down by the controller when the run is interrupted, before it ends what still runs."""
@@ -147,7 +151,7 @@ def pytest_configure(config: pytest.Config) -> None:
     roots = [(p if p.is_absolute() else invocation / p).resolve() for p in roots]
     try:
         if config.getoption("backend") == "slurm":
-            inventory = Inventory(("slurm",), "slurm", f"partition {config.getoption('partition') or 'default'}")
+            inventory = slurm_inventory(config.getoption("partition"))
         else:
             inventory = discover(config.getoption("gpus"), config.getoption("fake_gpus"))
     except DeviceError as error:
@@ -252,7 +256,7 @@ class SpecItem(pytest.Item):
             file=str(self.spec.source),
             tier=self.spec.effective_tier,
             device_kind=self.context.inventory.kind,
-            output_dir=str(self.context.run_dir / "specs" / self.spec.id),
+            output_dir=str(self.context.output_dir(self.spec.id)),
             versions=self.context.versions,
             started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
@@ -265,7 +269,7 @@ class SpecItem(pytest.Item):
 
     def runtest(self) -> None:
         """Run the spec; with `retries: N`, run a failed one again up to N times, keeping every attempt."""
-        output_dir = self.context.run_dir / "specs" / self.spec.id
+        output_dir = self.context.output_dir(self.spec.id)
         earlier: list[dict] = []
         while True:
             record, failed, warned, launch, masker = self._attempt(output_dir)
@@ -487,7 +491,7 @@ class Controller:
             # A worker that died mid-run sends a bare report: record it rather than lose the spec.
             text = str(report.longrepr or "").strip()
             reason = text.splitlines()[-1][:500] if text else "the worker running it died"
-            self.records[spec_id] = SpecResult(id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.run_dir / "specs" / spec_id))
+            self.records[spec_id] = SpecResult(id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.output_dir(spec_id)))
         if self.progress and not known and spec_id in self.records:
             self.progress.spec_finished(self.records[spec_id])
 

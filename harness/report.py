@@ -33,6 +33,12 @@ def _loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as aligned columns, two spaces apart, without trailing blanks."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
 def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
     """One aligned row per spec, then where everything is."""
     rows = [("", "spec", "time", "devices", "steps", "final loss", "reason")]
@@ -40,8 +46,7 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
         devices = ",".join(r.devices) or r.placement or "-"
         time = f"{r.duration:.1f}s" if r.duration else "-"
         rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), _loss(r.final_loss), r.reason[:120]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    lines = table(rows)
     lines.append(f"results: {run_dir / 'results.json'}")
     lines.append(f"report: {run_dir / 'report.html'}")
     lines.append(f"run directory: {run_dir}")

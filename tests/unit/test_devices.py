@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import devices
-from harness.devices import DeviceError, Inventory, child_environment, discover, nvidia_smi_ids, parse_visible, skip_reason
+from harness.devices import DeviceError, Inventory, child_environment, discover, nvidia_smi_ids, parse_visible, skip_reason, slurm_inventory
 from harness.spec import spec_from_mapping
 
 A100_MIG_LISTING = """\
@@ -192,7 +192,7 @@ def test_a_spec_across_nodes_runs_only_on_slurm():
     across = spec(2, cpu_ok=True, nodes=2, launcher="torchrun")
     for inventory in (discover(fake_gpus=8, environ={}), discover(environ={"CUDA_VISIBLE_DEVICES": "0,1,2,3"})):
         assert skip_reason(across, inventory) == "spans 2 nodes; only --backend slurm runs it"
-    assert skip_reason(across, Inventory(("slurm",), "slurm", "partition default")) is None
+    assert skip_reason(across, slurm_inventory(None)) is None
 
 
 def test_skip_reason_too_many_devices():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.checks import check_exit
-from harness.devices import Inventory, discover
+from harness.devices import discover, slurm_inventory
 from harness.runner import CHILD_VERSIONS_FILE, Launch, build_argv, build_launch, cpu_threads, end_group, run_process
 from harness.spec import spec_from_mapping
 
@@ -270,7 +270,7 @@ def test_build_argv_across_nodes_leaves_the_rendezvous_to_the_allocation():
 
 
 def test_build_launch_under_slurm_counts_the_devices_the_job_asks_for(tmp_path):
-    slurm = Inventory(("slurm",), "slurm", "partition default")
+    slurm = slurm_inventory(None)
     run = build_launch(spec(gpus=4, nodes=2, launcher="torchrun", command="t.py {gpus} {nodes}"), repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o",
                        devices=(), inventory=slurm, base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"})
     assert run.argv[-2:] == ["4", "2"] and (run.gpus, run.nodes) == (4, 2)
