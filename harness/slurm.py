@@ -85,11 +85,18 @@ def check_available() -> None:
 
 
 def job_record(name: str) -> dict[str, str] | None:
-    """The newest job with this name as `scontrol -o show job` prints it, or None once forgotten."""
-    shown = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+    """The newest job with this name as `scontrol -o show job ID` prints it, or None once forgotten.
+
+    squeue finds the id (`--states=all` keeps finished jobs while slurmctld remembers them),
+    so only that job is asked for: every job of a busy cluster would be megabytes per spec.
+    """
+    listed = subprocess.run(["squeue", "--me", f"--name={name}", "--states=all", "-h", "-o", "%i"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+    ids = [int(word) for word in listed.stdout.split() if word.isdigit()]
+    if not ids:
+        return None
+    shown = subprocess.run(["scontrol", "-o", "show", "job", str(max(ids))], capture_output=True, text=True, timeout=COMMAND_SECONDS)
     records = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in shown.stdout.splitlines()]
-    mine = [r for r in records if r.get("JobName") == name]
-    return max(mine, key=lambda r: int(r.get("JobId", "0"))) if mine else None
+    return next((r for r in records if r.get("JobName") == name), None)
 
 
 def settled_record(name: str, wait: float) -> dict[str, str] | None:

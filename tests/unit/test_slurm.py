@@ -15,7 +15,8 @@ from harness.runner import Launch
 from harness.slurm import SlurmBackend, SlurmOptions, ending, srun_argv, time_limit
 
 # Stand-ins: srun logs its argv, then runs the command after its options; scontrol prints the
-# job record a test left in SCONTROL_RECORD; squeue lists QUEUE; scancel logs its argv.
+# job records a test left in SCONTROL_RECORD (the one asked for by id); squeue lists the ids
+# of those records with the name asked for, else QUEUE; scancel logs its argv.
 STAND_INS = {
     "srun": """
 import json, os, subprocess, sys
@@ -30,12 +31,16 @@ sys.exit(subprocess.call(args))
 import os, sys
 if sys.argv[1:] == ["ping"]:
     print("Slurmctld(primary) at head is UP")
-else:
-    print(open(os.environ["SCONTROL_RECORD"]).read() if os.path.exists(os.environ["SCONTROL_RECORD"]) else "")
+elif os.path.exists(os.environ["SCONTROL_RECORD"]):
+    print("\\n".join(line for line in open(os.environ["SCONTROL_RECORD"]) if line.startswith(f"JobId={sys.argv[-1]} ")))
 """,
     "squeue": """
-import os
-print(os.environ.get("QUEUE", ""))
+import os, re, sys
+names = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("--name=")]
+if names and os.path.exists(os.environ["SCONTROL_RECORD"]):
+    print("\\n".join(m.group(1) for m in (re.match(r"JobId=(\\d+) JobName=(\\S+)", line) for line in open(os.environ["SCONTROL_RECORD"])) if m and m.group(2) == names[0]))
+else:
+    print(os.environ.get("QUEUE", ""))
 """,
     "scancel": """
 import json, os, sys
