@@ -46,11 +46,7 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
         devices = ",".join(r.devices) or r.placement or "-"
         time = f"{r.duration:.1f}s" if r.duration else "-"
         rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), _loss(r.final_loss), r.reason[:120]))
-    lines = table(rows)
-    lines.append(f"results: {run_dir / 'results.json'}")
-    lines.append(f"report: {run_dir / 'report.html'}")
-    lines.append(f"run directory: {run_dir}")
-    return [line.rstrip() for line in lines]
+    return [*table(rows), f"results: {run_dir / 'results.json'}", f"report: {run_dir / 'report.html'}", f"run directory: {run_dir}"]
 
 
 # ---------------------------------------------------------------- reading documents
