@@ -230,6 +230,11 @@ def check_metric(key: str, bound, log: TrainingLog) -> CheckResult:
     return CheckResult(name, worst is None, f"{what} {key} {limits}", found)
 
 
+def failure_reason(failed: list[CheckResult]) -> str:
+    """The record's one-line reason for a failed run: each failed check, by name."""
+    return "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+
+
 def run_checks(spec: Spec, outcome: ProcessOutcome, output_dir: Path, stderr_path: Path) -> tuple[list[CheckResult], TrainingLog | None]:
     """Every check the spec asks for, in the order a person reads them."""
     log, problem = read_log(spec, output_dir) if spec.needs_log or output_dir.exists() else (None, None)

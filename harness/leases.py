@@ -26,6 +26,8 @@ from typing import Iterator
 import psutil
 from filelock import FileLock
 
+from .files import atomic_write_text
+
 POLL_SECONDS = 0.02
 FIRST_WAVE_GRACE = 3.0
 
@@ -83,9 +85,7 @@ class LeasePool:
         return state
 
     def _write(self, state: dict) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_file)
+        atomic_write_text(self.state_file, json.dumps(state))
 
     def _update(self, change) -> dict:
         with self._lock:

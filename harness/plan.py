@@ -18,6 +18,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .devices import Inventory, skip_reason
+from .files import atomic_write_text
 from .spec import TIER_SELECTION, Spec
 
 
@@ -67,9 +68,7 @@ class DurationCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             merged = {**self.load(), **durations}
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(merged, indent=1, sort_keys=True))
 
 
 @dataclass(frozen=True)

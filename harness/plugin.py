@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 
 from .baseline import BaselineError, compare, load_baseline, parse_tolerances
-from .checks import CheckResult, run_checks, tail
+from .checks import CheckResult, failure_reason, run_checks, tail
 from .devices import DeviceError, Inventory, discover, skip_reason, slurm_inventory
 from .inference import run_inference
 from .leases import LeasePool
@@ -350,7 +350,7 @@ class SpecItem(pytest.Item):
         record.warnings += [c.line() for c in warned]
         if failed:
             record.outcome = "failed"
-            record.reason = "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+            record.reason = failure_reason(failed)
         return SpecResult.from_json(masker.data(record.to_json())), failed, warned, launch, masker
 
     def _inference_stage(self, record: SpecResult, checks: list[CheckResult], launch, output_dir: Path, devices: tuple[str, ...]) -> list[CheckResult]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from .files import atomic_write_text
 from .results import SpecResult
 
 MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
@@ -501,7 +502,5 @@ def render_html(documents: list[dict], *, base_dir: Path | None = None) -> str:
 def write_run_report(run_dir: Path, document: dict) -> Path:
     """`run_dir/report.html`, replaced atomically so a reader never sees half a page."""
     path = run_dir / "report.html"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_html([document], base_dir=run_dir), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, render_html([document], base_dir=run_dir))
     return path

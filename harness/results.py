@@ -11,12 +11,13 @@ import datetime as _dt
 import importlib.metadata
 import importlib.util
 import json
-import os
 import platform
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .files import atomic_write_text
 
 Outcome = Literal["passed", "failed", "skipped", "error"]
 RECORD_NAME = "result.json"
@@ -78,9 +79,7 @@ def thin_curve(points: list[tuple[float | None, float | None]]) -> list[list[flo
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
 
 
 def _package_version(name: str) -> str | None:
