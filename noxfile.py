@@ -7,6 +7,7 @@ own tests and the benchmark are defined here.
     nox -s full -- --gpus 2           # nightly; arguments after -- go to `python -m harness run`
     nox -t matrix -- --tier smoke     # a tier on every torch x transformers pair in the matrix
     nox -s tests                      # the harness's own test suite (CPU only)
+    nox -s lint                       # ruff and mypy over the harness
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 from harness.sessions import define_sessions, install, pins  # noqa: E402
 
 TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3")
+# Pinned so a new release cannot turn CI red overnight; bump them together with the fixes.
+LINT_REQUIREMENTS = ("ruff==0.17.6", "mypy==2.4.1", "types-PyYAML", "types-requests", "types-psutil")
 nox.options.sessions = ["smoke", "tests"]
 nox.options.reuse_venv = "yes"
 
@@ -56,6 +59,15 @@ def tests(session: nox.Session) -> None:
     install(session, *pins(SETTINGS.torch, SETTINGS.transformers), *SETTINGS.install, *TEST_REQUIREMENTS, root=ROOT)
     scorer = os.environ.get("TRAINSPEC_SCORER") or tinylm_scorer(session, SETTINGS.transformers)
     session.run("pytest", *(session.posargs or ["tests"]), env={"HF_HUB_OFFLINE": "1", "TRAINSPEC_SCORER": scorer})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy over the harness, in a venv without torch."""
+    install(session, *LINT_REQUIREMENTS, root=ROOT)
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "harness")
+    session.run("mypy", "harness")
 
 
 @nox.session

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
+from .launch import ProcessOutcome
 from .logs import LogEntry, LogError, TrainingLog, find_log, parse_log
-from .runner import ProcessOutcome
 from .spec import Spec, matches
 
 CHUNK = 1 << 20

@@ -10,33 +10,24 @@ import argparse
 import json
 import os
 import sys
-import tomllib
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+from . import backends
 from .config import Settings, load_settings
-from .devices import DeviceError, Inventory, discover, slurm_inventory
+from .devices import DeviceError, Inventory
+from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
 from .plan import DurationCache, Plan, cache_root, default_run_dir, make_plan
 from .report import table
-from .spec import TIERS, Spec, check_markers, load_specs
+from .spec import Spec
+from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
 from .structure import SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-MAX_SLURM_WORKERS = 32
 
 
 class UsageError(Exception):
     """Bad input from the command line or the specs: printed as one line each, exit 2."""
-
-
-def registered_markers(repo: Path) -> list[str]:
-    """Markers registered in the repository's pytest configuration (pyproject.toml)."""
-    try:
-        data = tomllib.loads((repo / "pyproject.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return []
-    lines = data.get("tool", {}).get("pytest", {}).get("ini_options", {}).get("markers", [])
-    return [line.split(":")[0].split("(")[0].strip() for line in lines if isinstance(line, str)]
 
 
 def _spec_paths(args: argparse.Namespace, given: Sequence[str] | None) -> list[Path]:
@@ -45,15 +36,22 @@ def _spec_paths(args: argparse.Namespace, given: Sequence[str] | None) -> list[P
 
 
 def apply_settings(args: argparse.Namespace, settings: Settings) -> None:
-    """Fill what the command line left out from [tool.trainspec]; the command line wins."""
+    """Fill what the command line left out from [tool.trainspec]; the command line wins.
+
+    Options of one exclusive group (gpus, fake_gpus) come from the settings only when the
+    command line gave none of them.
+    """
     args.settings_specs = settings.specs
-    for name in ("tier", "scorer"):
-        if hasattr(args, name) and getattr(args, name) is None:
-            setattr(args, name, getattr(settings, name))
-    if hasattr(args, "gpus") and args.gpus is None and args.fake_gpus is None:
-        args.gpus, args.fake_gpus = settings.gpus, settings.fake_gpus
-    if hasattr(args, "run_dir") and args.run_dir is None and settings.run_dir:
-        args.run_dir = str(Path.cwd() / settings.run_dir)
+    given_groups = {o.exclusive for o in RUN_OPTIONS if o.exclusive and getattr(args, o.name, None) is not None}
+    for option in RUN_OPTIONS:
+        if not option.setting or not hasattr(args, option.name) or getattr(args, option.name) not in (None, False):
+            continue
+        if option.exclusive in given_groups:
+            continue
+        value = getattr(settings, option.name)
+        if value is not None and option.project_path:
+            value = str(Path.cwd() / value)
+        setattr(args, option.name, value)
 
 
 def load_valid_specs(paths: list[Path], repo: Path) -> list[Spec]:
@@ -70,22 +68,32 @@ def load_valid_specs(paths: list[Path], repo: Path) -> list[Spec]:
     return specs
 
 
-def _inventory(args: argparse.Namespace) -> Inventory:
+def _option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Every run option's value as parsed (absent ones None), checked against its minimum."""
+    values = {option.name: getattr(args, option.name, None) for option in backends.run_options()}
+    for option in backends.run_options():
+        value = values[option.name]
+        if option.minimum is not None and isinstance(value, int) and value < option.minimum:
+            raise UsageError(f"{option.flag} must be {option.minimum} or more, found {value}")
+    return values
+
+
+def _backend(args: argparse.Namespace) -> backends.Backend:
     try:
-        return discover(args.gpus, args.fake_gpus)
+        return backends.make(getattr(args, "backend", None) or "local", _option_values(args), "")
+    except backends.BackendError as error:
+        raise UsageError(str(error)) from None
+
+
+def _inventory(args: argparse.Namespace, backend: backends.Backend) -> Inventory:
+    try:
+        return backend.inventory(args.gpus, args.fake_gpus)
     except DeviceError as error:
         raise UsageError(str(error)) from None
 
 
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--specs", action="append", metavar="PATH", help="spec file or folder (repeatable; default: specs/)")
-
-
-def _add_device_options(parser: argparse.ArgumentParser) -> None:
-    devices = parser.add_mutually_exclusive_group()
-    devices.add_argument("--gpus", type=int, metavar="N", help="devices this run may use (default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L)")
-    devices.add_argument("--fake-gpus", type=int, metavar="N", help="simulate N devices without CUDA; only cpu_ok specs run")
-    parser.add_argument("--tier", choices=TIERS, help="smoke, standard or full (default: full = every spec)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -123,35 +131,21 @@ def describe_plan(plan: Plan) -> list[str]:
 def cmd_plan(args: argparse.Namespace) -> int:
     specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
     durations = DurationCache(cache_root(Path.cwd()) / "durations.json").load()
-    plan = make_plan(specs, _inventory(args), durations, args.tier)
+    plan = make_plan(specs, _inventory(args, _backend(args)), durations, args.tier)
     print("\n".join(describe_plan(plan)))
     return EXIT_OK
 
 
-def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Path, extra: list[str], paths: list[Path]) -> list[str]:
+def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Path, extra: list[str], paths: list[Path], workers: int | None = None) -> list[str]:
     """pytest's command line; `paths` are the spec folders and files to collect besides any in `extra`."""
-    workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
+    if workers is None:
+        workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
     argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
     argv += [f"--specs={p}" for p in paths]
     argv += ["--run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-o", "junit_suite_name=trainspec", "-rfEsw"]
-    if args.tier:
-        argv += ["--tier", args.tier]
-    if args.gpus is not None:
-        argv += ["--gpus", str(args.gpus)]
-    if args.fake_gpus is not None:
-        argv += ["--fake-gpus", str(args.fake_gpus)]
-    if args.scorer:
-        argv += ["--scorer", args.scorer]
-    if args.missing_scorer:
-        argv += ["--missing-scorer", args.missing_scorer]
-    if args.baseline:
-        argv += ["--baseline", args.baseline]
-    if args.allow_repo_writes:
-        argv.append("--allow-repo-writes")
-    if args.backend == "slurm":
-        argv += ["--backend", "slurm", *(["--partition", args.partition] if args.partition else [])]
-        argv += [f"--slurm-arg={value}" for value in args.slurm_arg or ()]
-    argv += [f"--tolerance={value}" for value in args.tolerance or ()]
+    for option in backends.run_options():
+        if option.pytest and option.name != "run_dir":
+            argv += option.to_argv(getattr(args, option.name, None))
     argv += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
     return argv + extra
 
@@ -160,29 +154,20 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
     repo = Path.cwd()
-    from .plugin import named_spec_files
-
     named = named_spec_files([a for a in extra if not a.startswith("-")])
     # Spec files named on the command line run alone, unless --specs asks for more.
     paths = _spec_paths(args, args.specs) if args.specs or not named else []
     specs = load_valid_specs(paths + named, repo)
-    if args.backend == "slurm":
-        from .slurm import SlurmError, check_available
-
-        try:
-            check_available()
-        except SlurmError as error:
-            raise UsageError(str(error)) from None
-        inventory = slurm_inventory(args.partition)
-        # Every spec waits in its own srun, so as many workers as specs keep them all in the queue.
-        args.workers = args.workers if args.workers is not None else min(len(specs), MAX_SLURM_WORKERS)
-    else:
-        inventory = _inventory(args)
-    if args.workers is not None and args.workers < 0:
-        raise UsageError(f"--workers must be 0 or more, found {args.workers}")
+    backend = _backend(args)
+    try:
+        backend.check_available()
+    except backends.BackendError as error:
+        raise UsageError(str(error)) from None
+    inventory = _inventory(args, backend)
+    workers = args.workers if args.workers is not None else backend.workers(len(specs), inventory)
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
-    code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths))
+    code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
     print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
 
@@ -281,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="which specs run, on how many devices, in what order, and the makespan lower bound", description="Show the run plan without running anything.")
     _add_spec_options(plan)
-    _add_device_options(plan)
+    add_to_parser(plan, for_command(backends.run_options(), "plan"))
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions.")
     schema.add_argument("--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead")
@@ -302,17 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the specs through pytest; arguments it does not know go to pytest", description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).")
     _add_spec_options(run)
-    _add_device_options(run)
-    run.add_argument("--run-dir", metavar="DIR", help="where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, printed)")
-    run.add_argument("--scorer", metavar="MODEL", help="reference model for inference perplexity: a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
-    run.add_argument("--missing-scorer", choices=("fail", "skip"), help="when the scorer is not on this machine: fail the spec (default) or skip its inference stage")
-    run.add_argument("--baseline", metavar="PATH", help="compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn")
-    run.add_argument("--tolerance", action="append", metavar="METRIC=FRACTION", help="override every spec's baseline tolerance (final_loss, perplexity or duration), e.g. final_loss=0.1; repeatable")
-    run.add_argument("--allow-repo-writes", action="store_true", help="do not fail the run when specs wrote into the repository (compared with git before and after)")
-    run.add_argument("--backend", choices=("local", "slurm"), default="local", help="where runs execute: this machine (default), or one Slurm job per spec (srun; docs/slurm.md)")
-    run.add_argument("--partition", metavar="P", help="Slurm partition for every job (default: the cluster's default partition)")
-    run.add_argument("--slurm-arg", action="append", metavar="ARG", help="one more srun option for every job, written with = (e.g. --slurm-arg=--account=ml); repeatable")
-    run.add_argument("--workers", type=int, metavar="N", help="parallel pytest-xdist workers (default: one per device; none for a single device)")
+    add_to_parser(run, for_command(backends.run_options(), "run"))
     return parser
 
 

@@ -8,11 +8,13 @@ Importable without PyYAML or pytest: the nox helpers read it in nox's own enviro
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
-from .structure import Problem, SpecError, build, option
+from .options import RUN_OPTIONS, Option
+from .structure import Problem, SpecError, build
+from .structure import option as field_option
 
 SECTION = "tool.trainspec"
 
@@ -21,31 +23,40 @@ SECTION = "tool.trainspec"
 class Combination:
     """One torch x transformers pair of the version matrix."""
 
-    torch: str | None = option(None, doc="torch version installed as `torch==V` (none: not installed by trainspec)")
-    transformers: str | None = option(None, doc="transformers version installed as `transformers==V` (none: not installed by trainspec)")
+    torch: str | None = field_option(None, doc="torch version installed as `torch==V` (none: not installed by trainspec)")
+    transformers: str | None = field_option(None, doc="transformers version installed as `transformers==V` (none: not installed by trainspec)")
+
+
+def _run_option_field(option: Option) -> tuple[str, Any, Any]:
+    default: Any = False if option.action == "store_true" else None
+    return option.name, option.setting_type, field_option(default, doc=option.setting_help or option.help, minimum=option.minimum)
+
+
+# The run options that are also settings come from the one option table.
+_RunSettings = make_dataclass("_RunSettings", [_run_option_field(o) for o in RUN_OPTIONS if o.setting], frozen=True)
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(_RunSettings):  # type: ignore[misc, valid-type]  # its base is generated from harness.options
     """What a project sets once instead of on every command line."""
 
-    specs: list[str] = option(factory=lambda: ["specs"], doc="spec files or folders, relative to the project root")
-    tier: Literal["smoke", "standard", "full"] | None = option(None, doc="tier `python -m harness run` selects without --tier (default: every spec)")
-    torch: str | None = option(None, doc="torch version the nox sessions install (none: trainspec installs no torch; your `install` list may)")
-    transformers: str | None = option(None, doc="transformers version the nox sessions install (none: not installed by trainspec)")
-    install: list[str] = option(factory=list, doc="more pip requirements for every session venv, e.g. [\"-e .\"] for the project itself")
-    matrix: list[Combination] = option(factory=list, doc="torch x transformers pairs `nox -t matrix` repeats a tier over")
-    matrix_tier: Literal["smoke", "standard", "full"] = option("standard", doc="the tier the matrix sessions run without `-- --tier T`")
-    tests: list[str] | None = option(None, doc="pytest arguments of a `tests` nox session for the project's own tests (none: no such session)")
-    test_install: list[str] = option(factory=list, doc="more pip requirements for the `tests` session only")
-    run_dir: str | None = option(None, doc="where each run's outputs go, relative to the project root (default: a fresh folder under the trainspec cache)")
-    scorer: str | None = option(None, doc="reference model for inference perplexity: a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
-    gpus: int | None = option(None, doc="devices runs may use (default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L)", minimum=0)
-    fake_gpus: int | None = option(None, doc="simulate this many devices by default (CPU machines; cpu_ok specs only)", minimum=1)
+    specs: list[str] = field_option(factory=lambda: ["specs"], doc="spec files or folders, relative to the project root")
+    torch: str | None = field_option(None, doc="torch version the nox sessions install (none: trainspec installs no torch; your `install` list may)")
+    transformers: str | None = field_option(None, doc="transformers version the nox sessions install (none: not installed by trainspec)")
+    install: list[str] = field_option(factory=list, doc="more pip requirements for every session venv, e.g. [\"-e .\"] for the project itself")
+    matrix: list[Combination] = field_option(factory=list, doc="torch x transformers pairs `nox -t matrix` repeats a tier over")
+    matrix_tier: Literal["smoke", "standard", "full"] = field_option("standard", doc="the tier the matrix sessions run without `-- --tier T`")
+    tests: list[str] | None = field_option(None, doc="pytest arguments of a `tests` nox session for the project's own tests (none: no such session)")
+    test_install: list[str] = field_option(factory=list, doc="more pip requirements for the `tests` session only")
 
     def check(self) -> Iterable[tuple[str, str]]:
-        if self.gpus is not None and self.fake_gpus is not None:
-            yield "fake_gpus", "give gpus or fake_gpus, not both"
+        groups: dict[str, list[str]] = {}
+        for option in RUN_OPTIONS:
+            if option.setting and option.exclusive and getattr(self, option.name) is not None:
+                groups.setdefault(option.exclusive, []).append(option.name)
+        for names in groups.values():
+            if len(names) > 1:
+                yield names[-1], f"give {' or '.join(names)}, not both"
         if not self.specs:
             yield "specs", "give at least one spec file or folder"
 

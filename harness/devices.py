@@ -12,11 +12,12 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Mapping
 
 from .spec import Spec
 
-Kind = Literal["cuda", "fake", "cpu", "slurm"]
+# cuda, fake or cpu here; a backend whose scheduler places runs names its own kind.
+Kind = str
 
 
 class DeviceError(Exception):
@@ -30,14 +31,16 @@ class Inventory:
     ids: tuple[str, ...]
     kind: Kind
     source: str
+    # A scheduler places each run (and sets its devices): nothing is leased here, one entry stands for all.
+    scheduled: bool = False
 
     @property
     def count(self) -> int:
         return len(self.ids)
 
     def describe(self) -> str:
-        if self.kind == "slurm":
-            return f"devices from Slurm ({self.source})"
+        if self.scheduled:
+            return f"devices from {self.source}"
         if self.kind == "cpu":
             return "no GPU (CPU only; one run at a time, cpu_ok specs only)"
         noun = "fake device" if self.kind == "fake" else "GPU"
@@ -110,17 +113,8 @@ def discover(gpus: int | None = None, fake_gpus: int | None = None, environ: Map
     return Inventory(("cpu",), "cpu", "no GPU found")
 
 
-def slurm_inventory(partition: str | None) -> Inventory:
-    """Under Slurm the cluster hands out the devices: one entry stands for all of them."""
-    return Inventory(("slurm",), "slurm", f"partition {partition or 'default'}")
-
-
 def skip_reason(spec: Spec, inventory: Inventory) -> str | None:
-    """Why this spec cannot run with these devices, or None when it can."""
-    if inventory.kind == "slurm":
-        return None  # the cluster decides; a request it can never meet fails with Slurm's words
-    if spec.nodes > 1:
-        return f"spans {spec.nodes} nodes; only --backend slurm runs it"
+    """Why this spec cannot run on these devices of this machine, or None when it can."""
     if inventory.kind != "cuda" and spec.gpus > 0 and not spec.cpu_ok:
         where = "fake devices" if inventory.kind == "fake" else "no GPU here"
         return f"needs {spec.gpus} GPU{'s' if spec.gpus != 1 else ''} and is not cpu_ok ({where})"
@@ -131,8 +125,6 @@ def skip_reason(spec: Spec, inventory: Inventory) -> str | None:
 
 
 def child_environment(devices: tuple[str, ...], inventory: Inventory) -> dict[str, str]:
-    """The variables that tell a child which devices are its own."""
-    if inventory.kind == "slurm":
-        return {"TRAINSPEC_DEVICE_KIND": inventory.kind}
+    """The variables that tell a child which of this machine's devices are its own."""
     visible = "" if inventory.kind == "cpu" else ",".join(devices)
     return {"CUDA_VISIBLE_DEVICES": visible, "TRAINSPEC_DEVICE_KIND": inventory.kind}

@@ -19,7 +19,8 @@ import requests
 
 from . import perplexity
 from .checks import CheckResult, tail
-from .runner import descendants, adopt_orphans, children_now, die_with_parent, end_group, orphans_since, reap, render
+from .launch import render
+from .process import adopt_orphans, children_now, descendants, die_with_parent, end_group, orphans_since, reap
 from .spec import InferenceSpec, Spec, split_command
 
 HOST = "127.0.0.1"

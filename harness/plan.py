@@ -1,8 +1,9 @@
 """The run plan: which specs run, on how many devices, in what order, and how long at best.
 
-Longest expected runs go first (durations recorded by earlier runs, else the spec's
-timeout), which is what keeps the machine full at the end of a run. The same plan is
-what `harness plan` prints and what the pytest plugin orders its items by.
+Several orders (longest, widest, largest device-seconds first) are simulated over the
+expected durations (recorded by earlier runs, else the spec's timeout) and the one that
+finishes first is kept. The same plan is what `harness plan` prints and what the pytest
+plugin orders its items by.
 """
 
 from __future__ import annotations
@@ -17,20 +18,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .devices import Inventory, skip_reason
+from .backends import skip_reason
+from .devices import Inventory
 from .files import atomic_write_text
-from .spec import TIER_SELECTION, Spec
-
-
-def in_tier(spec: Spec, tier: str | None) -> bool:
-    """The tier's marker expression, evaluated on a spec's markers (as `pytest -m` would)."""
-    expression = TIER_SELECTION.get(tier or "full")
-    if expression is None:
-        return True
-    markers = set(spec.all_markers)
-    if expression == "smoke":
-        return "smoke" in markers
-    return "integration" in markers and "slow" not in markers
+from .spec import Spec
+from .specfiles import in_tier
 
 
 def cache_root(repo: Path) -> Path:

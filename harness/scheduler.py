@@ -4,7 +4,7 @@ xdist's `load` strategy sends each worker a batch up front, so a long spec can s
 behind another on one worker while a second worker idles. Here each worker holds at most
 the item it runs plus the one it must already know to start it (an xdist worker runs an
 item only once it has the next one, or is told to shut down), and every further item
-goes to whichever worker frees up, in the plan's longest-first order. Which devices a
+goes to whichever worker frees up, in the plan's order (the best of several simulated orders). Which devices a
 spec gets is not decided here but by the device pool (`leases.py`) at run time.
 """
 

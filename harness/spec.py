@@ -11,16 +11,14 @@ import posixpath
 import re
 import shlex
 import string
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Iterable, Literal
 
-from .structure import Located, Problem, SpecError, build, load_yaml, option
+from .options import TIERS
+from .structure import option
 
-TIERS = ("smoke", "standard", "full")
 TIER_MARKERS = {"smoke": ("smoke", "integration"), "standard": ("integration",), "full": ("integration", "slow")}
-# `standard` is every tier-marked spec that is not slow, so the smoke specs run there too.
-TIER_SELECTION = {"smoke": "smoke", "standard": "integration and not slow", "full": None}
 BUILTIN_MARKERS = {
     "smoke": "the fastest specs: run on every change (tier smoke)",
     "integration": "a trainspec spec of the smoke or standard tier",
@@ -274,10 +272,6 @@ class Spec:
     def needs_log(self) -> bool:
         return self.loss is not None or bool(self.metrics) or self.min_steps_logged > 0
 
-    @property
-    def expected_duration_fallback(self) -> float:
-        return self.timeout
-
 
 def split_command(command: str) -> list[str]:
     """A command string split shell-style; unbalanced quotes leave it whole (and it fails to start, clearly)."""
@@ -311,117 +305,3 @@ def render_args(args: dict[str, Any]) -> list[str]:
 
 def _arg_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How spec files of one convention become a command, with that convention's defaults."""
-
-    name: str
-    defaults: dict[str, Any]
-    build_command: Callable[[Spec], list[str]]
-
-
-def _command_argv(spec: Spec) -> list[str]:
-    return spec.argv_template
-
-
-def _forgather_argv(spec: Spec) -> list[str]:
-    return ["forgather", "-p", str(spec.project_dir), "-t", str(spec.config), "train", "--output-dir", "{output_dir}"]
-
-
-PROFILES = {
-    "command": Profile("command", {}, _command_argv),
-    "forgather": Profile(
-        "forgather",
-        {"expected_files": ["trainer_logs.json"], "markers": ["integration"], "log": {"format": "forgather"}},
-        _forgather_argv,
-    ),
-}
-
-
-def _profile_name(data: dict) -> str:
-    named = data.get("profile")
-    if isinstance(named, str) and named in PROFILES:
-        return named
-    return "forgather" if "project_dir" in data and "config" in data and "command" not in data else "command"
-
-
-def spec_from_mapping(data: Any, source: Path) -> Spec:
-    """Validate one YAML mapping into a Spec; every problem raises a located SpecError."""
-    if not isinstance(data, dict):
-        found = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise SpecError(source, None, f"a spec is a YAML mapping of fields, found {found}", 1)
-    profile = PROFILES[_profile_name(data)]
-    merged = Located({**profile.defaults, **data}, line=getattr(data, "line", 1))
-    merged.lines = dict(getattr(data, "lines", {}))
-    merged.setdefault("profile", profile.name)
-    try:
-        spec = build(Spec, merged, "", merged.line)
-    except Problem as problem:
-        raise SpecError(source, problem.field, problem.message, problem.line) from None
-    return replace(spec, source=source, line=merged.line, key_lines=merged.lines)
-
-
-def load_spec_file(path: Path) -> list[Spec]:
-    """A file holds one spec (a mapping) or several (a list of mappings)."""
-    data = load_yaml(path)
-    if isinstance(data, list):
-        if not data:
-            raise SpecError(path, None, "an empty list holds no spec", 1)
-        return [spec_from_mapping(item, path) for item in data]
-    return [spec_from_mapping(data, path)]
-
-
-def find_spec_files(paths: Iterable[Path]) -> list[Path]:
-    """Spec files named directly, and every *.yaml / *.yml below named folders, sorted.
-
-    A file reached twice (named, and inside a named folder) is read once.
-    """
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file() and not _hidden(p, path))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SpecError(path, None, "no such file or folder")
-    unique = {p.resolve(): p for p in reversed(found)}
-    return [p for p in found if unique.get(p.resolve()) is p]
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def load_specs(paths: Iterable[Path]) -> tuple[list[Spec], list[SpecError]]:
-    """Every spec under `paths`, and every problem found (all of them, not just the first)."""
-    specs: list[Spec] = []
-    errors: list[SpecError] = []
-    try:
-        files = find_spec_files(paths)
-    except SpecError as error:
-        return [], [error]
-    seen: dict[str, Spec] = {}
-    for file in files:
-        try:
-            loaded = load_spec_file(file)
-        except SpecError as error:
-            errors.append(error)
-            continue
-        for spec in loaded:
-            if spec.id in seen:
-                first = seen[spec.id]
-                errors.append(SpecError(file, "id", f"duplicate id {spec.id!r}, also used in {first.source}:{first.line}", spec.line))
-                continue
-            seen[spec.id] = spec
-            specs.append(spec)
-    return specs, errors
-
-
-def check_markers(spec: Spec, registered: Iterable[str]) -> None:
-    """Markers are strict: a spec may only use markers the project registered."""
-    known = set(registered) | set(BUILTIN_MARKERS)
-    for marker in spec.markers:
-        if marker not in known:
-            raise SpecError(spec.source, "markers", f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers in pyproject.toml (registered: {', '.join(sorted(known))})", spec.key_lines.get("markers", spec.line))

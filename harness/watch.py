@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 from .checks import PatternScanner, first_bad_loss
+from .launch import Watcher
 from .logs import NAMED_FORMATS, LogEntry, LogError, detect_format, entry_of, find_log, parse_text
-from .runner import Watcher
 from .spec import LogSpec, Spec
 
 READ_LIMIT = 1 << 20

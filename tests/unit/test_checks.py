@@ -6,7 +6,6 @@ import json
 import tracemalloc
 from pathlib import Path
 
-import pytest
 
 from harness.checks import (
     CheckResult,
@@ -24,8 +23,9 @@ from harness.checks import (
     tail,
 )
 from harness.logs import parse_log
-from harness.runner import ProcessOutcome
-from harness.spec import LogSpec, MetricBound, spec_from_mapping
+from harness.launch import ProcessOutcome
+from harness.spec import LogSpec, MetricBound
+from harness.specfiles import spec_from_mapping
 
 
 def spec(**fields):

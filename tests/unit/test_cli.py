@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, main, pytest_arguments, registered_markers
+from harness.cli import build_parser, main, pytest_arguments
+from harness.specfiles import registered_markers
 from harness.devices import discover
 
 PYPROJECT = """\
@@ -199,7 +200,7 @@ def test_registered_markers(tmp_path):
 def test_the_harness_core_never_imports_torch():
     code = (
         "import sys\n"
-        "import harness.cli, harness.plugin, harness.plan, harness.runner, harness.leases, harness.checks, harness.results\n"
+        "import harness.cli, harness.plugin, harness.pipeline, harness.plan, harness.process, harness.backends, harness.leases, harness.checks, harness.results\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from harness import devices
-from harness.devices import DeviceError, Inventory, child_environment, discover, nvidia_smi_ids, parse_visible, skip_reason, slurm_inventory
-from harness.spec import spec_from_mapping
+from harness.devices import DeviceError, Inventory, child_environment, discover, nvidia_smi_ids, parse_visible, skip_reason
+from harness.backends import skip_reason as backend_skip_reason
+from harness.backends.slurm import SlurmBackend
+from harness.specfiles import spec_from_mapping
 
 A100_MIG_LISTING = """\
 GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)
@@ -191,8 +193,8 @@ def test_skip_reason_gpu_spec_without_a_gpu():
 def test_a_spec_across_nodes_runs_only_on_slurm():
     across = spec(2, cpu_ok=True, nodes=2, launcher="torchrun")
     for inventory in (discover(fake_gpus=8, environ={}), discover(environ={"CUDA_VISIBLE_DEVICES": "0,1,2,3"})):
-        assert skip_reason(across, inventory) == "spans 2 nodes; only --backend slurm runs it"
-    assert skip_reason(across, slurm_inventory(None)) is None
+        assert backend_skip_reason(across, inventory) == "spans 2 nodes; only --backend slurm runs it"
+    assert backend_skip_reason(across, SlurmBackend.from_options({}, "").inventory(None, None)) is None
 
 
 def test_skip_reason_too_many_devices():

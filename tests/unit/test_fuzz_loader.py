@@ -10,7 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.spec import LossSpec, Spec, load_spec_file
+from harness.spec import LossSpec, Spec
+from harness.specfiles import load_spec_file
 from harness.structure import SpecError
 
 KNOWN_KEYS = [f.name for f in dataclasses.fields(Spec) if f.init and f.name not in ("source", "line", "key_lines")]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.spec import load_specs
+from harness.specfiles import load_specs
 
 REPO = Path(__file__).resolve().parents[2]
 MALFORMED = REPO / "tests" / "malformed"

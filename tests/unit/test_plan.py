@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from harness.devices import discover
-from harness.plan import DurationCache, cache_root, default_run_dir, in_tier, make_plan
-from harness.spec import load_specs, spec_from_mapping
+from harness.plan import DurationCache, cache_root, default_run_dir, make_plan
+from harness.specfiles import in_tier
+from harness.specfiles import load_specs, spec_from_mapping
 from harness.structure import SpecError
 
 
@@ -178,7 +178,8 @@ def test_cache_root_without_it_is_one_folder_per_repository_outside_it(tmp_path,
     assert first not in root.parents
 
 
-def test_a_thousand_specs_load_and_plan_quickly(tmp_path):
+def test_a_thousand_specs_load_and_plan(tmp_path):
+    """How fast is benchmarks/bench_scheduling.py's to say (plan_1000_s)."""
     folder = tmp_path / "specs"
     folder.mkdir()
     for i in range(1000):
@@ -186,9 +187,6 @@ def test_a_thousand_specs_load_and_plan_quickly(tmp_path):
             f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\n"
             f"cpu_ok: true\ngpus: {i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n"
         )
-    began = time.perf_counter()
     specs, errors = load_specs([folder])
     plan = make_plan(specs, discover(fake_gpus=4, environ={}), {})
-    elapsed = time.perf_counter() - began
     assert errors == [] and len(plan.runs) == 1000
-    assert elapsed < 5.0, f"loading and planning 1000 specs took {elapsed:.1f} s"

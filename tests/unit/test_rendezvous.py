@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import rendezvous
-from harness.rendezvous import RendezvousError, head_address, rendezvous_environment
+from harness.backends import rendezvous
+from harness.backends.rendezvous import RendezvousError, head_address, rendezvous_environment
 
 NODE_LINE = "NodeName=gpu-a17 Arch=x86_64 CoresPerSocket=8 NodeAddr={addr} NodeHostName=gpu-a17 Version=22.05.8"
 

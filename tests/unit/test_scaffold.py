@@ -10,7 +10,7 @@ import pytest
 from harness.config import load_settings
 from harness.scaffold import init
 from harness.schema import json_schema
-from harness.spec import load_spec_file
+from harness.specfiles import load_spec_file
 
 
 def test_a_fresh_repository_gets_every_starter_file(tmp_path):

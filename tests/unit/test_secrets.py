@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from harness.checks import CheckResult
-from harness.plugin import _write_launch, failure_message
-from harness.runner import Launch
+from harness.pipeline import write_launch, failure_message
+from harness.launch import Launch
 from harness.secrets import MASK, Masker, is_secret, masker_for
-from harness.spec import spec_from_mapping
+from harness.specfiles import spec_from_mapping
 
 SECRET = "s3cr3t-value"
 
@@ -56,7 +56,7 @@ def test_an_environment_without_secrets_changes_nothing():
 def test_launch_json_masks_the_environment_and_the_command(tmp_path):
     env = {"HF_TOKEN": SECRET, "TRAINSPEC_PROBE": "kept"}
     launch = Launch([sys.executable, "train.py", "--token", SECRET], tmp_path, env, tmp_path, 10)
-    _write_launch(launch, masker_for(env))
+    write_launch(launch, masker_for(env))
     written = (tmp_path / "launch.json").read_text()
     assert SECRET not in written
     document = json.loads(written)

@@ -8,17 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.runner import build_argv
-from harness.spec import (
-    BUILTIN_MARKERS,
-    Spec,
-    check_markers,
-    find_spec_files,
-    load_spec_file,
-    load_specs,
-    render_args,
-    spec_from_mapping,
-)
+from harness.launch import build_argv
+from harness.spec import BUILTIN_MARKERS, Spec, render_args
+from harness.specfiles import check_markers, find_spec_files, load_spec_file, load_specs, spec_from_mapping
 from harness.structure import SpecError
 
 FORGATHER_INFERENCE_SPEC = """\

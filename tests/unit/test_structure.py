@@ -7,7 +7,7 @@ from typing import Any, Iterable, Literal
 
 import pytest
 
-from harness.spec import load_spec_file
+from harness.specfiles import load_spec_file
 from harness.structure import Located, Problem, SpecError, build, convert, describe_type, load_yaml, option
 
 

@@ -22,11 +22,17 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, ClassVar
 
-from .runner import Launch, ProcessOutcome, Watcher, run_process
+from ..devices import Inventory
+from ..launch import Launch, Placement, ProcessOutcome, Watcher
+from ..options import Option
+from ..process import run_process
+from ..spec import Spec
+from .base import BackendError
 
 # Job states that mean Slurm, not the command, ended the job.
 SCHEDULER_ENDINGS = {"TIMEOUT", "CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
@@ -34,6 +40,10 @@ COMMAND_SECONDS = 30
 UNSETTLED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}
 SETTLE_SECONDS = 15.0
 RENDEZVOUS = Path(__file__).with_name("rendezvous.py")
+
+
+# Every spec waits in its own srun, so as many workers as specs keep them all in the queue, up to this.
+MAX_WORKERS = 32
 
 
 class SlurmError(Exception):
@@ -141,12 +151,41 @@ def cancel_run(run_tag: str) -> list[str]:
 class SlurmBackend:
     """One srun per spec; Slurm's time limit replaces the local one, since time in the queue is not run time."""
 
-    def __init__(self, options: SlurmOptions):
-        self.options = options
+    name: ClassVar[str] = "slurm"
+    leases_devices: ClassVar[bool] = False
+    spans_nodes: ClassVar[bool] = True
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("partition", "Slurm partition for every job (--backend slurm; default: the cluster's default partition)", metavar="P"),
+        Option("slurm_arg", "one more srun option for every job (--backend slurm), written with = (e.g. --slurm-arg=--account=ml); repeatable", action="append", metavar="ARG"),
+    )
 
-    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start=None) -> ProcessOutcome:
-        name = job_name(self.options.run_tag, launch.spec_id)
-        submitted = dataclasses.replace(launch, argv=srun_argv(launch, self.options), timeout=math.inf)
+    def __init__(self, options: SlurmOptions):
+        self.settings = options
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any], run_tag: str) -> SlurmBackend:
+        return cls(SlurmOptions(values.get("partition"), tuple(values.get("slurm_arg") or ()), run_tag))
+
+    def check_available(self) -> None:
+        try:
+            check_available()
+        except SlurmError as error:
+            raise BackendError(str(error)) from None
+
+    def inventory(self, gpus: int | None, fake_gpus: int | None) -> Inventory:
+        # The cluster hands out the devices: one entry stands for all of them.
+        return Inventory(("slurm",), "slurm", f"Slurm (partition {self.settings.partition or 'default'})", scheduled=True)
+
+    def workers(self, specs: int, inventory: Inventory) -> int | None:
+        return min(specs, MAX_WORKERS)
+
+    def place(self, spec: Spec, devices: tuple[str, ...], inventory: Inventory) -> Placement:
+        # Slurm sets each job's CUDA_VISIBLE_DEVICES and cores (--cpus-per-task): the login node's must not leak in.
+        return Placement(spec.gpus, {"CUDA_VISIBLE_DEVICES": None, "TRAINSPEC_DEVICE_KIND": self.name})
+
+    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
+        name = job_name(self.settings.run_tag, launch.spec_id)
+        submitted = dataclasses.replace(launch, argv=srun_argv(launch, self.settings), timeout=math.inf)
         try:
             outcome = run_process(submitted, watchers, on_start)
         finally:
@@ -155,3 +194,7 @@ class SlurmBackend:
         # Asked even after exit code 0: srun exits 0 when its job's node fails.
         record = settled_record(name, SETTLE_SECONDS)
         return dataclasses.replace(outcome, scheduler_reason=ending(record), placement=placement(record))
+
+    def cancel_all(self) -> None:
+        # Jobs of workers that died (Ctrl-C, SIGKILL) may still be queued or running.
+        cancel_run(self.settings.run_tag)

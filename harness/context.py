@@ -1,0 +1,97 @@
+"""What every spec of one run shares: where things go, which devices exist, the backend and the run's option values.
+
+The controller builds it once from the run's options (`create`) and hands it to each xdist
+worker as plain data (`to_wire`/`from_wire`); nothing here knows of pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import backends
+from .baseline import BaselineError, load_baseline, parse_tolerances
+from .devices import DeviceError, Inventory
+from .leases import LeasePool
+from .perplexity import DEFAULT_SCORER
+from .plan import DurationCache, cache_root, default_run_dir
+from .results import environment_versions
+
+
+class ContextError(Exception):
+    """The run's options cannot make a run (bad usage: exit 2); the message is one line per problem."""
+
+
+@dataclass
+class RunContext:
+    repo: Path
+    run_dir: Path
+    inventory: Inventory
+    spec_roots: list[Path]
+    # Every run option's value, by the option's name (harness.options and the backends' own).
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The first item of each worker (one worker per device) starts together: the first wave.
+        self.pool = LeasePool(self.run_dir / "leases.json", self.inventory.ids, first_wave=self.inventory.count)
+        # The same on every worker, so the controller can find (and cancel) the run's work with its backend.
+        self.run_tag = hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:8]
+        self.backend = backends.make(self.values.get("backend") or "local", self.values, self.run_tag)
+        self.tolerances = parse_tolerances(self.values.get("tolerance") or [])
+        self.versions = environment_versions()
+        self.durations = DurationCache(cache_root(self.repo) / "durations.json")
+
+    @property
+    def tier(self) -> str | None:
+        return self.values.get("tier")
+
+    @property
+    def scorer(self) -> str:
+        return self.values.get("scorer") or DEFAULT_SCORER
+
+    @property
+    def missing_scorer(self) -> str:
+        return self.values.get("missing_scorer") or "fail"
+
+    @property
+    def baseline(self) -> str | None:
+        return self.values.get("baseline")
+
+    def output_dir(self, spec_id: str) -> Path:
+        """Where a spec's outputs and record go (results.gather reads specs/*/)."""
+        return self.run_dir / "specs" / spec_id
+
+    @property
+    def interrupted_marker(self) -> Path:
+        """Put down by the controller when the run is interrupted, before it ends what still runs."""
+        return self.run_dir / ".interrupted"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"repo": str(self.repo), "run_dir": str(self.run_dir), "inventory": asdict(self.inventory), "spec_roots": [str(p) for p in self.spec_roots], "values": self.values}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> RunContext:
+        inventory = Inventory(**{**data["inventory"], "ids": tuple(data["inventory"]["ids"])})
+        return cls(Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["values"])
+
+
+def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunContext:
+    """The run's context from its option values: devices found, run dir made, baseline and tolerances checked."""
+    values = dict(values)
+    try:
+        backend = backends.make(values.get("backend") or "local", values, "")
+        inventory = backend.inventory(values.get("gpus"), values.get("fake_gpus"))
+        parse_tolerances(values.get("tolerance") or [])
+        if values.get("baseline"):
+            values["baseline"] = str(Path(values["baseline"]).resolve())
+            load_baseline(values["baseline"])
+    except (backends.BackendError, DeviceError, ValueError, BaselineError) as error:
+        raise ContextError(str(error)) from None
+    values["scorer"] = values.get("scorer") or os.environ.get("TRAINSPEC_SCORER") or DEFAULT_SCORER
+    run_dir = Path(values.get("run_dir") or default_run_dir(repo)).resolve()
+    values["run_dir"] = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunContext(repo, run_dir, inventory, spec_roots, values)

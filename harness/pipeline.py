@@ -1,0 +1,206 @@
+"""One spec, from its loaded definition to its record, with no pytest in sight.
+
+`run_spec` is the whole flow for one spec, retries included. Each attempt does, in order:
+prepare the output dir (with a stand-in record, so an interrupted run still names the spec),
+lease devices, launch through the backend while watchers follow the run, check what it left,
+serve and score it (inference), compare with the baseline, mask secrets, and write the record.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import backends
+from .baseline import compare, load_baseline
+from .checks import CheckResult, failure_reason, run_checks, tail
+from .context import RunContext
+from .inference import run_inference
+from .launch import CHILD_VERSIONS_FILE, Launch, ProcessOutcome, build_launch, placeholder_values
+from .leases import Lease
+from .logs import TrainingLog
+from .results import SpecResult, read_child_versions, thin_curve
+from .secrets import Masker, masker_for
+from .spec import Spec
+from .watch import fail_fast_watchers
+
+TAIL_LINES = 20
+
+
+@dataclass
+class SpecRun:
+    """A spec's record and what a test runner shows of it (already masked)."""
+
+    record: SpecResult
+    failure: str | None = None  # the whole story of a failed run, None when it passed
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Attempt:
+    record: SpecResult
+    failed: list[CheckResult]
+    warned: list[CheckResult]
+    launch: Launch
+    masker: Masker
+
+
+def base_record(spec: Spec, context: RunContext, outcome: str, reason: str = "") -> SpecResult:
+    return SpecResult(
+        id=spec.id,
+        outcome=outcome,  # type: ignore[arg-type]  # one of the Outcome literals, checked by its callers
+        reason=reason,
+        file=str(spec.source),
+        tier=spec.effective_tier,
+        device_kind=context.inventory.kind,
+        output_dir=str(context.output_dir(spec.id)),
+        versions=context.versions,
+        started_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def skipped(spec: Spec, context: RunContext) -> SpecResult | None:
+    """The record of a spec that cannot run with this run's devices, or None when it can."""
+    reason = backends.skip_reason(spec, context.inventory)
+    return base_record(spec, context, "skipped", reason) if reason else None
+
+
+def run_spec(spec: Spec, context: RunContext, *, priority: int = 0, expected: float | None = None) -> SpecRun:
+    """Run the spec; with `retries: N`, run a failed one again up to N times, keeping every attempt."""
+    output_dir = context.output_dir(spec.id)
+    earlier: list[dict] = []
+    while True:
+        attempt = _attempt(spec, context, output_dir, priority, spec.timeout if expected is None else expected)
+        record = attempt.record
+        if not attempt.failed or len(earlier) >= spec.retries:
+            break
+        # The failed attempt's outputs move aside (outside specs/, so only the last is gathered).
+        kept = context.run_dir / "attempts" / spec.id / str(len(earlier) + 1)
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        output_dir.rename(kept)
+        record.output_dir = str(kept)
+        record.write(kept)
+        earlier.append(_attempt_summary(record, len(earlier) + 1))
+    if earlier:
+        record.attempts = [*earlier, _attempt_summary(record, len(earlier) + 1)]
+        record.flaky = not attempt.failed
+        if record.flaky:
+            record.warnings.append(f"flaky: passed on attempt {len(earlier) + 1} after {len(earlier)} failed ({earlier[0]['reason']})")
+    record.write(output_dir)
+    masker = attempt.masker
+    failure = failure_message(spec, attempt.failed, attempt.launch.stderr_path, output_dir, masker) if attempt.failed else None
+    return SpecRun(record, failure, [masker.text(f"{spec.id}: {check.line()}") for check in attempt.warned])
+
+
+def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, expected: float) -> _Attempt:
+    """One run of the spec, checked and masked."""
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    record = base_record(spec, context, "passed")
+    # Stands on disk until the run's own record replaces it: a harness interrupted mid-run
+    # (Ctrl-C, a worker killed) still names the spec in results.json.
+    base_record(spec, context, "error", "interrupted: the harness stopped before this run finished; nothing of it was left running").write(output_dir)
+    lease = _lease(spec, context, priority, expected)
+    devices = lease.devices if lease else ()
+    try:
+        placement = context.backend.place(spec, devices, context.inventory)
+        launch = build_launch(spec, repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, placement=placement)
+        masker = masker_for(launch.env)
+        write_launch(launch, masker)
+        watchers = fail_fast_watchers(spec, output_dir, launch.stderr_path)
+        outcome = context.backend.run(launch, watchers, on_start=lease.attach if lease else None)
+        if outcome.signal is not None and context.interrupted_marker.exists():
+            # The controller's clean-up killed it (SIGINT reached the controller alone): the
+            # spec was interrupted, as its stand-in record already says, not failed.
+            raise KeyboardInterrupt
+        checks, log = run_checks(spec, outcome, output_dir, launch.stderr_path)
+        if spec.inference is not None:
+            # The server runs on the run's own devices, so the lease is held until it stops.
+            checks += _inference(spec, context, record, checks, launch, output_dir, placement.held)
+    finally:
+        if lease:
+            lease.release()
+    _fill(record, outcome, launch, log, devices, lease)
+    if context.baseline:
+        compared, record.regressions = compare(record, load_baseline(context.baseline).get(spec.id), spec.baseline, context.tolerances)
+        checks += compared
+    record.checks = [c.as_dict() for c in checks]
+    failed = [c for c in checks if not c.passed and c.severity == "fail"]
+    warned = [c for c in checks if not c.passed and c.severity == "warn"]
+    record.warnings += [c.line() for c in warned]
+    if failed:
+        record.outcome = "failed"
+        record.reason = failure_reason(failed)
+    return _Attempt(SpecResult.from_json(masker.data(record.to_json())), failed, warned, launch, masker)
+
+
+def _lease(spec: Spec, context: RunContext, priority: int, expected: float) -> Lease | None:
+    """Devices from the machine's pool, unless the backend's scheduler places the run."""
+    if not spec.gpus or not context.backend.leases_devices:
+        return None
+    return context.pool.acquire(spec.gpus, spec.id, priority, expected)
+
+
+def _fill(record: SpecResult, outcome: ProcessOutcome, launch: Launch, log: TrainingLog | None, devices: tuple[str, ...], lease: Lease | None) -> None:
+    """What the run showed, into its record."""
+    record.duration = round(outcome.duration, 3)
+    record.start_time = outcome.started
+    record.devices = list(devices)
+    record.placement = outcome.placement
+    record.lease_wait = round(lease.waited, 3) if lease else 0.0
+    record.command = launch.argv
+    record.exit_code = outcome.exit_code
+    record.paths.update({"stdout": str(launch.stdout_path), "stderr": str(launch.stderr_path), **({"log": str(log.path)} if log else {})})
+    record.stderr_tail = tail(launch.stderr_path, TAIL_LINES)
+    record.child_versions = read_child_versions(launch.output_dir / CHILD_VERSIONS_FILE)
+    if log is not None:
+        record.steps_logged = len(log.entries)
+        record.final_loss = log.final.loss if log.final and log.final.loss is not None and math.isfinite(log.final.loss) else None
+        record.loss_curve = thin_curve(log.curve())
+
+
+def _inference(spec: Spec, context: RunContext, record: SpecResult, checks: list[CheckResult], launch: Launch, output_dir: Path, held: int) -> list[CheckResult]:
+    if any(not c.passed and c.severity == "fail" for c in checks):
+        record.warnings.append("inference stage not run: the training failed")
+        return []
+    values = placeholder_values(repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, gpus=held)
+    stage = run_inference(spec, output_dir=output_dir, cwd=launch.cwd, env=launch.env, values=values, scorer=context.scorer, missing_scorer=context.missing_scorer)
+    record.perplexity = stage.worst_perplexity
+    record.inference = stage.as_records()
+    if stage.server_stderr:
+        record.paths["server_stderr"] = str(stage.server_stderr)
+    if stage.skipped:
+        record.warnings.append(f"inference stage skipped: {stage.skipped}")
+    return stage.checks
+
+
+def _attempt_summary(record: SpecResult, number: int) -> dict:
+    return {"attempt": number, "outcome": record.outcome, "reason": record.reason, "duration": record.duration, "output_dir": record.output_dir}
+
+
+def write_launch(launch: Launch, masker: Masker) -> None:
+    """What ran, so a person can run it again by hand (giving any masked secret again)."""
+    changed = {k: v for k, v in launch.env.items() if os.environ.get(k) != v}
+    document = {"argv": launch.argv, "cwd": str(launch.cwd), "env": changed, "timeout": launch.timeout}
+    (launch.output_dir / "launch.json").write_text(json.dumps(masker.data(document), indent=2))
+
+
+def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, output_dir: Path, masker: Masker) -> str:
+    """What a test runner prints (and junit.xml keeps) for a failed spec; the child's stderr may echo a secret."""
+    lines = [f"spec {spec.id} ({spec.source}) failed {len(failed)} check{'s' if len(failed) != 1 else ''}:"]
+    lines += [f"  {check.line()}" for check in failed]
+    stderr_tail = tail(stderr_path, TAIL_LINES)
+    if stderr_tail:
+        lines.append(f"stderr tail ({stderr_path}):")
+        lines += [f"  | {line}" for line in stderr_tail.splitlines()]
+    else:
+        lines.append(f"stderr: empty ({stderr_path})")
+    lines.append(f"outputs and logs: {output_dir}")
+    return masker.text("\n".join(lines))

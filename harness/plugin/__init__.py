@@ -1,0 +1,61 @@
+"""The pytest plugin: it only adapts the pipeline to pytest.
+
+`collect` turns spec files into items (one per spec) that call `pipeline.run_spec`;
+`controller` gathers every spec's record on the controller side into results.json, the
+report and the summary. Here: the options (from the one option table) and the run's
+context, built on the controller and handed to each xdist worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import backends
+from ..context import ContextError, RunContext, create
+from ..options import add_to_parser
+from ..spec import BUILTIN_MARKERS
+from ..specfiles import named_spec_files
+from .collect import STASH, pytest_collect_file, pytest_collection_modifyitems
+from .controller import Controller
+
+__all__ = ["pytest_addoption", "pytest_collect_file", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trainspec", "trainspec: spec-driven training tests")
+    group.addoption("--specs", action="append", default=None, metavar="PATH", help="spec files or folders to collect (default: the ini option trainspec_specs, else specs/)")
+    add_to_parser(group, [option for option in backends.run_options() if option.pytest])
+    parser.addini("trainspec_specs", type="paths", default=[], help="spec files or folders collected by default")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in BUILTIN_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    if _is_worker(config):
+        config.stash[STASH] = RunContext.from_wire(config.workerinput["trainspec"])  # type: ignore[attr-defined]  # xdist sets workerinput on workers
+        return
+    invocation = config.invocation_params.dir
+    repo = Path(config.getoption("repo") or invocation).resolve()
+    roots = [Path(p) for p in (config.getoption("specs") or [])] or list(config.getini("trainspec_specs")) or [repo / "specs"]
+    roots += named_spec_files(config.args)
+    roots = [(p if p.is_absolute() else invocation / p).resolve() for p in roots]
+    values = {option.name: config.getoption(option.name) for option in backends.run_options() if option.pytest}
+    try:
+        context = create(values, repo, roots)
+    except ContextError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[STASH] = context
+    config.pluginmanager.register(Controller(context), "trainspec-controller")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, controller side: hand each worker the run's shared context."""
+    node.workerinput["trainspec"] = node.config.stash[STASH].to_wire()

@@ -1,0 +1,114 @@
+"""Collection: each spec file a pytest File, each spec an Item that runs the pipeline."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..context import RunContext
+from ..pipeline import run_spec, skipped
+from ..plan import make_plan
+from ..spec import SPEC_SUFFIXES, Spec
+from ..specfiles import check_markers, load_spec_file, marker_names, split_duplicates
+from ..structure import SpecError
+
+STASH = pytest.StashKey[RunContext]()
+# The user property that carries a spec's record from a worker to the controller.
+RECORD_PROPERTY = "trainspec"
+
+
+class TrainspecWarning(UserWarning):
+    """A spec's stderr matched one of its warn_patterns."""
+
+
+class SpecFailure(Exception):
+    """A spec's run failed one or more checks; the message is the whole story."""
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix not in SPEC_SUFFIXES:
+        return None
+    context = parent.config.stash[STASH]
+    if any(file_path == root or root in file_path.parents for root in context.spec_roots):
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SpecFile(pytest.File):
+    def collect(self) -> Iterator[SpecItem]:
+        try:
+            specs = load_spec_file(self.path)
+            registered = marker_names(self.config.getini("markers"))
+            for spec in specs:
+                check_markers(spec, registered)
+        except SpecError as error:
+            raise self.CollectError(str(error)) from None
+        for spec in specs:
+            item = SpecItem.from_parent(self, name=spec.id, spec=spec)
+            for marker in spec.all_markers:
+                item.add_marker(marker)
+            yield item
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tier, order by the plan, and mark what cannot run here (after -k and -m have deselected)."""
+    context = config.stash[STASH]
+    specs = [item for item in items if isinstance(item, SpecItem)]
+    if not specs:
+        return
+    _, duplicates = split_duplicates(item.spec for item in specs)
+    if duplicates:
+        raise pytest.UsageError(str(duplicates[0]))
+    plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier)
+    planned = {p.spec.id: p for p in [*plan.runs, *plan.skipped]}
+    deselected = [item for item in specs if item.spec.id not in planned]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    kept = [item for item in specs if item.spec.id in planned]
+    for item in kept:
+        item.planned_priority = planned[item.spec.id].priority
+        item.expected = planned[item.spec.id].expected
+    kept.sort(key=lambda item: (planned[item.spec.id].skip is None, item.planned_priority))
+    others = [item for item in items if not isinstance(item, SpecItem)]
+    items[:] = kept + others
+
+
+class SpecItem(pytest.Item):
+    def __init__(self, *, spec: Spec, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.planned_priority = 0
+        self.expected = spec.timeout
+
+    @property
+    def context(self) -> RunContext:
+        return self.config.stash[STASH]
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, (self.spec.line or 1) - 1, f"spec {self.spec.id}"
+
+    def setup(self) -> None:
+        record = skipped(self.spec, self.context)
+        if record is not None:
+            self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
+            pytest.skip(record.reason)
+
+    def runtest(self) -> None:
+        run = run_spec(self.spec, self.context, priority=self.planned_priority, expected=self.expected)
+        self.user_properties.append((RECORD_PROPERTY, json.dumps(run.record.to_json())))
+        for line in run.warnings:
+            # Attributed to the spec file, so pytest's summary points at the spec, not at us.
+            warnings.warn_explicit(TrainspecWarning(line), TrainspecWarning, str(self.spec.source), self.spec.line or 1)
+        if run.failure:
+            raise SpecFailure(run.failure)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, SpecFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style=style))

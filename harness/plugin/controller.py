@@ -1,0 +1,164 @@
+"""Controller side: order xdist's work by the plan, follow progress, gather every spec's record,
+write results.json and the report, and print the summary."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import sys
+from collections.abc import Callable, Generator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..context import RunContext
+from ..process import end_group
+from ..progress import Progress
+from ..report import summary_lines, write_run_report
+from ..results import SpecResult, gather, load_results, write_results
+from ..scheduler import PlanScheduling
+from ..secrets import masker_for
+from ..spec import SPEC_SUFFIXES
+from ..specfiles import load_spec_file
+from ..structure import SpecError
+from ..tree import Snapshot, snapshot, written
+from .collect import RECORD_PROPERTY
+
+
+def _is_spec(nodeid: str) -> bool:
+    return nodeid.split("::", 1)[0].endswith(SPEC_SUFFIXES)
+
+
+class Controller:
+    """Controller-side hooks: gather every spec's record, write results.json, print the summary."""
+
+    def __init__(self, context: RunContext):
+        self.context = context
+        self.records: dict[str, SpecResult] = {}
+        self.progress: Progress | None = None
+        self._expected: Callable[[str], float] | None = None
+        self._nodeids: dict[str, str] = {}
+        self.tree_before: Snapshot | None = None
+        self.repo_writes: list[str] = []
+        # A reused --run-dir holds records of earlier runs: only this run's are gathered.
+        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> PlanScheduling:
+        return PlanScheduling(config, log, expected=self._expected_seconds(config.rootpath))
+
+    def _expected_seconds(self, rootpath: Path) -> Callable[[str], float]:
+        """nodeid -> expected seconds, from the same durations and specs the workers planned with.
+
+        Built once: the scheduler and the progress line share it (and the spec files it read).
+        """
+        if self._expected is None:
+            self._expected = self._build_expected(rootpath)
+        return self._expected
+
+    def _build_expected(self, rootpath: Path) -> Callable[[str], float]:
+        durations = self.context.durations.load()
+        timeouts: dict[str, float] = {}
+        read: set[str] = set()
+
+        def expected(nodeid: str) -> float:
+            path, _, spec_id = nodeid.partition("::")
+            if spec_id in durations:
+                return durations[spec_id]
+            if path not in read:
+                read.add(path)
+                try:
+                    timeouts.update({s.id: s.timeout for s in load_spec_file(rootpath / path)})
+                except SpecError:
+                    pass
+            return timeouts.get(spec_id, 0.0)
+
+        return expected
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Left by an interrupted run in the same run dir, it would turn this run's crashes into interruptions.
+        self.context.interrupted_marker.unlink(missing_ok=True)
+        self.tree_before = None if session.config.getoption("allow_repo_writes") else snapshot(self.context.repo)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and session.config.get_verbosity() == 0:
+            # Our lines replace pytest's file names and letters, which say little about runs of minutes.
+            reporter.showfspath = False
+            by_nodeid = self._expected_seconds(session.config.rootpath)
+            capture = session.config.pluginmanager.get_plugin("capturemanager")
+            self.progress = Progress(reporter, self.context.pool, live=reporter.isatty, expected=lambda spec_id: by_nodeid(self._nodeids.get(spec_id, "")),
+                                     uncaptured=capture.global_and_fixture_disabled if capture else contextlib.nullcontext)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.progress:
+            self.progress.total = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.progress:
+            self.progress.total = len(ids)
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        if self.progress and _is_spec(nodeid):
+            spec_id = nodeid.rsplit("::", 1)[-1]
+            self._nodeids[spec_id] = nodeid
+            self.progress.spec_started(spec_id)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Generator[None, Any, Any]:
+        category, letter, word = yield
+        if self.progress and _is_spec(report.nodeid):
+            return category, "", ""
+        return category, letter, word
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        spec_id = report.nodeid.rsplit("::", 1)[-1]
+        known = spec_id in self.records
+        for name, value in report.user_properties:
+            if name == RECORD_PROPERTY:
+                record = SpecResult.from_json(json.loads(value))
+                self.records[record.id] = record
+        if report.failed and spec_id not in self.records:
+            # A worker that died mid-run sends a bare report: record it rather than lose the spec.
+            text = str(report.longrepr or "").strip()
+            reason = text.splitlines()[-1][:500] if text else "the worker running it died"
+            self.records[spec_id] = SpecResult(id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.output_dir(spec_id)))
+        if self.progress and not known and spec_id in self.records:
+            self.progress.spec_finished(self.records[spec_id])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.progress:
+            self.progress.stop()
+        context = self.context
+        context.backend.cancel_all()
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            context.interrupted_marker.touch()
+        for pgid in context.pool.stray_groups():
+            end_group(pgid)
+        on_disk = {r.id: r for r in gather(context.run_dir) if r.started_at >= self.started_at}
+        self.records = {**on_disk, **self.records}
+        if not self.records:
+            return
+        meta = {"backend": context.backend.name, "devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": masker_for(os.environ).data(sys.argv[1:]), "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
+        if self.tree_before is not None and (after := snapshot(context.repo)) is not None:
+            self.repo_writes = written(self.tree_before, after, context.repo, [context.run_dir])
+            meta["repo_writes"] = self.repo_writes
+            if self.repo_writes:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
+        write_run_report(context.run_dir, load_results(path))
+        context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records:
+            return
+        terminalreporter.section("trainspec")
+        for line in summary_lines(sorted(self.records.values(), key=lambda r: r.id), self.context.run_dir):
+            terminalreporter.write_line(line)
+        if self.repo_writes:
+            shown = ", ".join(self.repo_writes[:20]) + (f" and {len(self.repo_writes) - 20} more" if len(self.repo_writes) > 20 else "")
+            terminalreporter.write_line(f"FAIL  the run wrote into the repository: {shown} (specs must write under {{output_dir}}; --allow-repo-writes to accept)", red=True)
