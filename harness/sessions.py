@@ -18,12 +18,15 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nox
 
 from .config import Settings, load_settings
+from .scaffold import LIBRARIES, installed_versions, pins
 
 # A hook that returns extra `harness run` options for a tier session, e.g. a locally built
 # `--scorer PATH` for the inference specs: (session, transformers pin, tier) -> options.
@@ -66,8 +69,46 @@ def install(session: nox.Session, *requirements: str, root: Path) -> None:
     stamp.write_text(digest)
 
 
-def pins(torch: str | None, transformers: str | None) -> list[str]:
-    return [f"{name}=={version}" for name, version in (("torch", torch), ("transformers", transformers)) if version]
+def importers(root: Path, names: list[str]) -> dict[str, str]:
+    """For each library in `names`, the first of the project's Python files that imports it.
+
+    The files git tracks (every .py under `root` when it is not a git checkout), so venvs and
+    build folders beside the code do not count.
+    """
+    pattern = re.compile(rf"^[ \t]*(?:import|from)[ \t]+({'|'.join(map(re.escape, names))})\b", re.MULTILINE)
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", "*.py"], cwd=root, capture_output=True, text=True, check=True).stdout.split("\0")
+        files = [root / name for name in listed if name]
+    except (OSError, subprocess.CalledProcessError):
+        files = [path for path in root.rglob("*.py") if not any(part.startswith(".") for part in path.relative_to(root).parts)]
+    found: dict[str, str] = {}
+    for path in sorted(files):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for match in pattern.finditer(text):
+            found.setdefault(match.group(1), str(path.relative_to(root)))
+        if len(found) == len(names):
+            break
+    return found
+
+
+def require_libraries(session: nox.Session, root: Path) -> None:
+    """Stop the session once, before any spec runs, when its venv lacks torch or transformers
+    although the project's code imports it: otherwise every spec fails with the same
+    `No module named 'torch'`, each reported as its own failed checks."""
+    probe = "import importlib.util, sys; print(' '.join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))"
+    output = session.run("python", "-c", probe, *LIBRARIES, silent=True, log=False)
+    if not isinstance(output, str):
+        return  # --install-only runs no commands
+    missing = output.split()
+    used = importers(root, missing) if missing else {}
+    if used:
+        here = installed_versions(tuple(used))
+        keys = " and ".join(f'{name} = "{here.get(name, "VERSION")}"' for name in used)
+        files = ", ".join(f"{path} imports {name}" for name, path in used.items())
+        session.error(f"this session's venv has no {' and no '.join(used)} but {files}: set {keys} in [tool.trainspec] of pyproject.toml, or list a requirement that brings it in `install`")
 
 
 def chosen_tier(session: nox.Session, default: str) -> str:
@@ -103,6 +144,7 @@ def define_sessions(root: Path | str | None = None, *, run_options: RunOptions |
 def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOptions | None) -> None:
     def session_function(session: nox.Session) -> None:
         install(session, *pins(settings.torch, settings.transformers), *settings.install, root=root)
+        require_libraries(session, root)
         extra = run_options(session, settings.transformers, chosen_tier(session, tier)) if run_options else []
         run_tier(session, tier, *extra)
 
@@ -113,6 +155,7 @@ def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOpt
 def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | None) -> None:
     def session_function(session: nox.Session, torch: str | None, transformers: str | None) -> None:
         install(session, *pins(torch, transformers), *settings.install, root=root)
+        require_libraries(session, root)
         run_dir = Path(session.cache_dir).resolve() / "matrix" / f"torch-{torch}_transformers-{transformers}"
         tier = chosen_tier(session, settings.matrix_tier)
         extra = run_options(session, transformers, tier) if run_options else []
@@ -129,6 +172,7 @@ def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | No
 def _tests_session(settings: Settings, root: Path) -> None:
     def session_function(session: nox.Session) -> None:
         install(session, *pins(settings.torch, settings.transformers), *settings.install, *settings.test_install, "pytest", root=root)
+        require_libraries(session, root)
         session.run("pytest", *(session.posargs or settings.tests or []), env={"HF_HUB_OFFLINE": "1"})
 
     session_function.__doc__ = "The project's own tests; arguments after -- go to pytest."

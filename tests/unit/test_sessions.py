@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import types
 from pathlib import Path
 
-from harness.sessions import chosen_tier, harness_requirement, pins
+from harness.sessions import chosen_tier, harness_requirement, importers, pins
 
 
 def session(*posargs: str) -> types.SimpleNamespace:
@@ -27,3 +28,16 @@ def test_the_last_tier_in_the_posargs_wins_as_argparse_reads_it():
 def test_pins_leave_out_what_is_not_pinned():
     assert pins("2.13.0", None) == ["torch==2.13.0"]
     assert pins(None, None) == []
+
+
+def test_importers_name_the_first_tracked_file_importing_each_library(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "fit.py").write_text("import json\nfrom torch import nn\n")
+    (tmp_path / "train" / "notes.py").write_text('"""Uses torchvision and says: import torch later."""\nimport torchvision\n')
+    (tmp_path / "serve.py").write_text("def load():\n    import transformers\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "site.py").write_text("import torch\n")
+    assert importers(tmp_path, ["torch", "transformers"]) == {"torch": "train/fit.py", "transformers": "serve.py"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "serve.py", "train/notes.py"], cwd=tmp_path, check=True)
+    assert importers(tmp_path, ["torch", "transformers"]) == {"transformers": "serve.py"}
