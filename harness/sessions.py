@@ -6,9 +6,9 @@
 
 It defines `smoke`, `standard` and `full` (each a tier through `python -m harness run`, with
 the session's posargs passed on), `matrix(torch=..., transformers=...)` for each pair in
-`matrix` (tagged `matrix`), and `tests` when `tests` is set. Every session builds its own
-venv with the pins, the `install` list and the harness, and skips installing when nothing
-it depends on changed. This module runs in nox's own environment: it needs nox, not
+`matrix` (tagged `matrix`), and `tests` when `tests` is set. Every session reuses its venv
+(unless nox is told `--no-reuse-existing-virtualenvs`) with the pins, the `install` list and
+the harness, and skips installing when nothing it depends on changed. This module runs in nox's own environment: it needs nox, not
 pytest or PyYAML.
 """
 
@@ -149,7 +149,7 @@ def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOpt
         run_tier(session, tier, *extra)
 
     session_function.__doc__ = TIER_DOCS[tier]
-    nox.session(name=tier)(session_function)
+    nox.session(name=tier, reuse_venv=True)(session_function)
 
 
 def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | None) -> None:
@@ -166,7 +166,7 @@ def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | No
 
     session_function.__doc__ = f"The {settings.matrix_tier} tier (or `-- --tier T`) on one pinned torch x transformers pair."
     pairs = [(c.torch, c.transformers) for c in settings.matrix]
-    nox.session(name="matrix", tags=["matrix"])(nox.parametrize(("torch", "transformers"), pairs)(session_function))
+    nox.session(name="matrix", tags=["matrix"], reuse_venv=True)(nox.parametrize(("torch", "transformers"), pairs)(session_function))
 
 
 def _tests_session(settings: Settings, root: Path) -> None:
@@ -176,4 +176,4 @@ def _tests_session(settings: Settings, root: Path) -> None:
         session.run("pytest", *(session.posargs or settings.tests or []), env={"HF_HUB_OFFLINE": "1"})
 
     session_function.__doc__ = "The project's own tests; arguments after -- go to pytest."
-    nox.session(name="tests")(session_function)
+    nox.session(name="tests", reuse_venv=True)(session_function)

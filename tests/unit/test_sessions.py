@@ -6,7 +6,18 @@ import subprocess
 import types
 from pathlib import Path
 
-from harness.sessions import chosen_tier, harness_requirement, importers, pins
+import nox
+import pytest
+
+from harness.sessions import chosen_tier, define_sessions, harness_requirement, importers, pins
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """nox's session registry, empty for the test and restored after it."""
+    sessions: dict = {}
+    monkeypatch.setattr(nox.registry, "_REGISTRY", sessions)
+    return sessions
 
 
 def session(*posargs: str) -> types.SimpleNamespace:
@@ -41,3 +52,10 @@ def test_importers_name_the_first_tracked_file_importing_each_library(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", "serve.py", "train/notes.py"], cwd=tmp_path, check=True)
     assert importers(tmp_path, ["torch", "transformers"]) == {"transformers": "serve.py"}
+
+
+def test_every_session_reuses_its_venv(tmp_path, registry):
+    (tmp_path / "pyproject.toml").write_text('[tool.trainspec]\ntorch = "2.13.0"\nmatrix = [{ torch = "2.13.0" }]\ntests = ["tests"]\n')
+    define_sessions(tmp_path)
+    assert sorted(registry) == ["full", "matrix", "smoke", "standard", "tests"]
+    assert all(func.reuse_venv is True for func in registry.values())
