@@ -21,19 +21,31 @@ from .structure import SpecError
 
 SCHEMA_NAME = "trainspec.schema.json"
 
-NOXFILE_LINES = """\
-from harness.sessions import define_sessions
-
-# smoke, standard, full (and matrix, tests) from [tool.trainspec] in pyproject.toml
+SESSION_LINES = """\
+# smoke, standard, full (and matrix, tests) from [tool.trainspec] in pyproject.toml; each
+# reuses its venv and skips installing when the pins and settings did not change.
 define_sessions()
 """
+
+NOXFILE_LINES = f"from harness.sessions import define_sessions\n\n{SESSION_LINES}"
 
 NOXFILE = f'''\
 """Spec-driven training tests: `nox -s smoke` on every change, `nox -s full` nightly."""
 
+import sys
+
 import nox  # noqa: F401  (nox reads the sessions registered below)
 
-{NOXFILE_LINES}'''
+try:
+    from harness.sessions import define_sessions
+except ModuleNotFoundError as missing:
+    if missing.name != "harness":
+        raise
+    print("noxfile.py: the environment nox runs in lacks trainspec (No module named 'harness'): "
+          "run `pipx inject nox trainspec` if pipx installed nox, else `pip install trainspec` beside nox", file=sys.stderr)
+    raise SystemExit(2) from None
+
+{SESSION_LINES}'''
 
 # The libraries a spec's training usually imports: `init` pins the versions installed where
 # it runs, and a session whose venv lacks one the project imports stops before any spec runs.

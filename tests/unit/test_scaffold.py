@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -13,6 +14,26 @@ from harness.config import load_settings
 from harness.scaffold import init, installed_versions
 from harness.schema import json_schema
 from harness.spec import load_spec_file
+
+
+# Real nox, run as a user has it when trainspec is not in nox's environment: no finder
+# knows `harness` (the environment running the tests has it, so it is hidden here).
+NOX_WITHOUT_HARNESS = """\
+import sys
+
+
+class NoHarness:
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "harness":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoHarness())
+from nox.__main__ import main
+
+sys.argv[0] = "nox"
+main()
+"""
 
 
 @pytest.fixture
@@ -110,3 +131,12 @@ def test_what_the_sessions_install_follows_a_section_the_project_had(tmp_path, e
     assert done.advice[-1] == "the nox sessions will install: transformers==5.23.0 -e . trainspec\n"
     (repo / "pyproject.toml").write_text("[tool.trainspec]\ntorch = 2\n")
     assert not any("will install" in line for line in init(repo).advice)
+
+
+def test_the_generated_noxfile_says_how_to_install_the_harness_beside_nox(tmp_path):
+    init(tmp_path)
+    result = subprocess.run([sys.executable, "-c", NOX_WITHOUT_HARNESS, "-s", "smoke"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "lacks trainspec (No module named 'harness'): run `pipx inject nox trainspec`" in result.stderr
+    assert "`pip install trainspec` beside nox" in result.stderr
