@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_settings
-from harness.scaffold import init, installed_versions
+from harness.scaffold import DEFAULT_INSTALL, init, installed_versions
 from harness.schema import json_schema
 from harness.spec import load_spec_file
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 # Real nox, run as a user has it when trainspec is not in nox's environment: no finder
@@ -140,3 +142,14 @@ def test_the_generated_noxfile_says_how_to_install_the_harness_beside_nox(tmp_pa
     assert "Traceback" not in result.stderr
     assert "lacks trainspec (No module named 'harness'): run `pipx inject nox trainspec`" in result.stderr
     assert "`pip install trainspec` beside nox" in result.stderr
+
+
+def test_the_docs_say_what_init_and_the_sessions_install(tmp_path, environment):
+    environment(torch="2.13.0", transformers="4.57.6")
+    adoption = (DOCS / "adoption.md").read_text()
+    (said,) = init(tmp_path).advice
+    assert f"\n{said}" in adoption
+    example = adoption.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert set(DEFAULT_INSTALL) <= set(tomllib.loads(example)["tool"]["trainspec"]["install"])
+    tiers = (DOCS / "tiers.md").read_text()
+    assert f"`install = {json.dumps(DEFAULT_INSTALL)}`" in tiers
