@@ -6,9 +6,10 @@
 
 It defines `smoke`, `standard` and `full` (each a tier through `python -m harness run`, with
 the session's posargs passed on), `matrix(torch=..., transformers=...)` for each pair in
-`matrix` (tagged `matrix`), and `tests` when `tests` is set. Every session reuses its venv
-(unless nox is told `--no-reuse-existing-virtualenvs`) with the pins, the `install` list and
-the harness, and skips installing when nothing it depends on changed. This module runs in nox's own environment: it needs nox, not
+`matrix` (tagged `matrix`), and `tests` when `tests` is set. Sessions that install the same
+pins, `install` list and harness share one venv, reused (unless nox is told
+`--no-reuse-existing-virtualenvs`) and not installed into again when nothing it depends on
+changed. This module runs in nox's own environment: it needs nox, not
 pytest or PyYAML.
 """
 
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nox
+from filelock import FileLock
+from nox.virtualenv import ProcessEnv, VirtualEnv
 
 from .config import Settings, load_settings
 from .scaffold import LIBRARIES, installed_versions, pins
@@ -53,20 +56,58 @@ def uv_environment() -> dict[str, str]:
     return {"UV_FIND_LINKS": links} if links and "UV_FIND_LINKS" not in os.environ else {}
 
 
-def install(session: nox.Session, *requirements: str, root: Path) -> None:
-    """Install requirements plus the harness, unless this venv already has exactly these."""
+def install(session: nox.Session, *requirements: str, root: Path, shared: bool = False) -> None:
+    """Install requirements plus the harness, unless this venv already has exactly these.
+
+    `shared`: the session runs in a venv keyed by what it installs, beside nox's own, so
+    sessions with the same requirements (the tiers, a matrix cell with the tiers' pins) build
+    and fill one venv (about 1 GB with torch) instead of one each.
+    """
     harness = harness_requirement()
     everything = [*requirements, *harness]
+    venv = shared_venv(session, everything) if shared else session.virtualenv
     # A changed pyproject (the project's, or the harness source's) may change what to install.
     watched = [root / "pyproject.toml", *([Path(harness[1]) / "pyproject.toml"] if harness[0] == "-e" else [])]
     stamp_input = json.dumps([everything, *(p.read_text() for p in watched if p.is_file())])
     digest = hashlib.sha256(stamp_input.encode()).hexdigest()
-    stamp = Path(session.virtualenv.location) / ".trainspec-installed"
-    if stamp.exists() and stamp.read_text() == digest:
-        session.log("requirements unchanged since the last install; skipping it")
-        return
-    session.install(*everything, env=uv_environment())
-    stamp.write_text(digest)
+    # Sessions run in parallel (nox --parallel) must not build or fill one venv at once.
+    with FileLock(f"{venv.location}.lock"):
+        if venv is not session.virtualenv:
+            venv.create()
+            adopt_venv(session, venv)
+        stamp = Path(session.virtualenv.location) / ".trainspec-installed"
+        if stamp.exists() and stamp.read_text() == digest:
+            session.log("requirements unchanged since the last install; skipping it")
+            return
+        session.install(*everything, env=uv_environment())
+        stamp.write_text(digest)
+
+
+def shared_venv(session: nox.Session, requirements: list[str]) -> ProcessEnv:
+    """The venv for `requirements` beside the session's own, made like it (same backend,
+    interpreter, parameters and reuse); the session's own when it is not a plain venv
+    (conda) or when this nox cannot point a session at another one (see `adopt_venv`)."""
+    own = session.virtualenv
+    if not isinstance(own, VirtualEnv) or not hasattr(getattr(session, "_runner", None), "venv"):
+        return own
+    key = json.dumps([requirements, own.venv_backend, own.interpreter, own.venv_params])
+    location = Path(own.location).parent / f"trainspec-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return VirtualEnv(
+        str(location), own.interpreter, download_python=own.download_python, reuse_existing=own.reuse_existing, venv_backend=own.venv_backend, venv_params=own.venv_params
+    )
+
+
+def adopt_venv(session: nox.Session, venv: ProcessEnv) -> None:
+    """Make every later `session.install` and `session.run` use `venv`.
+
+    nox has no public way to point a session at another venv (a `venv_location` option is
+    proposed upstream, wntrblm/nox#785); this sets the one attribute its commands read, which
+    `shared_venv` checks for first: a nox without it keeps each session's own venv.
+    """
+    for name, value in session.virtualenv.env.items():
+        venv.env.setdefault(name, value)  # NOX_CURRENT_SESSION and the like; the venv's own paths stay
+    session._runner.venv = venv
+    session.log(f"using {venv.location}, shared by the sessions that install the same requirements")
 
 
 def importers(root: Path, names: list[str]) -> dict[str, str]:
@@ -143,7 +184,7 @@ def define_sessions(root: Path | str | None = None, *, run_options: RunOptions |
 
 def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOptions | None) -> None:
     def session_function(session: nox.Session) -> None:
-        install(session, *pins(settings.torch, settings.transformers), *settings.install, root=root)
+        install(session, *pins(settings.torch, settings.transformers), *settings.install, root=root, shared=True)
         require_libraries(session, root)
         extra = run_options(session, settings.transformers, chosen_tier(session, tier)) if run_options else []
         run_tier(session, tier, *extra)
@@ -154,7 +195,7 @@ def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOpt
 
 def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | None) -> None:
     def session_function(session: nox.Session, torch: str | None, transformers: str | None) -> None:
-        install(session, *pins(torch, transformers), *settings.install, root=root)
+        install(session, *pins(torch, transformers), *settings.install, root=root, shared=True)
         require_libraries(session, root)
         run_dir = Path(session.cache_dir).resolve() / "matrix" / f"torch-{torch}_transformers-{transformers}"
         tier = chosen_tier(session, settings.matrix_tier)
@@ -171,7 +212,7 @@ def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | No
 
 def _tests_session(settings: Settings, root: Path) -> None:
     def session_function(session: nox.Session) -> None:
-        install(session, *pins(settings.torch, settings.transformers), *settings.install, *settings.test_install, "pytest", root=root)
+        install(session, *pins(settings.torch, settings.transformers), *settings.install, *settings.test_install, "pytest", root=root, shared=True)
         require_libraries(session, root)
         session.run("pytest", *(session.posargs or settings.tests or []), env={"HF_HUB_OFFLINE": "1"})
 
