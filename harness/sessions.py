@@ -113,12 +113,12 @@ def adopt_venv(session: nox.Session, venv: ProcessEnv) -> None:
 def importers(root: Path, names: list[str]) -> dict[str, str]:
     """For each library in `names`, the first of the project's Python files that imports it.
 
-    The files git tracks (every .py under `root` when it is not a git checkout), so venvs and
-    build folders beside the code do not count.
+    The files git tracks or would track (every .py outside hidden folders when `root` is not
+    a git checkout), so ignored venvs and build folders beside the code do not count.
     """
     pattern = re.compile(rf"^[ \t]*(?:import|from)[ \t]+({'|'.join(map(re.escape, names))})\b", re.MULTILINE)
     try:
-        listed = subprocess.run(["git", "ls-files", "-z", "--", "*.py"], cwd=root, capture_output=True, text=True, check=True).stdout.split("\0")
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.py"], cwd=root, capture_output=True, text=True, check=True).stdout.split("\0")
         files = [root / name for name in listed if name]
     except (OSError, subprocess.CalledProcessError):
         files = [path for path in root.rglob("*.py") if not any(part.startswith(".") for part in path.relative_to(root).parts)]

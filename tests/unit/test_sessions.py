@@ -41,16 +41,23 @@ def test_pins_leave_out_what_is_not_pinned():
     assert pins(None, None) == []
 
 
-def test_importers_name_the_first_tracked_file_importing_each_library(tmp_path):
+def test_importers_name_the_first_project_file_importing_each_library(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "fit.py").write_text("import json\nfrom torch import nn\n")
-    (tmp_path / "train" / "notes.py").write_text('"""Uses torchvision and says: import torch later."""\nimport torchvision\n')
+    (tmp_path / "train" / "notes.py").write_text('"""Uses torchvision, says: import torch later."""\nimport torchvision\n')
     (tmp_path / "serve.py").write_text("def load():\n    import transformers\n")
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "site.py").write_text("import torch\n")
+    (tmp_path / ".venv" / ".gitignore").write_text("*\n")  # as virtualenv and venv write it
     assert importers(tmp_path, ["torch", "transformers"]) == {"torch": "train/fit.py", "transformers": "serve.py"}
+    # In a git checkout: tracked and untracked files count, ignored ones do not.
+    (tmp_path / ".gitignore").write_text("train/fit.py\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "gen.py").write_text("import torch\n")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run(["git", "add", "serve.py", "train/notes.py"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "serve.py"], cwd=tmp_path, check=True)
+    assert importers(tmp_path, ["torch", "transformers"]) == {"torch": "build/gen.py", "transformers": "serve.py"}
+    (tmp_path / ".gitignore").write_text("train/fit.py\nbuild/\n")
     assert importers(tmp_path, ["torch", "transformers"]) == {"transformers": "serve.py"}
 
 
