@@ -208,7 +208,7 @@ def torch_wheel_here(version: str) -> str | None:
     The test never lets a session pull torch from an index: that would be the multi-GB CUDA build.
     """
     report = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", "--report", "-", f"torch=={version}"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", "-", f"torch=={version}"], capture_output=True, text=True, timeout=300
     )
     if report.returncode != 0:
         return f"pip cannot resolve torch=={version} here: {report.stderr.strip()[-200:]}"
