@@ -3,14 +3,61 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from harness.config import load_settings
-from harness.scaffold import init
+from harness.scaffold import DEFAULT_INSTALL, init, installed_versions
 from harness.schema import json_schema
 from harness.specfiles import load_spec_file
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+# Real nox, run as a user has it when trainspec is not in nox's environment: no finder
+# knows `harness` (the environment running the tests has it, so it is hidden here).
+NOX_WITHOUT_HARNESS = """\
+import sys
+
+
+class NoHarness:
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "harness":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoHarness())
+from nox.__main__ import main
+
+sys.argv[0] = "nox"
+main()
+"""
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An environment whose only installed distributions are these (name -> version): the
+    environment running the tests may have torch, and init must see only what a test gives."""
+
+    def install(**versions: str) -> None:
+        site = tmp_path / "site"
+        for name, version in versions.items():
+            info = site / f"{name}-{version}.dist-info"
+            info.mkdir(parents=True)
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        monkeypatch.setattr(sys, "path", [str(site), *(p for p in sys.path if not p.endswith(("site-packages", "dist-packages")))])
+
+    return install
+
+
+def repository(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    return repo
 
 
 def test_a_fresh_repository_gets_every_starter_file(tmp_path):
@@ -53,3 +100,56 @@ def test_a_broken_pyproject_is_not_touched(tmp_path):
     with pytest.raises(ValueError, match="invalid TOML, not touching it"):
         init(tmp_path)
     assert (tmp_path / "pyproject.toml").read_text() == "[project\n"
+
+
+def test_init_pins_the_installed_versions_without_their_local_label(tmp_path, environment):
+    environment(torch="2.5.1+cu121", transformers="4.57.6")
+    assert "torch" not in sys.modules
+    assert installed_versions() == {"torch": "2.5.1", "transformers": "4.57.6"}
+    repo = repository(tmp_path)
+    done = init(repo)
+    settings = load_settings(repo)
+    assert (settings.torch, settings.transformers, settings.install) == ("2.5.1", "4.57.6", ["numpy"])
+    assert done.advice == ["the nox sessions will install: torch==2.5.1 transformers==4.57.6 numpy trainspec\n"]
+    assert "torch" not in sys.modules
+
+
+def test_init_says_in_one_line_what_to_set_for_a_library_it_did_not_find(tmp_path, environment):
+    environment(transformers="4.57.6")
+    repo = repository(tmp_path)
+    done = init(repo)
+    assert load_settings(repo).torch is None and '# torch = "VERSION"' in (repo / "pyproject.toml").read_text()
+    assert done.advice == [
+        'torch not found here nor pinned: if your training imports it, set torch = "VERSION" in [tool.trainspec] of pyproject.toml\n',
+        "the nox sessions will install: transformers==4.57.6 numpy trainspec\n",
+    ]
+
+
+def test_what_the_sessions_install_follows_a_section_the_project_had(tmp_path, environment):
+    environment(torch="2.13.0")
+    repo = repository(tmp_path)
+    (repo / "pyproject.toml").write_text('[tool.trainspec]\ntransformers = "5.23.0"\ninstall = ["-e ."]\n')
+    done = init(repo)
+    assert done.advice[-1] == "the nox sessions will install: transformers==5.23.0 -e . trainspec\n"
+    (repo / "pyproject.toml").write_text("[tool.trainspec]\ntorch = 2\n")
+    assert not any("will install" in line for line in init(repo).advice)
+
+
+def test_the_generated_noxfile_says_how_to_install_the_harness_beside_nox(tmp_path):
+    init(tmp_path)
+    result = subprocess.run([sys.executable, "-c", NOX_WITHOUT_HARNESS, "-s", "smoke"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "lacks trainspec (No module named 'harness'): run `pipx inject nox trainspec`" in result.stderr
+    assert "`pip install trainspec` beside nox" in result.stderr
+
+
+def test_the_docs_say_what_init_and_the_sessions_install(tmp_path, environment):
+    environment(torch="2.13.0", transformers="4.57.6")
+    adoption = (DOCS / "adoption.md").read_text()
+    (said,) = init(tmp_path).advice
+    assert f"\n{said}" in adoption
+    example = adoption.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert set(DEFAULT_INSTALL) <= set(tomllib.loads(example)["tool"]["trainspec"]["install"])
+    tiers = (DOCS / "tiers.md").read_text()
+    assert f"`install = {json.dumps(DEFAULT_INSTALL)}`" in tiers

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
 import types
 from pathlib import Path
 
-from harness.sessions import chosen_tier, harness_requirement, pins
+import nox
+import pytest
+
+from harness.sessions import chosen_tier, define_sessions, harness_requirement, importers, pins
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """nox's session registry, empty for the test and restored after it."""
+    sessions: dict = {}
+    monkeypatch.setattr(nox.registry, "_REGISTRY", sessions)
+    return sessions
 
 
 def session(*posargs: str) -> types.SimpleNamespace:
@@ -27,3 +39,30 @@ def test_the_last_tier_in_the_posargs_wins_as_argparse_reads_it():
 def test_pins_leave_out_what_is_not_pinned():
     assert pins("2.13.0", None) == ["torch==2.13.0"]
     assert pins(None, None) == []
+
+
+def test_importers_name_the_first_project_file_importing_each_library(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "fit.py").write_text("import json\nfrom torch import nn\n")
+    (tmp_path / "train" / "notes.py").write_text('"""Uses torchvision, says: import torch later."""\nimport torchvision\n')
+    (tmp_path / "serve.py").write_text("def load():\n    import transformers\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "site.py").write_text("import torch\n")
+    (tmp_path / ".venv" / ".gitignore").write_text("*\n")  # as virtualenv and venv write it
+    assert importers(tmp_path, ["torch", "transformers"]) == {"torch": "train/fit.py", "transformers": "serve.py"}
+    # In a git checkout: tracked and untracked files count, ignored ones do not.
+    (tmp_path / ".gitignore").write_text("train/fit.py\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "gen.py").write_text("import torch\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "serve.py"], cwd=tmp_path, check=True)
+    assert importers(tmp_path, ["torch", "transformers"]) == {"torch": "build/gen.py", "transformers": "serve.py"}
+    (tmp_path / ".gitignore").write_text("train/fit.py\nbuild/\n")
+    assert importers(tmp_path, ["torch", "transformers"]) == {"transformers": "serve.py"}
+
+
+def test_every_session_reuses_its_venv(tmp_path, registry):
+    (tmp_path / "pyproject.toml").write_text('[tool.trainspec]\ntorch = "2.13.0"\nmatrix = [{ torch = "2.13.0" }]\ntests = ["tests"]\n')
+    define_sessions(tmp_path)
+    assert sorted(registry) == ["full", "matrix", "smoke", "standard", "tests"]
+    assert all(func.reuse_venv is True for func in registry.values())
