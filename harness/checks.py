@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
-from .logs import LogEntry, LogError, TrainingLog, find_log, parse_log
+from .logs import SEARCH_ORDER, LogEntry, LogError, TrainingLog, find_log, parse_log
 from .runner import ProcessOutcome
 from .spec import Spec, matches
 
@@ -159,10 +160,10 @@ def read_log(spec: Spec, output_dir: Path) -> tuple[TrainingLog | None, str | No
     """The parsed training log, or why there is none."""
     path = find_log(output_dir, spec.log)
     if path is None:
-        wanted = repr(spec.log.path) if spec.log.path else "trainer_logs.json, trainer_state.json or *.jsonl"
+        wanted = repr(spec.log.path) if spec.log.path else ", ".join(p for p, fmt in SEARCH_ORDER if spec.log.format in ("auto", fmt))
         return None, f"no training log ({wanted}) in {output_dir}"
     try:
-        return parse_log(path, spec.log), None
+        return parse_log(path, spec.log, tuple(spec.metrics)), None
     except LogError as error:
         return None, f"{path}: {error}"
 
@@ -172,7 +173,8 @@ def check_log(spec: Spec, log: TrainingLog | None, log_problem: str | None) -> l
         return []
     if log is None:
         return [CheckResult("log", False, "a readable training log", log_problem or "none")]
-    results = [CheckResult("min_steps_logged", len(log.entries) >= spec.min_steps_logged, f"at least {spec.min_steps_logged} entries with {spec.log.loss_key!r}", f"{len(log.entries)} in {log.path.name}" + (f" ({'; '.join(log.notes)})" if log.notes else ""))]
+    counted = f"{len(log.entries)} in {log.path.name}" + (f" ({'; '.join(log.notes)})" if log.notes else "")
+    results = [CheckResult("min_steps_logged", len(log.entries) >= spec.min_steps_logged, f"at least {spec.min_steps_logged} entries with {spec.log.loss_key!r}", counted)]
     if spec.loss is not None:
         results += check_loss(spec, log)
     for key, bound in spec.metrics.items():
@@ -185,7 +187,7 @@ def check_loss(spec: Spec, log: TrainingLog) -> list[CheckResult]:
     assert loss is not None
     results = []
     if loss.no_nan:
-        bad = first_bad_loss(log.entries)
+        bad = first_bad_loss([log.first_bad] if log.first_bad else [])
         results.append(CheckResult("loss.no_nan", bad is None, "every logged loss a finite number", bad or "all finite"))
     final = log.final
     final_loss = final.loss if final else None

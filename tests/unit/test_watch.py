@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import watch
+from harness import logs, watch
 from harness.checks import check_exit
 from harness.runner import Launch, run_process
 from harness.spec import LogSpec, spec_from_mapping
-from harness.watch import Appended, JsonLines, LossWatcher, PatternWatcher, WholeFile, fail_fast_watchers
+from harness.watch import Appended, GrowingLog, LossWatcher, PatternWatcher, WholeFile, fail_fast_watchers
 
 
 class Clock:
@@ -125,7 +125,7 @@ def test_records_without_the_loss_key_and_malformed_lines_do_not_stop_it(tmp_pat
 
 def test_only_complete_lines_count(tmp_path):
     path = tmp_path / "log.jsonl"
-    reader = JsonLines(path, LogSpec())
+    reader = GrowingLog(path, LogSpec(), "jsonl")
     append(path, '{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     assert [e.step for e in reader.new_entries()] == [1.0]
     append(path, 'ss": NaN}\n')
@@ -134,13 +134,43 @@ def test_only_complete_lines_count(tmp_path):
 
 
 def test_an_endless_line_is_dropped_not_buffered(tmp_path, monkeypatch):
-    monkeypatch.setattr(watch, "LINE_LIMIT", 100)
+    monkeypatch.setattr(logs, "LINE_LIMIT", 100)
     path = tmp_path / "log.jsonl"
-    reader = JsonLines(path, LogSpec())
+    reader = GrowingLog(path, LogSpec(), "jsonl")
     append(path, "x" * 500)
-    assert reader.new_entries() == [] and reader.pending == ""
+    assert reader.new_entries() == [] and reader.reader.pending == ""
     append(path, 'yyy\n{"step": 7, "loss": 1.0}\n')
     assert [e.step for e in reader.new_entries()] == [7.0]
+
+
+def test_a_csv_log_is_followed_as_it_grows(tmp_path):
+    out = tmp_path / "out" / "lightning_logs" / "version_0"
+    out.mkdir(parents=True)
+    watcher = LossWatcher(tmp_path / "out", LogSpec(loss_key="train_loss"), clock=Clock())
+    append(out / "metrics.csv", "epoch,step,train_loss,val_loss\r\n0,1,3.0,\r\n0,1,,2.9\r\n0,2,")
+    assert watcher.poll() is None
+    append(out / "metrics.csv", "nan,\r\n")
+    assert watcher.poll() == "loss 'nan' at step 2 in metrics.csv"
+
+
+def test_a_csv_rewritten_with_a_wider_header_is_read_again_from_its_start(tmp_path):
+    # Lightning's CSVLogger rewrites the whole file when a new column appears.
+    path = tmp_path / "metrics.csv"
+    reader = GrowingLog(path, LogSpec(loss_key="train_loss"), "csv")
+    path.write_text("step,train_loss\n1,3.0\n2,2.5\n")
+    assert [e.step for e in reader.new_entries()] == [1.0, 2.0]
+    path.write_text("step,train_loss,grad_norm\n1,3.0,\n2,2.5,\n3,inf,7.0\n")
+    entries = reader.new_entries()
+    assert [e.step for e in entries] == [1.0, 2.0, 3.0] and entries[-1].loss == float("inf")
+
+
+def test_appended_starts_over_when_the_start_of_the_file_changed(tmp_path):
+    path = tmp_path / "f.log"
+    append(path, "ab\n")
+    stream = Appended(path)
+    assert stream.read() == "ab\n"
+    path.write_text("abc\nde\n")  # rewritten longer
+    assert stream.read() == "abc\nde\n" and stream.restarts == 1
 
 
 def test_a_log_that_appears_late_is_found_at_once_and_a_better_one_later(tmp_path):
