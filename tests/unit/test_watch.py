@@ -297,7 +297,9 @@ def test_a_run_that_logs_nan_is_stopped_at_once(tmp_path):
     assert outcome.stopped_by == "loss nan at step 4 in train_log.jsonl"
     assert outcome.duration < 20
     result = check_exit(outcome)
-    assert result.line() == "[FAIL] fail_fast: expected no forbidden stderr pattern and no NaN, inf or missing loss while it runs; found loss nan at step 4 in train_log.jsonl; the run was stopped there"
+    assert result.line() == (
+        "[FAIL] fail_fast: expected no forbidden stderr pattern and no NaN, inf or missing loss while it runs; found loss nan at step 4 in train_log.jsonl; the run was stopped there"
+    )
 
 
 def test_a_crash_that_exits_by_itself_keeps_its_exit_code(tmp_path):
