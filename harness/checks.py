@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,19 +20,32 @@ from .spec import Spec, matches
 CHUNK = 1 << 20
 OVERLAP = 4096
 LINE_LIMIT = 300
+TRACEBACK = "Traceback (most recent call last):"
+CHAINED = ("During handling of the above exception, another exception occurred:", "The above exception was the direct cause of the following exception:")
+# An exception line is kept whole up to this many characters; stderr is read a line of at most this at a time.
+ERROR_LIMIT = 8192
+# Lines after an exception that may still lead to the next link of its chain (its message's own lines, blanks).
+CHAIN_LOOKAHEAD = 200
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check. `cause`: the exception behind a failed run, from its stderr. `notes`: what else
+    went wrong only because of this failure (the checks a stopped run could not pass), shown
+    under it; those checks themselves stay in the record with severity "info"."""
+
     name: str
     passed: bool
     expected: str
     found: str
-    severity: Literal["fail", "warn"] = "fail"
+    severity: Literal["fail", "warn", "info"] = "fail"
+    cause: str | None = None
+    notes: tuple[str, ...] = ()
 
     def line(self) -> str:
-        mark = "ok" if self.passed else ("WARN" if self.severity == "warn" else "FAIL")
-        return f"[{mark}] {self.name}: expected {self.expected}; found {self.found}"
+        mark = "ok" if self.passed else {"warn": "WARN", "info": "info"}.get(self.severity, "FAIL")
+        under = ([f"root error: {self.cause}"] if self.cause else []) + [f"then: {note}" for note in self.notes]
+        return "\n    ".join([f"[{mark}] {self.name}: expected {self.expected}; found {self.found}", *under])
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -232,13 +245,63 @@ def check_metric(key: str, bound, log: TrainingLog) -> CheckResult:
     return CheckResult(name, worst is None, f"{what} {key} {limits}", found)
 
 
+def root_error(stderr_path: Path) -> str | None:
+    """The exception line that ends the first traceback in stderr: under torchrun, the first rank
+    to fail (torchrun's own traceback and summary come after its ranks'). Lines are followed by
+    the traceback's prefix (`[rank1]: `), so other ranks' interleaved lines are passed over; of a
+    chained exception, the last one raised. Read a line at a time, in bounded memory."""
+    prefix: str | None = None
+    error: str | None = None
+    chained = False
+    since_error = 0
+    try:
+        with open(stderr_path, encoding="utf-8", errors="replace") as stream:
+            for line in iter(lambda: stream.readline(ERROR_LIMIT), ""):
+                if prefix is None:
+                    if TRACEBACK in line:
+                        prefix = line[: line.index(TRACEBACK)]
+                    continue
+                if not line.startswith(prefix):
+                    continue
+                body = line[len(prefix) :].rstrip("\r\n")
+                if error is None:
+                    if body.startswith((" ", "\t")) or not body.strip() or TRACEBACK in body:
+                        continue
+                    error, since_error, chained = body.strip(), 0, False
+                elif body.strip() in CHAINED:
+                    chained = True
+                elif chained and TRACEBACK in body:
+                    error = None
+                else:
+                    since_error += 1
+                    if since_error > CHAIN_LOOKAHEAD or (not chained and TRACEBACK in body):
+                        break
+    except OSError:
+        return None
+    return error
+
+
 def failure_reason(failed: list[CheckResult]) -> str:
-    """The record's one-line reason for a failed run: each failed check, by name."""
-    return "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+    """The record's one-line reason for a failed run: the root error when stderr shows one, then each failed check, by name."""
+    checks = "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+    cause = next((c.cause for c in failed if c.cause), None)
+    return f"{cause} ({checks})" if cause else checks
 
 
 def run_checks(spec: Spec, outcome: ProcessOutcome, output_dir: Path, stderr_path: Path) -> tuple[list[CheckResult], TrainingLog | None]:
     """Every check the spec asks for, in the order a person reads them."""
     log, problem = read_log(spec, output_dir) if spec.needs_log or output_dir.exists() else (None, None)
     results = [check_exit(outcome), *check_leftovers(outcome), *check_stderr(spec, stderr_path), *check_files(spec, output_dir), *check_log(spec, log, problem)]
-    return results, log
+    return with_root_error(results, outcome, stderr_path), log
+
+
+def with_root_error(results: list[CheckResult], outcome: ProcessOutcome, stderr_path: Path) -> list[CheckResult]:
+    """The first failed check of how the run ended (exit code, fail-fast, a forbidden stderr line)
+    carries the exception stderr shows. Not for a run fail-fast stopped at a bad loss: what a
+    process prints as it is stopped (torchrun's SignalException) is no cause."""
+    if outcome.stopped_by and "at stderr line" not in outcome.stopped_by:
+        return results
+    index = next((i for i, r in enumerate(results) if not r.passed and r.severity == "fail" and r.name in ("exit_code", "fail_fast", "stderr.forbidden_patterns")), None)
+    if index is None or (cause := root_error(stderr_path)) is None:
+        return results
+    return [*results[:index], replace(results[index], cause=cause), *results[index + 1 :]]
