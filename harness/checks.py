@@ -292,7 +292,19 @@ def run_checks(spec: Spec, outcome: ProcessOutcome, output_dir: Path, stderr_pat
     """Every check the spec asks for, in the order a person reads them."""
     log, problem = read_log(spec, output_dir) if spec.needs_log or output_dir.exists() else (None, None)
     results = [check_exit(outcome), *check_leftovers(outcome), *check_stderr(spec, stderr_path), *check_files(spec, output_dir), *check_log(spec, log, problem)]
-    return with_root_error(results, outcome, stderr_path), log
+    return under_the_stop(with_root_error(results, outcome, stderr_path)), log
+
+
+def under_the_stop(results: list[CheckResult]) -> list[CheckResult]:
+    """One cause, one failure: a run fail-fast stopped fails for what stopped it. What it then
+    could not reach (steps, a final loss, files, the same NaN seen again) is noted under that
+    failure, and those checks stay in the record with severity "info", not as failures of their own."""
+    stop = results[0] if results and results[0].name == "fail_fast" and not results[0].passed else None
+    if stop is None:
+        return results
+    following = [replace(r, severity="info") if not r.passed and r.severity == "fail" else r for r in results[1:]]
+    notes = tuple(f"{r.name}: {r.found.splitlines()[0]}" for r, was in zip(following, results[1:], strict=True) if r is not was)
+    return [replace(stop, notes=notes), *following]
 
 
 def with_root_error(results: list[CheckResult], outcome: ProcessOutcome, stderr_path: Path) -> list[CheckResult]:

@@ -6,8 +6,6 @@ import json
 import tracemalloc
 from pathlib import Path
 
-import pytest
-
 from harness.checks import (
     CheckResult,
     PatternScanner,
@@ -24,6 +22,7 @@ from harness.checks import (
     run_checks,
     scan_file,
     tail,
+    under_the_stop,
 )
 from harness.logs import parse_log
 from harness.runner import ProcessOutcome
@@ -433,7 +432,7 @@ Traceback (most recent call last):
     sys.exit(main())
   File "/venv/lib/python3.11/site-packages/torch/distributed/run.py", line 892, in main
     run(args)
-torch.distributed.elastic.multiprocessing.errors.ChildFailedError: 
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
 ============================================================
 train.py FAILED
 ------------------------------------------------------------
@@ -507,3 +506,21 @@ def test_no_root_error_without_a_traceback_or_for_a_run_stopped_at_a_nan(tmp_pat
     results, _ = run_checks(spec(), stopped, tmp_path / "out", stderr)
     assert all(r.cause is None for r in results)
     assert failure_reason([r for r in results if not r.passed and r.severity == "fail"]).startswith("fail_fast: loss nan at step 4")
+
+
+def test_a_run_stopped_at_a_forbidden_line_fails_once_with_its_root_error(tmp_path):
+    stderr = tmp_path / "stderr.log"
+    stderr.write_text(TORCHRUN_STDERR)
+    stopped = ok_outcome(exit_code=None, signal=15, stopped_by="'Traceback (most recent call last)' at stderr line 2: [rank1]: Traceback (most recent call last):")
+    results, _ = run_checks(spec(min_steps_logged=0), stopped, tmp_path / "out", stderr)
+    failed = [r for r in results if not r.passed and r.severity == "fail"]
+    assert [r.name for r in failed] == ["fail_fast"]
+    assert failed[0].cause is not None and failed[0].cause.startswith("RuntimeError: CUDA out of memory")
+    assert [r.name for r in results if r.severity == "info"] == ["stderr.forbidden_patterns"]
+    assert failed[0].notes == ("stderr.forbidden_patterns: line 2: [rank1]: Traceback (most recent call last):",)
+    assert failure_reason(failed).startswith("RuntimeError: CUDA out of memory") and "(fail_fast: 'Traceback" in failure_reason(failed)
+
+
+def test_a_run_that_was_not_stopped_keeps_every_failure_its_own():
+    results = under_the_stop([check_exit(ok_outcome(exit_code=1)), CheckResult("min_steps_logged", False, "at least 5", "2")])
+    assert [(r.name, r.severity, r.notes) for r in results] == [("exit_code", "fail", ()), ("min_steps_logged", "fail", ())]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import logs, watch
-from harness.checks import check_exit
+from harness.checks import check_exit, failure_reason, run_checks
 from harness.runner import Launch, run_process
 from harness.spec import LogSpec, spec_from_mapping
 from harness.watch import Appended, GrowingLog, LossWatcher, PatternWatcher, WholeFile, fail_fast_watchers
@@ -315,3 +315,19 @@ def test_a_run_that_hangs_after_a_forbidden_line_is_stopped_after_the_grace(tmp_
     outcome = run_process(run, [PatternWatcher(run.stderr_path, ["Traceback (most recent call last)"], grace=0.5)])
     assert outcome.stopped_by == "'Traceback (most recent call last)' at stderr line 1: rank 1: Traceback (most recent call last)"
     assert outcome.duration < 20
+
+
+def test_a_run_stopped_at_a_nan_fails_once_with_what_it_could_not_reach_noted_under_it(tmp_path):
+    run = launch(tmp_path, WRITES_NAN_THEN_HANGS, str(tmp_path / "out" / "train_log.jsonl"))
+    (tmp_path / "out").mkdir()
+    the_spec = spec(loss={"final_max": 1.0, "must_decrease": True}, min_steps_logged=100, expected_files=["model.bin"], metrics={"grad_norm": {"max": 5}})
+    outcome = run_process(run, fail_fast_watchers(the_spec, run.output_dir, run.stderr_path))
+    results, _ = run_checks(the_spec, outcome, run.output_dir, run.stderr_path)
+    failed = [r for r in results if not r.passed and r.severity == "fail"]
+    assert [r.name for r in failed] == ["fail_fast"]
+    assert failure_reason(failed) == "fail_fast: loss nan at step 4 in train_log.jsonl; the run was stopped there"
+    consequences = ["expected_files", "min_steps_logged", "loss.no_nan", "loss.final_max", "loss.must_decrease", "metrics.grad_norm"]
+    assert [r.name for r in results if r.severity == "info"] == consequences
+    assert [note.split(":")[0] for note in failed[0].notes] == consequences
+    assert "then: min_steps_logged: 5 in train_log.jsonl" in failed[0].line()
+    assert all(not r.passed for r in results if r.severity == "info")
