@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -84,7 +84,7 @@ class PatternScanner:
         return found
 
     def _scan(self, text: str) -> dict[str, tuple[int, str]]:
-        found = {}
+        found: dict[str, tuple[int, str]] = {}
         if not text:
             return found
         for pattern in list(self.pending):
@@ -234,6 +234,7 @@ def check_metric(key: str, bound, log: TrainingLog) -> CheckResult:
     limits = " and ".join(part for part in (f">= {bound.min:g}" if bound.min is not None else "", f"<= {bound.max:g}" if bound.max is not None else "") if part)
     if not values:
         return CheckResult(name, False, f"{key} logged", "no values")
+    checked: Sequence[float]
     if bound.at == "final":
         checked, what = [values[-1]], "final"
     elif bound.at == "mean":

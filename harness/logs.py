@@ -360,7 +360,8 @@ def _array_records(text: str, notes: list[str]) -> list:
     if start < 0:
         raise LogError("expected a JSON array of records, found no '['")
     cut = "the log is cut short (no closing ']'); read its first {} complete records"
-    records, pos = [], start + 1
+    records: list = []
+    pos = start + 1
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1

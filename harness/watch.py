@@ -102,7 +102,7 @@ class WholeFile:
         if entries is None:
             return []
         # Records are appended between rewrites; a rewrite that shrank the log starts over.
-        fresh = entries[self.checked :] if len(entries) >= self.checked else entries
+        fresh = entries[self.checked :] if len(entries) >= self.checked else entries[:]
         self.checked = len(entries)
         return fresh
 
