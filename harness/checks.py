@@ -8,30 +8,44 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from .launch import ProcessOutcome
-from .logs import LogEntry, LogError, TrainingLog, find_log, parse_log
+from .logs import SEARCH_ORDER, LogEntry, LogError, TrainingLog, find_log, parse_log
 from .spec import Spec, matches
 
 CHUNK = 1 << 20
 OVERLAP = 4096
 LINE_LIMIT = 300
+TRACEBACK = "Traceback (most recent call last):"
+CHAINED = ("During handling of the above exception, another exception occurred:", "The above exception was the direct cause of the following exception:")
+# An exception line is kept whole up to this many characters; stderr is read a line of at most this at a time.
+ERROR_LIMIT = 8192
+# Lines after an exception that may still lead to the next link of its chain (its message's own lines, blanks).
+CHAIN_LOOKAHEAD = 200
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check. `cause`: the exception behind a failed run, from its stderr. `notes`: what else
+    went wrong only because of this failure (the checks a stopped run could not pass), shown
+    under it; those checks themselves stay in the record with severity "info"."""
+
     name: str
     passed: bool
     expected: str
     found: str
-    severity: Literal["fail", "warn"] = "fail"
+    severity: Literal["fail", "warn", "info"] = "fail"
+    cause: str | None = None
+    notes: tuple[str, ...] = ()
 
     def line(self) -> str:
-        mark = "ok" if self.passed else ("WARN" if self.severity == "warn" else "FAIL")
-        return f"[{mark}] {self.name}: expected {self.expected}; found {self.found}"
+        mark = "ok" if self.passed else {"warn": "WARN", "info": "info"}.get(self.severity, "FAIL")
+        under = ([f"root error: {self.cause}"] if self.cause else []) + [f"then: {note}" for note in self.notes]
+        return "\n    ".join([f"[{mark}] {self.name}: expected {self.expected}; found {self.found}", *under])
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +84,7 @@ class PatternScanner:
         return found
 
     def _scan(self, text: str) -> dict[str, tuple[int, str]]:
-        found = {}
+        found: dict[str, tuple[int, str]] = {}
         if not text:
             return found
         for pattern in list(self.pending):
@@ -159,10 +173,10 @@ def read_log(spec: Spec, output_dir: Path) -> tuple[TrainingLog | None, str | No
     """The parsed training log, or why there is none."""
     path = find_log(output_dir, spec.log)
     if path is None:
-        wanted = repr(spec.log.path) if spec.log.path else "trainer_logs.json, trainer_state.json or *.jsonl"
+        wanted = repr(spec.log.path) if spec.log.path else ", ".join(p for p, fmt in SEARCH_ORDER if spec.log.format in ("auto", fmt))
         return None, f"no training log ({wanted}) in {output_dir}"
     try:
-        return parse_log(path, spec.log), None
+        return parse_log(path, spec.log, tuple(spec.metrics)), None
     except LogError as error:
         return None, f"{path}: {error}"
 
@@ -172,7 +186,8 @@ def check_log(spec: Spec, log: TrainingLog | None, log_problem: str | None) -> l
         return []
     if log is None:
         return [CheckResult("log", False, "a readable training log", log_problem or "none")]
-    results = [CheckResult("min_steps_logged", len(log.entries) >= spec.min_steps_logged, f"at least {spec.min_steps_logged} entries with {spec.log.loss_key!r}", f"{len(log.entries)} in {log.path.name}" + (f" ({'; '.join(log.notes)})" if log.notes else ""))]
+    counted = f"{len(log.entries)} in {log.path.name}" + (f" ({'; '.join(log.notes)})" if log.notes else "")
+    results = [CheckResult("min_steps_logged", len(log.entries) >= spec.min_steps_logged, f"at least {spec.min_steps_logged} entries with {spec.log.loss_key!r}", counted)]
     if spec.loss is not None:
         results += check_loss(spec, log)
     for key, bound in spec.metrics.items():
@@ -185,7 +200,7 @@ def check_loss(spec: Spec, log: TrainingLog) -> list[CheckResult]:
     assert loss is not None
     results = []
     if loss.no_nan:
-        bad = first_bad_loss(log.entries)
+        bad = first_bad_loss([log.first_bad] if log.first_bad else [])
         results.append(CheckResult("loss.no_nan", bad is None, "every logged loss a finite number", bad or "all finite"))
     final = log.final
     final_loss = final.loss if final else None
@@ -219,6 +234,7 @@ def check_metric(key: str, bound, log: TrainingLog) -> CheckResult:
     limits = " and ".join(part for part in (f">= {bound.min:g}" if bound.min is not None else "", f"<= {bound.max:g}" if bound.max is not None else "") if part)
     if not values:
         return CheckResult(name, False, f"{key} logged", "no values")
+    checked: Sequence[float]
     if bound.at == "final":
         checked, what = [values[-1]], "final"
     elif bound.at == "mean":
@@ -230,13 +246,75 @@ def check_metric(key: str, bound, log: TrainingLog) -> CheckResult:
     return CheckResult(name, worst is None, f"{what} {key} {limits}", found)
 
 
+def root_error(stderr_path: Path) -> str | None:
+    """The exception line that ends the first traceback in stderr: under torchrun, the first rank
+    to fail (torchrun's own traceback and summary come after its ranks'). Lines are followed by
+    the traceback's prefix (`[rank1]: `), so other ranks' interleaved lines are passed over; of a
+    chained exception, the last one raised. Read a line at a time, in bounded memory."""
+    prefix: str | None = None
+    error: str | None = None
+    chained = False
+    since_error = 0
+    try:
+        with open(stderr_path, encoding="utf-8", errors="replace") as stream:
+            for line in iter(lambda: stream.readline(ERROR_LIMIT), ""):
+                if prefix is None:
+                    if TRACEBACK in line:
+                        prefix = line[: line.index(TRACEBACK)]
+                    continue
+                if not line.startswith(prefix):
+                    continue
+                body = line[len(prefix) :].rstrip("\r\n")
+                if error is None:
+                    if body.startswith((" ", "\t")) or not body.strip() or TRACEBACK in body:
+                        continue
+                    error, since_error, chained = body.strip(), 0, False
+                elif body.strip() in CHAINED:
+                    chained = True
+                elif chained and TRACEBACK in body:
+                    error = None
+                else:
+                    since_error += 1
+                    if since_error > CHAIN_LOOKAHEAD or (not chained and TRACEBACK in body):
+                        break
+    except OSError:
+        return None
+    return error
+
+
 def failure_reason(failed: list[CheckResult]) -> str:
-    """The record's one-line reason for a failed run: each failed check, by name."""
-    return "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+    """The record's one-line reason for a failed run: the root error when stderr shows one, then each failed check, by name."""
+    checks = "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+    cause = next((c.cause for c in failed if c.cause), None)
+    return f"{cause} ({checks})" if cause else checks
 
 
 def run_checks(spec: Spec, outcome: ProcessOutcome, output_dir: Path, stderr_path: Path) -> tuple[list[CheckResult], TrainingLog | None]:
     """Every check the spec asks for, in the order a person reads them."""
     log, problem = read_log(spec, output_dir) if spec.needs_log or output_dir.exists() else (None, None)
     results = [check_exit(outcome), *check_leftovers(outcome), *check_stderr(spec, stderr_path), *check_files(spec, output_dir), *check_log(spec, log, problem)]
-    return results, log
+    return under_the_stop(with_root_error(results, outcome, stderr_path)), log
+
+
+def under_the_stop(results: list[CheckResult]) -> list[CheckResult]:
+    """One cause, one failure: a run fail-fast stopped fails for what stopped it. What it then
+    could not reach (steps, a final loss, files, the same NaN seen again) is noted under that
+    failure, and those checks stay in the record with severity "info", not as failures of their own."""
+    stop = results[0] if results and results[0].name == "fail_fast" and not results[0].passed else None
+    if stop is None:
+        return results
+    following = [replace(r, severity="info") if not r.passed and r.severity == "fail" else r for r in results[1:]]
+    notes = tuple(f"{r.name}: {r.found.splitlines()[0]}" for r, was in zip(following, results[1:], strict=True) if r is not was)
+    return [replace(stop, notes=notes), *following]
+
+
+def with_root_error(results: list[CheckResult], outcome: ProcessOutcome, stderr_path: Path) -> list[CheckResult]:
+    """The first failed check of how the run ended (exit code, fail-fast, a forbidden stderr line)
+    carries the exception stderr shows. Not for a run fail-fast stopped at a bad loss: what a
+    process prints as it is stopped (torchrun's SignalException) is no cause."""
+    if outcome.stopped_by and "at stderr line" not in outcome.stopped_by:
+        return results
+    index = next((i for i, r in enumerate(results) if not r.passed and r.severity == "fail" and r.name in ("exit_code", "fail_fast", "stderr.forbidden_patterns")), None)
+    if index is None or (cause := root_error(stderr_path)) is None:
+        return results
+    return [*results[:index], replace(results[index], cause=cause), *results[index + 1 :]]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from .options import TIERS
 from .structure import option
 
 TIER_MARKERS = {"smoke": ("smoke", "integration"), "standard": ("integration",), "full": ("integration", "slow")}
@@ -67,14 +66,34 @@ def matches(pattern: str, text: str) -> bool:
 
 @dataclass(frozen=True)
 class LogSpec:
-    path: str | None = option(None, doc="glob of the training log, relative to the output dir; by default the first file a known format names (trainer_logs.json, trainer_state.json, *.jsonl)", example="runs/*/trainer_logs.json")
-    format: Literal["auto", "forgather", "hf", "jsonl"] = option("auto", doc="log format: Forgather's trainer_logs.json, Hugging Face trainer_state.json (log_history), or JSON lines; auto picks by file name and content")
-    loss_key: str = option("loss", doc="record key of the training loss")
-    step_key: str | None = option(None, doc="record key of the step (default: global_step for forgather, step for hf and jsonl)")
+    path: str | None = option(
+        None,
+        doc="glob of the training log, relative to the output dir; by default the first file a known format names"
+        " (trainer_logs.json, trainer_state.json, *.jsonl, metrics.csv, *.csv, events.out.tfevents.*)",
+        example="runs/*/trainer_logs.json",
+    )
+    format: Literal["auto", "forgather", "hf", "jsonl", "csv", "tensorboard"] = option(
+        "auto",
+        doc="log format: Forgather's trainer_logs.json, Hugging Face trainer_state.json (log_history), JSON lines,"
+        " CSV with a header row (Lightning's metrics.csv), or TensorBoard event files (needs `pip install trainspec[tensorboard]`);"
+        " auto picks by file name and content",
+    )
+    loss_key: str = option("loss", doc="record key of the training loss (for tensorboard: the scalar's tag, e.g. train/loss)")
+    step_key: str | None = option(None, doc="record key of the step (default: global_step for forgather, step for hf, jsonl and csv; tensorboard takes each event's step)")
+
+    TENSORBOARD_MISSING = "reading TensorBoard event files needs the tensorboard package: pip install trainspec[tensorboard]"
 
     def check(self) -> Iterable[tuple[str, str]]:
         if self.path is not None and (why := _relative_inside(self.path, "the output dir")):
             yield "path", why
+        if self.format == "tensorboard":
+            if self.step_key is not None:
+                yield "step_key", "tensorboard logs take the step from each event; remove step_key"
+            # Looked up, not imported: validating specs stays fast.
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                yield "format", self.TENSORBOARD_MISSING
 
 
 @dataclass(frozen=True)

@@ -5,31 +5,25 @@ infinite or missing loss when `loss.no_nan` is on. The final checks still read t
 files once the run has ended; stopping early saves the time a doomed run would go on for
 (on a GPU box, the hours until a collective times out).
 
-Each poll reads only what was appended since the last one, at most READ_LIMIT bytes, so
-polling at the runner's pace (every 10 ms) stays cheap however large the files grow. Logs
-that trainers rewrite whole (Forgather's trainer_logs.json, Hugging Face's
-trainer_state.json) are parsed again
-only when their size or mtime changed, and no more often than keeps parsing to about a
-tenth of the time.
+Each poll reads only what was appended since the last one, at most logs.READ_LIMIT bytes,
+so polling at the runner's pace (every 10 ms) stays cheap however large the files grow
+(JSON lines, CSV and TensorBoard event files alike). Logs that trainers rewrite whole
+(Forgather's trainer_logs.json, Hugging Face's trainer_state.json) are parsed again only
+when their size or mtime changed, and no more often than keeps parsing to about a tenth
+of the time.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .checks import PatternScanner, first_bad_loss
 from .launch import Watcher
-from .logs import NAMED_FORMATS, LogEntry, LogError, detect_format, entry_of, find_log, parse_text
+from .logs import APPENDED, Appended, EventLog, LineLog, LogEntry, LogError, entry_of, find_log, open_reader, parse_text, sniff_format
 from .spec import LogSpec, Spec
 
-READ_LIMIT = 1 << 20
-# A JSON-lines record longer than this is no training record: dropped rather than buffered.
-LINE_LIMIT = 1 << 20
 DISCOVER_SECONDS = 1.0
 # A traceback usually means the process is on its way out: it gets this long to exit by
 # itself and keep its own exit code. A run still going after that (a rank that hangs in a
@@ -38,29 +32,6 @@ PATTERN_GRACE = 5.0
 PARSE_SHARE = 10
 
 Clock = Callable[[], float]
-
-
-class Appended:
-    """The text appended to a file since the last read; starts over when the file shrinks (rewritten)."""
-
-    def __init__(self, path: Path, limit: int = READ_LIMIT):
-        self.path = path
-        self.limit = limit
-        self.offset = 0
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def read(self) -> str:
-        try:
-            with open(self.path, "rb") as stream:
-                if os.fstat(stream.fileno()).st_size < self.offset:
-                    self.offset = 0
-                    self._decoder.reset()
-                stream.seek(self.offset)
-                data = stream.read(self.limit)
-        except OSError:
-            return ""
-        self.offset += len(data)
-        return self._decoder.decode(data)
 
 
 class PatternWatcher:
@@ -85,28 +56,22 @@ class PatternWatcher:
         return self.found if self.clock() - self.seen_at >= self.grace else None
 
 
-class JsonLines:
-    """Training entries of a JSON-lines log, read as it grows; only complete lines count."""
+class GrowingLog:
+    """Training entries of a log written by appending (JSON lines, CSV, event files), read as it grows."""
 
-    def __init__(self, path: Path, spec: LogSpec):
-        self.stream = Appended(path)
+    def __init__(self, path: Path, spec: LogSpec, fmt: str):
         self.spec = spec
-        self.pending = ""
+        self.fmt = fmt
+        try:
+            self.reader: LineLog | EventLog | None = open_reader(path, fmt, strict=False)
+        except LogError:
+            self.reader = None  # the final log check says why it cannot be read
 
     def new_entries(self) -> list[LogEntry]:
-        text = self.pending + self.stream.read()
-        cut = text.rfind("\n") + 1
-        self.pending = text[cut:] if len(text) - cut <= LINE_LIMIT else ""
-        entries = []
-        for line in text[:cut].splitlines():
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
-                continue  # the final log check names the malformed line
-            entry = entry_of(record, "jsonl", self.spec) if isinstance(record, dict) else None
-            if entry is not None:
-                entries.append(entry)
-        return entries
+        if self.reader is None:
+            return []
+        entries = (entry_of(record, self.fmt, self.spec) for record in self.reader.read())
+        return [entry for entry in entries if entry is not None]
 
 
 class WholeFile:
@@ -137,7 +102,7 @@ class WholeFile:
         if entries is None:
             return []
         # Records are appended between rewrites; a rewrite that shrank the log starts over.
-        fresh = entries[self.checked :] if len(entries) >= self.checked else entries
+        fresh = entries[self.checked :] if len(entries) >= self.checked else entries[:]
         self.checked = len(entries)
         return fresh
 
@@ -150,15 +115,15 @@ class LossWatcher:
         self.spec = spec
         self.clock = clock
         self.path: Path | None = None
-        self.reader: JsonLines | WholeFile | None = None
+        self.reader: GrowingLog | WholeFile | None = None
         self.next_discovery = 0.0
 
     def poll(self) -> str | None:
         self._discover()
         if self.reader is None and self.path is not None:
-            fmt = self._format(self.path)
+            fmt = sniff_format(self.path, self.spec)
             if fmt is not None:
-                self.reader = JsonLines(self.path, self.spec) if fmt == "jsonl" else WholeFile(self.path, self.spec, self.clock)
+                self.reader = GrowingLog(self.path, self.spec, fmt) if fmt in APPENDED else WholeFile(self.path, self.spec, self.clock)
         if self.reader is None or self.path is None:
             return None
         bad = first_bad_loss(self.reader.new_entries())
@@ -175,17 +140,6 @@ class LossWatcher:
             self.path, self.reader = path, None
         spent = self.clock() - began
         self.next_discovery = self.clock() + max(DISCOVER_SECONDS if self.path else 0.0, PARSE_SHARE * spent)
-
-    def _format(self, path: Path) -> str | None:
-        """The log's format, or None while an unnamed file is still too empty to tell."""
-        if self.spec.format != "auto":
-            return self.spec.format
-        try:
-            with open(path, encoding="utf-8", errors="replace") as stream:
-                head = stream.read(READ_LIMIT)
-        except OSError:
-            return None
-        return detect_format(path, head) if head.strip() or path.name in NAMED_FORMATS else None
 
 
 def fail_fast_watchers(spec: Spec, output_dir: Path, stderr_path: Path) -> list[Watcher]:

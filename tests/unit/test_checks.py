@@ -6,7 +6,6 @@ import json
 import tracemalloc
 from pathlib import Path
 
-
 from harness.checks import (
     CheckResult,
     PatternScanner,
@@ -17,13 +16,16 @@ from harness.checks import (
     check_loss,
     check_metric,
     check_stderr,
+    failure_reason,
     read_log,
+    root_error,
     run_checks,
     scan_file,
     tail,
+    under_the_stop,
 )
-from harness.logs import parse_log
 from harness.launch import ProcessOutcome
+from harness.logs import parse_log
 from harness.spec import LogSpec, MetricBound
 from harness.specfiles import spec_from_mapping
 
@@ -49,8 +51,8 @@ def write_log(output_dir: Path, losses: list, name: str = "metrics.jsonl", **ext
     return path
 
 
-def log_of(tmp_path: Path, losses: list, **extra_keys):
-    return parse_log(write_log(tmp_path / "out", losses, **extra_keys), LogSpec())
+def log_of(tmp_path: Path, losses: list, keys: tuple[str, ...] = (), **extra_keys):
+    return parse_log(write_log(tmp_path / "out", losses, **extra_keys), LogSpec(), (*keys, *extra_keys))
 
 
 def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
@@ -346,7 +348,7 @@ def test_metrics_every_final_and_mean(tmp_path):
 
 
 def test_a_metric_never_logged_fails(tmp_path):
-    result = check_metric("tokens_per_second", MetricBound(min=1.0), log_of(tmp_path, [1.0]))
+    result = check_metric("tokens_per_second", MetricBound(min=1.0), log_of(tmp_path, [1.0], keys=("tokens_per_second",)))
     assert not result.passed and result.expected == "tokens_per_second logged"
 
 
@@ -363,7 +365,7 @@ def test_a_metric_logged_in_eval_records_is_checked(tmp_path):
         {"step": 2, "loss": 1.0}, {"step": 2, "eval_loss": 1.2},
         {"step": 2, "train_loss": 1.5, "train_runtime": 3.0},
     ]}))
-    log = parse_log(path, LogSpec())
+    log = parse_log(path, LogSpec(), ("eval_loss", "train_runtime"))
     assert check_metric("eval_loss", MetricBound(max=5.0), log).passed
     assert check_metric("train_runtime", MetricBound(max=60.0), log).passed
 
@@ -404,3 +406,122 @@ def test_run_checks_in_reading_order(tmp_path):
     assert [r.passed for r in results] == [True, False, True, True, True, True, True, True]
     assert log is not None and log.final.loss == 2.0
     assert results[0].as_dict()["name"] == "exit_code"
+
+
+# the root error behind a failure -------------------------------------------------------------
+
+# What torchrun (torch 2.x) leaves in stderr when rank 1 raises and rank 0 then fails in a
+# collective: each rank's traceback under its [rankN]: prefix, interleaved, then torchrun's own
+# traceback and its summary, which names no exception.
+TORCHRUN_STDERR = """\
+W0101 12:00:00.000000 4242 torch/distributed/run.py:793] Setting OMP_NUM_THREADS environment variable for each process to be 1 in default
+[rank1]: Traceback (most recent call last):
+[rank0]:[W101 12:00:05.000000 ProcessGroupGloo.cpp:1234] Warning: a rank waits in allreduce
+[rank1]:   File "/work/examples/tinylm/train.py", line 212, in <module>
+[rank1]:     main()
+[rank0]: Traceback (most recent call last):
+[rank1]:   File "/work/examples/tinylm/train.py", line 180, in main
+[rank1]:     loss = step(model, batch)
+[rank1]:            ^^^^^^^^^^^^^^^^^^
+[rank0]:   File "/work/examples/tinylm/train.py", line 212, in <module>
+[rank1]: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; 77.01 GiB already allocated; LONG
+[rank0]:     main()
+[rank0]: RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500
+E0101 12:00:06.000000 4242 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: 1) local_rank: 1 (pid: 4244) of binary: /venv/bin/python
+Traceback (most recent call last):
+  File "/venv/bin/torchrun", line 8, in <module>
+    sys.exit(main())
+  File "/venv/lib/python3.11/site-packages/torch/distributed/run.py", line 892, in main
+    run(args)
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+train.py FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2025-01-01_12:00:06
+  host      : gpu-box
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 4243)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2025-01-01_12:00:06
+  host      : gpu-box
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 4244)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================
+""".replace("LONG", "x" * 300 + ")")
+
+
+def test_the_root_error_is_the_first_failing_ranks_exception_not_torchruns_summary(tmp_path):
+    stderr = tmp_path / "stderr.log"
+    stderr.write_text(TORCHRUN_STDERR)
+    oom = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; 77.01 GiB already allocated; " + "x" * 300 + ")"
+    assert root_error(stderr) == oom
+    results, _ = run_checks(spec(), ok_outcome(exit_code=1), tmp_path / "out", stderr)
+    failed = [r for r in results if not r.passed]
+    assert [r.name for r in failed] == ["exit_code", "stderr.forbidden_patterns", "log"]
+    assert failed[0].cause == oom and failed[1].cause is None
+    reason = failure_reason(failed)
+    assert reason.startswith(oom + " (exit_code: exit code 1; stderr.forbidden_patterns: line 2: [rank1]: Traceback")  # whole, however long
+    assert failed[0].line().splitlines()[1] == f"    root error: {oom}"
+
+
+def test_the_root_error_of_plain_tracebacks_and_chained_exceptions(tmp_path):
+    stderr = tmp_path / "stderr.log"
+    stderr.write_text(
+        "loading...\n"
+        "Traceback (most recent call last):\n"
+        '  File "train.py", line 3, in load\n'
+        "    open(path)\n"
+        "FileNotFoundError: [Errno 2] No such file or directory: 'data.bin'\n"
+        "\n"
+        "During handling of the above exception, another exception occurred:\n"
+        "\n"
+        "Traceback (most recent call last):\n"
+        '  File "train.py", line 9, in <module>\n'
+        "    load()\n"
+        "ValueError: no training data\n"
+        "  the data folder was empty\n"
+        "Traceback (most recent call last):\n"
+        "OSError: a later, separate failure\n"
+    )
+    assert root_error(stderr) == "ValueError: no training data"
+
+
+def test_no_root_error_without_a_traceback_or_for_a_run_stopped_at_a_nan(tmp_path):
+    stderr = tmp_path / "stderr.log"
+    stderr.write_text("Killed\n")
+    assert root_error(stderr) is None
+    assert root_error(tmp_path / "missing.log") is None
+    stderr.write_text("Traceback (most recent call last):\n  File \"x\", line 1\n")  # cut before its exception
+    assert root_error(stderr) is None
+    # What torchrun prints as the harness stops it is no cause of the NaN that made it stop.
+    stderr.write_text("Traceback (most recent call last):\ntorch.distributed.elastic.multiprocessing.api.SignalException: Process 7 got signal: 15\n")
+    stopped = ok_outcome(exit_code=None, signal=15, stopped_by="loss nan at step 4 in train_log.jsonl")
+    results, _ = run_checks(spec(), stopped, tmp_path / "out", stderr)
+    assert all(r.cause is None for r in results)
+    assert failure_reason([r for r in results if not r.passed and r.severity == "fail"]).startswith("fail_fast: loss nan at step 4")
+
+
+def test_a_run_stopped_at_a_forbidden_line_fails_once_with_its_root_error(tmp_path):
+    stderr = tmp_path / "stderr.log"
+    stderr.write_text(TORCHRUN_STDERR)
+    stopped = ok_outcome(exit_code=None, signal=15, stopped_by="'Traceback (most recent call last)' at stderr line 2: [rank1]: Traceback (most recent call last):")
+    results, _ = run_checks(spec(min_steps_logged=0), stopped, tmp_path / "out", stderr)
+    failed = [r for r in results if not r.passed and r.severity == "fail"]
+    assert [r.name for r in failed] == ["fail_fast"]
+    assert failed[0].cause is not None and failed[0].cause.startswith("RuntimeError: CUDA out of memory")
+    assert [r.name for r in results if r.severity == "info"] == ["stderr.forbidden_patterns"]
+    assert failed[0].notes == ("stderr.forbidden_patterns: line 2: [rank1]: Traceback (most recent call last):",)
+    assert failure_reason(failed).startswith("RuntimeError: CUDA out of memory") and "(fail_fast: 'Traceback" in failure_reason(failed)
+
+
+def test_a_run_that_was_not_stopped_keeps_every_failure_its_own():
+    results = under_the_stop([check_exit(ok_outcome(exit_code=1)), CheckResult("min_steps_logged", False, "at least 5", "2")])
+    assert [(r.name, r.severity, r.notes) for r in results] == [("exit_code", "fail", ()), ("min_steps_logged", "fail", ())]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import build_parser, main, pytest_arguments
-from harness.specfiles import registered_markers
 from harness.devices import discover
+from harness.specfiles import registered_markers
 
 PYPROJECT = """\
 [tool.pytest.ini_options]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness import devices
-from harness.devices import DeviceError, Inventory, child_environment, discover, nvidia_smi_ids, parse_visible, skip_reason
 from harness.backends import skip_reason as backend_skip_reason
 from harness.backends.slurm import SlurmBackend
+from harness.devices import DeviceError, Inventory, child_environment, discover, nvidia_smi_ids, parse_visible, skip_reason
 from harness.specfiles import spec_from_mapping
 
 A100_MIG_LISTING = """\

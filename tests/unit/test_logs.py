@@ -1,4 +1,4 @@
-"""harness.logs: Forgather, Hugging Face and JSON-lines training logs, whole or cut short."""
+"""harness.logs: Forgather, Hugging Face, JSON-lines, CSV and TensorBoard training logs, whole or cut short."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import json
 import math
 import os
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from harness.logs import LogError, detect_format, find_log, parse_log
+from harness.logs import LogEntry, LogError, detect_format, find_log, parse_log
 from harness.spec import LogSpec
+from harness.specfiles import spec_from_mapping
+from harness.structure import SpecError
 
 FORGATHER_RECORDS = [
     {"timestamp": "2025-01-01T00:00:01", "global_step": 10, "epoch": 0.1, "loss": 4.5, "grad_norm": 2.0, "learning_rate": 1e-3},
@@ -44,13 +47,13 @@ def write_json(path: Path, data) -> Path:
 
 def test_forgather_trainer_logs(tmp_path):
     path = write_json(tmp_path / "trainer_logs.json", FORGATHER_RECORDS)
-    log = parse_log(path, LogSpec())
+    log = parse_log(path, LogSpec(), ("grad_norm", "learning_rate"))
     assert log.format == "forgather"
     assert log.curve() == [(10.0, 4.5), (20.0, 3.25), (30.0, 2.75)]
     assert log.notes == []
     assert log.final.loss == 2.75 and log.final.step == 30
-    assert log.final.record["learning_rate"] == 8e-4
-    assert log.values("grad_norm") == [2.0, 1.5, 1.0]
+    assert list(log.values("learning_rate")) == [1e-3, 9e-4, 8e-4]
+    assert list(log.values("grad_norm")) == [2.0, 1.5, 1.0]
     assert log.path == path
 
 
@@ -69,7 +72,7 @@ def test_a_forgather_log_with_only_its_opening_bracket(tmp_path):
     path = tmp_path / "trainer_logs.json"
     path.write_text("[\n  ")
     log = parse_log(path, LogSpec())
-    assert log.entries == []
+    assert len(log.entries) == 0
 
 
 def test_a_forgather_log_cut_between_records_says_so(tmp_path):
@@ -98,11 +101,11 @@ def test_a_record_that_is_not_an_object(tmp_path):
 
 def test_hugging_face_trainer_state(tmp_path):
     path = write_json(tmp_path / "checkpoint-30" / "trainer_state.json", HF_STATE)
-    log = parse_log(path, LogSpec())
+    log = parse_log(path, LogSpec(), ("grad_norm",))
     assert log.format == "hf"
     # eval records and the final train_loss summary are not training entries
     assert log.curve() == [(10.0, 5.0), (20.0, 4.0), (30.0, 3.5)]
-    assert log.values("grad_norm") == [3.1, 2.2, 1.9]
+    assert list(log.values("grad_norm")) == [3.1, 2.2, 1.9]
 
 
 def test_hugging_face_state_problems(tmp_path):
@@ -160,7 +163,7 @@ def test_loss_values_that_are_not_finite_numbers(tmp_path):
     assert entries[4].loss == 1.25
     assert entries[5].loss is None and entries[5].raw_loss == "oops"
     assert entries[6].loss is None  # a boolean is not a loss
-    values = parse_log(path, LogSpec()).values("loss")
+    values = parse_log(path, LogSpec(), ("loss",)).values("loss")
     # every number, NaN and infinities included (bounds must see them); no strings, nulls or booleans
     assert len(values) == 5
     assert [v for v in values if math.isfinite(v)] == [1.25]
@@ -241,3 +244,112 @@ def test_find_log_with_an_explicit_glob(tmp_path):
 def test_find_log_ignores_folders_named_like_logs(tmp_path):
     (tmp_path / "trainer_logs.json").mkdir()
     assert find_log(tmp_path, LogSpec()) is None
+
+
+# CSV -----------------------------------------------------------------------------------------
+
+# PyTorch Lightning's CSVLogger: one row per logging call, empty cells for what that call did not log.
+LIGHTNING_CSV = (
+    "epoch,step,train_loss,val_loss,lr-AdamW\r\n"
+    "0,9,2.5,,0.001\r\n"
+    "0,19,2.25,,0.001\r\n"
+    "0,19,,2.4,\r\n"
+    "1,29,2.0,,0.0009\r\n"
+)
+
+
+def test_a_lightning_metrics_csv(tmp_path):
+    path = tmp_path / "lightning_logs" / "version_0" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(LIGHTNING_CSV, newline="")
+    assert find_log(tmp_path, LogSpec()) == path
+    log = parse_log(path, LogSpec(loss_key="train_loss"), ("val_loss", "lr-AdamW"))
+    assert log.format == "csv" and log.notes == []
+    assert log.curve() == [(9.0, 2.5), (19.0, 2.25), (29.0, 2.0)]  # the validation row is no training step
+    assert list(log.values("val_loss")) == [2.4]
+    assert list(log.values("lr-AdamW")) == [0.001, 0.001, 0.0009]
+
+
+def test_a_plain_step_loss_csv_is_known_by_its_content(tmp_path):
+    path = tmp_path / "loss.log"
+    path.write_text("step,loss\n1,3.0\n2,nan\n3,2.0")  # the last line whole though without its newline
+    log = parse_log(path, LogSpec())
+    assert log.format == "csv"
+    assert [e.step for e in log.entries] == [1.0, 2.0, 3.0]
+    assert log.first_bad is not None and log.first_bad.raw_loss == "nan" and log.first_bad.step == 2.0
+    assert log.notes == []
+
+
+def test_a_csv_cut_mid_row_keeps_the_complete_rows(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss,lr\n1,3.0,0.1\n2,2.5,0.1\n3,2.")
+    log = parse_log(path, LogSpec())
+    assert [e.step for e in log.entries] == [1.0, 2.0]
+    assert log.notes == ["the last line (4) is cut short and was skipped"]
+
+
+def test_a_csv_row_with_more_fields_than_its_header(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n1,3.0\n2,2.5,7\n")
+    with pytest.raises(LogError, match=r"^line 3 has 3 fields, the header has 2$"):
+        parse_log(path, LogSpec())
+
+
+def test_an_explicit_csv_format_reads_any_name_and_quoted_cells(tmp_path):
+    path = tmp_path / "train.out"
+    path.write_text('"step","loss","note"\n1,2.0,"a, b"\n2,1.5,\n')
+    log = parse_log(path, LogSpec(format="csv"))
+    assert log.curve() == [(1.0, 2.0), (2.0, 1.5)]
+
+
+def test_find_log_prefers_json_lines_to_csv_and_finds_csv_only_when_asked(tmp_path):
+    (tmp_path / "predictions.csv").write_text("id,label\n1,2\n")
+    (tmp_path / "train.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    assert find_log(tmp_path, LogSpec()) == tmp_path / "train.jsonl"
+    assert find_log(tmp_path, LogSpec(format="csv")) == tmp_path / "predictions.csv"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fmt"),
+    [("metrics.csv", "", "csv"), ("loss.txt", "step,loss\n1,2\n", "csv"), ("loss.txt", "loss\n1\n", "jsonl"), ("events.out.tfevents.1.host", "", "tensorboard")],
+)
+def test_detect_csv_and_event_files(name, text, fmt):
+    assert detect_format(Path(name), text) == fmt
+
+
+def test_log_formats_in_a_spec_and_their_mistakes():
+    assert spec_from_mapping({"id": "a", "command": ["x"], "log": {"format": "csv", "loss_key": "train_loss"}}, Path("a.yaml")).log.format == "csv"
+    with pytest.raises(SpecError, match=r"a\.yaml.*log\.format.*'csv'"):
+        spec_from_mapping({"id": "a", "command": ["x"], "log": {"format": "cvs"}}, Path("a.yaml"))
+    with pytest.raises(SpecError, match=r"log\.step_key.*take the step from each event"):
+        spec_from_mapping({"id": "a", "command": ["x"], "log": {"format": "tensorboard", "step_key": "it"}}, Path("a.yaml"))
+
+
+# large logs ------------------------------------------------------------------------------------
+
+
+def test_a_large_log_is_read_in_bounded_memory_and_checked_exactly(tmp_path):
+    path = tmp_path / "train_log.jsonl"
+    lines = 100_000
+    with open(path, "w") as stream:
+        for step in range(1, lines + 1):
+            loss = "NaN" if step == 12_345 else f"{3.0 - step / lines:.6f}"
+            stream.write(f'{{"step": {step}, "loss": {loss}, "grad_norm": {9.5 if step == 70_000 else 1.0}, "note": "{"x" * 40}"}}\n')
+    tracemalloc.start()
+    try:
+        log = parse_log(path, LogSpec(), ("grad_norm",))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Read whole, the 10 MB of text took about 70 MB as records. Now three doubles an entry are
+    # kept (2.4 MB) and the file passes through in 1 MB pieces (about 10 MB while one is parsed,
+    # however long the log).
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB for a {path.stat().st_size / 1e6:.0f} MB log"
+    assert len(log.entries) == lines
+    assert log.entries[0] == LogEntry(1.0, 3.0 - 1 / lines, 3.0 - 1 / lines)
+    assert log.final == LogEntry(float(lines), 2.0, 2.0)
+    assert log.first_bad is not None and log.first_bad.step == 12_345 and math.isnan(log.first_bad.loss)
+    assert max(log.values("grad_norm")) == 9.5 and len(log.values("grad_norm")) == lines
+    curve = log.curve()
+    assert len(curve) <= 10_000 and curve[0] == (1.0, log.entries[0].loss) and curve[-1] == (float(lines), 2.0)
+    assert log.curve(max_points=3) == [(1.0, log.entries[0].loss), (33_335.0, log.entries[33_334].loss), (float(lines), 2.0)]

@@ -11,8 +11,7 @@ import pytest
 
 from harness.devices import discover
 from harness.plan import DurationCache, cache_root, default_run_dir, make_plan
-from harness.specfiles import in_tier
-from harness.specfiles import load_specs, spec_from_mapping
+from harness.specfiles import in_tier, load_specs, spec_from_mapping
 from harness.structure import SpecError
 
 

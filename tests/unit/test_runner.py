@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.local import LocalBackend, cpu_threads
+from harness.backends.slurm import SlurmBackend
 from harness.checks import check_exit
 from harness.devices import discover
-from harness.backends.local import LocalBackend
-from harness.backends.slurm import SlurmBackend
 from harness.launch import CHILD_VERSIONS_FILE, Launch, build_argv, build_launch
-from harness.backends.local import cpu_threads
 from harness.process import end_group, run_process
 from harness.specfiles import spec_from_mapping
 

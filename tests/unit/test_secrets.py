@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.checks import CheckResult
-from harness.pipeline import write_launch, failure_message
 from harness.launch import Launch
+from harness.pipeline import failure_message, write_launch
 from harness.secrets import MASK, Masker, is_secret, masker_for
 from harness.specfiles import spec_from_mapping
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.backends import slurm
+from harness.backends.slurm import SlurmBackend, SlurmOptions, ending, srun_argv, time_limit
 from harness.checks import check_exit
 from harness.launch import Launch
-from harness.backends.slurm import SlurmBackend, SlurmOptions, ending, srun_argv, time_limit
 
 # Stand-ins: srun logs its argv, then runs the command after its options; scontrol prints the
 # job records a test left in SCONTROL_RECORD (the one asked for by id); squeue lists the ids

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import watch
-from harness.checks import check_exit
+from harness import logs, watch
+from harness.checks import check_exit, failure_reason, run_checks
 from harness.launch import Launch
 from harness.process import run_process
 from harness.spec import LogSpec
 from harness.specfiles import spec_from_mapping
-from harness.watch import Appended, JsonLines, LossWatcher, PatternWatcher, WholeFile, fail_fast_watchers
+from harness.watch import Appended, GrowingLog, LossWatcher, PatternWatcher, WholeFile, fail_fast_watchers
 
 
 class Clock:
@@ -127,7 +127,7 @@ def test_records_without_the_loss_key_and_malformed_lines_do_not_stop_it(tmp_pat
 
 def test_only_complete_lines_count(tmp_path):
     path = tmp_path / "log.jsonl"
-    reader = JsonLines(path, LogSpec())
+    reader = GrowingLog(path, LogSpec(), "jsonl")
     append(path, '{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     assert [e.step for e in reader.new_entries()] == [1.0]
     append(path, 'ss": NaN}\n')
@@ -136,13 +136,43 @@ def test_only_complete_lines_count(tmp_path):
 
 
 def test_an_endless_line_is_dropped_not_buffered(tmp_path, monkeypatch):
-    monkeypatch.setattr(watch, "LINE_LIMIT", 100)
+    monkeypatch.setattr(logs, "LINE_LIMIT", 100)
     path = tmp_path / "log.jsonl"
-    reader = JsonLines(path, LogSpec())
+    reader = GrowingLog(path, LogSpec(), "jsonl")
     append(path, "x" * 500)
-    assert reader.new_entries() == [] and reader.pending == ""
+    assert reader.new_entries() == [] and reader.reader.pending == ""
     append(path, 'yyy\n{"step": 7, "loss": 1.0}\n')
     assert [e.step for e in reader.new_entries()] == [7.0]
+
+
+def test_a_csv_log_is_followed_as_it_grows(tmp_path):
+    out = tmp_path / "out" / "lightning_logs" / "version_0"
+    out.mkdir(parents=True)
+    watcher = LossWatcher(tmp_path / "out", LogSpec(loss_key="train_loss"), clock=Clock())
+    append(out / "metrics.csv", "epoch,step,train_loss,val_loss\r\n0,1,3.0,\r\n0,1,,2.9\r\n0,2,")
+    assert watcher.poll() is None
+    append(out / "metrics.csv", "nan,\r\n")
+    assert watcher.poll() == "loss 'nan' at step 2 in metrics.csv"
+
+
+def test_a_csv_rewritten_with_a_wider_header_is_read_again_from_its_start(tmp_path):
+    # Lightning's CSVLogger rewrites the whole file when a new column appears.
+    path = tmp_path / "metrics.csv"
+    reader = GrowingLog(path, LogSpec(loss_key="train_loss"), "csv")
+    path.write_text("step,train_loss\n1,3.0\n2,2.5\n")
+    assert [e.step for e in reader.new_entries()] == [1.0, 2.0]
+    path.write_text("step,train_loss,grad_norm\n1,3.0,\n2,2.5,\n3,inf,7.0\n")
+    entries = reader.new_entries()
+    assert [e.step for e in entries] == [1.0, 2.0, 3.0] and entries[-1].loss == float("inf")
+
+
+def test_appended_starts_over_when_the_start_of_the_file_changed(tmp_path):
+    path = tmp_path / "f.log"
+    append(path, "ab\n")
+    stream = Appended(path)
+    assert stream.read() == "ab\n"
+    path.write_text("abc\nde\n")  # rewritten longer
+    assert stream.read() == "abc\nde\n" and stream.restarts == 1
 
 
 def test_a_log_that_appears_late_is_found_at_once_and_a_better_one_later(tmp_path):
@@ -269,7 +299,9 @@ def test_a_run_that_logs_nan_is_stopped_at_once(tmp_path):
     assert outcome.stopped_by == "loss nan at step 4 in train_log.jsonl"
     assert outcome.duration < run.timeout
     result = check_exit(outcome)
-    assert result.line() == "[FAIL] fail_fast: expected no forbidden stderr pattern and no NaN, inf or missing loss while it runs; found loss nan at step 4 in train_log.jsonl; the run was stopped there"
+    assert result.line() == (
+        "[FAIL] fail_fast: expected no forbidden stderr pattern and no NaN, inf or missing loss while it runs; found loss nan at step 4 in train_log.jsonl; the run was stopped there"
+    )
 
 
 def test_a_crash_that_exits_by_itself_keeps_its_exit_code(tmp_path):
@@ -285,3 +317,19 @@ def test_a_run_that_hangs_after_a_forbidden_line_is_stopped_after_the_grace(tmp_
     outcome = run_process(run, [PatternWatcher(run.stderr_path, ["Traceback (most recent call last)"], grace=0.5)])
     assert outcome.stopped_by == "'Traceback (most recent call last)' at stderr line 1: rank 1: Traceback (most recent call last)"
     assert outcome.duration < 20
+
+
+def test_a_run_stopped_at_a_nan_fails_once_with_what_it_could_not_reach_noted_under_it(tmp_path):
+    run = launch(tmp_path, WRITES_NAN_THEN_HANGS, str(tmp_path / "out" / "train_log.jsonl"))
+    (tmp_path / "out").mkdir()
+    the_spec = spec(loss={"final_max": 1.0, "must_decrease": True}, min_steps_logged=100, expected_files=["model.bin"], metrics={"grad_norm": {"max": 5}})
+    outcome = run_process(run, fail_fast_watchers(the_spec, run.output_dir, run.stderr_path))
+    results, _ = run_checks(the_spec, outcome, run.output_dir, run.stderr_path)
+    failed = [r for r in results if not r.passed and r.severity == "fail"]
+    assert [r.name for r in failed] == ["fail_fast"]
+    assert failure_reason(failed) == "fail_fast: loss nan at step 4 in train_log.jsonl; the run was stopped there"
+    consequences = ["expected_files", "min_steps_logged", "loss.no_nan", "loss.final_max", "loss.must_decrease", "metrics.grad_norm"]
+    assert [r.name for r in results if r.severity == "info"] == consequences
+    assert [note.split(":")[0] for note in failed[0].notes] == consequences
+    assert "then: min_steps_logged: 5 in train_log.jsonl" in failed[0].line()
+    assert all(not r.passed for r in results if r.severity == "info")
