@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .checks import CheckResult
-from .results import SpecResult, load_results
+from .results import SpecResult, load_document
 from .spec import BaselineSpec
 
 METRICS = ("final_loss", "perplexity", "duration")
@@ -27,10 +27,12 @@ class BaselineError(Exception):
 def load_baseline(path: str) -> dict[str, SpecResult]:
     """The baseline's records by spec id (read once per process)."""
     try:
-        document = load_results(Path(path))
-    except (OSError, ValueError) as error:
-        raise BaselineError(f"--baseline {path}: {error}") from None
-    return {record.id: record for record in map(SpecResult.from_json, document.get("specs", []))}
+        return {record.id: record for record in load_document(Path(path)).specs}
+    except OSError as error:
+        raise BaselineError(f"--baseline {path}: {error.strerror}") from None
+    except ValueError as error:
+        # The message names the file read (a run directory's results.json) and the field.
+        raise BaselineError(f"--baseline {error}") from None
 
 
 def parse_tolerances(values: list[str]) -> dict[str, float]:

@@ -210,14 +210,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import render_html, render_markdown
-    from .results import load_results
+    from .results import load_document
 
     documents = []
     for given in args.results:
         try:
-            documents.append(load_results(Path(given)))
+            documents.append(load_document(Path(given)))
         except (OSError, ValueError) as error:
-            raise UsageError(f"{given}: {error}") from None
+            # Both name the file (a run directory's results.json, not just what was given).
+            raise UsageError(str(error)) from None
     if args.markdown:
         _write_report(Path(args.markdown), render_markdown(documents))
     if args.html:
