@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,8 +47,8 @@ def parse_tolerances(values: list[str]) -> dict[str, float]:
             tolerances[metric] = float(fraction)
         except ValueError:
             raise ValueError(f"--tolerance {value!r}: expected METRIC=FRACTION, e.g. final_loss=0.1") from None
-        if tolerances[metric] < 0:
-            raise ValueError(f"--tolerance {value!r}: a tolerance is a fraction of at least 0")
+        if not math.isfinite(tolerances[metric]) or tolerances[metric] < 0:
+            raise ValueError(f"--tolerance {value!r}: a tolerance is a finite fraction of at least 0")
     return tolerances
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from harness.baseline import BaselineError, compare, load_baseline, parse_tolerances
 from harness.results import SpecResult, write_results
 from harness.spec import BaselineSpec
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def record(**values) -> SpecResult:
@@ -73,3 +79,49 @@ def test_load_baseline_reads_a_run_dir_or_file_and_names_a_bad_one(tmp_path):
         load_baseline(str(other))
     with pytest.raises(BaselineError, match="--baseline .*missing"):
         load_baseline(str(tmp_path / "missing"))
+
+
+# ---------------------------------------------------------------- hostile baseline files and tolerances
+
+
+def results_file(tmp_path, specs) -> str:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"format": "trainspec-results/1", "specs": specs}))
+    return str(path)
+
+
+@pytest.mark.parametrize(("specs", "field"), [
+    ("abc", "specs: expected a list of spec records"),
+    ({"s": {}}, "specs: expected a list of spec records"),
+    ([1, 2], "specs[0]: expected an object, found 1"),
+    ([{"outcome": "passed", "final_loss": 1.0}], "specs[0].id: missing"),
+    ([{"id": "s", "outcome": "passed", "duration": "fast"}], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
+    ([{"id": "s", "outcome": "passed", "final_loss": [1]}], "specs[0] (spec 's').final_loss: expected a number"),
+    ([{"id": "s", "outcome": "passed", "loss_curve": {"1": 2}}], "specs[0] (spec 's').loss_curve: expected a list"),
+])
+def test_a_baseline_of_the_wrong_shape_is_bad_input_naming_file_and_field(tmp_path, specs, field):
+    path = results_file(tmp_path, specs)
+    with pytest.raises(BaselineError) as error:
+        load_baseline(path)
+    assert str(error.value).startswith(f"--baseline {path}: {field}"), error.value
+
+
+@pytest.mark.parametrize("bad", ["final_loss=nan", "final_loss=inf", "duration=-inf", "perplexity=NaN"])
+def test_parse_tolerances_refuses_values_that_are_not_finite(bad):
+    with pytest.raises(ValueError, match=f"--tolerance '{bad}': a tolerance is a finite fraction of at least 0"):
+        parse_tolerances([bad])
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--baseline", "BAD"], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
+    (["--tolerance", "final_loss=nan"], "--tolerance 'final_loss=nan': a tolerance is a finite fraction of at least 0"),
+])
+def test_the_run_command_exits_2_on_a_bad_baseline_or_tolerance(tmp_path, flags, message):
+    bad = results_file(tmp_path, [{"id": "s", "outcome": "passed", "duration": "fast"}])
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "s.yaml").write_text("id: s\ncommand: ['true']\ngpus: 0\nmin_steps_logged: 0\n")
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", "rd", *(bad if f == "BAD" else f for f in flags)]
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "rd" / "results.json").exists()
