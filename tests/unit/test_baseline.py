@@ -63,8 +63,9 @@ def test_a_spec_new_since_the_baseline_warns():
 
 
 def test_parse_tolerances():
-    assert parse_tolerances(["final_loss=0.2", "duration=1"]) == {"final_loss": 0.2, "duration": 1.0}
-    for bad, message in [("loss=0.1", "must be one of final_loss, perplexity, duration"), ("final_loss", "expected METRIC=FRACTION"), ("duration=-1", "at least 0")]:
+    assert parse_tolerances(["final_loss=0.2", "duration=1", "final_loss_abs=0.002"]) == {"final_loss": 0.2, "duration": 1.0, "final_loss_abs": 0.002}
+    for bad, message in [("loss=0.1", "must be one of final_loss, final_loss_abs, perplexity, perplexity_abs, duration, duration_abs"),
+                         ("final_loss", "expected NAME=VALUE"), ("duration=-1", "at least 0"), ("final_loss_abs=-0.1", "at least 0"), ("final_loss_rel=0.1", "must be one of")]:
         with pytest.raises(ValueError, match=message):
             parse_tolerances([bad])
 
@@ -108,13 +109,13 @@ def test_a_baseline_of_the_wrong_shape_is_bad_input_naming_file_and_field(tmp_pa
 
 @pytest.mark.parametrize("bad", ["final_loss=nan", "final_loss=inf", "duration=-inf", "perplexity=NaN"])
 def test_parse_tolerances_refuses_values_that_are_not_finite(bad):
-    with pytest.raises(ValueError, match=f"--tolerance '{bad}': a tolerance is a finite fraction of at least 0"):
+    with pytest.raises(ValueError, match=f"--tolerance '{bad}': a tolerance is a finite number of at least 0"):
         parse_tolerances([bad])
 
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--baseline", "BAD"], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
-    (["--tolerance", "final_loss=nan"], "--tolerance 'final_loss=nan': a tolerance is a finite fraction of at least 0"),
+    (["--tolerance", "final_loss=nan"], "--tolerance 'final_loss=nan': a tolerance is a finite number of at least 0"),
 ])
 def test_the_run_command_exits_2_on_a_bad_baseline_or_tolerance(tmp_path, flags, message):
     bad = results_file(tmp_path, [{"id": "s", "outcome": "passed", "duration": "fast"}])
@@ -125,3 +126,56 @@ def test_the_run_command_exits_2_on_a_bad_baseline_or_tolerance(tmp_path, flags,
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "rd" / "results.json").exists()
+
+
+# ---------------------------------------------------------------- absolute tolerances
+
+
+def test_a_value_within_the_absolute_tolerance_passes_though_past_the_relative_one():
+    then, now = record(final_loss=0.0057), record(final_loss=0.0070)
+    (check,), regressions = compare(now, then, BaselineSpec(final_loss=0.1, final_loss_abs=0.002), {})
+    assert check.passed and regressions == []
+    assert check.expected == "at most 0.0077 (baseline 0.0057 + 10% or 0.002)"
+    (check,), regressions = compare(now, then, BaselineSpec(final_loss=0.1), {})
+    assert not check.passed and regressions[0]["tolerance"] == 0.1 and "tolerance_abs" not in regressions[0]
+
+
+def test_a_value_past_both_tolerances_fails_and_the_regression_names_both():
+    (check,), (regression,) = compare(record(final_loss=0.0080), record(final_loss=0.0057), BaselineSpec(final_loss=0.1, final_loss_abs=0.002), {})
+    assert not check.passed
+    assert regression == {"metric": "final_loss", "baseline": 0.0057, "current": 0.008, "tolerance": 0.1, "severity": "fail", "tolerance_abs": 0.002}
+
+
+def test_the_relative_tolerance_still_passes_a_large_value_past_a_small_absolute_one():
+    (check,), _ = compare(record(duration=105.0), record(duration=100.0), BaselineSpec(duration=0.1, duration_abs=1.0), {})
+    assert check.passed
+
+
+def test_the_command_line_sets_an_absolute_tolerance_for_every_spec():
+    (check,), _ = compare(record(final_loss=0.0070), record(final_loss=0.0057), BaselineSpec(), parse_tolerances(["final_loss_abs=0.002"]))
+    assert check.passed
+
+
+def test_a_regression_with_an_absolute_tolerance_reads_in_the_report():
+    from harness.report_data import regression_text
+
+    assert regression_text({"metric": "final_loss", "baseline": 0.0057, "current": 0.008, "tolerance": 0.1, "severity": "fail", "tolerance_abs": 0.002}) == \
+        "final_loss 0.0057 → 0.008 (+40%, allowed +10% or +0.002, fail)"
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ("final_loss_abs: -0.1", "baseline.final_loss_abs: must be at least 0"),
+    ("final_loss_abs: .nan", "baseline.final_loss_abs: expected a finite number"),
+    ("duration: .inf", "baseline.duration: expected a finite number"),
+    ("final_loss_abs: fast", "baseline.final_loss_abs"),
+    ("final_loss: {rel: 0.1}", "baseline.final_loss"),
+])
+def test_bad_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block, message):
+    from harness.spec import load_spec_file
+    from harness.structure import SpecError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(f"id: s\ncommand: [x]\nbaseline:\n  {block}\n")
+    with pytest.raises(SpecError) as error:
+        load_spec_file(path)
+    assert str(path) in str(error.value) and message in str(error.value), error.value
