@@ -209,7 +209,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import render_html, render_markdown
+    from .report import label_problem, render_html, render_markdown
     from .results import load_document
 
     documents = []
@@ -219,12 +219,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             # Both name the file (a run directory's results.json, not just what was given).
             raise UsageError(str(error)) from None
+    labels = args.label or None
+    if labels and (why := label_problem(labels, len(documents))):
+        raise UsageError(why)
     if args.markdown:
-        _write_report(Path(args.markdown), render_markdown(documents))
+        _write_report(Path(args.markdown), render_markdown(documents, labels))
+    else:
+        print(render_markdown(documents, labels))
     if args.html:
-        _write_report(Path(args.html), render_html(documents, base_dir=Path(args.html).resolve().parent))
-    if not args.markdown and not args.html:
-        print(render_markdown(documents))
+        _write_report(Path(args.html), render_html(documents, base_dir=Path(args.html).resolve().parent, labels=labels))
     return EXIT_OK
 
 
@@ -296,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories; the first is the reference")
     report.add_argument("--markdown", metavar="PATH", help="write the Markdown here instead of printing it (for a CI job summary, print and append: >> \"$GITHUB_STEP_SUMMARY\")")
     report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
+    report.add_argument("--label", action="append", metavar="NAME", help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per result in the order given")
 
     perplexity = commands.add_parser("perplexity", help="score texts as the inference stage does, to choose a perplexity_max", description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.")
     perplexity.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)")

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .report_data import EMOJI, FAILING, NOT_RUN, Cell, clip, combination_label, comparison_rows, delta_note, duration, fmt, percent, regression_text, titles, totals
+from .report_data import EMOJI, FAILING, NOT_RUN, Cell, clip, combination_label, comparison_rows, delta_note, duration, fmt, label_problem, percent, regression_text, titles, totals
 from .report_html import render_html, write_run_report
 from .results import RunDocument, SpecResult
 
-__all__ = ["combination_label", "comparison_rows", "render_html", "render_markdown", "summary_lines", "table", "write_run_report"]
+__all__ = ["combination_label", "comparison_rows", "label_problem", "render_html", "render_markdown", "summary_lines", "table", "write_run_report"]
 
 MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
 

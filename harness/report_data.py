@@ -31,6 +31,15 @@ def combination_label(document: RunDocument) -> str:
     return " · ".join(f"{name} {version}" for name, version in versions if version) or "unknown versions"
 
 
+def label_problem(labels: list[str], count: int) -> str | None:
+    """Why `--label` values cannot name `count` runs, or None when they can."""
+    if len(labels) != count:
+        return f"--label given {len(labels)} time{'s' * (len(labels) != 1)} for {count} result{'s' * (count != 1)}: give one per result, in the order given"
+    if empty := [i + 1 for i, label in enumerate(labels) if not label.strip()]:
+        return f"--label number {empty[0]} is empty"
+    return None
+
+
 def titles(documents: list[RunDocument], labels: list[str] | None = None) -> list[str]:
     """Column titles: the given labels, else the combination told apart by the run directory when two runs share one."""
     if labels:

@@ -406,3 +406,77 @@ def test_summary_lines_align_specs_and_name_the_run_directory(tmp_path: Path) ->
     assert "  Slurm job 9 on node[1-2]  3  " in lines[3]
     assert lines[2].split()[:2] == ["FAIL", "bb"] and lines[2].endswith("loss.final_max: 3 > 2")
     assert lines[-1] == f"run directory: {tmp_path}"
+
+
+# ---------------------------------------------------------------- log axis, other metrics, labels
+
+
+def test_a_curve_spanning_more_than_a_decade_gets_a_log_axis() -> None:
+    page = curve_svg([("a", [[1, 10.0], [2, 1.0], [3, 0.1], [4, 0.01]])])
+    assert 'aria-label="loss (log scale) curve"' in page
+    assert all(f">{tick}</text>" in page for tick in ("0.01", "0.1", "1", "10"))
+    svg = svg_of([("a", [[1, 10.0], [2, 1.0], [3, 0.1], [4, 0.01]])])
+    assert_inside(svg)
+    ys = [y for _, y in svg["points"]]
+    # Equal ratios are equal distances on a log axis.
+    assert ys[1] - ys[0] == pytest.approx(ys[2] - ys[1], abs=0.2) == pytest.approx(ys[3] - ys[2], abs=0.2)
+
+
+@pytest.mark.parametrize("values", [[5.0, 1.0], [10.0, 1.0], [3.0, 0.0, 0.001], [-1.0, 50.0]])
+def test_a_curve_within_a_decade_or_touching_zero_keeps_a_linear_axis(values: list[float]) -> None:
+    page = curve_svg([("a", [[i, v] for i, v in enumerate(values)])])
+    assert "log scale" not in page and page
+
+
+def test_the_page_draws_every_other_logged_metric_as_a_small_chart(first: RunDocument, second: RunDocument) -> None:
+    first.specs[0].metric_curves = {"grad_norm": [[1, 2.0], [10, 1.5], [20, 1.0]], "learning_rate": [[1, 1e-3], [10, 1e-4], [20, 1e-5]]}
+    second.specs[0].metric_curves = {"tokens_per_s": [[1, 900.0], [20, 950.0]]}
+    page = render_html([first, second])
+    parsed = parse(page)
+    for name in ("grad_norm curve", "learning_rate (log scale) curve", "tokens_per_s curve"):
+        assert f'aria-label="{name}"' in page
+    small = [svg for svg in parsed.svgs if svg["viewbox"][2] == 280]
+    assert len(small) == 3 and all(svg["tags"].count("polyline") == 1 for svg in small)
+    for svg in small:
+        assert_inside(svg)
+    assert page.count('class="metrics"') == 1  # only alpha logged other metrics
+
+
+def test_metric_curves_come_from_the_training_log_thinned_without_loss_or_step(tmp_path: Path) -> None:
+    from harness.logs import LogEntry, TrainingLog
+    from harness.results import MAX_CURVE_POINTS, metric_curves
+
+    entries = [LogEntry(float(i), 1.0, 1.0, {"step": i, "loss": 1.0, "epoch": i / 10, "grad_norm": 2.0 + i, "train_loss": 1.0,
+                                            "learning_rate": "nan" if i == 3 else 0.1, "note": "x", "done": True}) for i in range(5000)]
+    entries.append(LogEntry(5000.0, 1.0, 1.0, {"step": 5000, "loss": 1.0, "grad_norm": float("inf")}))
+    curves = metric_curves(TrainingLog(tmp_path / "log.jsonl", "jsonl", entries), skip=["train_loss"])
+    assert list(curves) == ["grad_norm", "learning_rate"]
+    assert len(curves["grad_norm"]) <= MAX_CURVE_POINTS + 1 and curves["grad_norm"][-1] == [5000.0, None]
+    assert curves["grad_norm"][:2] == [[0.0, 2.0], [3.0, 5.0]]
+    assert [3.0, 0.1] not in curves["learning_rate"]  # a string is not a number to plot
+    record = SpecResult("a", "passed", metric_curves=curves)
+    assert SpecResult.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+
+def test_labels_name_the_runs_in_both_reports(first: RunDocument, second: RunDocument) -> None:
+    markdown = render_markdown([first, second], ["main", "my branch"])
+    assert "- **main**:" in markdown and "| spec | main | my branch (Δ vs first) |" in markdown
+    text = " ".join(parse(render_html([first, second], labels=["main", "my branch"])).text)
+    assert "main" in text and "my branch" in text and "torch 2.6.0" not in text
+
+
+def test_report_command_prints_the_table_beside_the_html_and_takes_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+    from harness.results import write_results
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        write_results(tmp_path / name, [SpecResult(id="tiny", outcome="passed", final_loss=1.0, duration=2.0, loss_curve=[[1, 2.0], [2, 1.0]])], {})
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(["report", *runs, "--html", str(tmp_path / "r.html"), "--label", "main", "--label", "branch"]) == 0
+    out = capsys.readouterr()
+    assert "| `tiny` |" in out.out and "**branch**" in out.out and "wrote" in out.err
+    assert "branch" in (tmp_path / "r.html").read_text()
+    for labels, message in ((["--label", "main"], "--label given 1 time for 2 results"), (["--label", "x", "--label", " "], "--label number 2 is empty")):
+        assert main(["report", *runs, *labels]) == 2
+        assert message in capsys.readouterr().err
