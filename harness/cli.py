@@ -318,7 +318,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--partition", metavar="P", help="Slurm partition for every job (default: the cluster's default partition)")
     run.add_argument("--slurm-arg", action="append", metavar="ARG", help="one more srun option for every job, written with = (e.g. --slurm-arg=--account=ml); repeatable")
     run.add_argument("--workers", type=int, metavar="N", help="parallel pytest-xdist workers (default: one per device; none for a single device)")
+
+    baseline = commands.add_parser("baseline", help="work with baseline runs: recommend tolerances from repeated runs", description="Tools for `run --baseline`.")
+    baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, metavar="COMMAND")
+    recommend = baseline_commands.add_parser("recommend", help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances that pass it", description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that would pass it.")
+    recommend.add_argument("runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two")
     return parser
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .baseline import recommend
+    from .results import load_document
+
+    if len(args.runs) < 2:
+        raise UsageError(f"baseline recommend needs at least two runs of the same specs to see their noise, found {len(args.runs)}")
+    try:
+        documents = [load_document(Path(given)) for given in args.runs]
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print("\n".join(recommend(documents)))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_settings(args, load_settings(Path.cwd()))
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init}[args.command](args)
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init, "baseline": cmd_baseline}[args.command](args)
     except (UsageError, SpecError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 # Colour-blind-safe (Okabe–Ito) and no red, which the page keeps for failures.
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#7f6b00")
-BASELINE_COLOUR = "#8c959f"
+BASELINE_COLOUR = "#6e7781"
 Points = Sequence[Sequence[float | None]]
 Scale = Callable[[float], float]
 

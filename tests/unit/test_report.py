@@ -480,3 +480,18 @@ def test_report_command_prints_the_table_beside_the_html_and_takes_labels(tmp_pa
     for labels, message in ((["--label", "main"], "--label given 1 time for 2 results"), (["--label", "x", "--label", " "], "--label number 2 is empty")):
         assert main(["report", *runs, *labels]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_baseline_curve_is_drawn_under_the_runs_loss_curve(first: RunDocument) -> None:
+    from harness.report_svg import BASELINE_COLOUR
+
+    first.specs[0].baseline_curve = [[1, 2.8], [10, 1.9], [20, 1.1]]
+    page = render_html([first])
+    alpha = page[page.index('id="spec-alpha"'):]
+    alpha = alpha[:alpha.index("</svg>")]
+    assert alpha.index(f'stroke="{BASELINE_COLOUR}"') < alpha.index('stroke="#0072b2"')  # under the run's line
+    assert ">baseline</text>" in alpha
+    svg = parse(render_html([first])).svgs[1]  # beta first: it failed
+    assert svg["tags"].count("polyline") == 2
+    assert_inside(svg)
+    assert BASELINE_COLOUR not in page[page.index('id="spec-beta"'):page.index('id="spec-alpha"')]
