@@ -117,7 +117,7 @@ def _compare_curve(now: list[list[float | None]], then: list[list[float | None]]
         return CheckResult(f"baseline.{CURVE}", True, want, "every step within"), None
     step, value, current = departed[0]
     at = f"{current:.4g}" if current is not None else "no finite loss"
-    seen = f"{len(departed)} steps ({len(departed) / len(expected):.1%}) above or missing, the first at step {step:.6g}: {at} against the baseline's {value:.4g}"
+    seen = f"{len(departed)} steps ({len(departed) / len(expected):.1%}) above or missing, the first at step {step:.6g}: {at} against the baseline's {value:.4g} (allowed +{allowed})"
     passed = len(departed) <= settings.curve_fraction * len(expected)
     check = CheckResult(f"baseline.{CURVE}", passed, want, seen, settings.severity)
     if passed:
