@@ -495,3 +495,9 @@ def test_the_baseline_curve_is_drawn_under_the_runs_loss_curve(first: RunDocumen
     assert svg["tags"].count("polyline") == 2
     assert_inside(svg)
     assert BASELINE_COLOUR not in page[page.index('id="spec-beta"'):page.index('id="spec-alpha"')]
+
+
+def test_a_record_built_in_memory_with_tuples_reads_as_its_json_would() -> None:
+    record = SpecResult.from_json({"id": "a", "outcome": "passed", "loss_curve": [(1, 2.0), (2, None)], "devices": ("0",), "duration": 3})
+    assert record.loss_curve == [[1.0, 2.0], [2.0, None]] and record.devices == ["0"] and record.duration == 3.0
+    assert SpecResult.from_json(json.loads(json.dumps(record.to_json()))) == record
