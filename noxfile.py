@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.sessions import define_sessions, install, pins  # noqa: E402
 
-TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3")
+TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3", "tensorboard>=2.12")
 # Pinned so a new release cannot turn CI red overnight; bump them together with the fixes.
 LINT_REQUIREMENTS = ("ruff==0.17.6", "mypy==2.4.1", "types-PyYAML", "types-requests", "types-psutil")
 nox.options.sessions = ["smoke", "tests"]
@@ -75,3 +75,4 @@ def bench(session: nox.Session) -> None:
     """Scheduling and overhead benchmark in a venv without torch (not part of CI's verdict)."""
     install(session, root=ROOT)
     session.run("python", "benchmarks/bench_scheduling.py", *session.posargs)
+    session.run("python", "benchmarks/bench_memory.py")

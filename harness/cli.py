@@ -194,21 +194,25 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import render_html, render_markdown
-    from .results import load_results
+    from .report import label_problem, render_html, render_markdown
+    from .results import load_document
 
     documents = []
     for given in args.results:
         try:
-            documents.append(load_results(Path(given)))
+            documents.append(load_document(Path(given)))
         except (OSError, ValueError) as error:
-            raise UsageError(f"{given}: {error}") from None
+            # Both name the file (a run directory's results.json, not just what was given).
+            raise UsageError(str(error)) from None
+    labels = args.label or None
+    if labels and (why := label_problem(labels, len(documents))):
+        raise UsageError(why)
     if args.markdown:
-        _write_report(Path(args.markdown), render_markdown(documents))
+        _write_report(Path(args.markdown), render_markdown(documents, labels))
+    else:
+        print(render_markdown(documents, labels))
     if args.html:
-        _write_report(Path(args.html), render_html(documents, base_dir=Path(args.html).resolve().parent))
-    if not args.markdown and not args.html:
-        print(render_markdown(documents))
+        _write_report(Path(args.html), render_html(documents, base_dir=Path(args.html).resolve().parent, labels=labels))
     return EXIT_OK
 
 
@@ -280,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories; the first is the reference")
     report.add_argument("--markdown", metavar="PATH", help="write the Markdown here instead of printing it (for a CI job summary, print and append: >> \"$GITHUB_STEP_SUMMARY\")")
     report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
+    report.add_argument("--label", action="append", metavar="NAME", help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per result in the order given")
 
     perplexity = commands.add_parser("perplexity", help="score texts as the inference stage does, to choose a perplexity_max", description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.")
     perplexity.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)")
@@ -288,7 +293,26 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the specs through pytest; arguments it does not know go to pytest", description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).")
     _add_spec_options(run)
     add_to_parser(run, for_command(backends.run_options(), "run"))
+
+    baseline = commands.add_parser("baseline", help="work with baseline runs: recommend tolerances from repeated runs", description="Tools for `run --baseline`.")
+    baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, metavar="COMMAND")
+    recommend = baseline_commands.add_parser("recommend", help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances that pass it", description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that would pass it.")
+    recommend.add_argument("runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two")
     return parser
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .baseline import recommend
+    from .results import load_document
+
+    if len(args.runs) < 2:
+        raise UsageError(f"baseline recommend needs at least two runs of the same specs to see their noise, found {len(args.runs)}")
+    try:
+        documents = [load_document(Path(given)) for given in args.runs]
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print("\n".join(recommend(documents)))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_settings(args, load_settings(Path.cwd()))
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init}[args.command](args)
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init, "baseline": cmd_baseline}[args.command](args)
     except (UsageError, SpecError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE

@@ -81,7 +81,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("scorer", "reference model for inference perplexity: a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2); a spec's inference.scorer wins", metavar="MODEL", setting=True),
     Option("missing_scorer", "when the scorer model is not on this machine: fail the spec (default) or skip its inference stage", choices=("fail", "skip")),
     Option("baseline", "compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn", metavar="PATH"),
-    Option("tolerance", "override every spec's baseline tolerance (final_loss, perplexity or duration), e.g. final_loss=0.1; repeatable", action="append", metavar="METRIC=FRACTION"),
+    Option("tolerance", "override every spec's baseline tolerance: final_loss[_abs], perplexity[_abs], duration[_abs], curve[_abs] or curve_fraction, e.g. final_loss=0.1; repeatable", action="append", metavar="NAME=VALUE"),
     Option("allow_repo_writes", "do not fail the run when specs wrote into the repository (compared with git before and after)", action="store_true"),
     Option("backend", "where runs execute: this machine (local, the default) or a cluster's scheduler (docs/slurm.md)", default="local", metavar="NAME"),
     Option("workers", "parallel pytest-xdist workers (default: one per device, none for a single device; a backend may ask for more)", type=int, metavar="N", minimum=0, pytest=False),

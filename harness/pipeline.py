@@ -24,7 +24,7 @@ from .inference import run_inference
 from .launch import CHILD_VERSIONS_FILE, Launch, ProcessOutcome, build_launch, placeholder_values
 from .leases import Lease
 from .logs import TrainingLog
-from .results import SpecResult, read_child_versions, thin_curve
+from .results import SpecResult, metric_curves, read_child_versions, thin_curve
 from .secrets import Masker, masker_for
 from .spec import Spec
 from .watch import fail_fast_watchers
@@ -127,9 +127,11 @@ def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, e
     finally:
         if lease:
             lease.release()
-    _fill(record, outcome, launch, log, devices, lease)
+    _fill(spec, record, outcome, launch, log, devices, lease)
     if context.baseline:
-        compared, record.regressions = compare(record, load_baseline(context.baseline).get(spec.id), spec.baseline, context.tolerances)
+        then = load_baseline(context.baseline).get(spec.id)
+        compared, record.regressions = compare(record, then, spec.baseline, context.tolerances)
+        record.baseline_curve = then.loss_curve if then else []
         checks += compared
     record.checks = [c.as_dict() for c in checks]
     failed = [c for c in checks if not c.passed and c.severity == "fail"]
@@ -148,7 +150,7 @@ def _lease(spec: Spec, context: RunContext, priority: int, expected: float) -> L
     return context.pool.acquire(spec.gpus, spec.id, priority, expected)
 
 
-def _fill(record: SpecResult, outcome: ProcessOutcome, launch: Launch, log: TrainingLog | None, devices: tuple[str, ...], lease: Lease | None) -> None:
+def _fill(spec: Spec, record: SpecResult, outcome: ProcessOutcome, launch: Launch, log: TrainingLog | None, devices: tuple[str, ...], lease: Lease | None) -> None:
     """What the run showed, into its record."""
     record.duration = round(outcome.duration, 3)
     record.start_time = outcome.started
@@ -164,6 +166,7 @@ def _fill(record: SpecResult, outcome: ProcessOutcome, launch: Launch, log: Trai
         record.steps_logged = len(log.entries)
         record.final_loss = log.final.loss if log.final and log.final.loss is not None and math.isfinite(log.final.loss) else None
         record.loss_curve = thin_curve(log.curve())
+        record.metric_curves = metric_curves(log, skip=[key for key in (spec.log.loss_key, spec.log.step_key) if key])
 
 
 def _inference(spec: Spec, context: RunContext, record: SpecResult, checks: list[CheckResult], launch: Launch, output_dir: Path, held: int) -> list[CheckResult]:

@@ -125,14 +125,23 @@ class MetricBound:
 class BaselineSpec:
     """How far a run may fall behind a stored baseline run (`run --baseline PATH`) before it is flagged.
 
-    Each tolerance is a fraction: 0.1 lets the value grow by 10 % over the baseline's.
-    Lower is better for all three, so only growth is a regression.
+    Each metric has a relative tolerance (a fraction: 0.1 lets the value grow by 10 % over the
+    baseline's) and an absolute one (`<metric>_abs`, in the metric's units); a value within
+    either passes, so a tiny loss is not held to a tiny fraction of itself. The loss curve is
+    compared step by step the same way, with a fraction of steps allowed outside. Lower is
+    better for all of them, so only growth is a regression.
     """
 
     final_loss: float = option(0.10, doc="allowed relative rise of the final loss", minimum=0)
+    final_loss_abs: float = option(0.0, doc="allowed absolute rise of the final loss; a final loss within this or `final_loss` passes", minimum=0)
     perplexity: float = option(0.25, doc="allowed relative rise of the worst completion's perplexity", minimum=0)
+    perplexity_abs: float = option(0.0, doc="allowed absolute rise of the worst completion's perplexity", minimum=0)
     duration: float = option(0.50, doc="allowed relative rise of the run's duration", minimum=0)
-    severity: Literal["fail", "warn"] = option("fail", doc="what a final loss or perplexity regression does to the spec")
+    duration_abs: float = option(0.0, doc="allowed absolute rise of the run's duration, in seconds", minimum=0)
+    curve: float = option(0.05, doc="allowed relative rise of the loss at each step of the baseline's loss curve", minimum=0)
+    curve_abs: float = option(0.0, doc="allowed absolute rise of the loss at each step; a step within this or `curve` passes", minimum=0)
+    curve_fraction: float = option(0.01, doc="fraction of the baseline's steps that may lie above both (or be missing) before the curve is a regression", minimum=0, maximum=1)
+    severity: Literal["fail", "warn"] = option("fail", doc="what a final loss, perplexity or loss curve regression does to the spec")
     duration_severity: Literal["fail", "warn"] = option("warn", doc="what a duration regression does (timings are noisy, so a warning by default)")
 
 

@@ -19,7 +19,7 @@ from ..context import RunContext
 from ..process import end_group
 from ..progress import Progress
 from ..report import summary_lines, write_run_report
-from ..results import SpecResult, gather, load_results, write_results
+from ..results import SpecResult, gather, load_document, write_results
 from ..scheduler import PlanScheduling
 from ..secrets import masker_for
 from ..spec import SPEC_SUFFIXES
@@ -150,7 +150,7 @@ class Controller:
             if self.repo_writes:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
-        write_run_report(context.run_dir, load_results(path))
+        write_run_report(context.run_dir, load_document(path))
         context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
