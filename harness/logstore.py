@@ -17,6 +17,35 @@ from typing import Any, overload
 
 # The curve a log hands out for the record: evenly thinned past this many points.
 CURVE_POINTS = 10_000
+# Other metrics of the training records (grad norm, learning rate, throughput), for the report:
+# at most this many keys, each an evenly spaced sample of at most twice this many points.
+SERIES_KEYS = 12
+SERIES_POINTS = 2_000
+NOT_SERIES = frozenset({"step", "global_step", "epoch"})
+
+
+class Series:
+    """One metric's (step, value) pairs, decimated as the log grows: memory stays bounded and the sample even."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float | None, float | None]] = []
+        self.stride = 1
+        self.seen = 0
+        self.last: tuple[float | None, float | None] = (None, None)
+
+    def add(self, step: float | None, value: float | None) -> None:
+        if self.seen % self.stride == 0:
+            self.points.append((step, value))
+            if len(self.points) > 2 * SERIES_POINTS:
+                # Every point kept so far sits at a multiple of the stride: halving keeps multiples of twice it.
+                self.points = self.points[::2]
+                self.stride *= 2
+        self.seen += 1
+        self.last = (step, value)
+
+    def sample(self) -> list[tuple[float | None, float | None]]:
+        """The kept points, the last one logged always among them."""
+        return self.points if self.points and self.points[-1] is self.last else [*self.points, self.last]
 
 
 def number(value: Any) -> float | None:
@@ -63,6 +92,7 @@ class TrainingLog:
         self._losses = array("d")
         self._raw: dict[int, Any] = {}
         self._values = {key: array("d") for key in keys}
+        self._series: dict[str, Series] = {}
 
     def add(self, record: dict) -> None:
         for key, values in self._values.items():
@@ -79,6 +109,23 @@ class TrainingLog:
                 self.first_bad = LogEntry(step, loss, raw)
         self._steps.append(math.nan if step is None else step)
         self._losses.append(math.nan if loss is None else loss)
+        self._add_series(record, step)
+
+    def _add_series(self, record: dict, step: float | None) -> None:
+        for key, value in record.items():
+            # type() rather than isinstance: a bool is an int, and no metric.
+            if key in (self.loss_key, self.step_key) or key in NOT_SERIES or type(value) not in (int, float):
+                continue
+            series = self._series.get(key)
+            if series is None:
+                if len(self._series) >= SERIES_KEYS:
+                    continue
+                series = self._series[key] = Series()
+            series.add(step, float(value) if math.isfinite(value) else None)
+
+    def series(self) -> dict[str, list[tuple[float | None, float | None]]]:
+        """Each other metric the training records logged, as an evenly spaced sample of (step, value); None for NaN or inf."""
+        return {key: series.sample() for key, series in self._series.items()}
 
     def entry(self, index: int) -> LogEntry:
         index = range(len(self._losses))[index]

@@ -274,10 +274,6 @@ def thin_curve(points: list[tuple[float | None, float | None]]) -> list[list[flo
     return [[s, None if v is None or v != v or v in (float("inf"), float("-inf")) else v] for s, v in kept]
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def metric_curves(log: TrainingLog, skip: Iterable[str] = ()) -> dict[str, list[list[float | None]]]:
     """The other numbers the training steps logged (grad norm, learning rate, throughput), one thinned curve per key.
 
@@ -285,9 +281,8 @@ def metric_curves(log: TrainingLog, skip: Iterable[str] = ()) -> dict[str, list[
     At most MAX_METRICS keys, in the order they first appear, so a chatty logger cannot bloat the record.
     """
     skipped = NOT_METRICS | set(skip)
-    names = dict.fromkeys(k for e in log.entries for k, v in e.record.items() if k not in skipped and _number(v))
-    return {name: thin_curve([(e.step, float(e.record[name])) for e in log.entries if _number(e.record.get(name))])
-            for name in list(names)[:MAX_METRICS]}
+    kept = [(name, points) for name, points in log.series().items() if name not in skipped]
+    return {name: thin_curve(points) for name, points in kept[:MAX_METRICS]}
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -173,7 +173,7 @@ def test_a_regression_with_an_absolute_tolerance_reads_in_the_report():
     ("final_loss: {rel: 0.1}", "baseline.final_loss"),
 ])
 def test_bad_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block, message):
-    from harness.spec import load_spec_file
+    from harness.specfiles import load_spec_file
     from harness.structure import SpecError
 
     path = tmp_path / "s.yaml"

@@ -443,16 +443,20 @@ def test_the_page_draws_every_other_logged_metric_as_a_small_chart(first: RunDoc
 
 
 def test_metric_curves_come_from_the_training_log_thinned_without_loss_or_step(tmp_path: Path) -> None:
-    from harness.logs import LogEntry, TrainingLog
+    from harness.logs import TrainingLog
     from harness.results import MAX_CURVE_POINTS, metric_curves
 
-    entries = [LogEntry(float(i), 1.0, 1.0, {"step": i, "loss": 1.0, "epoch": i / 10, "grad_norm": 2.0 + i, "train_loss": 1.0,
-                                            "learning_rate": "nan" if i == 3 else 0.1, "note": "x", "done": True}) for i in range(5000)]
-    entries.append(LogEntry(5000.0, 1.0, 1.0, {"step": 5000, "loss": 1.0, "grad_norm": float("inf")}))
-    curves = metric_curves(TrainingLog(tmp_path / "log.jsonl", "jsonl", entries), skip=["train_loss"])
+    log = TrainingLog(tmp_path / "log.jsonl", "jsonl", "loss", "step")
+    for i in range(5000):
+        log.add({"step": i, "loss": 1.0, "epoch": i / 10, "grad_norm": 2.0 + i, "train_loss": 1.0, "learning_rate": "nan" if i == 3 else 0.1, "note": "x", "done": True})
+    log.add({"step": 5000, "loss": 1.0, "grad_norm": float("inf")})
+    log.add({"eval_loss": 3.0})  # not a training record: none of its numbers is a training metric
+    curves = metric_curves(log, skip=["train_loss"])
     assert list(curves) == ["grad_norm", "learning_rate"]
     assert len(curves["grad_norm"]) <= MAX_CURVE_POINTS + 1 and curves["grad_norm"][-1] == [5000.0, None]
-    assert curves["grad_norm"][:2] == [[0.0, 2.0], [3.0, 5.0]]
+    steps = [step for step, _ in curves["grad_norm"][:-1]]
+    assert curves["grad_norm"][0] == [0.0, 2.0] and all(value == step + 2 for step, value in curves["grad_norm"][:-1])
+    assert len({b - a for a, b in zip(steps, steps[1:], strict=False)}) == 1  # an even sample of the steps
     assert [3.0, 0.1] not in curves["learning_rate"]  # a string is not a number to plot
     record = SpecResult("a", "passed", metric_curves=curves)
     assert SpecResult.from_json(json.loads(json.dumps(record.to_json()))) == record
