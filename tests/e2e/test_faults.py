@@ -444,3 +444,34 @@ def test_amd_gpus_are_found_by_rocm_smi_and_children_get_the_amd_variables(harne
     seen = json.loads((run.run_dir / "specs" / "on_a_gpu" / "env.json").read_text())
     assert seen["ROCR_VISIBLE_DEVICES"] in ("GPU-2cb7b3e2c1a0f5d1", "0") and seen["HIP_VISIBLE_DEVICES"] == seen["CUDA_VISIBLE_DEVICES"] == "0"
     assert seen["TRAINSPEC_DEVICE_KIND"] == "rocm"
+
+
+# the repository-unchanged proof ------------------------------------------------------------
+
+
+def git_project(folder: Path, code: str) -> Path:
+    """A committed git repository with one spec whose run is `python -c CODE`, in the repository."""
+    (folder / "specs").mkdir(parents=True)
+    spec = {"id": "writes", "command": ["{python}", "-c", code], "gpus": 0, "timeout": 60, "min_steps_logged": 0}
+    (folder / "specs" / "writes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    for argv in (["init", "-q"], ["add", "."], ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"]):
+        subprocess.run(["git", *argv], cwd=folder, check=True)
+    return folder
+
+
+def test_a_run_dir_two_levels_inside_the_repository_is_not_a_write_into_it(tmp_path: Path) -> None:
+    project = git_project(tmp_path / "project", "print('nothing written')")
+    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", "out/runs/r1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "wrote into the repository" not in done.stdout
+    assert load_results(project / "out" / "runs" / "r1")["specs"][0]["outcome"] == "passed"
+
+
+def test_a_write_deep_inside_an_untracked_folder_that_already_existed_is_seen(tmp_path: Path) -> None:
+    project = git_project(tmp_path / "project", "open('data/sub/new.txt', 'w').write('x')")
+    (project / "data" / "sub").mkdir(parents=True)
+    (project / "data" / "sub" / "old.txt").write_text("there before the run")
+    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the run wrote into the repository: data/sub/new.txt" in done.stdout
+    assert load_results(tmp_path / "run")["repo_writes"] == ["data/sub/new.txt"]
