@@ -475,3 +475,39 @@ def test_a_write_deep_inside_an_untracked_folder_that_already_existed_is_seen(tm
     assert done.returncode == 1, done.stdout + done.stderr
     assert "the run wrote into the repository: data/sub/new.txt" in done.stdout
     assert load_results(tmp_path / "run")["repo_writes"] == ["data/sub/new.txt"]
+
+
+# damaged caches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["binary", "folder"])
+def test_a_damaged_duration_cache_costs_a_warning_never_a_run(tmp_path: Path, damage: str) -> None:
+    project = git_project(tmp_path / "project", "print('fine')")
+    cache = tmp_path / "cache" / "durations.json"
+    if damage == "binary":
+        cache.parent.mkdir(parents=True)
+        cache.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff" * 100)
+    else:
+        (cache / "inside").mkdir(parents=True)
+    planned = harness_in(project, harness_env(tmp_path), "plan")
+    assert planned.returncode == 0 and "INTERNALERROR" not in planned.stderr, planned.stdout + planned.stderr
+    assert planned.stderr.count("the duration cache is unreadable") == 1
+    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    if damage == "binary":
+        assert set(json.loads(cache.read_text())) == {"writes"}  # rewritten by the run
+        again = harness_in(project, harness_env(tmp_path), "plan")
+        assert "unreadable" not in again.stderr and re.search(r"writes\s+0\s+[\d.]+s\s+recorded", again.stdout), again.stdout + again.stderr
+    else:
+        assert "durations not saved" in done.stdout + done.stderr
+        assert (cache / "inside").is_dir()
+
+
+def test_a_garbage_lease_state_in_a_reused_run_dir_costs_a_warning_never_a_run(tmp_path: Path) -> None:
+    tag = new_tag()
+    path = write_spec(tmp_path / "project", "holds_a_device", "print('fine')", tag)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "leases.json").write_bytes(b'{"holders": {"0": 7}, "queue": "x"}')
+    done = harness_in(tmp_path / "project", harness_env(tmp_path), "run", str(path), "--fake-gpus", "1", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert record(assert_clean(tmp_path / "run", tag), "holds_a_device")["outcome"] == "passed"
