@@ -81,7 +81,9 @@ class LeasePool:
     def _read(self) -> dict:
         """The pool's state with dead holders and waiters dropped; a state file that is not one
         (garbage, another shape) reads as a fresh pool, with one warning, and is replaced on the next write."""
-        state = read_json(self.state_file, "device lease state")
+        state: dict | None = read_json(self.state_file, "device lease state")
+        if state is None:
+            return self._fresh()
         try:
             if not all(HOLDER_KEYS <= h.keys() for h in state["holders"].values()) or not all(WAITER_KEYS <= w.keys() for w in state["queue"]):
                 raise KeyError("a holder or waiter without its fields")
@@ -90,10 +92,13 @@ class LeasePool:
             if not (isinstance(state["tickets"], int) and isinstance(state["arrived"], list) and isinstance(state["opened"], (int, float))):
                 raise TypeError("a counter of the wrong type")
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            if state is not None:
-                warnings.warn(f"{self.state_file}: the device lease state is unreadable ({type(error).__name__}: {error}); started afresh", KeptFileWarning, stacklevel=2)
-            state = {"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": time.time()}
+            warnings.warn(f"{self.state_file}: the device lease state is unreadable ({type(error).__name__}: {error}); started afresh", KeptFileWarning, stacklevel=2)
+            return self._fresh()
         return state
+
+    @staticmethod
+    def _fresh() -> dict:
+        return {"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": time.time()}
 
     def _write(self, state: dict) -> None:
         atomic_write_text(self.state_file, json.dumps(state))
