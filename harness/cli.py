@@ -22,6 +22,7 @@ from .report import table
 from .spec import Spec
 from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
 from .structure import SpecError
+from .tree import run_dir_problem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -87,7 +88,7 @@ def _backend(args: argparse.Namespace) -> backends.Backend:
 
 def _inventory(args: argparse.Namespace, backend: backends.Backend) -> Inventory:
     try:
-        return backend.inventory(args.gpus, args.fake_gpus)
+        return backend.inventory(_option_values(args))
     except DeviceError as error:
         raise UsageError(str(error)) from None
 
@@ -166,6 +167,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     inventory = _inventory(args, backend)
     workers = args.workers if args.workers is not None else backend.workers(len(specs), inventory)
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
+    if problem := run_dir_problem(run_dir, repo):
+        raise UsageError(problem)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
     code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
     print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)

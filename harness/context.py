@@ -19,6 +19,7 @@ from .leases import LeasePool
 from .perplexity import DEFAULT_SCORER
 from .plan import DurationCache, cache_root, default_run_dir
 from .results import environment_versions
+from .tree import run_dir_problem
 
 
 class ContextError(Exception):
@@ -74,7 +75,7 @@ class RunContext:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunContext:
-        inventory = Inventory(**{**data["inventory"], "ids": tuple(data["inventory"]["ids"])})
+        inventory = Inventory.from_dict(data["inventory"])
         return cls(Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["values"])
 
 
@@ -83,7 +84,7 @@ def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunCon
     values = dict(values)
     try:
         backend = backends.make(values.get("backend") or "local", values, "")
-        inventory = backend.inventory(values.get("gpus"), values.get("fake_gpus"))
+        inventory = backend.inventory(values)
         parse_tolerances(values.get("tolerance") or [])
         if values.get("baseline"):
             values["baseline"] = str(Path(values["baseline"]).resolve())
@@ -92,6 +93,8 @@ def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunCon
         raise ContextError(str(error)) from None
     values["scorer"] = values.get("scorer") or os.environ.get("TRAINSPEC_SCORER") or DEFAULT_SCORER
     run_dir = Path(values.get("run_dir") or default_run_dir(repo)).resolve()
+    if problem := run_dir_problem(run_dir, repo):
+        raise ContextError(problem)
     values["run_dir"] = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return RunContext(repo, run_dir, inventory, spec_roots, values)

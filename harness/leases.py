@@ -18,17 +18,20 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 from filelock import FileLock
 
-from .files import atomic_write_text
+from .files import KeptFileWarning, atomic_write_text, read_json
 
 POLL_SECONDS = 0.02
+HOLDER_KEYS = {"token", "owner", "name", "start", "expected"}
+WAITER_KEYS = {"token", "owner", "name", "k", "priority", "ticket", "expected"}
 FIRST_WAVE_GRACE = 3.0
 
 
@@ -53,7 +56,7 @@ def _alive(key: list) -> bool:
 class Lease:
     """Devices held by one run until `release()` (or until its owner dies)."""
 
-    pool: "LeasePool"
+    pool: LeasePool
     devices: tuple[str, ...]
     token: str
     waited: float
@@ -76,13 +79,26 @@ class LeasePool:
         self._lock = FileLock(str(self.state_file) + ".lock")
 
     def _read(self) -> dict:
+        """The pool's state with dead holders and waiters dropped; a state file that is not one
+        (garbage, another shape) reads as a fresh pool, with one warning, and is replaced on the next write."""
+        state: dict | None = read_json(self.state_file, "device lease state")
+        if state is None:
+            return self._fresh()
         try:
-            state = json.loads(self.state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            state = {"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": time.time()}
-        state["holders"] = {d: h for d, h in state["holders"].items() if _alive(h["owner"])}
-        state["queue"] = [w for w in state["queue"] if _alive(w["owner"])]
+            if not all(HOLDER_KEYS <= h.keys() for h in state["holders"].values()) or not all(WAITER_KEYS <= w.keys() for w in state["queue"]):
+                raise KeyError("a holder or waiter without its fields")
+            state["holders"] = {d: h for d, h in state["holders"].items() if _alive(h["owner"])}
+            state["queue"] = [w for w in state["queue"] if _alive(w["owner"])]
+            if not (isinstance(state["tickets"], int) and isinstance(state["arrived"], list) and isinstance(state["opened"], (int, float))):
+                raise TypeError("a counter of the wrong type")
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            warnings.warn(f"{self.state_file}: the device lease state is unreadable ({type(error).__name__}: {error}); started afresh", KeptFileWarning, stacklevel=2)
+            return self._fresh()
         return state
+
+    @staticmethod
+    def _fresh() -> dict:
+        return {"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": time.time()}
 
     def _write(self, state: dict) -> None:
         atomic_write_text(self.state_file, json.dumps(state))
@@ -182,8 +198,5 @@ class LeasePool:
     def stray_groups(self) -> list[int]:
         """Process groups of leases whose runs may outlive their owner; for the final clean-up."""
         with self._lock:
-            try:
-                state = json.loads(self.state_file.read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                return []
-        return sorted({h["pgid"] for h in state["holders"].values() if "pgid" in h})
+            holders = self._read()["holders"]
+        return sorted({h["pgid"] for h in holders.values() if "pgid" in h})

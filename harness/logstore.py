@@ -34,14 +34,15 @@ class Series:
         self.last: tuple[float | None, float | None] = (None, None)
 
     def add(self, step: float | None, value: float | None) -> None:
+        point = (step, value)
         if self.seen % self.stride == 0:
-            self.points.append((step, value))
+            self.points.append(point)
             if len(self.points) > 2 * SERIES_POINTS:
                 # Every point kept so far sits at a multiple of the stride: halving keeps multiples of twice it.
                 self.points = self.points[::2]
                 self.stride *= 2
         self.seen += 1
-        self.last = (step, value)
+        self.last = point
 
     def sample(self) -> list[tuple[float | None, float | None]]:
         """The kept points, the last one logged always among them."""

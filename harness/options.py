@@ -73,9 +73,10 @@ class Option:
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("tier", "smoke, standard (integration and not slow) or full (every spec; the default)", choices=TIERS, commands=("run", "plan"), setting=True,
            setting_help="tier `python -m harness run` selects without --tier (default: every spec)"),
-    Option("gpus", "devices this run may use (default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L)", type=int, metavar="N", commands=("run", "plan"), setting=True, minimum=0, exclusive="devices"),
+    Option("gpus", "devices this run may use; it needs that many visible (default: what CUDA_VISIBLE_DEVICES or ROCR_/HIP_VISIBLE_DEVICES name, else what nvidia-smi or rocm-smi lists)", type=int, metavar="N", commands=("run", "plan"), setting=True, minimum=0, exclusive="devices"),
     Option("fake_gpus", "simulate N devices on a machine without CUDA; only cpu_ok specs run", type=int, metavar="N", commands=("run", "plan"), setting=True, minimum=1, exclusive="devices",
            setting_help="simulate this many devices by default (CPU machines; cpu_ok specs only)"),
+    Option("fake_gpu_memory", "memory of each simulated device, e.g. 24GiB (units MiB, GiB, TiB, MB, GB, TB; default 80GiB); only with --fake-gpus", metavar="SIZE", commands=("run", "plan")),
     Option("run_dir", "where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, outside the repository, printed)", metavar="DIR", setting=True, project_path=True,
            setting_help="where each run's outputs go, relative to the project root (default: a fresh folder under the trainspec cache)"),
     Option("scorer", "reference model for inference perplexity: a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2); a spec's inference.scorer wins", metavar="MODEL", setting=True),

@@ -12,7 +12,10 @@ import datetime as _dt
 import hashlib
 import heapq
 import json
+import math
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from filelock import FileLock
 
 from .backends import skip_reason
 from .devices import Inventory
-from .files import atomic_write_text
+from .files import KeptFileWarning, atomic_write_text, read_json
 from .spec import Spec
 from .specfiles import in_tier
 
@@ -29,10 +32,21 @@ def cache_root(repo: Path) -> Path:
     """Where recorded durations live: outside the repository, one folder per repository path."""
     explicit = os.environ.get("TRAINSPEC_CACHE_DIR")
     if explicit:
-        return Path(explicit)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return Path(explicit).resolve()
+    base = _user_cache()
     digest = hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:10]
     return base / "trainspec" / f"{repo.resolve().name}-{digest}"
+
+
+def _user_cache() -> Path:
+    """XDG_CACHE_HOME when it is an absolute path (the XDG rule), else ~/.cache; without a home, the temp folder."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg)
+    try:
+        return Path.home() / ".cache"
+    except RuntimeError:
+        return Path(tempfile.gettempdir()) / f"cache-{os.getuid()}"
 
 
 def default_run_dir(repo: Path) -> Path:
@@ -42,25 +56,31 @@ def default_run_dir(repo: Path) -> Path:
 
 
 class DurationCache:
-    """Seconds each spec last took, by spec id, shared by every run of one repository."""
+    """Seconds each spec last took, by spec id, shared by every run of one repository.
+
+    A damaged cache (garbage, a folder in its place) never fails a run or a plan: it reads
+    as empty with one KeptFileWarning warning, and the next record replaces it (or, for a
+    folder, warns that the durations were not saved).
+    """
 
     def __init__(self, path: Path):
         self.path = path
 
     def load(self) -> dict[str, float]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-        return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
+        data = read_json(self.path, "duration cache") or {}
+        return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0}
 
     def record(self, durations: dict[str, float]) -> None:
         if not durations:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path) + ".lock"):
-            merged = {**self.load(), **durations}
-            atomic_write_text(self.path, json.dumps(merged, indent=1, sort_keys=True))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.path) + ".lock"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", KeptFileWarning)  # said once by the run's load(); this write replaces the file
+                merged = {**self.load(), **durations}
+                atomic_write_text(self.path, json.dumps(merged, indent=1, sort_keys=True))
+        except OSError as error:
+            warnings.warn(f"{self.path}: durations not saved ({type(error).__name__}: {error})", KeptFileWarning, stacklevel=2)
 
 
 @dataclass(frozen=True)

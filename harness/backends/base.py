@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
 from ..devices import Inventory
 from ..launch import Launch, Placement, ProcessOutcome, Watcher
@@ -25,8 +25,8 @@ class Backend(Protocol):
     def check_available(self) -> None:
         """Raise BackendError (with what is missing) when runs cannot start through this backend."""
 
-    def inventory(self, gpus: int | None, fake_gpus: int | None) -> Inventory:
-        """The devices runs may use, as `--gpus`/`--fake-gpus` ask; raise DeviceError for a request that cannot be met."""
+    def inventory(self, values: Mapping[str, Any]) -> Inventory:
+        """The devices runs may use, as the run's options ask (`gpus`, `fake_gpus`, ...); raise DeviceError for a request that cannot be met."""
 
     def workers(self, specs: int, inventory: Inventory) -> int | None:
         """How many xdist workers to start for `specs` specs, or None for one per device."""

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..devices import Inventory, child_environment, discover
+from ..devices import DeviceError, Inventory, child_environment, discover, parse_memory
 from ..launch import Launch, Placement, ProcessOutcome, Watcher
 from ..options import Option
 from ..process import run_process
@@ -32,8 +32,13 @@ class LocalBackend:
     def check_available(self) -> None:
         return None
 
-    def inventory(self, gpus: int | None, fake_gpus: int | None) -> Inventory:
-        return discover(gpus, fake_gpus)
+    def inventory(self, values: Mapping[str, Any]) -> Inventory:
+        memory = values.get("fake_gpu_memory")
+        try:
+            mib = parse_memory(memory) if memory is not None else None
+        except ValueError as error:
+            raise DeviceError(f"--fake-gpu-memory: {error}") from None
+        return discover(values.get("gpus"), values.get("fake_gpus"), fake_gpu_memory=mib)
 
     def workers(self, specs: int, inventory: Inventory) -> int | None:
         return None

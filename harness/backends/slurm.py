@@ -172,7 +172,7 @@ class SlurmBackend:
         except SlurmError as error:
             raise BackendError(str(error)) from None
 
-    def inventory(self, gpus: int | None, fake_gpus: int | None) -> Inventory:
+    def inventory(self, values: Mapping[str, Any]) -> Inventory:
         # The cluster hands out the devices: one entry stands for all of them.
         return Inventory(("slurm",), "slurm", f"Slurm (partition {self.settings.partition or 'default'})", scheduled=True)
 

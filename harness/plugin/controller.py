@@ -82,7 +82,7 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Left by an interrupted run in the same run dir, it would turn this run's crashes into interruptions.
         self.context.interrupted_marker.unlink(missing_ok=True)
-        self.tree_before = None if session.config.getoption("allow_repo_writes") else snapshot(self.context.repo)
+        self.tree_before = None if session.config.getoption("allow_repo_writes") else snapshot(self.context.repo, skip=[self.context.run_dir])
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and session.config.get_verbosity() == 0:
             # Our lines replace pytest's file names and letters, which say little about runs of minutes.
@@ -144,7 +144,7 @@ class Controller:
         if not self.records:
             return
         meta = {"backend": context.backend.name, "devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": masker_for(os.environ).data(sys.argv[1:]), "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
-        if self.tree_before is not None and (after := snapshot(context.repo)) is not None:
+        if self.tree_before is not None and (after := snapshot(context.repo, skip=[context.run_dir])) is not None:
             self.repo_writes = written(self.tree_before, after, context.repo, [context.run_dir])
             meta["repo_writes"] = self.repo_writes
             if self.repo_writes:

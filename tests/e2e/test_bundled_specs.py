@@ -113,7 +113,8 @@ def test_forgather_profile_with_stand_in_command(harness, tmp_path: Path) -> Non
     specs = tmp_path / "specs"
     specs.mkdir()
     shutil.copy(Path(__file__).with_name("forgather_spec.yaml"), specs / "forgather_spec.yaml")
-    run = harness("run", "--gpus", "1", cwd=tmp_path, env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    # One GPU named by the caller: --gpus needs a visible device, and this machine may have none.
+    run = harness("run", "--gpus", "1", cwd=tmp_path, env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0"})
     assert run.code == 0, run.output
     (spec,) = run.results["specs"]
     assert spec["id"] == "tiny_stand_in" and spec["steps_logged"] == 6 and spec["final_loss"] == pytest.approx(1.0)

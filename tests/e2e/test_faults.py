@@ -25,6 +25,7 @@ import yaml
 from harness.results import load_results
 
 from ..conftest import REPO, tagged
+from ..gpu_stand_ins import BROKEN_DRIVER, MI300_JSON, install_nvidia_smi, install_rocm_smi
 
 pytestmark = pytest.mark.e2e
 
@@ -352,3 +353,162 @@ def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path:
     assert Path(record["attempts"][0]["output_dir"], "stderr.log").exists()
     assert any(w.startswith("flaky: passed on attempt 2") for w in record["warnings"])
     assert re.search(r"^FLAKY\s+flaky\s", run.output, re.M), run.output
+
+
+# devices and drivers -----------------------------------------------------------------------
+
+
+def machine(tmp_path: Path, nvidia: dict | None = None, rocm: str | None = None) -> dict[str, str]:
+    """The environment of a machine whose vendor tools are the stand-ins given, first on PATH.
+
+    A tool not given is shadowed by one that finds no device, so the real tools of the
+    machine the tests run on (if any) never answer.
+    """
+    bin_dir = tmp_path / "tools"
+    install_nvidia_smi(bin_dir, **nvidia) if nvidia is not None else install_nvidia_smi(bin_dir, query="No devices were found\n", listing="No devices were found\n")
+    install_rocm_smi(bin_dir, rocm if rocm is not None else "{}")
+    environ = {k: v for k, v in os.environ.items() if not k.endswith("_VISIBLE_DEVICES")}
+    return {**environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def device_project(tmp_path: Path) -> Path:
+    """A project with one 1-GPU spec that writes the device variables it was started with."""
+    folder = tmp_path / "project"
+    (folder / "specs").mkdir(parents=True)
+    (folder / "record_env.py").write_text("import json, os, sys\n"
+                                          "seen = {k: v for k, v in os.environ.items() if k.endswith(('_VISIBLE_DEVICES', 'DEVICE_KIND'))}\n"
+                                          "json.dump(seen, open(os.path.join(sys.argv[1], 'env.json'), 'w'))\n")
+    spec = {"id": "on_a_gpu", "command": ["{python}", "record_env.py", "{output_dir}"], "gpus": 1, "timeout": 60, "min_steps_logged": 0}
+    (folder / "specs" / "on_a_gpu.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder
+
+
+def harness_in(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` run from `project` on the machine `env` describes."""
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=project, env={**env, "TRAINSPEC_CACHE_DIR": str(project.parent / "cache")},
+                          capture_output=True, text=True, timeout=120)
+
+
+def plan(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return harness_in(device_project(tmp_path), env, "plan", *args)
+
+
+@pytest.mark.parametrize(
+    ("nvidia", "gpus", "said"),
+    [
+        (None, "12", "error: --gpus 12 needs 12 visible devices, found 0 (no GPU found: nvidia-smi lists none; rocm-smi or amd-smi lists none); "
+                     "--fake-gpus 12 simulates devices without a GPU"),
+        ({}, "3", "error: --gpus 3 needs 3 visible devices, found 2: 2 GPUs [0, 1] from nvidia-smi, 81559 MiB each (busy: 1 has 30720 MiB in use); "
+                  "--fake-gpus 3 simulates devices without a GPU"),
+    ],
+)
+def test_gpus_beyond_the_visible_devices_is_refused(tmp_path: Path, nvidia: dict | None, gpus: str, said: str) -> None:
+    project, env = device_project(tmp_path), machine(tmp_path, nvidia)
+    for args in (("plan", "--gpus", gpus), ("run", "--gpus", gpus, "--run-dir", str(tmp_path / "run"))):
+        done = harness_in(project, env, *args)
+        assert (done.returncode, done.stderr.strip()) == (2, said), done.stdout
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "code", "said"),
+    [
+        ("CUDA_VISIBLE_DEVICES", "0,0", 2, "error: CUDA_VISIBLE_DEVICES='0,0' names device 0 twice ('0'); the runtime refuses such a list, so name each device once"),
+        ("HIP_VISIBLE_DEVICES", "1,1", 2, "error: HIP_VISIBLE_DEVICES='1,1' names device 1 twice ('1'); the runtime refuses such a list, so name each device once"),
+        ("CUDA_VISIBLE_DEVICES", "abc", 0, "devices: no GPU (CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry); CPU only"),
+        ("CUDA_VISIBLE_DEVICES", "1,-1,0", 0, "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '-1', '0': the runtime stops at the first invalid entry), 81559 MiB"),
+        ("CUDA_VISIBLE_DEVICES", "1,7", 0, "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '7': nvidia-smi lists no such device, and the runtime stops at the first invalid entry)"),
+    ],
+)
+def test_visible_devices_are_read_as_the_runtime_reads_them(tmp_path: Path, variable: str, value: str, code: int, said: str) -> None:
+    done = plan(tmp_path, {**machine(tmp_path, nvidia={}), variable: value})
+    assert done.returncode == code, done.stdout + done.stderr
+    assert said in (done.stderr if code else done.stdout)
+
+
+def test_a_broken_nvidia_driver_is_an_error_never_no_gpu(tmp_path: Path) -> None:
+    project, broken = device_project(tmp_path), machine(tmp_path, nvidia={"code": 9})
+    said = f"error: nvidia-smi failed (exit 9): {BROKEN_DRIVER}; fix the driver, or run without GPUs (CUDA_VISIBLE_DEVICES= or --fake-gpus N)"
+    for args in (("plan",), ("run", "--run-dir", str(tmp_path / "run"))):
+        done = harness_in(project, broken, *args)
+        assert (done.returncode, done.stderr.strip()) == (2, said), done.stdout
+    # Hiding every GPU, or simulating them, needs no driver.
+    assert harness_in(project, {**broken, "CUDA_VISIBLE_DEVICES": ""}, "plan").returncode == 0
+    assert harness_in(project, broken, "plan", "--fake-gpus", "1").returncode == 0
+
+
+def test_amd_gpus_are_found_by_rocm_smi_and_children_get_the_amd_variables(harness, tmp_path: Path) -> None:
+    amd = machine(tmp_path, rocm=MI300_JSON)
+    assert "devices: 2 AMD GPUs [0, 1] from rocm-smi or amd-smi, 196288 MiB each (busy: 0 has 282 MiB in use; 1 has 10240 MiB in use)" in plan(tmp_path / "plan", amd).stdout
+    run = harness("run", cwd=device_project(tmp_path / "run"), env={**amd, "ROCR_VISIBLE_DEVICES": "GPU-2cb7b3e2c1a0f5d1,0"})
+    assert run.code == 0, run.output
+    seen = json.loads((run.run_dir / "specs" / "on_a_gpu" / "env.json").read_text())
+    assert seen["ROCR_VISIBLE_DEVICES"] in ("GPU-2cb7b3e2c1a0f5d1", "0") and seen["HIP_VISIBLE_DEVICES"] == seen["CUDA_VISIBLE_DEVICES"] == "0"
+    assert seen["TRAINSPEC_DEVICE_KIND"] == "rocm"
+
+
+# the repository-unchanged proof ------------------------------------------------------------
+
+
+def git_project(folder: Path, code: str) -> Path:
+    """A committed git repository with one spec whose run is `python -c CODE`, in the repository."""
+    (folder / "specs").mkdir(parents=True)
+    spec = {"id": "writes", "command": ["{python}", "-c", code], "gpus": 0, "timeout": 60, "min_steps_logged": 0}
+    (folder / "specs" / "writes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    for argv in (["init", "-q"], ["add", "."], ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"]):
+        subprocess.run(["git", *argv], cwd=folder, check=True)
+    return folder
+
+
+def test_a_run_dir_two_levels_inside_the_repository_is_not_a_write_into_it(tmp_path: Path) -> None:
+    project = git_project(tmp_path / "project", "print('nothing written')")
+    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", "out/runs/r1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "wrote into the repository" not in done.stdout
+    assert load_results(project / "out" / "runs" / "r1")["specs"][0]["outcome"] == "passed"
+
+
+def test_a_write_deep_inside_an_untracked_folder_that_already_existed_is_seen(tmp_path: Path) -> None:
+    project = git_project(tmp_path / "project", "open('data/sub/new.txt', 'w').write('x')")
+    (project / "data" / "sub").mkdir(parents=True)
+    (project / "data" / "sub" / "old.txt").write_text("there before the run")
+    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the run wrote into the repository: data/sub/new.txt" in done.stdout
+    assert load_results(tmp_path / "run")["repo_writes"] == ["data/sub/new.txt"]
+
+
+# damaged caches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["binary", "folder"])
+def test_a_damaged_duration_cache_costs_a_warning_never_a_run(tmp_path: Path, damage: str) -> None:
+    project = git_project(tmp_path / "project", "print('fine')")
+    cache = tmp_path / "cache" / "durations.json"
+    if damage == "binary":
+        cache.parent.mkdir(parents=True)
+        cache.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff" * 100)
+    else:
+        (cache / "inside").mkdir(parents=True)
+    planned = harness_in(project, harness_env(tmp_path), "plan")
+    assert planned.returncode == 0 and "INTERNALERROR" not in planned.stderr, planned.stdout + planned.stderr
+    assert planned.stderr.count("the duration cache is unreadable") == 1
+    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    if damage == "binary":
+        assert set(json.loads(cache.read_text())) == {"writes"}  # rewritten by the run
+        again = harness_in(project, harness_env(tmp_path), "plan")
+        assert "unreadable" not in again.stderr and re.search(r"writes\s+0\s+[\d.]+s\s+recorded", again.stdout), again.stdout + again.stderr
+    else:
+        assert "durations not saved" in done.stdout + done.stderr
+        assert (cache / "inside").is_dir()
+
+
+def test_a_garbage_lease_state_in_a_reused_run_dir_costs_a_warning_never_a_run(tmp_path: Path) -> None:
+    tag = new_tag()
+    path = write_spec(tmp_path / "project", "holds_a_device", "print('fine')", tag)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "leases.json").write_bytes(b'{"holders": {"0": 7}, "queue": "x"}')
+    done = harness_in(tmp_path / "project", harness_env(tmp_path), "run", str(path), "--fake-gpus", "1", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert record(assert_clean(tmp_path / "run", tag), "holds_a_device")["outcome"] == "passed"

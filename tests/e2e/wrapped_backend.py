@@ -43,7 +43,7 @@ class WrappedBackend:
         if self.host == "unreachable":
             raise backends.BackendError("the wrapped host is unreachable")
 
-    def inventory(self, gpus: int | None, fake_gpus: int | None) -> Inventory:
+    def inventory(self, values: Mapping[str, Any]) -> Inventory:
         return Inventory(("wrapped",), "wrapped", f"the wrapped host {self.host}", scheduled=True)
 
     def workers(self, specs: int, inventory: Inventory) -> int | None:

@@ -114,7 +114,7 @@ def test_plan_with_more_gpus_than_the_caller_allows(project, monkeypatch, capsys
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert main(["plan", "--gpus", "3"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: --gpus 3 asks for more devices than CUDA_VISIBLE_DEVICES='0' lists (1)"
+    assert err.strip() == "error: --gpus 3 needs 3 visible devices, found 1: 1 GPU [0] from CUDA_VISIBLE_DEVICES; --fake-gpus 3 simulates devices without a GPU"
 
 
 def test_validate_defaults_to_the_specs_folder(project, capsys):

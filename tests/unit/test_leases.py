@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from itertools import combinations
 from pathlib import Path
 
 import psutil
 import pytest
 
+from harness.files import KeptFileWarning
 from harness.leases import LeasePool
 
 WORKER = r'''
@@ -107,7 +109,7 @@ def test_overlapping_holders_never_share_a_device(pool_dir):
         pool.start(f"w{i}", k, hold=0.25)
     pool.finish()
     records = [pool.record(f"w{i}") for i in range(len(sizes))]
-    for record, k in zip(records, sizes):
+    for record, k in zip(records, sizes, strict=True):
         assert len(record["devices"]) == k
         assert len(set(record["devices"])) == k
         assert set(record["devices"]) <= {"0", "1", "2"}
@@ -252,6 +254,30 @@ def test_state_survives_a_corrupt_file(tmp_path):
     state = tmp_path / "leases.json"
     state.write_text("{not json")
     pool = LeasePool(state, ("0",))
-    with pool.lease(1, "after-corruption") as lease:
+    with pytest.warns(KeptFileWarning, match="the device lease state is unreadable"), pool.lease(1, "after-corruption") as lease:
         assert lease.devices == ("0",)
         assert pool.holders()["0"]["owner"][0] == os.getpid()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x89PNG\r\n\x1a\n\x00\xff", b"{oops", b"[]", b'{"holders": 3}', b'{"holders": {"0": {"owner": "me"}}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
+     b'{"holders": {}, "queue": [{"owner": [1, 2]}], "tickets": "x", "arrived": [], "opened": 0}', b'{"holders": {"0": 7}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}'],
+    ids=["binary", "cut-short", "a-list", "holders-not-a-map", "holder-without-fields", "bad-counter", "holder-not-a-map"],
+)
+def test_a_garbage_lease_state_reads_as_a_fresh_pool_with_one_warning(tmp_path, content):
+    state = tmp_path / "leases.json"
+    state.write_bytes(content)
+    pool = LeasePool(state, ("0", "1"))
+    with pytest.warns(KeptFileWarning, match="device lease state is unreadable") as caught:
+        assert pool.holders() == {}
+        assert pool.stray_groups() == []
+    assert len(caught) >= 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KeptFileWarning)
+        lease = pool.acquire(2, "after-garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the first write replaced the garbage
+        assert set(pool.holders()) == {"0", "1"}
+        lease.release()
+        assert json.loads(state.read_text())["holders"] == {}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
 
 from harness.devices import discover
+from harness.files import KeptFileWarning
 from harness.plan import DurationCache, cache_root, default_run_dir, make_plan
 from harness.specfiles import in_tier, load_specs, spec_from_mapping
 from harness.structure import SpecError
@@ -132,16 +134,53 @@ def test_duration_cache_round_trip_and_merge(tmp_path):
     assert DurationCache(cache.path).load() == cache.load()
 
 
-def test_duration_cache_survives_bad_files(tmp_path):
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{oops", "JSONDecodeError"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "UnicodeDecodeError"),
+        (b"[1, 2]", "a JSON list, not a JSON object"),
+        (b"[" * 100_000, "RecursionError"),
+        (b"", "JSONDecodeError"),
+    ],
+    ids=["cut-short", "binary", "a-list", "deeply-nested", "empty"],
+)
+def test_an_unreadable_duration_cache_is_ignored_with_one_warning_and_rewritten(tmp_path, content, problem):
     path = tmp_path / "durations.json"
-    path.write_text("{oops")
-    assert DurationCache(path).load() == {}
-    path.write_text(json.dumps({"a": "fast", "b": 2.0, "c": None}))
-    assert DurationCache(path).load() == {"b": 2.0}
-    path.write_text("[1, 2]")
-    assert DurationCache(path).load() == {}
-    DurationCache(path).record({"d": 1.0})
-    assert DurationCache(path).load() == {"d": 1.0}
+    path.write_bytes(content)
+    with pytest.warns(KeptFileWarning) as caught:
+        assert DurationCache(path).load() == {}
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith(f"{path}: the duration cache is unreadable ({problem}")
+    assert str(caught[0].message).endswith("; ignored, and replaced when next saved")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DurationCache(path).record({"d": 1.0})
+        assert DurationCache(path).load() == {"d": 1.0}
+
+
+def test_duration_cache_keeps_only_finite_durations(tmp_path):
+    path = tmp_path / "durations.json"
+    path.write_text('{"a": "fast", "b": 2.0, "c": null, "d": NaN, "e": Infinity, "f": -1, "g": true, "h": 3}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert DurationCache(path).load() == {"b": 2.0, "h": 3.0}
+
+
+def test_a_folder_in_place_of_the_duration_cache_never_fails(tmp_path):
+    path = tmp_path / "durations.json"
+    (path / "inside").mkdir(parents=True)
+    with pytest.warns(KeptFileWarning, match="the duration cache is unreadable"):
+        assert DurationCache(path).load() == {}
+    with pytest.warns(KeptFileWarning) as caught:
+        DurationCache(path).record({"d": 1.0})
+    assert [str(w.message).split(" (")[0] for w in caught] == [f"{path}: durations not saved"]
+    assert "IsADirectoryError" in str(caught[0].message)
+    assert (path / "inside").is_dir()  # a folder is never removed, only warned about
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    with pytest.warns(KeptFileWarning, match="durations not saved"):
+        DurationCache(blocked / "durations.json").record({"d": 1.0})
 
 
 def test_duration_cache_merges_records_from_concurrent_processes(tmp_path):
@@ -161,6 +200,19 @@ def test_cache_root_honours_trainspec_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINSPEC_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_root(tmp_path / "repo") == tmp_path / "mine"
     assert default_run_dir(tmp_path / "repo").parent == tmp_path / "mine" / "runs"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAINSPEC_CACHE_DIR", "relative")
+    assert cache_root(tmp_path / "repo") == tmp_path / "relative"  # the same folder from any worker's cwd
+
+
+def test_cache_root_ignores_a_relative_xdg_cache_home_and_a_missing_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINSPEC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root(tmp_path / "repo").parent == tmp_path / "home" / ".cache" / "trainspec"
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(RuntimeError("Could not determine home directory."))))
+    assert cache_root(tmp_path / "repo").parent.parent.parent == Path(tempfile.gettempdir())
 
 
 def test_cache_root_without_it_is_one_folder_per_repository_outside_it(tmp_path, monkeypatch):

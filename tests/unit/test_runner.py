@@ -276,7 +276,7 @@ def test_build_launch_under_slurm_counts_the_devices_the_job_asks_for(tmp_path):
     slurm = SlurmBackend.from_options({}, "")
     the_spec = spec(gpus=4, nodes=2, launcher="torchrun", command="t.py {gpus} {nodes}")
     run = build_launch(the_spec, repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o",
-                       placement=slurm.place(the_spec, (), slurm.inventory(None, None)), base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"})
+                       placement=slurm.place(the_spec, (), slurm.inventory({})), base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"})
     assert run.argv[-2:] == ["4", "2"] and (run.gpus, run.nodes) == (4, 2)
     # The job's devices and cores are Slurm's to give: the login node's must not leak in.
     assert "CUDA_VISIBLE_DEVICES" not in run.env and run.env["OMP_NUM_THREADS"] == "3"

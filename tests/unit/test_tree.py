@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.tree import snapshot, written
+from harness import tree
+from harness.tree import run_dir_problem, snapshot, written
 
 
 def git_repo(folder: Path) -> Path:
@@ -48,3 +49,91 @@ def test_a_run_that_writes_into_the_repository_fails_and_names_the_file(tmp_path
     (repo / "oops.txt").unlink()
     allowed = subprocess.run([sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run2"), "--allow-repo-writes"], cwd=repo, capture_output=True, text=True)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
+def commit_all(repo: Path) -> None:
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "more"], cwd=repo, check=True)
+
+
+def test_a_run_dir_two_levels_inside_an_untracked_folder_is_not_a_write(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    run_dir = repo / "out" / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    before = snapshot(repo)
+    (run_dir / "specs").mkdir()
+    (run_dir / "specs" / "result.json").write_text("{}")
+    (run_dir / "results.json").write_text("{}")
+    after = snapshot(repo)
+    assert written(before, after, repo, [run_dir]) == []
+    (repo / "out" / "stray.txt").write_text("x")
+    assert written(before, snapshot(repo), repo, [run_dir]) == ["out/stray.txt"]
+
+
+def test_a_run_dir_created_after_the_first_snapshot_is_not_a_write_either(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    before = snapshot(repo)
+    run_dir = repo / "out" / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    assert written(before, snapshot(repo), repo, [run_dir]) == []
+
+
+def test_writes_inside_an_untracked_folder_that_already_existed_are_seen(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    (repo / ".gitignore").write_text("ignored/\n*.pyc\n")
+    commit_all(repo)
+    (repo / "data" / "sub").mkdir(parents=True)
+    (repo / "data" / "sub" / "old.txt").write_text("kept")
+    (repo / "data" / "sub" / "grows.txt").write_text("1")
+    (repo / "data" / "sub" / "goes.txt").write_text("1")
+    before = snapshot(repo)
+    assert "data/" in before and "data/sub/old.txt" in before
+    (repo / "data" / "sub" / "new.txt").write_text("x")
+    (repo / "data" / "sub" / "grows.txt").write_text("12")
+    (repo / "data" / "sub" / "goes.txt").unlink()
+    (repo / "data" / "sub" / "cache.pyc").write_text("ignored by a pattern")
+    assert written(before, snapshot(repo), repo, []) == ["data/sub/goes.txt", "data/sub/grows.txt", "data/sub/new.txt"]
+
+
+def test_a_new_folder_is_named_once(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    before = snapshot(repo)
+    (repo / "checkpoints" / "step-1").mkdir(parents=True)
+    for name in ("model.bin", "optimizer.bin"):
+        (repo / "checkpoints" / "step-1" / name).write_text("x")
+    assert written(before, snapshot(repo), repo, []) == ["checkpoints/"]
+
+
+def test_files_past_the_bound_are_unseen_but_never_reported_as_gone(tmp_path, monkeypatch):
+    monkeypatch.setattr(tree, "MAX_FOLDER_FILES", 3)
+    repo = git_repo(tmp_path / "repo")
+    (repo / "data").mkdir()
+    for name in "bcde":
+        (repo / "data" / name).write_text("x")
+    before = snapshot(repo)
+    assert sorted(before) == ["data/", "data/b", "data/c", "data/d"]
+    (repo / "data" / "a").write_text("new, first in order: pushes data/d past the bound")
+    (repo / "data" / "z").write_text("past the bound: unseen")
+    assert written(before, snapshot(repo), repo, []) == ["data/a"]
+
+
+def test_skipped_folders_are_not_listed(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    run_dir = repo / "out" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "a.txt").write_text("x")
+    (repo / "out" / "b.txt").write_text("x")
+    assert sorted(snapshot(repo, skip=[run_dir])) == ["out/", "out/b.txt"]
+
+
+def test_run_dir_problem(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    (tmp_path / "link").symlink_to(repo)
+    assert run_dir_problem(repo, repo).startswith(f"the run directory {repo} is the repository itself ({repo})")
+    assert "is the repository itself" in run_dir_problem(tmp_path / "link", repo)
+    assert "is the repository itself" in run_dir_problem(repo / "sub" / "..", repo)
+    assert run_dir_problem(tmp_path, repo).startswith(f"the run directory {tmp_path} contains the repository ({repo})")
+    assert run_dir_problem(Path("/"), repo) is not None
+    for fine in (repo / "out" / "runs" / "r1", tmp_path / "elsewhere", tmp_path / "link" / "out"):
+        assert run_dir_problem(fine, repo) is None
