@@ -35,9 +35,10 @@ def write_log(path: Path, lines: int) -> None:
 def child(phase: str, out: Path) -> dict:
     """Runs in the subprocess: read the log one way and report this process's peak RSS."""
     sys.path.insert(0, str(ROOT))
+    from harness.runner import ProcessOutcome
+
     from harness.checks import run_checks
     from harness.results import thin_curve
-    from harness.runner import ProcessOutcome
     from harness.spec import spec_from_mapping
     from harness.watch import fail_fast_watchers
 

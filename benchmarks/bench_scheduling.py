@@ -133,7 +133,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="trainspec-bench-") as tmp:
             work = Path(tmp)
             runs.append({"makespan": bench_makespan(work), "overhead": bench_overhead(work), "plan": bench_plan(work)})
-    median = {section: {key: (statistics.median(r[section][key] for r in runs) if isinstance(runs[0][section][key], (int, float)) and not isinstance(runs[0][section][key], bool) else runs[0][section][key]) for key in runs[0][section]} for section in runs[0]}
+    median = {
+        section: {
+            key: (statistics.median(r[section][key] for r in runs) if isinstance(runs[0][section][key], (int, float)) and not isinstance(runs[0][section][key], bool) else runs[0][section][key])
+            for key in runs[0][section]
+        }
+        for section in runs[0]
+    }
     verdict = {
         "warm_ratio": median["makespan"]["warm_ratio"] <= TARGETS["warm_ratio"],
         "cold_ratio": median["makespan"]["cold_ratio"] <= TARGETS["cold_ratio"],

@@ -183,12 +183,17 @@ def recommend(documents: list[RunDocument]) -> list[str]:
             notes.append(f"{spec_id}: passed in {len(records)} of the runs; at least 2 are needed to see its noise")
             continue
         losses, durations = [r.final_loss for r in records if r.final_loss is not None], [r.duration for r in records if r.duration]
-        seen = {"final_loss": _spread("final_loss", losses) if len(losses) > 1 else None,
-                "duration": _spread("duration", durations, " s") if len(durations) > 1 else None,
-                "curve": _curve_spread([r.loss_curve for r in records], default.curve_fraction)}
+        seen = {
+            "final_loss": _spread("final_loss", losses) if len(losses) > 1 else None,
+            "duration": _spread("duration", durations, " s") if len(durations) > 1 else None,
+            "curve": _curve_spread([r.loss_curve for r in records], default.curve_fraction),
+        }
         rows += [(spec_id, str(len(records)), metric, *found) for metric, found in seen.items() if found]
     lines = table(rows) if len(rows) > 1 else []
     if len(rows) > 1:
-        lines += ["", f"recommended: {MARGIN:g}x the spread seen, at least {FLOOR:g}; curve at curve_fraction {default.curve_fraction:g}. "
-                      "Put them in each spec's baseline: block, or pass --tolerance NAME=VALUE for every spec."]
+        lines += [
+            "",
+            f"recommended: {MARGIN:g}x the spread seen, at least {FLOOR:g}; curve at curve_fraction {default.curve_fraction:g}. "
+            "Put them in each spec's baseline: block, or pass --tolerance NAME=VALUE for every spec.",
+        ]
     return lines + notes

@@ -11,10 +11,11 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from .launch import ProcessOutcome
 from .logs import SEARCH_ORDER, LogEntry, LogError, TrainingLog, find_log, parse_log
+from .results import CheckRecord
 from .spec import Spec, matches
 
 CHUNK = 1 << 20
@@ -47,8 +48,8 @@ class CheckResult:
         under = ([f"root error: {self.cause}"] if self.cause else []) + [f"then: {note}" for note in self.notes]
         return "\n    ".join([f"[{mark}] {self.name}: expected {self.expected}; found {self.found}", *under])
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> CheckRecord:
+        return cast(CheckRecord, asdict(self))
 
 
 class PatternScanner:

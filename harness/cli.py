@@ -10,8 +10,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import backends
 from .config import Settings, load_settings
@@ -125,7 +126,10 @@ def describe_plan(plan: Plan) -> list[str]:
     if plan.skipped:
         lines += ["", "skipped:"]
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
-    lines += ["", f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)"]
+    lines += [
+        "",
+        f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)",
+    ]
     return lines
 
 
@@ -182,7 +186,7 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
     print("\n".join(table(rows)))
 
 
@@ -240,9 +244,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"kept {name}")
     for advice in done.advice:
         print(advice, end="")
-    print("next: put your training command in specs/train_smoke.yaml, then run\n"
-          "    python -m harness validate\n"
-          "    nox -s smoke")
+    print("next: put your training command in specs/train_smoke.yaml, then run\n    python -m harness validate\n    nox -s smoke")
     return EXIT_OK
 
 
@@ -268,38 +270,64 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="print every spec: id, tier, devices, markers, file", description="Print every spec: id, tier, devices, markers and file.")
     _add_spec_options(listing)
 
-    validate = commands.add_parser("validate", help="check spec files or folders; exit 0 when all are valid, 2 otherwise", description="Check spec files or folders. Exit 0 when all are valid, 2 otherwise, with one line per problem.")
+    validate = commands.add_parser(
+        "validate",
+        help="check spec files or folders; exit 0 when all are valid, 2 otherwise",
+        description="Check spec files or folders. Exit 0 when all are valid, 2 otherwise, with one line per problem.",
+    )
     validate.add_argument("paths", nargs="*", metavar="PATH", help="spec files or folders (default: specs/)")
 
     plan = commands.add_parser("plan", help="which specs run, on how many devices, in what order, and the makespan lower bound", description="Show the run plan without running anything.")
     _add_spec_options(plan)
     add_to_parser(plan, for_command(backends.run_options(), "plan"))
 
-    schema = commands.add_parser("schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions.")
+    schema = commands.add_parser(
+        "schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions."
+    )
     schema.add_argument("--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead")
     schema.add_argument("--settings", action="store_true", help="print the [tool.trainspec] keys of pyproject.toml instead (docs/adoption.md)")
 
-    init = commands.add_parser("init", help="add trainspec to a repository: noxfile.py, specs/, [tool.trainspec]", description="Write a starter noxfile.py (or print the lines to add to an existing one), specs/ with one commented example spec and its JSON Schema, and the [tool.trainspec] section of pyproject.toml. Existing files are kept unless --force.")
+    init = commands.add_parser(
+        "init",
+        help="add trainspec to a repository: noxfile.py, specs/, [tool.trainspec]",
+        description="Write a starter noxfile.py (or print the lines to add to an existing one), specs/ with one commented example spec and its JSON Schema, and the [tool.trainspec] section of pyproject.toml. Existing files are kept unless --force.",
+    )
     init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the repository root (default: the current directory)")
     init.add_argument("--force", action="store_true", help="replace existing files")
 
-    report = commands.add_parser("report", help="compare runs: spec x combination table as Markdown (stdout) or HTML", description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, duration, and the change against the first run given.")
+    report = commands.add_parser(
+        "report",
+        help="compare runs: spec x combination table as Markdown (stdout) or HTML",
+        description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, duration, and the change against the first run given.",
+    )
     report.add_argument("results", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories; the first is the reference")
-    report.add_argument("--markdown", metavar="PATH", help="write the Markdown here instead of printing it (for a CI job summary, print and append: >> \"$GITHUB_STEP_SUMMARY\")")
+    report.add_argument("--markdown", metavar="PATH", help='write the Markdown here instead of printing it (for a CI job summary, print and append: >> "$GITHUB_STEP_SUMMARY")')
     report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
     report.add_argument("--label", action="append", metavar="NAME", help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per result in the order given")
 
-    perplexity = commands.add_parser("perplexity", help="score texts as the inference stage does, to choose a perplexity_max", description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.")
+    perplexity = commands.add_parser(
+        "perplexity",
+        help="score texts as the inference stage does, to choose a perplexity_max",
+        description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.",
+    )
     perplexity.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)")
     perplexity.add_argument("--scorer", metavar="MODEL", help="a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
 
-    run = commands.add_parser("run", help="run the specs through pytest; arguments it does not know go to pytest", description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).")
+    run = commands.add_parser(
+        "run",
+        help="run the specs through pytest; arguments it does not know go to pytest",
+        description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).",
+    )
     _add_spec_options(run)
     add_to_parser(run, for_command(backends.run_options(), "run"))
 
     baseline = commands.add_parser("baseline", help="work with baseline runs: recommend tolerances from repeated runs", description="Tools for `run --baseline`.")
     baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, metavar="COMMAND")
-    recommend = baseline_commands.add_parser("recommend", help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances that pass it", description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that would pass it.")
+    recommend = baseline_commands.add_parser(
+        "recommend",
+        help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances that pass it",
+        description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that would pass it.",
+    )
     recommend.add_argument("runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two")
     return parser
 
@@ -327,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_settings(args, load_settings(Path.cwd()))
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init, "baseline": cmd_baseline}[args.command](args)
+        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init, "baseline": cmd_baseline}[
+            args.command
+        ](args)
     except (UsageError, SpecError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE

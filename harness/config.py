@@ -8,9 +8,10 @@ Importable without PyYAML or pytest: the nox helpers read it in nox's own enviro
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, make_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from .options import RUN_OPTIONS, Option
 from .structure import Problem, SpecError, build
@@ -43,7 +44,7 @@ class Settings(_RunSettings):  # type: ignore[misc, valid-type]  # its base is g
     specs: list[str] = field_option(factory=lambda: ["specs"], doc="spec files or folders, relative to the project root")
     torch: str | None = field_option(None, doc="torch version the nox sessions install (none: trainspec installs no torch; your `install` list may)")
     transformers: str | None = field_option(None, doc="transformers version the nox sessions install (none: not installed by trainspec)")
-    install: list[str] = field_option(factory=list, doc="more pip requirements for every session venv, e.g. [\"-e .\"] for the project itself")
+    install: list[str] = field_option(factory=list, doc='more pip requirements for every session venv, e.g. ["-e ."] for the project itself')
     matrix: list[Combination] = field_option(factory=list, doc="torch x transformers pairs `nox -t matrix` repeats a tier over")
     matrix_tier: Literal["smoke", "standard", "full"] = field_option("standard", doc="the tier the matrix sessions run without `-- --tier T`")
     tests: list[str] | None = field_option(None, doc="pytest arguments of a `tests` nox session for the project's own tests (none: no such session)")

@@ -200,8 +200,7 @@ def _machines(probe: Probe) -> Inventory:
     return Inventory(("cpu",), "cpu", "no GPU found: " + ("; ".join(asked) or "no nvidia-smi, rocm-smi or amd-smi on PATH"))
 
 
-def discover(gpus: int | None = None, fake_gpus: int | None = None, environ: Mapping[str, str] | None = None, probe: Probe = probe_devices,
-             fake_gpu_memory: int | None = None) -> Inventory:
+def discover(gpus: int | None = None, fake_gpus: int | None = None, environ: Mapping[str, str] | None = None, probe: Probe = probe_devices, fake_gpu_memory: int | None = None) -> Inventory:
     """`--fake-gpus N`, else `--gpus N` of what is visible, else what the caller's environment names
     (CUDA_VISIBLE_DEVICES; on AMD ROCR_/HIP_VISIBLE_DEVICES), else what nvidia-smi or rocm-smi lists, else CPU.
 

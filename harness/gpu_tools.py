@@ -116,8 +116,16 @@ def amd_devices(runner: Runner = subprocess.run) -> tuple[DeviceFacts, ...] | No
             number = re.fullmatch(r"card(\d+)", card)
             if number and isinstance(facts, dict):
                 unique = str(facts.get("Unique ID", "")).removeprefix("0x")
-                found.append(DeviceFacts(number.group(1), f"GPU-{unique}" if unique else None, facts.get("Card series") or facts.get("Card model"),
-                                         _bytes_to_mib(facts.get("VRAM Total Memory (B)")), _bytes_to_mib(facts.get("VRAM Total Used Memory (B)")), int(number.group(1))))
+                found.append(
+                    DeviceFacts(
+                        number.group(1),
+                        f"GPU-{unique}" if unique else None,
+                        facts.get("Card series") or facts.get("Card model"),
+                        _bytes_to_mib(facts.get("VRAM Total Memory (B)")),
+                        _bytes_to_mib(facts.get("VRAM Total Used Memory (B)")),
+                        int(number.group(1)),
+                    )
+                )
         return tuple(found)
     listing = _ask(AMD_LIST, runner)
     if listing is None:

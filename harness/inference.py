@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import requests
 
@@ -21,6 +22,7 @@ from . import perplexity
 from .checks import CheckResult, tail
 from .launch import render
 from .process import adopt_orphans, children_now, descendants, die_with_parent, end_group, orphans_since, reap
+from .results import InferenceRecord
 from .spec import InferenceSpec, Spec, split_command
 
 HOST = "127.0.0.1"
@@ -47,8 +49,8 @@ class InferenceOutcome:
         scores = [c.perplexity for c in self.completions if c.perplexity is not None and math.isfinite(c.perplexity)]
         return max(scores) if scores else None
 
-    def as_records(self) -> list[dict]:
-        return [{**asdict(c), "perplexity": c.perplexity if c.perplexity is None or math.isfinite(c.perplexity) else None} for c in self.completions]
+    def as_records(self) -> list[InferenceRecord]:
+        return [cast(InferenceRecord, {**asdict(c), "perplexity": c.perplexity if c.perplexity is None or math.isfinite(c.perplexity) else None}) for c in self.completions]
 
 
 def free_port() -> int:
@@ -155,7 +157,9 @@ def run_inference(spec: Spec, *, output_dir: Path, cwd: Path, env: dict[str, str
     outcome.server_stderr = server.stderr_path
     try:
         if problem is not None:
-            outcome.checks.append(CheckResult("inference.server", False, f"GET /health answering 200 within {inference.server_timeout:g} s", f"{problem}; server stderr tail:\n{tail(server.stderr_path, 15)}"))
+            outcome.checks.append(
+                CheckResult("inference.server", False, f"GET /health answering 200 within {inference.server_timeout:g} s", f"{problem}; server stderr tail:\n{tail(server.stderr_path, 15)}")
+            )
             return outcome
         outcome.checks.append(CheckResult("inference.server", True, "a healthy server", f"{server.url}"))
         for prompt in inference.prompts:
@@ -164,7 +168,9 @@ def run_inference(spec: Spec, *, output_dir: Path, cwd: Path, env: dict[str, str
             except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as error:
                 code = server.exit_code_soon()
                 died = f" (the server exited with code {code})" if code is not None else ""
-                outcome.checks.append(CheckResult("inference.completion", False, f"a completion for {prompt!r}", f"{type(error).__name__}: {str(error)[:300]}{died}; server stderr tail:\n{tail(server.stderr_path, 15)}"))
+                outcome.checks.append(
+                    CheckResult("inference.completion", False, f"a completion for {prompt!r}", f"{type(error).__name__}: {str(error)[:300]}{died}; server stderr tail:\n{tail(server.stderr_path, 15)}")
+                )
                 return outcome
             completion = Completion(prompt, text)
             outcome.completions.append(completion)
@@ -173,7 +179,9 @@ def run_inference(spec: Spec, *, output_dir: Path, cwd: Path, env: dict[str, str
                 continue
             completion.perplexity = perplexity.perplexity(scorer, prompt + text)
             ok = completion.perplexity <= inference.perplexity_max
-            outcome.checks.append(CheckResult("inference.perplexity_max", ok, f"perplexity <= {inference.perplexity_max:g} under {scorer}", f"{completion.perplexity:.4g} for {(prompt + text)[:200]!r}"))
+            outcome.checks.append(
+                CheckResult("inference.perplexity_max", ok, f"perplexity <= {inference.perplexity_max:g} under {scorer}", f"{completion.perplexity:.4g} for {(prompt + text)[:200]!r}")
+            )
     finally:
         server.stop()
     return outcome

@@ -188,4 +188,3 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start: Call
         stopped_by=stopped_by,
         leftovers=leftovers if not (timed_out or stopped_by) else [],
     )
-

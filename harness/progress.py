@@ -14,7 +14,9 @@ import contextlib
 import shutil
 import threading
 import time
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from .leases import LeasePool
 from .report import MARKS
@@ -31,8 +33,7 @@ def _seconds(value: float) -> str:
 class Progress:
     """Finished-spec lines and a periodic status line, written through pytest's terminal writer."""
 
-    def __init__(self, reporter: Any, pool: LeasePool, live: bool, expected: Callable[[str], float],
-                 uncaptured: Callable[[], ContextManager[Any]] = contextlib.nullcontext):
+    def __init__(self, reporter: Any, pool: LeasePool, live: bool, expected: Callable[[str], float], uncaptured: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext):
         self.reporter = reporter
         # Without xdist a spec runs inside pytest's output capture; our lines must get past it.
         self.uncaptured = uncaptured
@@ -83,10 +84,15 @@ class Progress:
         for device, holder in state["holders"].items():
             entry = by_spec.setdefault(holder["name"], {"devices": [], "start": holder["start"], "expected": holder["expected"]})
             entry["devices"].append(device)
-        running = [f"{name} [{','.join(e['devices'])}] {_seconds(now_wall - e['start'])}/{_seconds(e['expected'] or self.expected(name))}" for name, e in sorted(by_spec.items(), key=lambda item: item[1]["start"])]
+        running = [
+            f"{name} [{','.join(e['devices'])}] {_seconds(now_wall - e['start'])}/{_seconds(e['expected'] or self.expected(name))}"
+            for name, e in sorted(by_spec.items(), key=lambda item: item[1]["start"])
+        ]
         # Specs without devices (gpus: 0) run without a lease; the controller saw them start.
         now = time.monotonic()
-        running += [f"{name} [-] {_seconds(now - began)}/{_seconds(self.expected(name))}" for name, began in self.started.items() if name not in by_spec and name not in {w["name"] for w in state["queue"]}]
+        running += [
+            f"{name} [-] {_seconds(now - began)}/{_seconds(self.expected(name))}" for name, began in self.started.items() if name not in by_spec and name not in {w["name"] for w in state["queue"]}
+        ]
         parts = [f"running: {', '.join(running) or '-'}"]
         if state["queue"]:
             parts.append(f"waiting: {len(state['queue'])}")

@@ -19,13 +19,12 @@ NOT_RUN = "—"
 
 
 def combination_label(document: RunDocument) -> str:
-    """"torch X · transformers Y" as the training children imported them, which is what was tested.
+    """ "torch X · transformers Y" as the training children imported them, which is what was tested.
 
     The children's versions win over the harness env's pins because a spec may run in another
     interpreter; the most common one stands for the run, and the pins fill what they lack.
     """
-    seen = Counter((s.child_versions.get("torch"), s.child_versions.get("transformers")) for s in document.specs
-                   if s.child_versions.get("torch") or s.child_versions.get("transformers"))
+    seen = Counter((s.child_versions.get("torch"), s.child_versions.get("transformers")) for s in document.specs if s.child_versions.get("torch") or s.child_versions.get("transformers"))
     torch, transformers = seen.most_common(1)[0][0] if seen else (None, None)
     versions = (("torch", torch or document.versions.get("torch")), ("transformers", transformers or document.versions.get("transformers")))
     return " · ".join(f"{name} {version}" for name, version in versions if version) or "unknown versions"
@@ -45,8 +44,7 @@ def titles(documents: list[RunDocument], labels: list[str] | None = None) -> lis
     if labels:
         return labels
     combos = [combination_label(d) for d in documents]
-    return [f"{combo} ({Path(d.run_dir or str(i + 1)).name})" if combos.count(combo) > 1 else combo
-            for i, (combo, d) in enumerate(zip(combos, documents, strict=True))]
+    return [f"{combo} ({Path(d.run_dir or str(i + 1)).name})" if combos.count(combo) > 1 else combo for i, (combo, d) in enumerate(zip(combos, documents, strict=True))]
 
 
 def totals(document: RunDocument) -> dict[str, int]:
@@ -99,12 +97,18 @@ def comparison_rows(documents: list[RunDocument]) -> list[Row]:
             # A duration of 0 means "not measured" (a skip), as in the terminal summary.
             secs = spec.duration or None
             paired = first if index and first is not None else None
-            cells.append(Cell(
-                spec.outcome, spec.reason, spec.final_loss, spec.perplexity, secs,
-                _delta(spec.final_loss, paired.final_loss) if paired else None,
-                _delta(spec.perplexity, paired.perplexity) if paired else None,
-                secs / paired.duration - 1 if paired and secs is not None and paired.duration else None,
-            ))
+            cells.append(
+                Cell(
+                    spec.outcome,
+                    spec.reason,
+                    spec.final_loss,
+                    spec.perplexity,
+                    secs,
+                    _delta(spec.final_loss, paired.final_loss) if paired else None,
+                    _delta(spec.perplexity, paired.perplexity) if paired else None,
+                    secs / paired.duration - 1 if paired and secs is not None and paired.duration else None,
+                )
+            )
         rows.append(Row(spec_id, cells))
     return rows
 

@@ -65,8 +65,7 @@ def _header(documents: list[RunDocument], names: list[str]) -> str:
     combos = []
     for name, d in zip(names, documents, strict=True):
         ids = d.devices.get("ids")
-        meta = [f"run {d.run_dir}" if d.run_dir else "", d.created, f"tier {d.tier}" if d.tier else "",
-                "devices " + ", ".join(map(str, ids)) if isinstance(ids, list) else ""]
+        meta = [f"run {d.run_dir}" if d.run_dir else "", d.created, f"tier {d.tier}" if d.tier else "", "devices " + ", ".join(map(str, ids)) if isinstance(ids, list) else ""]
         badges = "".join(_badge(k, f"{n} {k}") for k, n in totals(d).items())
         badges += _badge("error", "interrupted") if d.interrupted else ""
         combos.append(f'<div class="combo"><strong>{_e(name)}</strong>{badges}<div class="muted">{_e(" · ".join(filter(None, meta)))}</div></div>')
@@ -98,17 +97,23 @@ def _table(rows: list[Row], names: list[str], with_ppl: bool) -> str:
             if with_ppl:
                 tds.append(_num_td(fmt(cell.perplexity), None if cell.perplexity_delta is None else f"Δ {signed(cell.perplexity_delta)}"))
             tds.append(_num_td(duration(cell.duration), None if cell.duration_change is None else percent(cell.duration_change)))
-        body.append(f'<tr{" class=failing" if row.failing else ""}>{"".join(tds)}</tr>')
+        body.append(f"<tr{' class=failing' if row.failing else ''}>{''.join(tds)}</tr>")
     return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _facts(spec: SpecResult, title: str | None) -> str:
     """Beside the curve: what happened and why, and the numbers a person asks first."""
     facts: list[tuple[str, Any]] = [
-        ("time", duration(spec.duration or None)), ("final loss", fmt(spec.final_loss)),
+        ("time", duration(spec.duration or None)),
+        ("final loss", fmt(spec.final_loss)),
         ("perplexity", fmt(spec.perplexity) if spec.perplexity is not None else ""),
-        ("steps logged", spec.steps_logged), ("devices", ", ".join(spec.devices) + (f" ({spec.device_kind})" if spec.device_kind else "")),
-        ("placement", spec.placement), ("exit code", spec.exit_code), ("tier", spec.tier), ("spec file", spec.file)]
+        ("steps logged", spec.steps_logged),
+        ("devices", ", ".join(spec.devices) + (f" ({spec.device_kind})" if spec.device_kind else "")),
+        ("placement", spec.placement),
+        ("exit code", spec.exit_code),
+        ("tier", spec.tier),
+        ("spec file", spec.file),
+    ]
     out = [f"<h3>{_badge(spec.outcome)} {_e(title)}</h3>" if title else ""]
     out.append(f'<p class="reason">{_e(spec.reason)}</p>' if spec.reason else "")
     out.append("<dl>" + "".join(f"<dt>{k}</dt><dd>{_e(v)}</dd>" for k, v in facts if v not in (None, "")) + "</dl>")
@@ -120,8 +125,7 @@ def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
     out = [f"<h3>{_e(title)}</h3>" if title else ""]
     bad = [c for c in spec.checks if not c["passed"]]
     if bad:
-        cells = "".join(f'<tr><td class="{"failed" if c["severity"] == "fail" else "skipped"}">{_e(c["name"])}</td>'
-                        f'<td>{_e(c["expected"])}</td><td>{_e(c["found"])}</td></tr>' for c in bad)
+        cells = "".join(f'<tr><td class="{"failed" if c["severity"] == "fail" else "skipped"}">{_e(c["name"])}</td><td>{_e(c["expected"])}</td><td>{_e(c["found"])}</td></tr>' for c in bad)
         out.append(f"<table><thead><tr><th>failed check</th><th>expected</th><th>found</th></tr></thead><tbody>{cells}</tbody></table>")
     if spec.checks:
         out.append(f'<p class="muted">{len(spec.checks) - len(bad)} of {len(spec.checks)} checks passed</p>')
@@ -133,7 +137,7 @@ def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
         out.append(f"<table><thead><tr><th>prompt</th><th>completion</th><th>perplexity</th></tr></thead><tbody>{cells}</tbody></table>")
     if spec.stderr_tail.strip():
         opened = " open" if spec.outcome in FAILING else ""
-        out.append(f'<details{opened}><summary>stderr (last lines)</summary><pre>{_e(spec.stderr_tail)}</pre></details>')
+        out.append(f"<details{opened}><summary>stderr (last lines)</summary><pre>{_e(spec.stderr_tail)}</pre></details>")
     if spec.command:
         out.append(f"<details><summary>command</summary><pre>{_e(shlex.join(spec.command))}</pre></details>")
     links = {k: v for k, v in spec.paths.items() if v} | ({"output dir": spec.output_dir} if spec.output_dir else {})
@@ -157,8 +161,11 @@ def _section(row: Row, documents: list[RunDocument], names: list[str], base_dir:
     ran = [(t if len(documents) > 1 else None, s) for t, s in zip(names, specs, strict=True) if s is not None]
     worst = next((c.outcome for c in row.cells if c.outcome in FAILING), next((c.outcome for c in row.cells if c.outcome), None))
     loss, metrics = _charts(specs, names)
-    parts = [f'<h2>{_badge(worst)} {_e(row.spec_id)} <a class="muted" href="#top" title="back to the table">↑</a></h2>',
-             f'<div class="top">{loss}<div class="side">{"".join(_facts(s, t) for t, s in ran)}</div></div>', metrics]
+    parts = [
+        f'<h2>{_badge(worst)} {_e(row.spec_id)} <a class="muted" href="#top" title="back to the table">↑</a></h2>',
+        f'<div class="top">{loss}<div class="side">{"".join(_facts(s, t) for t, s in ran)}</div></div>',
+        metrics,
+    ]
     parts += [_details(s, t, base_dir) for t, s in ran]
     return f'<section id="{_anchor(row.spec_id)}" class="spec{" failing" if row.failing else ""}">{"".join(parts)}</section>'
 

@@ -83,19 +83,27 @@ def curve_svg(series: Sequence[tuple[str, Points]], *, ylabel: str = "loss", bas
 
     size = f'viewBox="0 0 {width} {height + legend}" width="{width}" height="{height + legend}"'
     label = html.escape(ylabel) + (" (log scale)" if log else "")
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" {size} role="img" aria-label="{label} curve" class="curve">',
-           f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#d0d7de"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" {size} role="img" aria-label="{label} curve" class="curve">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#d0d7de"/>',
+    ]
     for tick in _log_ticks(y0, y1) if log else _ticks(y0, y1, 5):
         if y0 <= tick <= y1:
-            out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eef1f4"/>'
-                       f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{10 ** tick if log else tick:.4g}</text>')
+            out.append(
+                f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eef1f4"/>'
+                f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{10**tick if log else tick:.4g}</text>'
+            )
     for tick in _ticks(x0, x1, 6 if width > 400 else 3):
         if x0 <= tick <= x1:
-            out.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" stroke="#8c959f"/>'
-                       f'<text x="{x(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{tick:.6g}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle" class="axis">step</text>'
-               f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 {top + plot_h / 2:.1f})" class="axis">{label}</text>')
-    if any(s is not None and v is None for curve in curves[bool(baseline):] for s, v in curve):
+            out.append(
+                f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" stroke="#8c959f"/>'
+                f'<text x="{x(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{tick:.6g}</text>'
+            )
+    out.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle" class="axis">step</text>'
+        f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 {top + plot_h / 2:.1f})" class="axis">{label}</text>'
+    )
+    if any(s is not None and v is None for curve in curves[bool(baseline) :] for s, v in curve):
         out.append(f'<text x="{left}" y="{top + plot_h + 30}" fill="#cf222e">| {html.escape(ylabel)} NaN or missing</text>')
     for index, ((name, _), curve) in enumerate(zip(named, curves, strict=True)):
         out += _line(curve, index - bool(baseline), html.escape(name), x, y, top + plot_h, html.escape(ylabel))
@@ -103,8 +111,7 @@ def curve_svg(series: Sequence[tuple[str, Points]], *, ylabel: str = "loss", bas
             colour, dash = _style(index - bool(baseline))
             ly = height + 16 * index + 4
             empty = f" (no finite {html.escape(ylabel)})" if curve and all(v is None for _, v in curve) else ""
-            out.append(f'<line x1="{left}" x2="{left + 24}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="3"{dash}/>'
-                       f'<text x="{left + 30}" y="{ly + 4}">{html.escape(name)}{empty}</text>')
+            out.append(f'<line x1="{left}" x2="{left + 24}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="3"{dash}/><text x="{left + 30}" y="{ly + 4}">{html.escape(name)}{empty}</text>')
     return "\n".join(out) + "\n</svg>"
 
 
@@ -126,8 +133,7 @@ def _line(curve: list[tuple[float | None, float | None]], index: int, name: str,
         if value is None:
             segments.append([])
             if index >= 0:
-                out.append(f'<path d="M{x(step):.1f} {axis_y - 5}v10" stroke="#cf222e" stroke-width="2">'
-                           f"<title>{name}: no finite {ylabel} at step {step:.6g}</title></path>")
+                out.append(f'<path d="M{x(step):.1f} {axis_y - 5}v10" stroke="#cf222e" stroke-width="2"><title>{name}: no finite {ylabel} at step {step:.6g}</title></path>')
         else:
             segments[-1].append((x(step), y(value)))
     for segment in filter(None, segments):
@@ -135,6 +141,5 @@ def _line(curve: list[tuple[float | None, float | None]], index: int, name: str,
             out.append(f'<circle cx="{segment[0][0]:.1f}" cy="{segment[0][1]:.1f}" r="3" fill="{colour}"><title>{name}</title></circle>')
         else:
             points = " ".join(f"{px:.1f},{py:.1f}" for px, py in segment)
-            out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{1.5 if index < 0 else 2}"{dash} stroke-linejoin="round">'
-                       f"<title>{name}</title></polyline>")
+            out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{1.5 if index < 0 else 2}"{dash} stroke-linejoin="round"><title>{name}</title></polyline>')
     return out

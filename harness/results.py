@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .logs import TrainingLog
 
 Outcome = Literal["passed", "failed", "skipped", "error"]
-Severity = Literal["fail", "warn"]
+Severity = Literal["fail", "warn", "info"]
 RECORD_NAME = "result.json"
 FORMAT = "trainspec-results/1"
 MAX_CURVE_POINTS = 2000
@@ -61,12 +61,19 @@ def _curve(value: object, where: str) -> list[list[float | None]] | None:
 Curve = Annotated[list[list[float | None]], _curve]
 
 
-class CheckRecord(TypedDict):
+class _CheckCore(TypedDict):
     name: str
     passed: bool
     expected: str
     found: str
     severity: Severity
+
+
+class CheckRecord(_CheckCore, total=False):
+    """One check as results.json keeps it; `cause` and `notes` only where a check carries them (records of older runs lack both)."""
+
+    cause: str | None
+    notes: list[str]
 
 
 class _RegressionCore(TypedDict):

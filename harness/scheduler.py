@@ -10,7 +10,7 @@ spec gets is not decided here but by the device pool (`leases.py`) at run time.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from xdist.scheduler import LoadScheduling
 
@@ -19,6 +19,8 @@ AHEAD = 2
 
 class PlanScheduling(LoadScheduling):
     """`load` scheduling without batches: collection order is the plan, `expected` breaks ties."""
+
+    collection: list[str] | None  # LoadScheduling's: None until every worker has collected
 
     def __init__(self, config, log=None, expected: Callable[[str], float] = lambda nodeid: 0.0):
         super().__init__(config, log)
@@ -42,14 +44,15 @@ class PlanScheduling(LoadScheduling):
         if not self._check_nodes_have_same_collection():
             self.log("**Different tests collected, aborting run**")
             return
-        self.collection = next(iter(self.node2collection.values()))
-        self.pending[:] = range(len(self.collection))
+        collection: list[str] = next(iter(self.node2collection.values()))
+        self.collection = collection
+        self.pending[:] = range(len(collection))
         for node in self.nodes:
             self._send_tests(node, 1)
         # The second item of a worker starts when its first ends: give the next-longest
         # items to the workers whose first item is expected to end soonest.
-        first_end = {node: self.expected(self.collection[self.node2pending[node][0]]) for node in self.nodes if self.node2pending[node]}
-        for node in sorted(first_end, key=first_end.get):
+        first_end = {node: self.expected(collection[self.node2pending[node][0]]) for node in self.nodes if self.node2pending[node]}
+        for node in sorted(first_end, key=lambda n: first_end[n]):
             self._send_tests(node, 1)
         if not self.pending:
             for node in self.nodes:

@@ -31,7 +31,7 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return {"type": "array", "items": _type_schema(args[0])}
     if origin is dict:
         return {"type": "object", "additionalProperties": _type_schema(args[1])}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return block_schema(tp)
     return {str: {"type": "string"}, int: {"type": "integer"}, float: {"type": "number"}, bool: {"type": "boolean"}}.get(tp, {})
 
@@ -41,7 +41,7 @@ def _default(field: dataclasses.Field) -> Any:
         return field.default
     if field.default_factory is not MISSING:
         value = field.default_factory()
-        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
     return MISSING
 
 
@@ -86,7 +86,7 @@ def reference_rows(cls: type = Spec, prefix: str = "") -> list[tuple[str, str, s
         aliases = field.metadata["aliases"]
         meaning = field.metadata["doc"] + (f" (also read as {', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
         dict_of_blocks = typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1])
-        nested = [] if dict_of_blocks else [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        nested = [] if dict_of_blocks else [a for a in (typing.get_args(tp) or (tp,)) if isinstance(a, type) and dataclasses.is_dataclass(a)]
         default = "none" if _default(field) is None else ("" if nested else _cell(_default(field)))
         rows.append((f"`{name}`", describe_type(tp), default, meaning))
         if nested:

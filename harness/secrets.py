@@ -11,7 +11,8 @@ them: they are its output, not ours.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 MASK = "***"
 # A name whose parts say it holds a credential: HF_TOKEN, AWS_SECRET_ACCESS_KEY, PGPASSWORD.

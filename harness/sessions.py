@@ -92,9 +92,7 @@ def shared_venv(session: nox.Session, requirements: list[str]) -> ProcessEnv:
         return own
     key = json.dumps([requirements, own.venv_backend, own.interpreter, own.venv_params])
     location = Path(own.location).parent / f"trainspec-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    return VirtualEnv(
-        str(location), own.interpreter, download_python=own.download_python, reuse_existing=own.reuse_existing, venv_backend=own.venv_backend, venv_params=own.venv_params
-    )
+    return VirtualEnv(str(location), own.interpreter, download_python=own.download_python, reuse_existing=own.reuse_existing, venv_backend=own.venv_backend, venv_params=own.venv_params)
 
 
 def adopt_venv(session: nox.Session, venv: ProcessEnv) -> None:

@@ -11,9 +11,10 @@ import posixpath
 import re
 import shlex
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from .structure import option
 
@@ -183,17 +184,31 @@ class Spec:
     """One scenario: a command to run and what its run must show."""
 
     id: str = option(doc="unique id; the pytest test id", aliases=("test_id",), example="tinylm_smoke")
-    command: list[str] | str | None = option(None, doc="argv of the run (a string is split shell-style); placeholders {python}, {output_dir}, {run_dir}, {repo}, {gpus}. With launcher torchrun: the script and its arguments", example=["{python}", "train.py", "--output-dir", "{output_dir}"])
+    command: list[str] | str | None = option(
+        None,
+        doc="argv of the run (a string is split shell-style); placeholders {python}, {output_dir}, {run_dir}, {repo}, {gpus}. With launcher torchrun: the script and its arguments",
+        example=["{python}", "train.py", "--output-dir", "{output_dir}"],
+    )
     cwd: str = option(".", doc="where the command runs, relative to the repository root (projects run in place)")
-    args: dict[str, Any] = option(factory=dict, doc="appended to the command as `--key value` (underscores become dashes; true is a bare flag; false and null are left out; a list repeats values)", aliases=("dynamic_args",), example={"max_steps": 60})
+    args: dict[str, Any] = option(
+        factory=dict,
+        doc="appended to the command as `--key value` (underscores become dashes; true is a bare flag; false and null are left out; a list repeats values)",
+        aliases=("dynamic_args",),
+        example={"max_steps": 60},
+    )
     env: dict[str, str | int | float] = option(factory=dict, doc="extra environment variables for the run")
     launcher: Literal["none", "torchrun"] = option("none", doc="torchrun starts one rank per device held (gloo on CPU, nccl on GPU)")
     gpus: int = option(1, doc="devices the run needs (on each node); 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0)
-    nodes: int = option(1, doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and --backend slurm (docs/slurm.md)", minimum=1)
+    nodes: int = option(
+        1, doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and a backend that runs across nodes (listed by `python -m harness run --help`)", minimum=1
+    )
     cpu_ok: bool = option(False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)")
     retries: int = option(0, doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every attempt kept", minimum=0)
     timeout: float = option(300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True)
-    fail_fast: bool = option(True, doc="stop the run's process group as soon as its stderr shows a forbidden pattern (after 5 s, if it has not exited by itself) or its training log a NaN, inf or missing loss (with loss.no_nan); the failed check fail_fast names the line or step")
+    fail_fast: bool = option(
+        True,
+        doc="stop the run's process group as soon as its stderr shows a forbidden pattern (after 5 s, if it has not exited by itself) or its training log a NaN, inf or missing loss (with loss.no_nan); the failed check fail_fast names the line or step",
+    )
     tier: Literal["smoke", "standard", "full"] | None = option(None, doc="smoke, standard or full (default: smoke if marked smoke, full if marked slow, else standard)")
     markers: list[str] = option(factory=list, doc="extra pytest markers (registered in pyproject.toml; strict)")
     log: LogSpec = option(factory=LogSpec, doc="where the training log is and how to read it")
@@ -256,7 +271,7 @@ class Spec:
         """An inference stage needs a checkpoint that the training is known to save."""
         if self.profile == "forgather":
             if str(self.args.get("save_strategy", "no")) == "no":
-                yield "inference", "inference needs a saved checkpoint: set dynamic_args.save_strategy (for example \"steps\"), not \"no\""
+                yield "inference", 'inference needs a saved checkpoint: set dynamic_args.save_strategy (for example "steps"), not "no"'
             return
         if inference.server is None:
             yield "inference", "give inference.server: the command that serves the checkpoint"

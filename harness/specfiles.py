@@ -165,4 +165,9 @@ def check_markers(spec: Spec, registered: Iterable[str]) -> None:
     known = set(registered) | set(BUILTIN_MARKERS)
     for marker in spec.markers:
         if marker not in known:
-            raise SpecError(spec.source, "markers", f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers in pyproject.toml (registered: {', '.join(sorted(known))})", spec.key_lines.get("markers", spec.line))
+            raise SpecError(
+                spec.source,
+                "markers",
+                f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers in pyproject.toml (registered: {', '.join(sorted(known))})",
+                spec.key_lines.get("markers", spec.line),
+            )

@@ -13,9 +13,10 @@ import difflib
 import functools
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import MISSING
 from pathlib import Path
-from typing import Any, Iterator, Literal, Union
+from typing import Any, Literal, Union
 
 
 class SpecError(Exception):
@@ -34,7 +35,7 @@ class SpecError(Exception):
             where += f":{self.line}"
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
-    def located(self, file: str | Path) -> "SpecError":
+    def located(self, file: str | Path) -> SpecError:
         return SpecError(file, self.field, self.message, self.line)
 
 
@@ -61,7 +62,7 @@ def _loader() -> type:
     """
     import yaml
 
-    loader = type("TrainspecLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
+    loader: Any = type("TrainspecLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
     loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
     return loader
 
@@ -173,7 +174,7 @@ def _plural(words: str) -> str:
         return f"({words})"
     for article in ("a ", "an "):
         if words.startswith(article):
-            return words[len(article):] + "s"
+            return words[len(article) :] + "s"
     return words
 
 
@@ -236,7 +237,7 @@ def convert(tp: Any, value: Any, path: str, line: int | None) -> Any:
                 raise Problem(f"keys must be strings, found {_found(key)}", path, lines.get(key, line))
             result[key] = convert(args[1], item, f"{path}.{key}", lines.get(key, line))
         return result
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, path, line)
     return _scalar(tp, value, path, line)
 

@@ -92,6 +92,7 @@ def written(before: Snapshot, after: Snapshot, repo: Path, allowed: list[Path]) 
     levels inside an untracked folder does not make the folder count as written. A folder
     that did not exist before and holds no allowed folder is named once, as `name/`.
     """
+
     def resolved(path: str) -> Path:
         return (repo / path).resolve()
 

@@ -70,7 +70,9 @@ def tinylm_scorer(tmp_path_factory: pytest.TempPathFactory) -> str:
     if given and Path(given, "config.json").is_file():
         return given
     path = tmp_path_factory.mktemp("scorer") / "tinylm"
-    subprocess.run([sys.executable, str(REPO / "examples" / "tinylm" / "build_scorer.py"), "--output", str(path)], check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples" / "tinylm" / "build_scorer.py"), "--output", str(path)], check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600
+    )
     return str(path)
 
 

@@ -33,10 +33,12 @@ GPU 2: NVIDIA A100-SXM4-40GB (UUID: GPU-11111111-2222-3333-4444-555555555555)
 """
 
 # Two MI300X as `rocm-smi --showuniqueid --showproductname --showmeminfo vram --json` prints them.
-MI300_JSON = json.dumps({
-    "card0": {"Unique ID": "0x18f68e602b8a790f", "Card series": "AMD Instinct MI300X", "VRAM Total Memory (B)": "205822885888", "VRAM Total Used Memory (B)": "296243200"},
-    "card1": {"Unique ID": "0x2cb7b3e2c1a0f5d1", "Card series": "AMD Instinct MI300X", "VRAM Total Memory (B)": "205822885888", "VRAM Total Used Memory (B)": "10737418240"},
-})
+MI300_JSON = json.dumps(
+    {
+        "card0": {"Unique ID": "0x18f68e602b8a790f", "Card series": "AMD Instinct MI300X", "VRAM Total Memory (B)": "205822885888", "VRAM Total Used Memory (B)": "296243200"},
+        "card1": {"Unique ID": "0x2cb7b3e2c1a0f5d1", "Card series": "AMD Instinct MI300X", "VRAM Total Memory (B)": "205822885888", "VRAM Total Used Memory (B)": "10737418240"},
+    }
+)
 
 
 def _script(path: Path, cases: dict[str, tuple[str, int]]) -> None:
@@ -44,7 +46,7 @@ def _script(path: Path, cases: dict[str, tuple[str, int]]) -> None:
     lines = ["#!/bin/sh", 'case "$*" in']
     for arguments, (stdout, code) in cases.items():
         lines += [f"  {shlex.quote(arguments)}) printf '%s' {shlex.quote(stdout)}; exit {code} ;;"]
-    lines += ["esac", "echo \"unexpected arguments: $*\" >&2", "exit 64", ""]
+    lines += ["esac", 'echo "unexpected arguments: $*" >&2', "exit 64", ""]
     path.write_text("\n".join(lines))
     path.chmod(0o755)
 

@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 # Below the usual ephemeral range (32768 and up), where outgoing connections take ports.
 PORT_BASE = 20000

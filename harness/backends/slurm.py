@@ -68,8 +68,16 @@ def time_limit(seconds: float) -> str:
 
 def srun_argv(launch: Launch, options: SlurmOptions) -> list[str]:
     """srun in front of the launch's command: one task on each node, each node with the spec's devices."""
-    argv = ["srun", f"--job-name={job_name(options.run_tag, launch.spec_id)}", "--quiet", f"--nodes={launch.nodes}", "--ntasks-per-node=1",
-            f"--time={time_limit(launch.timeout)}", f"--chdir={launch.cwd}", "--export=ALL"]
+    argv = [
+        "srun",
+        f"--job-name={job_name(options.run_tag, launch.spec_id)}",
+        "--quiet",
+        f"--nodes={launch.nodes}",
+        "--ntasks-per-node=1",
+        f"--time={time_limit(launch.timeout)}",
+        f"--chdir={launch.cwd}",
+        "--export=ALL",
+    ]
     if launch.gpus:
         argv.append(f"--gres=gpu:{launch.gpus}")
     if options.partition:

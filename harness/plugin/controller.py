@@ -45,7 +45,7 @@ class Controller:
         self.tree_before: Snapshot | None = None
         self.repo_writes: list[str] = []
         # A reused --run-dir holds records of earlier runs: only this run's are gathered.
-        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> PlanScheduling:
@@ -89,8 +89,13 @@ class Controller:
             reporter.showfspath = False
             by_nodeid = self._expected_seconds(session.config.rootpath)
             capture = session.config.pluginmanager.get_plugin("capturemanager")
-            self.progress = Progress(reporter, self.context.pool, live=reporter.isatty, expected=lambda spec_id: by_nodeid(self._nodeids.get(spec_id, "")),
-                                     uncaptured=capture.global_and_fixture_disabled if capture else contextlib.nullcontext)
+            self.progress = Progress(
+                reporter,
+                self.context.pool,
+                live=reporter.isatty,
+                expected=lambda spec_id: by_nodeid(self._nodeids.get(spec_id, "")),
+                uncaptured=capture.global_and_fixture_disabled if capture else contextlib.nullcontext,
+            )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.progress:
@@ -119,7 +124,7 @@ class Controller:
         known = spec_id in self.records
         for name, value in report.user_properties:
             if name == RECORD_PROPERTY:
-                record = SpecResult.from_json(json.loads(value))
+                record = SpecResult.from_json(json.loads(str(value)))
                 self.records[record.id] = record
         if report.failed and spec_id not in self.records:
             # A worker that died mid-run sends a bare report: record it rather than lose the spec.
@@ -143,7 +148,14 @@ class Controller:
         self.records = {**on_disk, **self.records}
         if not self.records:
             return
-        meta = {"backend": context.backend.name, "devices": asdict(context.inventory), "tier": context.tier, "versions": context.versions, "argv": masker_for(os.environ).data(sys.argv[1:]), "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED}
+        meta = {
+            "backend": context.backend.name,
+            "devices": asdict(context.inventory),
+            "tier": context.tier,
+            "versions": context.versions,
+            "argv": masker_for(os.environ).data(sys.argv[1:]),
+            "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
+        }
         if self.tree_before is not None and (after := snapshot(context.repo, skip=[context.run_dir])) is not None:
             self.repo_writes = written(self.tree_before, after, context.repo, [context.run_dir])
             meta["repo_writes"] = self.repo_writes

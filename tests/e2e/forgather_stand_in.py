@@ -16,7 +16,7 @@ argv = sys.argv[1:]
 if argv[:1] != ["-p"] or argv[2:3] != ["-t"] or argv[4:5] != ["train"]:
     sys.exit(f"usage: forgather -p PROJECT -t CONFIG train [options]; got {argv}")
 project, config = argv[1], argv[3]
-options = dict(zip(argv[5::2], argv[6::2]))
+options = dict(zip(argv[5::2], argv[6::2], strict=False))
 out = options["--output-dir"]
 steps = int(options.get("--max-steps", "30"))
 diverge = "diverge: true" in open(os.path.join(project, config)).read()

@@ -146,7 +146,12 @@ GOOD = ['{"step": 1, "loss": 3.0}', '{"step": 2, "loss": 2.5}', '{"step": 3, "lo
         ("train_log.jsonl", "\n".join(GOOD) + '\n{"step": 4, "lo', "passed", "3 in train_log.jsonl (the last line (4) is cut short and was skipped)"),
         ("train_log.jsonl", "\n".join([GOOD[0], "{not json", *GOOD[1:]]) + "\n", "failed", "line 2 is not JSON: Expecting property name enclosed in double quotes"),
         ("train_log.jsonl", "\n".join([GOOD[0], '{"step": 2, "loss": nan}', GOOD[2]]) + "\n", "failed", "line 2 is not JSON"),
-        ("trainer_logs.json", json.dumps([{"global_step": s, "loss": 3.0 - s / 10} for s in (1, 2, 3)])[:-30], "passed", "2 in trainer_logs.json (the log is cut short (no closing ']'); read its first 2 complete records)"),
+        (
+            "trainer_logs.json",
+            json.dumps([{"global_step": s, "loss": 3.0 - s / 10} for s in (1, 2, 3)])[:-30],
+            "passed",
+            "2 in trainer_logs.json (the log is cut short (no closing ']'); read its first 2 complete records)",
+        ),
         ("trainer_state.json", json.dumps({"log_history": [{"step": 1, "loss": 2.0}]})[:-3], "failed", "trainer_state.json is not valid JSON (line 1): Expecting ',' delimiter"),
         ("trainer_logs.json", '{"not": "an array"}', "failed", "expected a JSON array of records, found dict"),
     ],
@@ -339,8 +344,14 @@ def test_secrets_stay_out_of_everything_the_harness_writes(harness, tmp_path: Pa
 def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path: Path) -> None:
     """`retries: 1`: the first attempt fails, the second passes; the spec is flaky, both outcomes kept."""
     marker = tmp_path / "ran-once"
-    spec = {"id": "flaky", "gpus": 0, "timeout": 30, "min_steps_logged": 0, "retries": 1,
-            "command": ["{python}", "-c", "import os, sys; first = not os.path.exists(sys.argv[1]); open(sys.argv[1], 'w').close(); sys.exit(1 if first else 0)", str(marker)]}
+    spec = {
+        "id": "flaky",
+        "gpus": 0,
+        "timeout": 30,
+        "min_steps_logged": 0,
+        "retries": 1,
+        "command": ["{python}", "-c", "import os, sys; first = not os.path.exists(sys.argv[1]); open(sys.argv[1], 'w').close(); sys.exit(1 if first else 0)", str(marker)],
+    }
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "flaky.yaml").write_text(yaml.safe_dump(spec))
@@ -375,9 +386,9 @@ def device_project(tmp_path: Path) -> Path:
     """A project with one 1-GPU spec that writes the device variables it was started with."""
     folder = tmp_path / "project"
     (folder / "specs").mkdir(parents=True)
-    (folder / "record_env.py").write_text("import json, os, sys\n"
-                                          "seen = {k: v for k, v in os.environ.items() if k.endswith(('_VISIBLE_DEVICES', 'DEVICE_KIND'))}\n"
-                                          "json.dump(seen, open(os.path.join(sys.argv[1], 'env.json'), 'w'))\n")
+    (folder / "record_env.py").write_text(
+        "import json, os, sys\nseen = {k: v for k, v in os.environ.items() if k.endswith(('_VISIBLE_DEVICES', 'DEVICE_KIND'))}\njson.dump(seen, open(os.path.join(sys.argv[1], 'env.json'), 'w'))\n"
+    )
     spec = {"id": "on_a_gpu", "command": ["{python}", "record_env.py", "{output_dir}"], "gpus": 1, "timeout": 60, "min_steps_logged": 0}
     (folder / "specs" / "on_a_gpu.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder
@@ -385,8 +396,7 @@ def device_project(tmp_path: Path) -> Path:
 
 def harness_in(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`python -m harness ARGS` run from `project` on the machine `env` describes."""
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=project, env={**env, "TRAINSPEC_CACHE_DIR": str(project.parent / "cache")},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=project, env={**env, "TRAINSPEC_CACHE_DIR": str(project.parent / "cache")}, capture_output=True, text=True, timeout=120)
 
 
 def plan(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -396,10 +406,8 @@ def plan(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complete
 @pytest.mark.parametrize(
     ("nvidia", "gpus", "said"),
     [
-        (None, "12", "error: --gpus 12 needs 12 visible devices, found 0 (no GPU found: nvidia-smi lists none; rocm-smi or amd-smi lists none); "
-                     "--fake-gpus 12 simulates devices without a GPU"),
-        ({}, "3", "error: --gpus 3 needs 3 visible devices, found 2: 2 GPUs [0, 1] from nvidia-smi, 81559 MiB each (busy: 1 has 30720 MiB in use); "
-                  "--fake-gpus 3 simulates devices without a GPU"),
+        (None, "12", "error: --gpus 12 needs 12 visible devices, found 0 (no GPU found: nvidia-smi lists none; rocm-smi or amd-smi lists none); --fake-gpus 12 simulates devices without a GPU"),
+        ({}, "3", "error: --gpus 3 needs 3 visible devices, found 2: 2 GPUs [0, 1] from nvidia-smi, 81559 MiB each (busy: 1 has 30720 MiB in use); --fake-gpus 3 simulates devices without a GPU"),
     ],
 )
 def test_gpus_beyond_the_visible_devices_is_refused(tmp_path: Path, nvidia: dict | None, gpus: str, said: str) -> None:

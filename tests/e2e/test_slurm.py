@@ -78,8 +78,15 @@ def write_specs(folder: Path, *specs: dict) -> Path:
 
 
 def recorder_spec(name: str, trace: Path, sleep: float, **fields) -> dict:
-    return {"id": name, "command": ["{python}", str(RECORDER), "--trace", str(trace), "--sleep", str(sleep), "--name", name],
-            "gpus": 1, "cpu_ok": True, "timeout": 120, "min_steps_logged": 0, **fields}
+    return {
+        "id": name,
+        "command": ["{python}", str(RECORDER), "--trace", str(trace), "--sleep", str(sleep), "--name", name],
+        "gpus": 1,
+        "cpu_ok": True,
+        "timeout": 120,
+        "min_steps_logged": 0,
+        **fields,
+    }
 
 
 def test_two_one_device_specs_run_at_once_on_different_devices(harness, cluster, tmp_path: Path) -> None:
@@ -94,8 +101,16 @@ def test_two_one_device_specs_run_at_once_on_different_devices(harness, cluster,
 
 
 def test_a_two_device_torchrun_spec_runs_in_one_allocation(harness, cluster, tmp_path: Path) -> None:
-    spec = {"id": "ranks", "launcher": "torchrun", "command": [str(RANK_REPORT), "{output_dir}"], "gpus": 2, "cpu_ok": True,
-            "timeout": 120, "min_steps_logged": 0, "expected_files": ["rank0.json", "rank1.json"]}
+    spec = {
+        "id": "ranks",
+        "launcher": "torchrun",
+        "command": [str(RANK_REPORT), "{output_dir}"],
+        "gpus": 2,
+        "cpu_ok": True,
+        "timeout": 120,
+        "min_steps_logged": 0,
+        "expected_files": ["rank0.json", "rank1.json"],
+    }
     run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=cluster)
     assert run.code == 0, run.output
     output = Path(run.spec("ranks")["output_dir"])
@@ -107,8 +122,17 @@ def test_a_two_device_torchrun_spec_runs_in_one_allocation(harness, cluster, tmp
 
 
 def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness, two_nodes, tmp_path: Path) -> None:
-    spec = {"id": "across", "launcher": "torchrun", "nodes": 2, "command": [str(RANK_REPORT), "{output_dir}"], "gpus": 2, "cpu_ok": True,
-            "timeout": 120, "min_steps_logged": 0, "expected_files": [f"rank{r}.json" for r in range(4)]}
+    spec = {
+        "id": "across",
+        "launcher": "torchrun",
+        "nodes": 2,
+        "command": [str(RANK_REPORT), "{output_dir}"],
+        "gpus": 2,
+        "cpu_ok": True,
+        "timeout": 120,
+        "min_steps_logged": 0,
+        "expected_files": [f"rank{r}.json" for r in range(4)],
+    }
     specs = write_specs(tmp_path / "specs", spec)
     local = harness("run", "--specs", str(specs), "--fake-gpus", "4")
     assert local.code == 0 and local.spec("across")["outcome"] == "skipped", local.output
@@ -128,8 +152,17 @@ def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness,
 
 
 def test_a_rank_failing_on_the_second_node_fails_the_spec_and_ends_the_job(harness, two_nodes, tmp_path: Path) -> None:
-    spec = {"id": "half_dead", "launcher": "torchrun", "nodes": 2, "command": [str(RANK_REPORT), "{output_dir}"], "gpus": 2, "cpu_ok": True,
-            "timeout": 120, "min_steps_logged": 0, "env": {"FAIL_ON_NODE": "1"}}
+    spec = {
+        "id": "half_dead",
+        "launcher": "torchrun",
+        "nodes": 2,
+        "command": [str(RANK_REPORT), "{output_dir}"],
+        "gpus": 2,
+        "cpu_ok": True,
+        "timeout": 120,
+        "min_steps_logged": 0,
+        "env": {"FAIL_ON_NODE": "1"},
+    }
     run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=two_nodes)
     assert run.code == 1, run.output
     failed = run.spec("half_dead")
@@ -151,8 +184,14 @@ def test_a_spec_past_its_time_limit_is_ended_by_slurm_and_reported(harness, clus
 def start_harness(cluster: dict[str, str], tmp_path: Path, specs: Path, *options: str) -> subprocess.Popen:
     """The harness in the background, in a session of its own, running `specs` on the cluster into tmp_path/run."""
     env = {**os.environ, **cluster, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run"), *options],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run"), *options],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_for_jobs(cluster: dict[str, str], count: int) -> list[str]:
@@ -164,8 +203,10 @@ def wait_for_jobs(cluster: dict[str, str], count: int) -> list[str]:
 
 
 def test_fail_fast_stops_a_job_at_its_first_nan(harness, cluster, tmp_path: Path) -> None:
-    writes_nan = ("import json, pathlib, sys, time; rows = [dict(step=1, loss=2.0), dict(step=2, loss=float('nan'))]; "
-                  "pathlib.Path(sys.argv[1], 'train_log.jsonl').write_text(''.join(json.dumps(r) + chr(10) for r in rows)); time.sleep(300)")
+    writes_nan = (
+        "import json, pathlib, sys, time; rows = [dict(step=1, loss=2.0), dict(step=2, loss=float('nan'))]; "
+        "pathlib.Path(sys.argv[1], 'train_log.jsonl').write_text(''.join(json.dumps(r) + chr(10) for r in rows)); time.sleep(300)"
+    )
     spec = {"id": "diverges", "command": ["{python}", "-c", writes_nan, "{output_dir}"], "gpus": 1, "cpu_ok": True, "timeout": 600, "loss": {}}
     run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=cluster)
     assert run.code == 1, run.output

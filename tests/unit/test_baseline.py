@@ -66,8 +66,13 @@ def test_a_spec_new_since_the_baseline_warns():
 
 def test_parse_tolerances():
     assert parse_tolerances(["final_loss=0.2", "duration=1", "final_loss_abs=0.002"]) == {"final_loss": 0.2, "duration": 1.0, "final_loss_abs": 0.002}
-    for bad, message in [("loss=0.1", "must be one of final_loss, final_loss_abs, perplexity, perplexity_abs, duration, duration_abs"),
-                         ("final_loss", "expected NAME=VALUE"), ("duration=-1", "at least 0"), ("final_loss_abs=-0.1", "at least 0"), ("final_loss_rel=0.1", "must be one of")]:
+    for bad, message in [
+        ("loss=0.1", "must be one of final_loss, final_loss_abs, perplexity, perplexity_abs, duration, duration_abs"),
+        ("final_loss", "expected NAME=VALUE"),
+        ("duration=-1", "at least 0"),
+        ("final_loss_abs=-0.1", "at least 0"),
+        ("final_loss_rel=0.1", "must be one of"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_tolerances([bad])
 
@@ -93,15 +98,18 @@ def results_file(tmp_path, specs) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize(("specs", "field"), [
-    ("abc", "specs: expected a list of spec records"),
-    ({"s": {}}, "specs: expected a list of spec records"),
-    ([1, 2], "specs[0]: expected an object, found 1"),
-    ([{"outcome": "passed", "final_loss": 1.0}], "specs[0].id: missing"),
-    ([{"id": "s", "outcome": "passed", "duration": "fast"}], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
-    ([{"id": "s", "outcome": "passed", "final_loss": [1]}], "specs[0] (spec 's').final_loss: expected a number"),
-    ([{"id": "s", "outcome": "passed", "loss_curve": {"1": 2}}], "specs[0] (spec 's').loss_curve: expected a list"),
-])
+@pytest.mark.parametrize(
+    ("specs", "field"),
+    [
+        ("abc", "specs: expected a list of spec records"),
+        ({"s": {}}, "specs: expected a list of spec records"),
+        ([1, 2], "specs[0]: expected an object, found 1"),
+        ([{"outcome": "passed", "final_loss": 1.0}], "specs[0].id: missing"),
+        ([{"id": "s", "outcome": "passed", "duration": "fast"}], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
+        ([{"id": "s", "outcome": "passed", "final_loss": [1]}], "specs[0] (spec 's').final_loss: expected a number"),
+        ([{"id": "s", "outcome": "passed", "loss_curve": {"1": 2}}], "specs[0] (spec 's').loss_curve: expected a list"),
+    ],
+)
 def test_a_baseline_of_the_wrong_shape_is_bad_input_naming_file_and_field(tmp_path, specs, field):
     path = results_file(tmp_path, specs)
     with pytest.raises(BaselineError) as error:
@@ -115,10 +123,13 @@ def test_parse_tolerances_refuses_values_that_are_not_finite(bad):
         parse_tolerances([bad])
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--baseline", "BAD"], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
-    (["--tolerance", "final_loss=nan"], "--tolerance 'final_loss=nan': a tolerance is a finite number of at least 0"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--baseline", "BAD"], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
+        (["--tolerance", "final_loss=nan"], "--tolerance 'final_loss=nan': a tolerance is a finite number of at least 0"),
+    ],
+)
 def test_the_run_command_exits_2_on_a_bad_baseline_or_tolerance(tmp_path, flags, message):
     bad = results_file(tmp_path, [{"id": "s", "outcome": "passed", "duration": "fast"}])
     (tmp_path / "specs").mkdir()
@@ -161,17 +172,22 @@ def test_the_command_line_sets_an_absolute_tolerance_for_every_spec():
 def test_a_regression_with_an_absolute_tolerance_reads_in_the_report():
     from harness.report_data import regression_text
 
-    assert regression_text({"metric": "final_loss", "baseline": 0.0057, "current": 0.008, "tolerance": 0.1, "severity": "fail", "tolerance_abs": 0.002}) == \
-        "final_loss 0.0057 → 0.008 (+40%, allowed +10% or +0.002, fail)"
+    assert (
+        regression_text({"metric": "final_loss", "baseline": 0.0057, "current": 0.008, "tolerance": 0.1, "severity": "fail", "tolerance_abs": 0.002})
+        == "final_loss 0.0057 → 0.008 (+40%, allowed +10% or +0.002, fail)"
+    )
 
 
-@pytest.mark.parametrize(("block", "message"), [
-    ("final_loss_abs: -0.1", "baseline.final_loss_abs: must be at least 0"),
-    ("final_loss_abs: .nan", "baseline.final_loss_abs: expected a finite number"),
-    ("duration: .inf", "baseline.duration: expected a finite number"),
-    ("final_loss_abs: fast", "baseline.final_loss_abs"),
-    ("final_loss: {rel: 0.1}", "baseline.final_loss"),
-])
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("final_loss_abs: -0.1", "baseline.final_loss_abs: must be at least 0"),
+        ("final_loss_abs: .nan", "baseline.final_loss_abs: expected a finite number"),
+        ("duration: .inf", "baseline.duration: expected a finite number"),
+        ("final_loss_abs: fast", "baseline.final_loss_abs"),
+        ("final_loss: {rel: 0.1}", "baseline.final_loss"),
+    ],
+)
 def test_bad_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block, message):
     from harness.specfiles import load_spec_file
     from harness.structure import SpecError
@@ -187,7 +203,7 @@ def test_bad_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block, messa
 
 
 def clean_curve() -> list[list[float | None]]:
-    return [[float(step), 3.0 * 0.97 ** step] for step in range(1, 101)]
+    return [[float(step), 3.0 * 0.97**step] for step in range(1, 101)]
 
 
 def spiked(curve: list, start: int = 40, end: int = 60, factor: float = 1.5) -> list:
@@ -280,8 +296,7 @@ def test_bad_curve_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block,
 
 
 def runs_of(*curves_by_run, duration: float = 10.0) -> list[RunDocument]:
-    return [RunDocument([SpecResult("s", "passed", final_loss=curve[-1][1], duration=duration + i, loss_curve=curve)], run_dir=f"/runs/{i}")
-            for i, curve in enumerate(curves_by_run)]
+    return [RunDocument([SpecResult("s", "passed", final_loss=curve[-1][1], duration=duration + i, loss_curve=curve)], run_dir=f"/runs/{i}") for i, curve in enumerate(curves_by_run)]
 
 
 def noisy(seed: int) -> list:

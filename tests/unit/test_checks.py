@@ -360,11 +360,19 @@ def test_metrics_run_through_check_log(tmp_path):
 
 def test_a_metric_logged_in_eval_records_is_checked(tmp_path):
     path = tmp_path / "trainer_state.json"
-    path.write_text(json.dumps({"log_history": [
-        {"step": 1, "loss": 2.0}, {"step": 1, "eval_loss": 1.9},
-        {"step": 2, "loss": 1.0}, {"step": 2, "eval_loss": 1.2},
-        {"step": 2, "train_loss": 1.5, "train_runtime": 3.0},
-    ]}))
+    path.write_text(
+        json.dumps(
+            {
+                "log_history": [
+                    {"step": 1, "loss": 2.0},
+                    {"step": 1, "eval_loss": 1.9},
+                    {"step": 2, "loss": 1.0},
+                    {"step": 2, "eval_loss": 1.2},
+                    {"step": 2, "train_loss": 1.5, "train_runtime": 3.0},
+                ]
+            }
+        )
+    )
     log = parse_log(path, LogSpec(), ("eval_loss", "train_runtime"))
     assert check_metric("eval_loss", MetricBound(max=5.0), log).passed
     assert check_metric("train_runtime", MetricBound(max=60.0), log).passed
@@ -401,7 +409,14 @@ def test_run_checks_in_reading_order(tmp_path):
     the_spec = spec(expected_files=["metrics.jsonl"], loss={"final_max": 3}, metrics={"grad_norm": {"max": 2}})
     results, log = run_checks(the_spec, ok_outcome(leftovers=["1 x"]), out, stderr)
     assert [r.name for r in results] == [
-        "exit_code", "processes", "stderr.forbidden_patterns", "expected_files", "min_steps_logged", "loss.no_nan", "loss.final_max", "metrics.grad_norm",
+        "exit_code",
+        "processes",
+        "stderr.forbidden_patterns",
+        "expected_files",
+        "min_steps_logged",
+        "loss.no_nan",
+        "loss.final_max",
+        "metrics.grad_norm",
     ]
     assert [r.passed for r in results] == [True, False, True, True, True, True, True, True]
     assert log is not None and log.final.loss == 2.0
@@ -499,7 +514,7 @@ def test_no_root_error_without_a_traceback_or_for_a_run_stopped_at_a_nan(tmp_pat
     stderr.write_text("Killed\n")
     assert root_error(stderr) is None
     assert root_error(tmp_path / "missing.log") is None
-    stderr.write_text("Traceback (most recent call last):\n  File \"x\", line 1\n")  # cut before its exception
+    stderr.write_text('Traceback (most recent call last):\n  File "x", line 1\n')  # cut before its exception
     assert root_error(stderr) is None
     # What torchrun prints as the harness stops it is no cause of the NaN that made it stop.
     stderr.write_text("Traceback (most recent call last):\ntorch.distributed.elastic.multiprocessing.api.SignalException: Process 7 got signal: 15\n")

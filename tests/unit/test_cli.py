@@ -56,7 +56,7 @@ def test_list_prints_one_row_per_spec(project, capsys):
         ["wide", "full", "2 (cpu_ok)", "integration,slow,nightly", "specs/multi/wide.yaml"],
     ]
     # columns are aligned: every row starts its second column at the same offset
-    assert len({line.index(row[1], len(row[0])) for line, row in zip(lines, [columns(lines[0]), *rows])}) == 1
+    assert len({line.index(row[1], len(row[0])) for line, row in zip(lines, [columns(lines[0]), *rows], strict=False)}) == 1
 
 
 def test_list_shows_the_nodes_of_a_spec_across_nodes(project, write, capsys):

@@ -23,7 +23,10 @@ def test_no_pyproject_or_no_section_means_defaults(tmp_path):
 
 
 def test_the_section_is_read_with_typed_blocks(tmp_path):
-    settings = load_settings(write(tmp_path, """
+    settings = load_settings(
+        write(
+            tmp_path,
+            """
 [tool.trainspec]
 specs = ["tests/specs"]
 tier = "standard"
@@ -31,20 +34,25 @@ torch = "2.13.0"
 install = ["-e ."]
 matrix = [{ torch = "2.13.0", transformers = "5.23.0" }]
 fake_gpus = 2
-"""))
+""",
+        )
+    )
     assert settings.specs == ["tests/specs"] and settings.tier == "standard" and settings.install == ["-e ."]
     assert settings.matrix == [Combination(torch="2.13.0", transformers="5.23.0")]
     assert settings.fake_gpus == 2 and settings.transformers is None
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("specz = ['x']", "tool.trainspec.specz: unknown key; did you mean 'specs'?"),
-    ("gpus = 'two'", "tool.trainspec.gpus: expected an integer, found 'two'"),
-    ("tier = 'smok'", "did you mean 'smoke'?"),
-    ("gpus = 1\nfake_gpus = 2", "tool.trainspec.fake_gpus: give gpus or fake_gpus, not both"),
-    ("matrix = [{ torch = '2.13.0', transformer = '5' }]", "tool.trainspec.matrix[0].transformer: unknown key; did you mean 'transformers'?"),
-    ("specs = [", "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("specz = ['x']", "tool.trainspec.specz: unknown key; did you mean 'specs'?"),
+        ("gpus = 'two'", "tool.trainspec.gpus: expected an integer, found 'two'"),
+        ("tier = 'smok'", "did you mean 'smoke'?"),
+        ("gpus = 1\nfake_gpus = 2", "tool.trainspec.fake_gpus: give gpus or fake_gpus, not both"),
+        ("matrix = [{ torch = '2.13.0', transformer = '5' }]", "tool.trainspec.matrix[0].transformer: unknown key; did you mean 'transformers'?"),
+        ("specs = [", "invalid TOML"),
+    ],
+)
 def test_bad_settings_name_the_file_and_key(tmp_path, text, message):
     with pytest.raises(SpecError) as caught:
         load_settings(write(tmp_path, f"[tool.trainspec]\n{text}\n"))

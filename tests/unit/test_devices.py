@@ -197,7 +197,7 @@ def test_parse_visible_keeps_the_leading_valid_entries_and_names_the_rest(entrie
         with pytest.raises(DeviceError, match="twice"):
             parse_visible(value)
         return
-    assert parse_visible(value) == (tuple(prefix), tuple(e for e in stripped[len(prefix):] if e))
+    assert parse_visible(value) == (tuple(prefix), tuple(e for e in stripped[len(prefix) :] if e))
 
 
 @given(st.one_of(st.integers(0, 10**6).map(str), st.from_regex(r"(GPU|MIG)-[0-9a-f]{1,8}(-[0-9a-f]{1,8}){0,4}", fullmatch=True)))
@@ -219,9 +219,15 @@ def test_callers_visible_devices_are_handed_on_as_they_are_and_what_was_dropped_
     assert source in inv.describe()
 
 
-@pytest.mark.parametrize(("value", "said"), [("", "CUDA_VISIBLE_DEVICES='' names no device"), (" ,", "CUDA_VISIBLE_DEVICES=' ,' names no device"),
-                                              ("-1", "CUDA_VISIBLE_DEVICES='-1' names no device (dropped '-1': the runtime stops at the first invalid entry)"),
-                                              ("abc", "CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry)")])
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("", "CUDA_VISIBLE_DEVICES='' names no device"),
+        (" ,", "CUDA_VISIBLE_DEVICES=' ,' names no device"),
+        ("-1", "CUDA_VISIBLE_DEVICES='-1' names no device (dropped '-1': the runtime stops at the first invalid entry)"),
+        ("abc", "CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry)"),
+    ],
+)
 def test_a_visible_list_with_no_device_means_cpu_and_says_why(value, said):
     inv = discover(environ={"CUDA_VISIBLE_DEVICES": value}, probe=no_probe)
     assert (inv.ids, inv.kind, inv.source) == (("cpu",), "cpu", said)
@@ -255,8 +261,11 @@ def test_the_harness_never_rewrites_the_callers_variable(monkeypatch):
     [
         ({"ROCR_VISIBLE_DEVICES": "2,3"}, ("2", "3"), "ROCR_VISIBLE_DEVICES"),
         ({"HIP_VISIBLE_DEVICES": "1,x,0"}, ("1",), "HIP_VISIBLE_DEVICES (dropped 'x', '0': the runtime stops at the first invalid entry)"),
-        ({"ROCR_VISIBLE_DEVICES": "4,5,GPU-ab", "HIP_VISIBLE_DEVICES": "2,0,3"}, ("GPU-ab", "4"),
-         "HIP_VISIBLE_DEVICES within ROCR_VISIBLE_DEVICES (dropped '3': HIP_VISIBLE_DEVICES indexes into ROCR_VISIBLE_DEVICES, which has no such entry)"),
+        (
+            {"ROCR_VISIBLE_DEVICES": "4,5,GPU-ab", "HIP_VISIBLE_DEVICES": "2,0,3"},
+            ("GPU-ab", "4"),
+            "HIP_VISIBLE_DEVICES within ROCR_VISIBLE_DEVICES (dropped '3': HIP_VISIBLE_DEVICES indexes into ROCR_VISIBLE_DEVICES, which has no such entry)",
+        ),
         ({"ROCR_VISIBLE_DEVICES": "4,5", "CUDA_VISIBLE_DEVICES": "0,0"}, ("4", "5"), "ROCR_VISIBLE_DEVICES"),
     ],
 )
@@ -275,8 +284,7 @@ def test_amd_duplicates_are_refused_and_gpus_counts_them():
 
 def test_amd_children_get_their_devices_in_every_variable_hip_reads():
     inv = discover(environ={"ROCR_VISIBLE_DEVICES": "GPU-aa,GPU-bb,GPU-cc"}, probe=no_tools)
-    assert child_environment(("GPU-bb", "GPU-cc"), inv) == {"ROCR_VISIBLE_DEVICES": "GPU-bb,GPU-cc", "HIP_VISIBLE_DEVICES": "0,1", "CUDA_VISIBLE_DEVICES": "0,1",
-                                                            "TRAINSPEC_DEVICE_KIND": "rocm"}
+    assert child_environment(("GPU-bb", "GPU-cc"), inv) == {"ROCR_VISIBLE_DEVICES": "GPU-bb,GPU-cc", "HIP_VISIBLE_DEVICES": "0,1", "CUDA_VISIBLE_DEVICES": "0,1", "TRAINSPEC_DEVICE_KIND": "rocm"}
     assert skip_reason(spec(1), inv) is None
 
 
@@ -376,8 +384,7 @@ def test_a_failing_or_garbled_amd_tool_is_an_error(on_path, tool):
 # memory sizes --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "mib"), [("6GiB", 6144), ("512MiB", 512), ("512 mib", 512), ("1.5GiB", 1536), ("24GB", 22888), ("80GiB", 81920), ("1TiB", 1048576),
-                                           (" 100 MB ", 95)])
+@pytest.mark.parametrize(("text", "mib"), [("6GiB", 6144), ("512MiB", 512), ("512 mib", 512), ("1.5GiB", 1536), ("24GB", 22888), ("80GiB", 81920), ("1TiB", 1048576), (" 100 MB ", 95)])
 def test_parse_memory(text, mib):
     assert parse_memory(text) == mib
 

@@ -18,7 +18,7 @@ import pytest
 from harness.files import KeptFileWarning
 from harness.leases import LeasePool
 
-WORKER = r'''
+WORKER = r"""
 import json, sys, time
 from pathlib import Path
 from harness.leases import LeasePool
@@ -36,7 +36,7 @@ else:
 end = time.time()
 lease.release()
 Path(job["record"]).write_text(json.dumps({"name": job["name"], "devices": list(lease.devices), "start": start, "end": end}))
-'''
+"""
 
 
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
@@ -261,8 +261,15 @@ def test_state_survives_a_corrupt_file(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    [b"\x89PNG\r\n\x1a\n\x00\xff", b"{oops", b"[]", b'{"holders": 3}', b'{"holders": {"0": {"owner": "me"}}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
-     b'{"holders": {}, "queue": [{"owner": [1, 2]}], "tickets": "x", "arrived": [], "opened": 0}', b'{"holders": {"0": 7}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}'],
+    [
+        b"\x89PNG\r\n\x1a\n\x00\xff",
+        b"{oops",
+        b"[]",
+        b'{"holders": 3}',
+        b'{"holders": {"0": {"owner": "me"}}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
+        b'{"holders": {}, "queue": [{"owner": [1, 2]}], "tickets": "x", "arrived": [], "opened": 0}',
+        b'{"holders": {"0": 7}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
+    ],
     ids=["binary", "cut-short", "a-list", "holders-not-a-map", "holder-without-fields", "bad-counter", "holder-not-a-map"],
 )
 def test_a_garbage_lease_state_reads_as_a_fresh_pool_with_one_warning(tmp_path, content):

@@ -249,13 +249,7 @@ def test_find_log_ignores_folders_named_like_logs(tmp_path):
 # CSV -----------------------------------------------------------------------------------------
 
 # PyTorch Lightning's CSVLogger: one row per logging call, empty cells for what that call did not log.
-LIGHTNING_CSV = (
-    "epoch,step,train_loss,val_loss,lr-AdamW\r\n"
-    "0,9,2.5,,0.001\r\n"
-    "0,19,2.25,,0.001\r\n"
-    "0,19,,2.4,\r\n"
-    "1,29,2.0,,0.0009\r\n"
-)
+LIGHTNING_CSV = "epoch,step,train_loss,val_loss,lr-AdamW\r\n0,9,2.5,,0.001\r\n0,19,2.25,,0.001\r\n0,19,,2.4,\r\n1,29,2.0,,0.0009\r\n"
 
 
 def test_a_lightning_metrics_csv(tmp_path):

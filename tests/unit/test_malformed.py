@@ -87,7 +87,7 @@ def test_validate_names_file_field_and_line(name, field, fragment, line, capsys,
     message = lines[0]
     where = f"error: {path}" + (f":{line}" if line is not None else "") + ": "
     assert message.startswith(where), message
-    rest = message[len(where):]
+    rest = message[len(where) :]
     if field is None:
         # A mistake of the file as a whole names no field: the message follows the location.
         _, errors = load_specs([path])

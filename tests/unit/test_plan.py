@@ -234,10 +234,7 @@ def test_a_thousand_specs_load_and_plan(tmp_path):
     folder = tmp_path / "specs"
     folder.mkdir()
     for i in range(1000):
-        (folder / f"s{i:04}.yaml").write_text(
-            f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\n"
-            f"cpu_ok: true\ngpus: {i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n"
-        )
+        (folder / f"s{i:04}.yaml").write_text(f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\ncpu_ok: true\ngpus: {i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n")
     specs, errors = load_specs([folder])
     plan = make_plan(specs, discover(fake_gpus=4, environ={}), {})
     assert errors == [] and len(plan.runs) == 1000

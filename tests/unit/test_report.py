@@ -28,19 +28,38 @@ EVIL = "<script>alert('x')</script>"
 def spec(spec_id: str, outcome: str = "passed", torch: str = "2.5.1", **fields) -> dict:
     """A spec record as results.json holds it, with logs under RUN unless told otherwise."""
     record = {
-        "id": spec_id, "outcome": outcome, "reason": "", "tier": "smoke", "duration": 10.0, "devices": ["0"],
-        "final_loss": 1.0, "steps_logged": 3, "perplexity": None, "inference": [], "checks": [], "warnings": [],
+        "id": spec_id,
+        "outcome": outcome,
+        "reason": "",
+        "tier": "smoke",
+        "duration": 10.0,
+        "devices": ["0"],
+        "final_loss": 1.0,
+        "steps_logged": 3,
+        "perplexity": None,
+        "inference": [],
+        "checks": [],
+        "warnings": [],
         "paths": {"stdout": f"{RUN}/specs/{spec_id}/stdout.log", "stderr": f"{RUN}/specs/{spec_id}/stderr.log"},
-        "loss_curve": [[1, 3.0], [10, 2.0], [20, 1.0]], "child_versions": {"torch": torch, "transformers": "4.46.0"},
-        "stderr_tail": "", "regressions": [],
+        "loss_curve": [[1, 3.0], [10, 2.0], [20, 1.0]],
+        "child_versions": {"torch": torch, "transformers": "4.46.0"},
+        "stderr_tail": "",
+        "regressions": [],
     }
     return record | fields
 
 
 def raw(specs: list[dict], run_dir: Path = RUN, **meta) -> dict:
     """A results.json as written to disk."""
-    return {"format": "trainspec-results/1", "created": "2025-01-01T00:00:00+00:00", "run_dir": str(run_dir),
-            "versions": {"python": "3.11", "torch": "9.9.9", "transformers": "0.0.1", "cuda": None}, "summary": {}, "specs": specs, **meta}
+    return {
+        "format": "trainspec-results/1",
+        "created": "2025-01-01T00:00:00+00:00",
+        "run_dir": str(run_dir),
+        "versions": {"python": "3.11", "torch": "9.9.9", "transformers": "0.0.1", "cuda": None},
+        "summary": {},
+        "specs": specs,
+        **meta,
+    }
 
 
 def document(specs: list[dict], run_dir: Path = RUN, **meta) -> RunDocument:
@@ -50,22 +69,31 @@ def document(specs: list[dict], run_dir: Path = RUN, **meta) -> RunDocument:
 
 @pytest.fixture
 def first() -> RunDocument:
-    return document([
-        spec("alpha", perplexity=3.0),
-        spec("beta", "failed", reason=f"loss too high {EVIL}", final_loss=None, stderr_tail=f"Traceback\n{EVIL}",
-             loss_curve=[[1, 3.0], [2, None], [3, 2.5], [4, None], [5, 2.0]],
-             checks=[{"name": "loss.final_max", "passed": False, "expected": "final loss <= 1.6", "found": "nan at step 4", "severity": "fail"},
-                     {"name": "exit_code", "passed": True, "expected": "exit code 0", "found": "exit code 0", "severity": "fail"}],
-             regressions=[{"metric": "final_loss", "baseline": 1.0, "current": 1.5, "tolerance": 0.1, "severity": "fail"}]),
-        spec("gamma", "skipped", reason="needs 2 devices", final_loss=None, loss_curve=[], duration=0.0),
-    ])
+    return document(
+        [
+            spec("alpha", perplexity=3.0),
+            spec(
+                "beta",
+                "failed",
+                reason=f"loss too high {EVIL}",
+                final_loss=None,
+                stderr_tail=f"Traceback\n{EVIL}",
+                loss_curve=[[1, 3.0], [2, None], [3, 2.5], [4, None], [5, 2.0]],
+                checks=[
+                    {"name": "loss.final_max", "passed": False, "expected": "final loss <= 1.6", "found": "nan at step 4", "severity": "fail"},
+                    {"name": "exit_code", "passed": True, "expected": "exit code 0", "found": "exit code 0", "severity": "fail"},
+                ],
+                regressions=[{"metric": "final_loss", "baseline": 1.0, "current": 1.5, "tolerance": 0.1, "severity": "fail"}],
+            ),
+            spec("gamma", "skipped", reason="needs 2 devices", final_loss=None, loss_curve=[], duration=0.0),
+        ]
+    )
 
 
 @pytest.fixture
 def second() -> RunDocument:
     # Another combination: gamma did not run there, delta only ran there.
-    return document([spec("alpha", torch="2.6.0", final_loss=0.9, perplexity=3.5, duration=15.0),
-                     spec("beta", torch="2.6.0", final_loss=1.2), spec("delta", torch="2.6.0")], run_dir=Path("/runs/b"))
+    return document([spec("alpha", torch="2.6.0", final_loss=0.9, perplexity=3.5, duration=15.0), spec("beta", torch="2.6.0", final_loss=1.2), spec("delta", torch="2.6.0")], run_dir=Path("/runs/b"))
 
 
 class Structure(HTMLParser):
@@ -249,8 +277,7 @@ def test_html_tells_apart_two_runs_of_one_combination(first: RunDocument) -> Non
 
 
 def test_old_documents_without_newer_keys_still_render() -> None:
-    old = RunDocument.from_json({"format": "trainspec-results/1", "summary": {"passed": 1},
-                                 "specs": [{"id": "old", "outcome": "passed", "loss_curve": [[1, 2.0]]}, {"id": "broke"}]}, "old.json")
+    old = RunDocument.from_json({"format": "trainspec-results/1", "summary": {"passed": 1}, "specs": [{"id": "old", "outcome": "passed", "loss_curve": [[1, 2.0]]}, {"id": "broke"}]}, "old.json")
     assert table_row(render_markdown([old]), "old")[1] == "✅ passed · loss —"
     assert "💥 error" in table_row(render_markdown([old]), "broke")[1]  # no outcome: it broke before deciding
     parsed = parse(render_html([old]))
@@ -262,26 +289,28 @@ def test_a_document_read_back_keeps_keys_this_version_does_not_know() -> None:
     data = raw([spec("a")], backend="local", argv=["--tier", "smoke"], repo_writes=[])
     document = RunDocument.from_json(data, "f")
     assert document.other == {"argv": ["--tier", "smoke"], "repo_writes": []}
-    assert document.to_json() == data | {"tier": None, "devices": {}, "interrupted": False,
-                                         "specs": [SpecResult.from_json(spec("a")).to_json()]}
+    assert document.to_json() == data | {"tier": None, "devices": {}, "interrupted": False, "specs": [SpecResult.from_json(spec("a")).to_json()]}
 
 
-@pytest.mark.parametrize(("specs", "message"), [
-    ("abc", 'specs: expected a list of spec records, found "abc"'),
-    ([1, 2], "specs[0]: expected an object, found 1"),
-    ([{"outcome": "passed"}], "specs[0].id: missing"),
-    ([spec("a", duration="fast")], "specs[0] (spec 'a').duration: expected a number, found \"fast\""),
-    ([spec("a", duration=True)], "specs[0] (spec 'a').duration: expected a number, found true"),
-    ([spec("a", outcome="maybe")], "specs[0] (spec 'a').outcome: expected one of passed, failed, skipped, error"),
-    ([spec("a", loss_curve=[[1, 2.0], [2]])], "specs[0] (spec 'a').loss_curve[1]: expected [step, value], found [2]"),
-    ([spec("a", loss_curve=[[1, "x"]])], "specs[0] (spec 'a').loss_curve[0][1]: expected a number"),
-    ([spec("a", final_loss=float("nan"))], "specs[0] (spec 'a').final_loss: expected a finite number, found NaN"),
-    ([spec("a", checks=["junk"])], "specs[0] (spec 'a').checks[0]: expected an object"),
-    ([spec("a", regressions=[{}])], "specs[0] (spec 'a').regressions[0]: lacks baseline, current, metric, severity, tolerance"),
-    ([spec("a", warnings="oops")], "specs[0] (spec 'a').warnings: expected a list"),
-    ([spec("a", devices=["0", 1])], "specs[0] (spec 'a').devices[1]: expected a string, found 1"),
-    ([spec("a", metric_curves={"lr": "x"})], "specs[0] (spec 'a').metric_curves.lr: expected a list"),
-])
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ("abc", 'specs: expected a list of spec records, found "abc"'),
+        ([1, 2], "specs[0]: expected an object, found 1"),
+        ([{"outcome": "passed"}], "specs[0].id: missing"),
+        ([spec("a", duration="fast")], "specs[0] (spec 'a').duration: expected a number, found \"fast\""),
+        ([spec("a", duration=True)], "specs[0] (spec 'a').duration: expected a number, found true"),
+        ([spec("a", outcome="maybe")], "specs[0] (spec 'a').outcome: expected one of passed, failed, skipped, error"),
+        ([spec("a", loss_curve=[[1, 2.0], [2]])], "specs[0] (spec 'a').loss_curve[1]: expected [step, value], found [2]"),
+        ([spec("a", loss_curve=[[1, "x"]])], "specs[0] (spec 'a').loss_curve[0][1]: expected a number"),
+        ([spec("a", final_loss=float("nan"))], "specs[0] (spec 'a').final_loss: expected a finite number, found NaN"),
+        ([spec("a", checks=["junk"])], "specs[0] (spec 'a').checks[0]: expected an object"),
+        ([spec("a", regressions=[{}])], "specs[0] (spec 'a').regressions[0]: lacks baseline, current, metric, severity, tolerance"),
+        ([spec("a", warnings="oops")], "specs[0] (spec 'a').warnings: expected a list"),
+        ([spec("a", devices=["0", 1])], "specs[0] (spec 'a').devices[1]: expected a string, found 1"),
+        ([spec("a", metric_curves={"lr": "x"})], "specs[0] (spec 'a').metric_curves.lr: expected a list"),
+    ],
+)
 def test_a_document_of_the_wrong_shape_is_refused_naming_file_and_field(specs: object, message: str) -> None:
     with pytest.raises(ValueError) as error:
         RunDocument.from_json(raw(specs), "runs/x/results.json")  # type: ignore[arg-type]
@@ -349,7 +378,7 @@ def test_svg_single_point_is_a_dot_in_the_middle() -> None:
     assert svg["tags"].count("circle") == 1 and "polyline" not in svg["tags"]
     assert_inside(svg)
     x0, y0, width, height = svg["viewbox"]
-    (x, y), = svg["points"]
+    ((x, y),) = svg["points"]
     assert x0 + 0.2 * width < x < x0 + 0.8 * width and y0 + 0.2 * height < y < y0 + 0.8 * height
 
 
@@ -399,9 +428,14 @@ def test_svg_scales_to_the_given_size() -> None:
 
 
 def test_summary_lines_align_specs_and_name_the_run_directory(tmp_path: Path) -> None:
-    lines = summary_lines([SpecResult("a", "passed", duration=1.5, devices=["0"], steps_logged=7, final_loss=1.11),
-                           SpecResult("bb", "failed", reason="loss.final_max: 3 > 2"),
-                           SpecResult("c", "passed", duration=2.0, placement="Slurm job 9 on node[1-2]", steps_logged=3)], tmp_path)
+    lines = summary_lines(
+        [
+            SpecResult("a", "passed", duration=1.5, devices=["0"], steps_logged=7, final_loss=1.11),
+            SpecResult("bb", "failed", reason="loss.final_max: 3 > 2"),
+            SpecResult("c", "passed", duration=2.0, placement="Slurm job 9 on node[1-2]", steps_logged=3),
+        ],
+        tmp_path,
+    )
     assert lines[1].split() == ["PASS", "a", "1.5s", "0", "7", "1.11"]
     assert "  Slurm job 9 on node[1-2]  3  " in lines[3]
     assert lines[2].split()[:2] == ["FAIL", "bb"] and lines[2].endswith("loss.final_max: 3 > 2")
@@ -491,14 +525,14 @@ def test_the_baseline_curve_is_drawn_under_the_runs_loss_curve(first: RunDocumen
 
     first.specs[0].baseline_curve = [[1, 2.8], [10, 1.9], [20, 1.1]]
     page = render_html([first])
-    alpha = page[page.index('id="spec-alpha"'):]
-    alpha = alpha[:alpha.index("</svg>")]
+    alpha = page[page.index('id="spec-alpha"') :]
+    alpha = alpha[: alpha.index("</svg>")]
     assert alpha.index(f'stroke="{BASELINE_COLOUR}"') < alpha.index('stroke="#0072b2"')  # under the run's line
     assert ">baseline</text>" in alpha
     svg = parse(render_html([first])).svgs[1]  # beta first: it failed
     assert svg["tags"].count("polyline") == 2
     assert_inside(svg)
-    assert BASELINE_COLOUR not in page[page.index('id="spec-beta"'):page.index('id="spec-alpha"')]
+    assert BASELINE_COLOUR not in page[page.index('id="spec-beta"') : page.index('id="spec-alpha"')]
 
 
 def test_a_record_built_in_memory_with_tuples_reads_as_its_json_would() -> None:

@@ -240,7 +240,9 @@ def base_env() -> dict[str, str]:
 def test_build_launch_environment(tmp_path):
     inventory = discover(fake_gpus=4, environ={})
     the_spec = spec(env={"HF_DATASETS_OFFLINE": "0", "CACHE": "{run_dir}/cache", "RANK_HINT": 7, "CUDA_VISIBLE_DEVICES": "9"}, cpu_ok=True, gpus=2, cwd="examples/tinylm", timeout=42)
-    run = build_launch(the_spec, repo=tmp_path, run_dir=tmp_path / "run", output_dir=tmp_path / "run" / "specs" / "run-me", placement=LocalBackend().place(the_spec, ("1", "3"), inventory), base_env=base_env())
+    run = build_launch(
+        the_spec, repo=tmp_path, run_dir=tmp_path / "run", output_dir=tmp_path / "run" / "specs" / "run-me", placement=LocalBackend().place(the_spec, ("1", "3"), inventory), base_env=base_env()
+    )
     env = run.env
     assert env["CUDA_VISIBLE_DEVICES"] == "1,3"  # the lease decides, not the spec
     assert env["TRAINSPEC_DEVICE_KIND"] == "fake"
@@ -275,8 +277,9 @@ def test_build_argv_across_nodes_leaves_the_rendezvous_to_the_allocation():
 def test_build_launch_under_slurm_counts_the_devices_the_job_asks_for(tmp_path):
     slurm = SlurmBackend.from_options({}, "")
     the_spec = spec(gpus=4, nodes=2, launcher="torchrun", command="t.py {gpus} {nodes}")
-    run = build_launch(the_spec, repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o",
-                       placement=slurm.place(the_spec, (), slurm.inventory({})), base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"})
+    run = build_launch(
+        the_spec, repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o", placement=slurm.place(the_spec, (), slurm.inventory({})), base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"}
+    )
     assert run.argv[-2:] == ["4", "2"] and (run.gpus, run.nodes) == (4, 2)
     # The job's devices and cores are Slurm's to give: the login node's must not leak in.
     assert "CUDA_VISIBLE_DEVICES" not in run.env and run.env["OMP_NUM_THREADS"] == "3"
@@ -284,7 +287,14 @@ def test_build_launch_under_slurm_counts_the_devices_the_job_asks_for(tmp_path):
 
 def test_build_launch_passes_the_held_devices_to_torchrun(tmp_path):
     inventory = discover(fake_gpus=2, environ={})
-    run = build_launch(spec(launcher="torchrun", gpus=2, cpu_ok=True), repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o", placement=LocalBackend().place(spec(launcher="torchrun", gpus=2, cpu_ok=True), ("0", "1"), inventory), base_env={})
+    run = build_launch(
+        spec(launcher="torchrun", gpus=2, cpu_ok=True),
+        repo=tmp_path,
+        run_dir=tmp_path,
+        output_dir=tmp_path / "o",
+        placement=LocalBackend().place(spec(launcher="torchrun", gpus=2, cpu_ok=True), ("0", "1"), inventory),
+        base_env={},
+    )
     assert "--nproc-per-node=2" in run.argv
     assert run.env["CUDA_VISIBLE_DEVICES"] == "0,1"
 
@@ -311,7 +321,9 @@ def test_a_launched_run_writes_no_bytecode_into_the_tree(tmp_path):
     # ...with it, nothing lands in the project's tree.
     repo = tree("repo")
     the_spec = spec(command=["{python}", "-c", "import helper; print(helper.VALUE)"], gpus=0)
-    run = build_launch(the_spec, repo=repo, run_dir=tmp_path / "run", output_dir=tmp_path / "run" / "out", placement=LocalBackend().place(the_spec, ("cpu",), discover(gpus=0, environ={})), base_env=base_env())
+    run = build_launch(
+        the_spec, repo=repo, run_dir=tmp_path / "run", output_dir=tmp_path / "run" / "out", placement=LocalBackend().place(the_spec, ("cpu",), discover(gpus=0, environ={})), base_env=base_env()
+    )
     assert run_process(run).exit_code == 0
     assert run.stdout_path.read_text() == "1\n"
     assert sorted(p.name for p in repo.rglob("*")) == ["helper.py"]
@@ -326,7 +338,9 @@ def test_children_record_the_library_versions_they_import(tmp_path):
     (libraries / "sitecustomize.py").write_text("import os\nopen(os.environ['SHADOWED_MARK'], 'w').close()\n")
     out = tmp_path / "out"
     out.mkdir()
-    spec = spec_from_mapping({"id": "versions", "command": ["{python}", "-c", "import transformers"], "gpus": 0, "env": {"PYTHONPATH": str(libraries), "SHADOWED_MARK": str(tmp_path / "mark")}}, tmp_path / "spec.yaml")
+    spec = spec_from_mapping(
+        {"id": "versions", "command": ["{python}", "-c", "import transformers"], "gpus": 0, "env": {"PYTHONPATH": str(libraries), "SHADOWED_MARK": str(tmp_path / "mark")}}, tmp_path / "spec.yaml"
+    )
     launch = build_launch(spec, repo=tmp_path, run_dir=tmp_path, output_dir=out, placement=LocalBackend().place(spec, (), discover(gpus=0, environ={})))
     assert run_process(launch).exit_code == 0
     versions = json.loads((out / CHILD_VERSIONS_FILE).read_text())

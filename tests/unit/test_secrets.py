@@ -19,7 +19,20 @@ SECRET = "s3cr3t-value"
 
 @pytest.mark.parametrize(
     "name",
-    ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_APIKEY", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "DB_PASSWD", "NPM_AUTH_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "GITHUB_PAT", "hf_token", "SECRET"],
+    [
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "WANDB_API_KEY",
+        "OPENAI_APIKEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "PGPASSWORD",
+        "DB_PASSWD",
+        "NPM_AUTH_TOKEN",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "GITHUB_PAT",
+        "hf_token",
+        "SECRET",
+    ],
 )
 def test_credential_names_are_secret(name):
     assert is_secret(name, SECRET)

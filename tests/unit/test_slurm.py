@@ -75,8 +75,21 @@ def launch(tmp_path: Path, argv: list[str], gpus: int = 1, timeout: float = 90, 
 
 def test_srun_asks_for_the_spec_devices_time_and_place(tmp_path):
     argv = srun_argv(launch(tmp_path, ["python", "train.py"], gpus=2, timeout=90), SlurmOptions("gpu", ("--account=ml",), "abc"))
-    assert argv == ["srun", "--job-name=trainspec-abc-tiny", "--quiet", "--nodes=1", "--ntasks-per-node=1", "--time=2", f"--chdir={tmp_path}", "--export=ALL",
-                    "--gres=gpu:2", "--partition=gpu", "--account=ml", "python", "train.py"]
+    assert argv == [
+        "srun",
+        "--job-name=trainspec-abc-tiny",
+        "--quiet",
+        "--nodes=1",
+        "--ntasks-per-node=1",
+        "--time=2",
+        f"--chdir={tmp_path}",
+        "--export=ALL",
+        "--gres=gpu:2",
+        "--partition=gpu",
+        "--account=ml",
+        "python",
+        "train.py",
+    ]
     assert "--gres" not in " ".join(srun_argv(launch(tmp_path, ["true"], gpus=0), SlurmOptions()))
 
 
@@ -105,7 +118,8 @@ def test_a_job_runs_through_srun_and_is_cancelled_by_name_afterwards(cluster):
 def test_a_job_slurm_ended_says_so(cluster):
     (cluster / "record.txt").write_text(
         "JobId=7 JobName=other JobState=COMPLETED Reason=None\n"
-        "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) TimeLimit=00:01:00 NodeList=gpu-a[17-18]\n")
+        "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) TimeLimit=00:01:00 NodeList=gpu-a[17-18]\n"
+    )
     outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(launch(cluster, [sys.executable, "-c", "raise SystemExit(143)"]))
     assert outcome.exit_code == 143
     assert outcome.describe() == "Slurm ended job 9 as TIMEOUT, reason TimeLimit, time limit 00:01:00"

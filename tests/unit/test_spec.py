@@ -131,8 +131,18 @@ def test_the_forgather_inference_spec_loads_unchanged(write):
     assert spec.effective_tier == "full"
     argv = build_argv(spec, {"output_dir": "/runs/x", "python": "/py"}, 1)
     assert argv == [
-        "forgather", "-p", "examples/my_category/my_project", "-t", "my_config.yaml", "train",
-        "--output-dir", "/runs/x", "--max-steps", "500", "--save-strategy", "steps",
+        "forgather",
+        "-p",
+        "examples/my_category/my_project",
+        "-t",
+        "my_config.yaml",
+        "train",
+        "--output-dir",
+        "/runs/x",
+        "--max-steps",
+        "500",
+        "--save-strategy",
+        "steps",
     ]
 
 
@@ -161,7 +171,7 @@ def test_render_args_keeps_zero_and_empty_string():
 def test_render_args_every_integer_value_follows_its_flag(args):
     argv = render_args(args)
     assert len(argv) == 2 * len(args)
-    for (key, value), flag, text in zip(args.items(), argv[::2], argv[1::2]):
+    for (key, value), flag, text in zip(args.items(), argv[::2], argv[1::2], strict=False):
         assert flag == "--" + key.replace("_", "-")
         assert text == str(value)
 
