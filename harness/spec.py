@@ -200,7 +200,9 @@ class Spec:
     launcher: Literal["none", "torchrun"] = option("none", doc="torchrun starts one rank per device held (gloo on CPU, nccl on GPU)")
     gpus: int = option(1, doc="devices the run needs (on each node); 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0)
     nodes: int = option(
-        1, doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and a backend that runs across nodes (listed by `python -m harness run --help`)", minimum=1
+        1,
+        doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and a backend that runs across nodes (listed by `python -m harness run --help`)",
+        minimum=1,
     )
     cpu_ok: bool = option(False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)")
     retries: int = option(0, doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every attempt kept", minimum=0)
