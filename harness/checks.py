@@ -22,6 +22,8 @@ CHUNK = 1 << 20
 OVERLAP = 4096
 LINE_LIMIT = 300
 TRACEBACK = "Traceback (most recent call last):"
+# What torchrun raises when a rank failed: never the root error itself.
+LAUNCHER_ERRORS = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError",)
 CHAINED = ("During handling of the above exception, another exception occurred:", "The above exception was the direct cause of the following exception:")
 # An exception line is kept whole up to this many characters; stderr is read a line of at most this at a time.
 ERROR_LIMIT = 8192
@@ -277,10 +279,14 @@ def root_error(stderr_path: Path) -> str | None:
                 else:
                     since_error += 1
                     if since_error > CHAIN_LOOKAHEAD or (not chained and TRACEBACK in body):
-                        break
+                        if not error.startswith(LAUNCHER_ERRORS):
+                            break
+                        # A launcher's own traceback only says a rank failed: look on for the rank's.
+                        prefix = line[: line.index(TRACEBACK)] if TRACEBACK in line else None
+                        error, chained = None, False
     except OSError:
         return None
-    return error
+    return None if error is None or error.startswith(LAUNCHER_ERRORS) else error
 
 
 def failure_reason(failed: list[CheckResult]) -> str:

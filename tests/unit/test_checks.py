@@ -540,3 +540,20 @@ def test_a_run_stopped_at_a_forbidden_line_fails_once_with_its_root_error(tmp_pa
 def test_a_run_that_was_not_stopped_keeps_every_failure_its_own():
     results = under_the_stop([check_exit(ok_outcome(exit_code=1)), CheckResult("min_steps_logged", False, "at least 5", "2")])
     assert [(r.name, r.severity, r.notes) for r in results] == [("exit_code", "fail", ()), ("min_steps_logged", "fail", ())]
+
+
+def test_a_launcher_error_is_never_the_root_error(tmp_path: Path):
+    """torchrun's ChildFailedError only says a rank failed; a rank that exited without a traceback leaves no root error."""
+    stderr = tmp_path / "stderr.log"
+    launcher_only = [
+        "rank 1 gives up",
+        "Traceback (most recent call last):",
+        '  File "torchrun", line 8, in <module>',
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+        "============================================================",
+    ]
+    stderr.write_text("\n".join(launcher_only) + "\n")
+    assert root_error(stderr) is None
+    rank_after = [*launcher_only, "[rank0]: Traceback (most recent call last):", '[rank0]:   File "t.py", line 2', "[rank0]: RuntimeError: the rank's own"]
+    stderr.write_text("\n".join(rank_after) + "\n")
+    assert root_error(stderr) == "RuntimeError: the rank's own"
