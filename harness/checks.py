@@ -7,6 +7,7 @@ Only what a spec asks for is checked: with no `loss` block, `min_steps_logged: 0
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +25,7 @@ LINE_LIMIT = 300
 TRACEBACK = "Traceback (most recent call last):"
 # What torchrun raises when a rank failed: never the root error itself.
 LAUNCHER_ERRORS = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError",)
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(:|$)")
 CHAINED = ("During handling of the above exception, another exception occurred:", "The above exception was the direct cause of the following exception:")
 # An exception line is kept whole up to this many characters; stderr is read a line of at most this at a time.
 ERROR_LIMIT = 8192
@@ -269,7 +271,8 @@ def root_error(stderr_path: Path) -> str | None:
                     continue
                 body = line[len(prefix) :].rstrip("\r\n")
                 if error is None:
-                    if body.startswith((" ", "\t")) or not body.strip() or TRACEBACK in body:
+                    # Lines of other processes interleave (logs, C++ warnings): an exception line is `Name: text` or `Name`.
+                    if body.startswith((" ", "\t")) or TRACEBACK in body or not EXCEPTION_LINE.match(body.strip()):
                         continue
                     error, since_error, chained = body.strip(), 0, False
                 elif body.strip() in CHAINED:

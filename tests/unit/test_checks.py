@@ -549,6 +549,10 @@ def test_a_launcher_error_is_never_the_root_error(tmp_path: Path):
         "rank 1 gives up",
         "Traceback (most recent call last):",
         '  File "torchrun", line 8, in <module>',
+        "[W1130 09:49:09 TCPStore.cpp:138] [c10d] recvValueWithTimeout failed: Connection was likely closed.",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+        "Traceback (most recent call last):",
+        '  File "torchrun", line 8, in <module>',
         "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
         "============================================================",
     ]
