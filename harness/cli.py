@@ -1,7 +1,7 @@
 """`python -m harness`: list, validate, plan and run specs, with or without nox.
 
 Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
-130 interrupted.
+5 nothing ran: every spec was skipped for lack of devices (0 with --allow-skips), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from .devices import GPU_KINDS, DeviceError, Inventory
 from .memory import DEFAULT_HEADROOM, headroom_of
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
 from .plan import DurationCache, PeakMemoryCache, Plan, cache_root, default_run_dir, make_plan, run_pool
-from .report import table
+from .report import nothing_ran, table
 from .spec import Spec
 from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
 from .structure import SpecError
 from .tree import run_dir_problem
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN, EXIT_INTERRUPTED = 0, 1, 2, 5, 130
 
 
 class UsageError(Exception):
@@ -192,7 +192,20 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them", flush=True)
     code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
     print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
+    if int(code) == 0 and (empty := _nothing_ran(run_dir)):
+        print(f"trainspec: {empty}" + ("; accepted (--allow-skips)" if args.allow_skips else "; --allow-skips accepts such a run"), flush=True)
+        return EXIT_OK if args.allow_skips else EXIT_NOTHING_RAN
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
+
+
+def _nothing_ran(run_dir: Path) -> str | None:
+    """Why nothing ran, when every spec of the run was skipped (selected by -k or a tier, then not runnable here)."""
+    from .results import load_document
+
+    try:
+        return nothing_ran(load_document(run_dir / "results.json").specs)
+    except (OSError, ValueError):
+        return None
 
 
 def _relative(path: Path) -> str:

@@ -106,3 +106,16 @@ def test_a_spec_declaring_more_than_any_device_holds_is_skipped_with_both_number
     huge = run.spec("huge")
     assert huge["outcome"] == "skipped"
     assert "30GiB (30720 MiB)" in huge["reason"] and "22118 MiB" in huge["reason"]
+
+
+def test_a_run_where_every_spec_is_skipped_for_devices_exits_5_unless_skips_are_allowed(harness, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    for name in ("gpu_a", "gpu_b"):
+        write_spec(project / "specs", name, tmp_path / "trace.jsonl", sleep=0.1, cpu_ok=False)
+    run = harness("run", "--fake-gpus", "1", cwd=project)
+    assert run.code == 5, run.output
+    assert "nothing ran: 2 specs skipped (needs 1 GPU and is not cpu_ok (fake devices) (x2))" in run.output
+    assert "0 skipped" not in run.output and "none run, 2 skipped" in run.output
+    assert harness("run", "--fake-gpus", "1", "--allow-skips", cwd=project).code == 0
+    # Deselected by the user's own selection: nothing was skipped for devices, so that is 0.
+    assert harness("run", "--fake-gpus", "1", "-k", "no_such_spec", cwd=project).code == 0
