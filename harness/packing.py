@@ -42,15 +42,15 @@ class Devices:
     def choose(self, k: int, memory: int | None, allowed: Sequence[str] | None = None) -> tuple[str, ...] | None:
         """k distinct devices this run may take now, or None.
 
-        Declared runs go where the most room is left: load spreads over idle devices before
-        two runs share one (two processes on a GPU also share its compute), and a device
-        filling up is left to fill only when the others are fuller.
+        Declared runs go where the least room that still fits is left (best fit), so whole
+        devices stay free for runs that hold them whole; simulated over mixed workloads
+        (benchmarks/bench_packing.py) this beat spreading runs over idle devices first.
         """
         candidates = [d for d in (self.capacity if allowed is None else allowed) if d in self.capacity]
         if memory is None:
             fitting = [d for d in candidates if self.idle(d)]
         else:
-            fitting = sorted((d for d in candidates if self.room(d) >= memory), key=lambda d: -self.room(d))
+            fitting = sorted((d for d in candidates if self.room(d) >= memory), key=lambda d: self.room(d))
         return tuple(fitting[:k]) if len(fitting) >= k else None
 
     def take(self, devices: Iterable[str], memory: int | None) -> None:

@@ -242,7 +242,8 @@ def make_plan(specs: list[Spec], inventory: Inventory, durations: dict[str, floa
     widest = simulate([(p.devices, p.expected, p.memory) for p in runnable], capacity).concurrency
     workers = max(1, inventory.count, widest)
     best_name, best, best_schedule = "", runnable, Schedule(float("inf"), [], 0)
-    for name, key in ORDERS.items():
+    orders = {**ORDERS, "largest memory-area first": lambda p: (-max(p.devices, 1) * p.expected * share(p.memory, capacity), -p.devices)}
+    for name, key in orders.items():
         order = sorted(runnable, key=lambda p: (*key(p), p.spec.id))
         schedule = simulate([(p.devices, p.expected, p.memory) for p in order], capacity, workers)
         if schedule.makespan < best_schedule.makespan - 1e-9:
