@@ -76,3 +76,4 @@ def bench(session: nox.Session) -> None:
     install(session, root=ROOT)
     session.run("python", "benchmarks/bench_scheduling.py", *session.posargs)
     session.run("python", "benchmarks/bench_memory.py")
+    session.run("python", "benchmarks/bench_packing.py")

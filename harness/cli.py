@@ -1,7 +1,7 @@
 """`python -m harness`: list, validate, plan and run specs, with or without nox.
 
 Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
-130 interrupted.
+5 nothing ran: every spec was skipped for lack of devices (0 with --allow-skips), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ from typing import Any
 
 from . import backends
 from .config import Settings, load_settings
-from .devices import DeviceError, Inventory
+from .devices import GPU_KINDS, DeviceError, Inventory
+from .memory import DEFAULT_HEADROOM, headroom_of
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
-from .plan import DurationCache, Plan, cache_root, default_run_dir, make_plan
-from .report import table
+from .plan import DurationCache, PeakMemoryCache, Plan, cache_root, default_run_dir, make_plan, run_pool
+from .report import nothing_ran, table
 from .spec import Spec
 from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
 from .structure import SpecError
 from .tree import run_dir_problem
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN, EXIT_INTERRUPTED = 0, 1, 2, 5, 130
 
 
 class UsageError(Exception):
@@ -119,24 +120,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def describe_plan(plan: Plan) -> list[str]:
     lines = [f"devices: {plan.inventory.describe()}", ""]
-    rows = [("order", "id", "devices", "expected", "from")]
+    rows = [("order", "id", "devices", "memory", "expected", "from", "simulated")]
     for p in plan.runs:
-        rows.append((str(p.priority + 1), p.spec.id, str(p.devices), f"{p.expected:.1f}s", "recorded" if p.recorded else "timeout"))
+        memory = "whole" if p.memory is None else f"{p.memory} MiB"
+        where = f"{','.join(p.placed) or '-'} at {p.start:.1f}s"
+        rows.append((str(p.priority + 1), p.spec.id, str(p.devices), memory, f"{p.expected:.1f}s", "recorded" if p.recorded else "timeout", where))
     lines += table(rows)
     if plan.skipped:
         lines += ["", "skipped:"]
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
     lines += [
         "",
-        f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)",
+        f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-memory-seconds / devices)",
     ]
     return lines
 
 
+def _plan(args: argparse.Namespace, specs: list[Spec], inventory: Inventory) -> Plan:
+    try:
+        headroom = headroom_of(getattr(args, "gpu_headroom", None))
+    except ValueError as error:
+        raise UsageError(f"--gpu-headroom: {error}") from None
+    cache = cache_root(Path.cwd())
+    return make_plan(specs, inventory, DurationCache(cache / "durations.json").load(), args.tier, PeakMemoryCache(cache / "peak_memory.json").load(), headroom)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
-    durations = DurationCache(cache_root(Path.cwd()) / "durations.json").load()
-    plan = make_plan(specs, _inventory(args, _backend(args)), durations, args.tier)
+    plan = _plan(args, specs, _inventory(args, _backend(args)))
     print("\n".join(describe_plan(plan)))
     return EXIT_OK
 
@@ -170,13 +181,31 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError(str(error)) from None
     inventory = _inventory(args, backend)
     workers = args.workers if args.workers is not None else backend.workers(len(specs), inventory)
+    plan = _plan(args, specs, inventory)
+    if workers is None and plan.workers > inventory.count:
+        workers = plan.workers  # specs that share a device run side by side, one worker each
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
     if problem := run_dir_problem(run_dir, repo):
         raise UsageError(problem)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
+    if inventory.kind in GPU_KINDS and (others := run_pool(inventory, run_dir, DEFAULT_HEADROOM, "").others()):
+        print(f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them", flush=True)
     code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
     print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
+    if int(code) == 0 and (empty := _nothing_ran(run_dir)):
+        print(f"trainspec: {empty}" + ("; accepted (--allow-skips)" if args.allow_skips else "; --allow-skips accepts such a run"), flush=True)
+        return EXIT_OK if args.allow_skips else EXIT_NOTHING_RAN
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
+
+
+def _nothing_ran(run_dir: Path) -> str | None:
+    """Why nothing ran, when every spec of the run was skipped (selected by -k or a tier, then not runnable here)."""
+    from .results import load_document
+
+    try:
+        return nothing_ran(load_document(run_dir / "results.json").specs)
+    except (OSError, ValueError):
+        return None
 
 
 def _relative(path: Path) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 from . import backends
 from .baseline import BaselineError, load_baseline, parse_tolerances
 from .devices import DeviceError, Inventory
-from .leases import LeasePool
+from .memory import headroom_of
 from .perplexity import DEFAULT_SCORER
-from .plan import DurationCache, cache_root, default_run_dir
+from .plan import DurationCache, PeakMemoryCache, cache_root, default_run_dir, run_pool
 from .results import environment_versions
 from .tree import run_dir_problem
 
@@ -36,14 +36,15 @@ class RunContext:
     values: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # The first item of each worker (one worker per device) starts together: the first wave.
-        self.pool = LeasePool(self.run_dir / "leases.json", self.inventory.ids, first_wave=self.inventory.count)
         # The same on every worker, so the controller can find (and cancel) the run's work with its backend.
         self.run_tag = hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:8]
+        self.headroom = headroom_of(self.values.get("gpu_headroom"))
+        self.pool = run_pool(self.inventory, self.run_dir, self.headroom, self.run_tag)
         self.backend = backends.make(self.values.get("backend") or "local", self.values, self.run_tag)
         self.tolerances = parse_tolerances(self.values.get("tolerance") or [])
         self.versions = environment_versions()
         self.durations = DurationCache(cache_root(self.repo) / "durations.json")
+        self.peaks = PeakMemoryCache(cache_root(self.repo) / "peak_memory.json")
 
     @property
     def tier(self) -> str | None:
@@ -86,6 +87,7 @@ def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunCon
         backend = backends.make(values.get("backend") or "local", values, "")
         inventory = backend.inventory(values)
         parse_tolerances(values.get("tolerance") or [])
+        headroom_of(values.get("gpu_headroom"))
         if values.get("baseline"):
             values["baseline"] = str(Path(values["baseline"]).resolve())
             load_baseline(values["baseline"])

@@ -102,6 +102,15 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option("fake_gpu_memory", "memory of each simulated device, e.g. 24GiB (units MiB, GiB, TiB, MB, GB, TB; default 80GiB); only with --fake-gpus", metavar="SIZE", commands=("run", "plan")),
     Option(
+        "gpu_headroom",
+        "fraction of each device's memory kept free when specs that declare gpu_memory share it (default 0.1: a tenth)",
+        type=float,
+        metavar="FRACTION",
+        commands=("run", "plan"),
+        setting=True,
+    ),
+    Option("allow_skips", "exit 0, not 5, when every selected spec was skipped for lack of devices", action="store_true", setting=True),
+    Option(
         "run_dir",
         "where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, outside the repository, printed)",
         metavar="DIR",

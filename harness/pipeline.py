@@ -24,6 +24,7 @@ from .inference import run_inference
 from .launch import CHILD_VERSIONS_FILE, Launch, ProcessOutcome, build_launch, placeholder_values
 from .leases import Lease
 from .logs import TrainingLog
+from .memory import declared, fit_problem
 from .results import SpecResult, metric_curves, read_child_versions, thin_curve
 from .secrets import Masker, masker_for
 from .spec import Spec
@@ -66,7 +67,7 @@ def base_record(spec: Spec, context: RunContext, outcome: str, reason: str = "")
 
 def skipped(spec: Spec, context: RunContext) -> SpecResult | None:
     """The record of a spec that cannot run with this run's devices, or None when it can."""
-    reason = backends.skip_reason(spec, context.inventory)
+    reason = backends.skip_reason(spec, context.inventory) or fit_problem(spec, context.inventory, context.peaks.load(), context.headroom)
     return base_record(spec, context, "skipped", reason) if reason else None
 
 
@@ -147,7 +148,7 @@ def _lease(spec: Spec, context: RunContext, priority: int, expected: float) -> L
     """Devices from the machine's pool, unless the backend's scheduler places the run."""
     if not spec.gpus or not context.backend.leases_devices:
         return None
-    return context.pool.acquire(spec.gpus, spec.id, priority, expected)
+    return context.pool.acquire(spec.gpus, spec.id, priority, expected, declared(spec, context.peaks.load(), context.headroom))
 
 
 def _fill(spec: Spec, record: SpecResult, outcome: ProcessOutcome, launch: Launch, log: TrainingLog | None, devices: tuple[str, ...], lease: Lease | None) -> None:

@@ -16,14 +16,18 @@ import math
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from filelock import FileLock
 
 from .backends import skip_reason
-from .devices import Inventory
+from .devices import GPU_KINDS, Inventory
 from .files import KeptFileWarning, atomic_write_text, read_json
+from .leases import LeasePool
+from .memory import DEFAULT_HEADROOM, declared, device_capacity, device_keys, memory_skip
+from .packing import Devices
 from .spec import Spec
 from .specfiles import in_tier
 
@@ -33,12 +37,12 @@ def cache_root(repo: Path) -> Path:
     explicit = os.environ.get("TRAINSPEC_CACHE_DIR")
     if explicit:
         return Path(explicit).resolve()
-    base = _user_cache()
+    base = user_cache()
     digest = hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:10]
     return base / "trainspec" / f"{repo.resolve().name}-{digest}"
 
 
-def _user_cache() -> Path:
+def user_cache() -> Path:
     """XDG_CACHE_HOME when it is an absolute path (the XDG rule), else ~/.cache; without a home, the temp folder."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and Path(xdg).is_absolute():
@@ -49,6 +53,23 @@ def _user_cache() -> Path:
         return Path(tempfile.gettempdir()) / f"cache-{os.getuid()}"
 
 
+def lease_dir() -> Path:
+    """Where the machine's device leases live: one place for every run of every repository
+    (TRAINSPEC_LEASE_DIR, e.g. a folder every user of a shared machine can write, else the user's cache)."""
+    explicit = os.environ.get("TRAINSPEC_LEASE_DIR")
+    return Path(explicit).resolve() if explicit else user_cache() / "trainspec" / "leases"
+
+
+def run_pool(inventory: Inventory, run_dir: Path, headroom: float, run: str) -> LeasePool:
+    """The pool a run leases from: the machine's for real GPUs, shared with every other run on
+    them; the run's own for fake devices and the CPU (nothing real to share, so concurrent
+    test runs do not queue behind each other)."""
+    shared = inventory.kind in GPU_KINDS
+    state = lease_dir() / "devices.json" if shared else run_dir / "leases.json"
+    # The first item of each worker (one worker per device) starts together: the first wave.
+    return LeasePool(state, inventory.ids, first_wave=inventory.count, keys=device_keys(inventory) if shared else None, capacity=device_capacity(inventory, headroom), run=run)
+
+
 def default_run_dir(repo: Path) -> Path:
     """A fresh run directory under the cache, named by time so runs sort in order."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -56,18 +77,20 @@ def default_run_dir(repo: Path) -> Path:
 
 
 class DurationCache:
-    """Seconds each spec last took, by spec id, shared by every run of one repository.
+    """Seconds each spec last took (or, in a subclass, another number), by spec id, shared by every run of one repository.
 
     A damaged cache (garbage, a folder in its place) never fails a run or a plan: it reads
     as empty with one KeptFileWarning warning, and the next record replaces it (or, for a
     folder, warns that the durations were not saved).
     """
 
+    what, cache_name = "durations", "duration cache"
+
     def __init__(self, path: Path):
         self.path = path
 
     def load(self) -> dict[str, float]:
-        data = read_json(self.path, "duration cache") or {}
+        data = read_json(self.path, self.cache_name) or {}
         return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0}
 
     def record(self, durations: dict[str, float]) -> None:
@@ -80,7 +103,13 @@ class DurationCache:
                 merged = {**self.load(), **durations}
                 atomic_write_text(self.path, json.dumps(merged, indent=1, sort_keys=True))
         except OSError as error:
-            warnings.warn(f"{self.path}: durations not saved ({type(error).__name__}: {error})", KeptFileWarning, stacklevel=2)
+            warnings.warn(f"{self.path}: {self.what} not saved ({type(error).__name__}: {error})", KeptFileWarning, stacklevel=2)
+
+
+class PeakMemoryCache(DurationCache):
+    """Peak GPU memory (MiB, on the spec's busiest device) each spec last used on real GPUs, by spec id."""
+
+    what, cache_name = "peak GPU memory", "peak GPU memory cache"
 
 
 @dataclass(frozen=True)
@@ -91,6 +120,9 @@ class Planned:
     recorded: bool
     skip: str | None
     priority: int = 0
+    memory: int | None = None  # MiB per device when declared; None: the devices are held whole
+    placed: tuple[str, ...] = ()  # where the simulation put it, and when it starts there
+    start: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -100,64 +132,83 @@ class Plan:
     skipped: list[Planned]
     order: str = ""
     simulated: float = 0.0
-
-    @property
-    def workers(self) -> int:
-        return max(1, self.inventory.count)
+    capacity: dict[str, int | None] = field(default_factory=dict)
+    workers: int = 1
 
     @property
     def lower_bound(self) -> float:
-        """No schedule beats max(longest run, device-seconds spread over every device)."""
+        """No schedule beats max(longest run, device-seconds spread over every device), where a
+        run that declares memory counts for its share of each device's room (device-memory-seconds)."""
         if not self.runs:
             return 0.0
         longest = max(p.expected for p in self.runs)
-        area = sum(max(p.devices, 1) * p.expected for p in self.runs)
-        return max(longest, area / self.workers)
+        area = sum(max(p.devices, 1) * p.expected * share(p.memory, self.capacity) for p in self.runs)
+        return max(longest, area / max(1, self.inventory.count))
 
 
-def simulate(jobs: list[tuple[int, float]], devices: int) -> float:
-    """Makespan of `jobs` (devices, seconds), served in this order by the pool's rule.
+def share(memory: int | None, capacity: Mapping[str, int | None]) -> float:
+    """The part of a device one run takes: its memory over the devices' mean room, or all of it."""
+    rooms = [c for c in capacity.values() if c is not None and c > 0]
+    if memory is None or not rooms:
+        return 1.0
+    return min(1.0, memory / (sum(rooms) / len(rooms)))
 
-    The rule is the one `leases.py` applies: start waiters in order while they fit; the
-    first that does not fit reserves the time its devices free up, and a later waiter may
-    go first only if it ends by then. At most `devices` runs at once (one per worker).
+
+@dataclass
+class Schedule:
+    """A simulated run: when it ends, where and when each job started, and how many held devices at once."""
+
+    makespan: float
+    placed: list[tuple[tuple[str, ...], float]]
+    concurrency: int
+
+
+def simulate(jobs: list[tuple[int, float, int | None]], capacity: Mapping[str, int | None], slots: int | None = None) -> Schedule:
+    """`jobs` (devices, seconds, MiB per device or None) served in this order by the pool's rule.
+
+    The rule is the one `leases.py` applies, over the same `packing.Devices`: start waiters in
+    order while they fit; the first that does not fit reserves the time its devices free up,
+    and a later waiter may go first only if it ends by then. At most `slots` runs at once
+    (the run's workers; None: no limit).
     """
-    slots = max(devices, 1)
-    now, free = 0.0, devices
-    running: list[tuple[float, int]] = []
-    pending = list(jobs)
-    zero_device = any(k == 0 for k, _ in pending)
-    while pending or running:
-        kept: list[tuple[int, float]] = []
+    devices = Devices.empty(capacity)
+    now, peak = 0.0, 0
+    running: list[tuple[float, int, tuple[str, ...], int | None]] = []
+    placed: list[tuple[tuple[str, ...], float]] = [((), 0.0)] * len(jobs)
+    pending = list(range(len(jobs)))
+    while pending:
+        kept: list[int] = []
         reserved: float | None = None
-        for index, (k, seconds) in enumerate(pending):
-            if len(running) >= slots or (free == 0 and not zero_device):
-                kept += pending[index:]
-                break
-            fits = k <= free and (reserved is None or now + seconds <= reserved)
-            if fits:
-                heapq.heappush(running, (now + seconds, k))
-                free -= k
+        for index in pending:
+            k, seconds, memory = jobs[index]
+            chosen = devices.choose(k, memory) if slots is None or len(running) < slots else None
+            if chosen is not None and (reserved is None or now + seconds <= reserved):
+                devices.take(chosen, memory)
+                heapq.heappush(running, (now + seconds, index, chosen, memory))
+                placed[index] = (chosen, now)
                 continue
-            kept.append((k, seconds))
-            if reserved is None:
-                reserved = _free_by(running, k - free)
+            kept.append(index)
+            if reserved is None and chosen is None:
+                reserved = _free_by(running, devices, k, memory)
         pending = kept
+        peak = max(peak, sum(1 for job in running if job[2]))
         if not running:
-            break
-        end, k = heapq.heappop(running)
-        now, free = end, free + k
+            break  # what is left can never start here (the plan skips such specs)
+        end = running[0][0]
         while running and running[0][0] == end:
-            free += heapq.heappop(running)[1]
-    return now
+            _, _, chosen, memory = heapq.heappop(running)
+            devices.give(chosen, memory)
+        now = end
+    makespan = max([now, *(r[0] for r in running)])
+    return Schedule(makespan, placed, peak)
 
 
-def _free_by(running: list[tuple[float, int]], missing: int) -> float:
-    """When `missing` more devices will be free, as running jobs end."""
-    released = 0
-    for end, k in sorted(running):
-        released += k
-        if released >= missing:
+def _free_by(running: list[tuple[float, int, tuple[str, ...], int | None]], devices: Devices, k: int, memory: int | None) -> float:
+    """When a job of `k` devices and `memory` could start, as running jobs end."""
+    ahead = devices.copy()
+    for end, _, chosen, held in sorted(running):
+        ahead.give(chosen, held)
+        if ahead.choose(k, memory) is not None:
             return end
     return float("inf")
 
@@ -169,25 +220,33 @@ ORDERS = {
 }
 
 
-def make_plan(specs: list[Spec], inventory: Inventory, durations: dict[str, float], tier: str | None = None) -> Plan:
+def make_plan(specs: list[Spec], inventory: Inventory, durations: dict[str, float], tier: str | None = None, peaks: Mapping[str, float] | None = None, headroom: float = DEFAULT_HEADROOM) -> Plan:
     """Order the runnable specs by whichever rule the simulation expects to finish first.
 
     Longest-first keeps the tail short; widest-first avoids draining devices for a wide spec
-    in the middle of the run. Which wins depends on the mix, so each is simulated.
+    in the middle of the run. Which wins depends on the mix, so each is simulated. Specs that
+    declare memory share devices in the simulation as they will in the run.
     """
+    capacity = device_capacity(inventory, headroom)
     planned = []
     for spec in specs:
         if not in_tier(spec, tier):
             continue
         recorded = spec.id in durations
         expected = durations[spec.id] if recorded else spec.timeout
-        planned.append(Planned(spec, spec.gpus, expected, recorded, skip_reason(spec, inventory)))
+        memory = declared(spec, peaks or {}, headroom) if spec.gpus else None
+        skip = skip_reason(spec, inventory) or memory_skip(spec, memory, capacity)
+        planned.append(Planned(spec, spec.gpus, expected, recorded, skip, memory=memory))
     runnable = [p for p in planned if p.skip is None]
-    best_name, best, best_span = "", runnable, float("inf")
-    for name, key in ORDERS.items():
+    # One worker per run that can hold devices at once (more than the devices when runs share them).
+    widest = simulate([(p.devices, p.expected, p.memory) for p in runnable], capacity).concurrency
+    workers = max(1, inventory.count, widest)
+    best_name, best, best_schedule = "", runnable, Schedule(float("inf"), [], 0)
+    orders = {**ORDERS, "largest memory-area first": lambda p: (-max(p.devices, 1) * p.expected * share(p.memory, capacity), -p.devices)}
+    for name, key in orders.items():
         order = sorted(runnable, key=lambda p: (*key(p), p.spec.id))
-        span = simulate([(p.devices, p.expected) for p in order], inventory.count)
-        if span < best_span - 1e-9:
-            best_name, best, best_span = name, order, span
-    runs = [Planned(p.spec, p.devices, p.expected, p.recorded, None, i) for i, p in enumerate(best)]
-    return Plan(inventory, runs, [p for p in planned if p.skip is not None], best_name, best_span if runs else 0.0)
+        schedule = simulate([(p.devices, p.expected, p.memory) for p in order], capacity, workers)
+        if schedule.makespan < best_schedule.makespan - 1e-9:
+            best_name, best, best_schedule = name, order, schedule
+    runs = [replace(p, priority=i, placed=best_schedule.placed[i][0], start=best_schedule.placed[i][1]) for i, p in enumerate(best)]
+    return Plan(inventory, runs, [p for p in planned if p.skip is not None], best_name, best_schedule.makespan if runs else 0.0, capacity, workers)

@@ -80,22 +80,17 @@ class Progress:
         """`running: id [devices] elapsed/expected, ... | waiting: n | done d/t`."""
         now_wall = time.time() if now_wall is None else now_wall
         state = self.pool.snapshot()
-        by_spec: dict[str, dict] = {}
-        for device, holder in state["holders"].items():
-            entry = by_spec.setdefault(holder["name"], {"devices": [], "start": holder["start"], "expected": holder["expected"]})
-            entry["devices"].append(device)
-        running = [
-            f"{name} [{','.join(e['devices'])}] {_seconds(now_wall - e['start'])}/{_seconds(e['expected'] or self.expected(name))}"
-            for name, e in sorted(by_spec.items(), key=lambda item: item[1]["start"])
-        ]
+        mine = sorted((h for h in state["holders"].values() if h["run"] == self.pool.run), key=lambda h: h["start"])
+        waiting = [w for w in state["queue"] if w["run"] == self.pool.run]
+        busy = {h["name"] for h in mine} | {w["name"] for w in waiting}
+        running = [f"{h['name']} [{','.join(self.pool.names.get(k, k) for k in h['devices'])}] {_seconds(now_wall - h['start'])}/{_seconds(h['expected'] or self.expected(h['name']))}" for h in mine]
         # Specs without devices (gpus: 0) run without a lease; the controller saw them start.
         now = time.monotonic()
-        running += [
-            f"{name} [-] {_seconds(now - began)}/{_seconds(self.expected(name))}" for name, began in self.started.items() if name not in by_spec and name not in {w["name"] for w in state["queue"]}
-        ]
+        running += [f"{name} [-] {_seconds(now - began)}/{_seconds(self.expected(name))}" for name, began in self.started.items() if name not in busy]
         parts = [f"running: {', '.join(running) or '-'}"]
-        if state["queue"]:
-            parts.append(f"waiting: {len(state['queue'])}")
+        if waiting:
+            others = self.pool.others(state)
+            parts.append(f"waiting: {len(waiting)}" + (f" (for devices another run holds: {', '.join(others)})" if others else ""))
         parts.append(f"done {self.done}/{self.total or '?'}")
         return " | ".join(parts)
 

@@ -8,6 +8,7 @@ in `report_data`, the charts in `report_svg`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +35,18 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
         time = f"{r.duration:.1f}s" if r.duration else "-"
         loss = "-" if r.final_loss is None else f"{r.final_loss:.4g}"
         rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), loss, r.reason[:120]))
-    return [*table(rows), f"results: {run_dir / 'results.json'}", f"report: {run_dir / 'report.html'}", f"run directory: {run_dir}"]
+    counts = Counter(r.outcome for r in records)
+    totals = ", ".join(f"{counts[o]} {o}" for o in ("passed", "failed", "error") if counts[o]) or "none run"
+    return [*table(rows), f"{totals}, {counts['skipped']} skipped", f"results: {run_dir / 'results.json'}", f"report: {run_dir / 'report.html'}", f"run directory: {run_dir}"]
+
+
+def nothing_ran(records: list[SpecResult]) -> str | None:
+    """`nothing ran: N specs skipped (reasons)` when every spec of the run was skipped, else None."""
+    if not records or any(r.outcome != "skipped" for r in records):
+        return None
+    reasons = Counter(r.reason or "no reason recorded" for r in records)
+    said = "; ".join(f"{reason}" + (f" (x{n})" if n > 1 else "") for reason, n in reasons.most_common())
+    return f"nothing ran: {len(records)} spec{'s' if len(records) != 1 else ''} skipped ({said})"
 
 
 def _md(text: str) -> str:

@@ -48,6 +48,13 @@ def _relative_inside(value: str, what: str) -> str | None:
     return None
 
 
+def _memory_problem(value: str) -> str | None:
+    # Imported here: the memory module reads devices, which read specs.
+    from .memory import memory_problem
+
+    return memory_problem(value)
+
+
 def _patterns_problem(patterns: Iterable[str]) -> str | None:
     for pattern in patterns:
         if pattern.startswith("re:"):
@@ -204,6 +211,11 @@ class Spec:
         doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and a backend that runs across nodes (listed by `python -m harness run --help`)",
         minimum=1,
     )
+    gpu_memory: str | None = option(
+        None,
+        doc="memory the run needs on each of its devices (`6GiB`, `512MiB`, `24GB`), so runs whose memory fits share a device; `auto`: the peak recorded on real GPUs plus the headroom (held whole until one is recorded); absent: the devices are held whole",
+        example="6GiB",
+    )
     cpu_ok: bool = option(False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)")
     retries: int = option(0, doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every attempt kept", minimum=0)
     timeout: float = option(300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True)
@@ -250,6 +262,8 @@ class Spec:
                     yield "tier", f"tier {self.tier!r} contradicts the marker {marker!r} (which means tier {tiers[0]!r}); keep one"
         if why := _relative_inside(self.cwd, "the repository"):
             yield "cwd", why
+        if self.gpu_memory is not None and (why := _memory_problem(self.gpu_memory)):
+            yield "gpu_memory", why
         if self.project_dir is not None and (why := _relative_inside(self.project_dir, "the repository")):
             yield "project_dir", why
         for pattern in self.expected_files or ():

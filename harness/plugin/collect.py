@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _, duplicates = split_duplicates(item.spec for item in specs)
     if duplicates:
         raise pytest.UsageError(str(duplicates[0]))
-    plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier)
+    plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier, context.peaks.load(), context.headroom)
     planned = {p.spec.id: p for p in [*plan.runs, *plan.skipped]}
     deselected = [item for item in specs if item.spec.id not in planned]
     if deselected:

@@ -87,12 +87,12 @@ def test_plan_with_fake_gpus(project, private_cache, capsys):
     lines = out.splitlines()
     assert lines[0] == "devices: 2 fake devices [0, 1] from --fake-gpus 2"
     table_start = lines.index(next(line for line in lines if line.startswith("order")))
-    assert columns(lines[table_start]) == ["order", "id", "devices", "expected", "from"]
+    assert columns(lines[table_start]) == ["order", "id", "devices", "memory", "expected", "from", "simulated"]
     rows = [columns(line) for line in lines[table_start + 1 : table_start + 4]]
     assert rows == [
-        ["1", "wide", "2", "200.0s", "timeout"],
-        ["2", "train", "1", "30.0s", "recorded"],
-        ["3", "tiny_smoke", "1", "5.0s", "recorded"],
+        ["1", "wide", "2", "whole", "200.0s", "timeout", "0,1 at 0.0s"],
+        ["2", "train", "1", "whole", "30.0s", "recorded", "0 at 200.0s"],
+        ["3", "tiny_smoke", "1", "whole", "5.0s", "recorded", "1 at 200.0s"],
     ]
     skipped = lines[lines.index("skipped:") + 1 :]
     assert "  gpu_only: needs 1 GPU and is not cpu_ok (fake devices)" in skipped
@@ -105,7 +105,7 @@ def test_plan_with_fake_gpus(project, private_cache, capsys):
 def test_plan_of_a_tier(project, capsys):
     assert main(["plan", "--fake-gpus", "1", "--tier", "smoke"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^1\s+tiny_smoke\s+1\s+60\.0s\s+timeout$", out, re.M)
+    assert re.search(r"^1\s+tiny_smoke\s+1\s+whole\s+60\.0s\s+timeout\s+0 at 0\.0s$", out, re.M)
     assert "wide" not in out and "skipped:" not in out
     assert "1 to run on 1 worker," in out or "1 to run on 1 worker;" in out
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from harness.leases import LeasePool
 
 job = json.loads(sys.argv[1])
-pool = LeasePool(Path(job["state"]), tuple(job["devices"]))
-lease = pool.acquire(job["k"], job["name"], job.get("priority", 0), job.get("expected", 0.0))
+pool = LeasePool(Path(job["state"]), tuple(job["devices"]), capacity={d: 22118 for d in job["devices"]})
+lease = pool.acquire(job["k"], job["name"], job.get("priority", 0), job.get("expected", 0.0), job.get("memory"))
 start = time.time()
 Path(job["record"] + ".acquired").write_text(json.dumps(list(lease.devices)))
 if job.get("until"):
@@ -127,7 +127,7 @@ def test_a_k_device_request_gets_k_distinct_devices(tmp_path):
     first = pool.acquire(3, "three")
     assert len(first.devices) == 3 and len(set(first.devices)) == 3
     assert set(pool.holders()) == set(first.devices)
-    assert all(h["name"] == "three" for h in pool.holders().values())
+    assert all(h["name"] == "three" for held in pool.holders().values() for h in held)
     with pool.lease(1, "one") as second:
         assert second.devices == tuple(set(pool.devices) - set(first.devices))
     first.release()
@@ -150,7 +150,7 @@ def test_a_holder_killed_with_sigkill_gives_its_devices_back(pool_dir):
     holder = pool.start("doomed", 2, hold=120)
     wait_for(lambda: pool.acquired("doomed"), what="the holder to acquire")
     view = LeasePool(pool.state, pool.devices)
-    assert {h["name"] for h in view.holders().values()} == {"doomed"}
+    assert {h["name"] for held in view.holders().values() for h in held} == {"doomed"}
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert view.holders() == {}
@@ -256,7 +256,7 @@ def test_state_survives_a_corrupt_file(tmp_path):
     pool = LeasePool(state, ("0",))
     with pytest.warns(KeptFileWarning, match="the device lease state is unreadable"), pool.lease(1, "after-corruption") as lease:
         assert lease.devices == ("0",)
-        assert pool.holders()["0"]["owner"][0] == os.getpid()
+        assert pool.holders()["0"][0]["owner"][0] == os.getpid()
 
 
 @pytest.mark.parametrize(
@@ -266,11 +266,12 @@ def test_state_survives_a_corrupt_file(tmp_path):
         b"{oops",
         b"[]",
         b'{"holders": 3}',
-        b'{"holders": {"0": {"owner": "me"}}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
-        b'{"holders": {}, "queue": [{"owner": [1, 2]}], "tickets": "x", "arrived": [], "opened": 0}',
-        b'{"holders": {"0": 7}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
+        b'{"holders": {"0": {"owner": "me"}}, "queue": [], "tickets": 0, "runs": {}, "capacity": {}}',
+        b'{"holders": {}, "queue": [], "tickets": "x", "runs": {}, "capacity": {}}',
+        b'{"holders": {"0": 7}, "queue": [], "tickets": 0, "runs": {}, "capacity": {}}',
+        b'{"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
     ],
-    ids=["binary", "cut-short", "a-list", "holders-not-a-map", "holder-without-fields", "bad-counter", "holder-not-a-map"],
+    ids=["binary", "cut-short", "a-list", "holders-not-a-map", "holder-without-fields", "bad-counter", "holder-not-a-map", "an-older-format"],
 )
 def test_a_garbage_lease_state_reads_as_a_fresh_pool_with_one_warning(tmp_path, content):
     state = tmp_path / "leases.json"
@@ -288,3 +289,45 @@ def test_a_garbage_lease_state_reads_as_a_fresh_pool_with_one_warning(tmp_path, 
         assert set(pool.holders()) == {"0", "1"}
         lease.release()
         assert json.loads(state.read_text())["holders"] == {}
+
+
+def test_declared_runs_share_a_device_while_their_memory_fits(tmp_path):
+    pool = LeasePool(tmp_path / "leases.json", ("0",), capacity={"0": 22118})
+    held = [pool.acquire(1, f"small{i}", memory=5120) for i in range(4)]
+    assert [lease.devices for lease in held] == [("0",)] * 4
+    state = pool.snapshot()
+    assert sum(h["memory"] for h in state["holders"].values()) == 20480
+    with pytest.raises(ValueError, match="declares 30720 MiB per device; the devices have at most 22118 MiB"):
+        pool.acquire(1, "huge", memory=30720)
+    for lease in held:
+        lease.release()
+
+
+def test_a_fifth_declared_run_and_a_whole_device_run_wait_for_room(pool_dir, tmp_path):
+    pool = pool_dir(("0",))
+    release = tmp_path / "release"
+    for i in range(4):
+        pool.start(f"small{i}", 1, until=str(release), memory=5120)
+    wait_for(lambda: all(pool.acquired(f"small{i}") for i in range(4)), what="four declared runs to share the device")
+    pool.start("fifth", 1, memory=5120, hold=0.05)
+    pool.start("whole", 1, hold=0.05)
+    wait_for(lambda: len(pool.queued()) == 2, what="the fifth and the whole-device run to queue")
+    time.sleep(0.1)
+    assert not pool.acquired("fifth") and not pool.acquired("whole")
+    release.write_text("")
+    pool.finish()
+    whole, fifth = pool.record("whole"), pool.record("fifth")
+    assert whole["start"] >= max(pool.record(f"small{i}")["end"] for i in range(4))
+    assert fifth["end"] <= whole["start"] or whole["end"] <= fifth["start"]
+
+
+def test_runs_naming_one_device_differently_share_one_pool_by_its_identity(tmp_path):
+    uuid = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
+    by_index = LeasePool(tmp_path / "leases.json", ("0",), keys={"0": uuid}, run="a")
+    by_uuid = LeasePool(tmp_path / "leases.json", (uuid,), keys={uuid: uuid}, run="b")
+    held = by_index.acquire(1, "first")
+    assert by_uuid.others() == [f"first on {uuid} (pid {os.getpid()})"]
+    assert by_index.others() == []
+    assert list(by_uuid.holders()) == [uuid]
+    held.release()
+    assert by_uuid.others() == []

@@ -238,3 +238,31 @@ def test_a_thousand_specs_load_and_plan(tmp_path):
     specs, errors = load_specs([folder])
     plan = make_plan(specs, discover(fake_gpus=4, environ={}), {})
     assert errors == [] and len(plan.runs) == 1000
+
+
+def test_declared_specs_are_planned_side_by_side_on_one_device():
+    inventory = discover(fake_gpus=1, fake_gpu_memory=24 * 1024)
+    specs = [spec(f"small{i}", gpu_memory="5GiB", cpu_ok=True) for i in range(8)] + [spec("whole", cpu_ok=True)]
+    durations = {s.id: 1.5 for s in specs}
+    plan = make_plan(specs, inventory, durations)
+    assert plan.workers == 4
+    assert {p.memory for p in plan.runs} == {5120, None}
+    starts = sorted(p.start for p in plan.runs if p.memory)
+    assert starts.count(starts[0]) == 4, "four 5 GiB specs fit 24 GiB less 10%"
+    # 8 x 1.5 s at a quarter of the device each, plus 1.5 s alone: 4.5 s.
+    assert plan.simulated == pytest.approx(4.5)
+    assert plan.lower_bound == pytest.approx(1.5 + 8 * 1.5 * 5120 / int(24 * 1024 * 0.9))
+
+
+def test_auto_memory_packs_by_the_recorded_peak_plus_headroom_and_holds_whole_without_one():
+    inventory = discover(fake_gpus=1, fake_gpu_memory=24 * 1024)
+    specs = [spec("seen", gpu_memory="auto", cpu_ok=True), spec("new", gpu_memory="auto", cpu_ok=True)]
+    plan = make_plan(specs, inventory, {}, peaks={"seen": 1000.0}, headroom=0.2)
+    assert {p.spec.id: p.memory for p in plan.runs} == {"seen": 1200, "new": None}
+
+
+def test_a_declared_spec_larger_than_every_device_is_skipped():
+    inventory = discover(fake_gpus=2, fake_gpu_memory=8 * 1024)
+    plan = make_plan([spec("big", gpu_memory="8GiB", cpu_ok=True)], inventory, {})
+    assert plan.runs == []
+    assert "8GiB (8192 MiB) per device on 1; the devices have at most 7372 MiB" in plan.skipped[0].skip
