@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import backends
+from . import backends, selection
 from .config import Settings, load_settings
 from .devices import DeviceError, Inventory
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
@@ -135,6 +135,10 @@ def describe_plan(plan: Plan) -> list[str]:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
+    if args.changed_since:
+        chosen = selection.decisions(specs, Path.cwd(), args.changed_since)
+        print("\n".join(selection.describe(specs, chosen, args.changed_since)))
+        specs = [spec for spec in specs if chosen[spec.id].run]
     durations = DurationCache(cache_root(Path.cwd()) / "durations.json").load()
     plan = make_plan(specs, _inventory(args, _backend(args)), durations, args.tier)
     print("\n".join(describe_plan(plan)))
@@ -169,6 +173,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     except backends.BackendError as error:
         raise UsageError(str(error)) from None
     inventory = _inventory(args, backend)
+    if args.changed_since:
+        selection.changed_files(repo, args.changed_since)  # a bad REF is bad usage, said before pytest starts
     workers = args.workers if args.workers is not None else backend.workers(len(specs), inventory)
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
     if problem := run_dir_problem(run_dir, repo):
@@ -358,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init, "baseline": cmd_baseline}[
             args.command
         ](args)
-    except (UsageError, SpecError) as error:
+    except (UsageError, SpecError, selection.SelectionError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

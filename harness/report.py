@@ -8,6 +8,7 @@ in `report_data`, the charts in `report_svg`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .results import RunDocument, SpecResult
 
 __all__ = ["combination_label", "comparison_rows", "label_problem", "render_html", "render_markdown", "summary_lines", "table", "write_run_report"]
 
-MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR", "unchanged": "SAME"}
 
 
 def table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -34,7 +35,10 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
         time = f"{r.duration:.1f}s" if r.duration else "-"
         loss = "-" if r.final_loss is None else f"{r.final_loss:.4g}"
         rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), loss, r.reason[:120]))
-    return [*table(rows), f"results: {run_dir / 'results.json'}", f"report: {run_dir / 'report.html'}", f"run directory: {run_dir}"]
+    # pytest's own line counts a reused spec among the skips; this one keeps them apart.
+    counts: Counter[str] = Counter(r.outcome for r in records)
+    totals_line = ", ".join(f"{counts[o]} {o}" for o in MARKS if counts[o])
+    return [*table(rows), totals_line, f"results: {run_dir / 'results.json'}", f"report: {run_dir / 'report.html'}", f"run directory: {run_dir}"]
 
 
 def _md(text: str) -> str:
