@@ -46,7 +46,8 @@ def apply_settings(args: argparse.Namespace, settings: Settings) -> None:
     args.settings_specs = settings.specs
     given_groups = {o.exclusive for o in RUN_OPTIONS if o.exclusive and getattr(args, o.name, None) is not None}
     for option in RUN_OPTIONS:
-        if not option.setting or not hasattr(args, option.name) or getattr(args, option.name) not in (None, False):
+        # Identity, not equality: a given 0 (--gpus 0, --unchanged-days 0) is a value, not an absence.
+        if not option.setting or not hasattr(args, option.name) or (getattr(args, option.name) is not None and getattr(args, option.name) is not False):
             continue
         if option.exclusive in given_groups:
             continue

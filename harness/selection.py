@@ -25,7 +25,7 @@ from .files import atomic_write_text, read_json
 from .plan import cache_root
 from .results import SpecResult
 from .spec import Spec
-from .trace import PINS, TRACE_DIR, dependencies, file_hash, hash_files, spec_file, traced_files, watch_match, watched
+from .trace import PINS, TRACE_DIR, dependencies, file_hash, hash_files, spec_file, traced_files, untraced, watch_match
 
 FORMAT = "trainspec-selection/1"
 DEFAULT_DAYS = 7
@@ -145,8 +145,7 @@ def reusable(spec: Spec, context: RunContext) -> str | None:
         return None
     if age > _dt.timedelta(days=days) or age < _dt.timedelta(0):
         return None
-    own = spec_file(spec, context.repo)
-    hashes = hash_files(context.repo, [*entry.dependencies, *watched(context.repo, spec.watch), *PINS, *([own] if own else [])])
+    hashes = hash_files(context.repo, [*entry.dependencies, *untraced(spec, context.repo)])
     if fingerprint(spec, context.repo, hashes, facts(context)) != entry.passed:
         return None
     return f"unchanged since it passed in {entry.run} at {entry.at}"

@@ -117,7 +117,12 @@ def spec_file(spec: Spec, repo: Path) -> str | None:
         return None
 
 
+def untraced(spec: Spec, repo: Path) -> list[str]:
+    """What counts without a trace: the watch globs' files now, the pins there are, and the spec file."""
+    own = spec_file(spec, repo)
+    return [*watched(repo, spec.watch), *(pin for pin in PINS if (repo / pin).is_file()), *([own] if own else [])]
+
+
 def dependencies(spec: Spec, repo: Path, traced: Iterable[str]) -> dict[str, str]:
     """What the spec depends on now, with content hashes: traced ∪ watch ∪ its spec file ∪ the pins."""
-    own = spec_file(spec, repo)
-    return hash_files(repo, [*traced, *watched(repo, spec.watch), *PINS, *([own] if own else [])])
+    return hash_files(repo, [*traced, *untraced(spec, repo)])
