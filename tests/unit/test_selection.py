@@ -214,3 +214,14 @@ def test_unchanged_days_in_the_settings_is_checked(repo: Path, monkeypatch: pyte
     (repo / "pyproject.toml").write_text("[tool.trainspec]\nunchanged_days = 'soon'\nskip_unchanged = 'yes'\n")
     assert main(["list"]) == 2
     assert "pyproject.toml" in capsys.readouterr().err
+
+
+def test_another_transformers_version_reruns_every_spec(repo: Path, tmp_path: Path) -> None:
+    specs = [make_spec(repo), replace(make_spec(repo), id="t")]
+    context = make_context(repo, tmp_path)
+    for spec in specs:
+        _passed_run(spec, context, tmp_path)
+    assert all(selection.reusable(spec, context) for spec in specs)
+    matrix_pin = make_context(repo, tmp_path)
+    matrix_pin.versions = {**matrix_pin.versions, "transformers": "0.0.1-other-pin"}
+    assert [selection.reusable(spec, matrix_pin) for spec in specs] == [None, None]
