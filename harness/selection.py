@@ -1,8 +1,9 @@
 """Running only what changed: `--changed-since REF` and `--skip-unchanged`, over a cache of each spec's last run.
 
 After every run of a spec the pipeline stores its dependencies (harness.trace) in one small
-JSON file per spec under `<cache>/selection/`, and, when it passed, a fingerprint of
-everything that could change its outcome. `--changed-since` runs the specs whose
+JSON file per spec under `<cache>/selection/`, with the fingerprints of its recent passes
+(of everything that could change its outcome; several, so the sessions of a version matrix
+do not evict each other's). `--changed-since` runs the specs whose
 dependencies meet the files git reports changed since REF; `--skip-unchanged` reuses a pass
 whose fingerprint still matches. The folder can be saved and restored by CI (docs/ci.md):
 entries are written whole, a damaged one is ignored with one warning, and a missing one
@@ -15,7 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import subprocess
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from .trace import PINS, TRACE_DIR, dependencies, file_hash, hash_files, spec_fi
 
 FORMAT = "trainspec-selection/1"
 DEFAULT_DAYS = 7
+KEPT_PASSES = 16
 # Run options that change what a passing run proves: a reuse under other ones would prove less.
 CHECKED_OPTIONS = ("scorer", "missing_scorer", "tolerance", "backend")
 
@@ -45,7 +47,8 @@ class Entry:
     dependencies: dict[str, str]
     run: str
     at: str
-    passed: str | None = None  # the fingerprint of that run when it passed
+    # Fingerprint -> {"run": run dir, "at": ISO time} of each recent pass.
+    passes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,15 @@ def load_entry(repo: Path, spec_id: str) -> Entry | None:
         return None
     try:
         entry = Entry(**{f.name: data[f.name] for f in fields(Entry) if f.name in data})
-        if data.get("format") == FORMAT and isinstance(entry.dependencies, dict) and all(isinstance(v, str) for v in entry.dependencies.values()):
+        if data.get("format") == FORMAT and _strings(entry.dependencies) and isinstance(entry.passes, dict) and all(_strings(p) for p in entry.passes.values()):
             return entry
     except TypeError:
         pass
     return None
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def _save(repo: Path, spec_id: str, entry: Entry) -> None:
@@ -115,13 +122,20 @@ def fingerprint(spec: Spec, repo: Path, hashes: dict[str, str], environment: dic
 def record_run(spec: Spec, context: RunContext, record: SpecResult, output_dir: Path) -> dict[str, str]:
     """Store the run's dependencies (and its fingerprint when it passed); return them for the record.
 
-    A failure clears any earlier pass: failures are never reused, and neither is a pass they contradict.
+    A failure clears the pass of the same fingerprint: failures are never reused, and neither is a pass they contradict.
     """
     traced = traced_files(output_dir / TRACE_DIR)
     deps = dependencies(spec, context.repo, traced or [])
-    passed = fingerprint(spec, context.repo, deps, facts(context)) if record.outcome == "passed" and _knowable(traced is not None, spec) else None
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    _save(context.repo, spec.id, Entry(traced is not None, deps, str(context.run_dir), now, passed))
+    earlier = load_entry(context.repo, spec.id)
+    passes = dict(earlier.passes) if earlier else {}
+    if _knowable(traced is not None, spec):
+        key = fingerprint(spec, context.repo, deps, facts(context))
+        passes.pop(key, None)
+        if record.outcome == "passed":
+            passes[key] = {"run": str(context.run_dir), "at": now}
+    recent = dict(sorted(passes.items(), key=lambda item: item[1].get("at", ""))[-KEPT_PASSES:])
+    _save(context.repo, spec.id, Entry(traced is not None, deps, str(context.run_dir), now, recent))
     return deps
 
 
@@ -136,19 +150,20 @@ def _knowable(traced: bool, spec: Spec) -> bool:
 def reusable(spec: Spec, context: RunContext) -> str | None:
     """The skip reason when the spec passed before with the fingerprint it has now and the entry has not expired."""
     entry = load_entry(context.repo, spec.id)
-    if entry is None or entry.passed is None:
+    if entry is None or not entry.passes:
+        return None
+    hashes = hash_files(context.repo, [*entry.dependencies, *untraced(spec, context.repo)])
+    passed = entry.passes.get(fingerprint(spec, context.repo, hashes, facts(context)))
+    if passed is None:
         return None
     days = context.values.get("unchanged_days") or DEFAULT_DAYS
     try:
-        age = _dt.datetime.now(_dt.UTC) - _dt.datetime.fromisoformat(entry.at)
-    except (TypeError, ValueError):
+        age = _dt.datetime.now(_dt.UTC) - _dt.datetime.fromisoformat(passed["at"])
+    except (KeyError, TypeError, ValueError):
         return None
     if age > _dt.timedelta(days=days) or age < _dt.timedelta(0):
         return None
-    hashes = hash_files(context.repo, [*entry.dependencies, *untraced(spec, context.repo)])
-    if fingerprint(spec, context.repo, hashes, facts(context)) != entry.passed:
-        return None
-    return f"unchanged since it passed in {entry.run} at {entry.at}"
+    return f"unchanged since it passed in {passed.get('run', '?')} at {passed['at']}"
 
 
 def changed_files(repo: Path, ref: str) -> set[str]:

@@ -151,13 +151,13 @@ def test_watch_globs_count_for_changed_since(harness, project: Path) -> None:
 def test_a_corrupt_cache_entry_is_ignored_with_a_warning(harness, project: Path, tmp_path: Path) -> None:
     assert harness("run", "--skip-unchanged", cwd=project).code == 0
     entry = tmp_path / "cache" / "selection" / "alpha.json"
-    assert json.loads(entry.read_text())["passed"]
+    assert json.loads(entry.read_text())["passes"]
     entry.write_bytes(b"\x00garbage{")
     run = harness("run", "--skip-unchanged", cwd=project)
     assert run.code == 0, run.output
     assert outcomes(run) == {"alpha": "passed", "beta": "unchanged"}
     assert "selection cache entry of alpha is unreadable" in run.output
-    assert json.loads(entry.read_text())["passed"]
+    assert json.loads(entry.read_text())["passes"]
 
 
 TORCHRUN_SCRIPT = textwrap.dedent(

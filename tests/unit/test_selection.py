@@ -152,10 +152,11 @@ def test_a_pass_expires_after_the_setting_s_days(repo: Path, tmp_path: Path) -> 
     _passed_run(spec, context, tmp_path)
     entry = tmp_path / "cache" / "selection" / "s.json"
     data = json.loads(entry.read_text())
-    data["at"] = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(days=2)).isoformat()
+    (passed,) = data["passes"].values()
+    passed["at"] = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(days=2)).isoformat()
     entry.write_text(json.dumps(data))
     assert selection.reusable(spec, context) is not None
-    data["at"] = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(days=4)).isoformat()
+    passed["at"] = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(days=4)).isoformat()
     entry.write_text(json.dumps(data))
     assert selection.reusable(spec, context) is None
 
@@ -171,10 +172,11 @@ def test_an_entry_of_another_shape_is_ignored_with_one_warning(repo: Path, tmp_p
     spec, context = make_spec(repo), make_context(repo, tmp_path)
     folder = tmp_path / "cache" / "selection"
     folder.mkdir(parents=True)
-    (folder / "s.json").write_text(json.dumps({"format": "trainspec-selection/1", "dependencies": ["x"]}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert selection.reusable(spec, context) is None
+    for shape in ({"dependencies": ["x"]}, {"dependencies": {}, "passes": {"f": {"at": 3}}}, {"traced": True, "dependencies": {}, "run": "r", "at": "t", "extra": 1}):
+        (folder / "s.json").write_text(json.dumps({"format": "trainspec-selection/1", **shape}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert selection.reusable(spec, context) is None
     (folder / "s.json").write_text("[1, 2]")
     with pytest.warns(KeptFileWarning, match="selection cache entry of s is unreadable"):
         assert selection.reusable(spec, context) is None
@@ -225,3 +227,14 @@ def test_another_transformers_version_reruns_every_spec(repo: Path, tmp_path: Pa
     matrix_pin = make_context(repo, tmp_path)
     matrix_pin.versions = {**matrix_pin.versions, "transformers": "0.0.1-other-pin"}
     assert [selection.reusable(spec, matrix_pin) for spec in specs] == [None, None]
+
+
+def test_the_passes_of_each_matrix_pin_are_kept_side_by_side(repo: Path, tmp_path: Path) -> None:
+    spec = make_spec(repo)
+    first, other_pin = make_context(repo, tmp_path), make_context(repo, tmp_path)
+    other_pin.versions = {**other_pin.versions, "transformers": "0.0.1-other-pin"}
+    _passed_run(spec, first, tmp_path)
+    _passed_run(spec, other_pin, tmp_path)
+    assert selection.reusable(spec, first) and selection.reusable(spec, other_pin)
+    _passed_run(spec, other_pin, tmp_path, outcome="failed")
+    assert selection.reusable(spec, first) and selection.reusable(spec, other_pin) is None
