@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import backends
+from . import backends, selection
 from .config import Settings, load_settings
 from .devices import GPU_KINDS, DeviceError, Inventory
 from .memory import DEFAULT_HEADROOM, headroom_of
@@ -47,7 +47,8 @@ def apply_settings(args: argparse.Namespace, settings: Settings) -> None:
     args.settings_specs = settings.specs
     given_groups = {o.exclusive for o in RUN_OPTIONS if o.exclusive and getattr(args, o.name, None) is not None}
     for option in RUN_OPTIONS:
-        if not option.setting or not hasattr(args, option.name) or getattr(args, option.name) not in (None, False):
+        # Identity, not equality: a given 0 (--gpus 0, --unchanged-days 0) is a value, not an absence.
+        if not option.setting or not hasattr(args, option.name) or (getattr(args, option.name) is not None and getattr(args, option.name) is not False):
             continue
         if option.exclusive in given_groups:
             continue
@@ -147,6 +148,10 @@ def _plan(args: argparse.Namespace, specs: list[Spec], inventory: Inventory) -> 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
+    if args.changed_since:
+        chosen = selection.decisions(specs, Path.cwd(), args.changed_since)
+        print("\n".join(selection.describe(specs, chosen, args.changed_since)))
+        specs = [spec for spec in specs if chosen[spec.id].run]
     plan = _plan(args, specs, _inventory(args, _backend(args)))
     print("\n".join(describe_plan(plan)))
     return EXIT_OK
@@ -180,6 +185,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     except backends.BackendError as error:
         raise UsageError(str(error)) from None
     inventory = _inventory(args, backend)
+    if args.changed_since:
+        selection.changed_files(repo, args.changed_since)  # a bad REF is bad usage, said before pytest starts
     workers = args.workers if args.workers is not None else backend.workers(len(specs), inventory)
     plan = _plan(args, specs, inventory)
     if workers is None and plan.workers > inventory.count:
@@ -387,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init, "baseline": cmd_baseline}[
             args.command
         ](args)
-    except (UsageError, SpecError) as error:
+    except (UsageError, SpecError, selection.SelectionError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

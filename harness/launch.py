@@ -17,6 +17,7 @@ from typing import Protocol
 
 from .spec import Spec, render_args
 from .specfiles import PROFILES
+from .trace import TRACE_DIR
 
 # First on every child's PYTHONPATH: its sitecustomize records the versions the child imports.
 CHILD_SITE = Path(__file__).with_name("child_site")
@@ -136,6 +137,8 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, pla
         env.pop(key, None)
     env.update({"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir), "TMPDIR": str(output_dir / "tmp")})
     env["TRAINSPEC_VERSIONS_FILE"] = str(output_dir / CHILD_VERSIONS_FILE)
+    # The child's sitecustomize records the repository files each process uses (harness.trace reads them).
+    env.update({"TRAINSPEC_REPO": str(repo.resolve()), "TRAINSPEC_TRACE_DIR": str(output_dir / TRACE_DIR)})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), env.get("PYTHONPATH")]))
     (output_dir / "tmp").mkdir(parents=True, exist_ok=True)
     nproc = max(1, spec.gpus) if spec.launcher == "torchrun" else 1

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backends
+from . import backends, selection
 from .baseline import compare, load_baseline
 from .checks import CheckResult, failure_reason, run_checks, tail
 from .context import RunContext
@@ -71,6 +71,14 @@ def skipped(spec: Spec, context: RunContext) -> SpecResult | None:
     return base_record(spec, context, "skipped", reason) if reason else None
 
 
+def unchanged(spec: Spec, context: RunContext) -> SpecResult | None:
+    """With --skip-unchanged, the record of a spec whose last pass still holds; None when it must run."""
+    if not context.values.get("skip_unchanged") or context.values.get("no_skip_unchanged"):
+        return None
+    reason = selection.reusable(spec, context)
+    return base_record(spec, context, "unchanged", reason) if reason else None
+
+
 def run_spec(spec: Spec, context: RunContext, *, priority: int = 0, expected: float | None = None) -> SpecRun:
     """Run the spec; with `retries: N`, run a failed one again up to N times, keeping every attempt."""
     output_dir = context.output_dir(spec.id)
@@ -93,6 +101,7 @@ def run_spec(spec: Spec, context: RunContext, *, priority: int = 0, expected: fl
         record.flaky = not attempt.failed
         if record.flaky:
             record.warnings.append(f"flaky: passed on attempt {len(earlier) + 1} after {len(earlier)} failed ({earlier[0]['reason']})")
+    record.dependencies = selection.record_run(spec, context, record, output_dir)
     record.write(output_dir)
     masker = attempt.masker
     failure = failure_message(spec, attempt.failed, attempt.launch.stderr_path, output_dir, masker) if attempt.failed else None

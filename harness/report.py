@@ -18,7 +18,7 @@ from .results import RunDocument, SpecResult
 
 __all__ = ["combination_label", "comparison_rows", "label_problem", "render_html", "render_markdown", "summary_lines", "table", "write_run_report"]
 
-MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+MARKS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR", "unchanged": "SAME"}
 
 
 def table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -35,8 +35,9 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
         time = f"{r.duration:.1f}s" if r.duration else "-"
         loss = "-" if r.final_loss is None else f"{r.final_loss:.4g}"
         rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), loss, r.reason[:120]))
-    counts = Counter(r.outcome for r in records)
-    totals = ", ".join(f"{counts[o]} {o}" for o in ("passed", "failed", "error") if counts[o]) or "none run"
+    # pytest's own line counts a reused spec among the skips; this one keeps them apart, and always counts the skips.
+    counts: Counter[str] = Counter(r.outcome for r in records)
+    totals = ", ".join(f"{counts[o]} {o}" for o in MARKS if counts[o] and o != "skipped") or "none run"
     return [*table(rows), f"{totals}, {counts['skipped']} skipped", f"results: {run_dir / 'results.json'}", f"report: {run_dir / 'report.html'}", f"run directory: {run_dir}"]
 
 

@@ -31,7 +31,8 @@ from .files import atomic_write_text
 if TYPE_CHECKING:
     from .logs import TrainingLog
 
-Outcome = Literal["passed", "failed", "skipped", "error"]
+# unchanged: not run because it passed before with the same fingerprint (--skip-unchanged).
+Outcome = Literal["passed", "failed", "skipped", "error", "unchanged"]
 Severity = Literal["fail", "warn", "info"]
 RECORD_NAME = "result.json"
 FORMAT = "trainspec-results/1"
@@ -133,6 +134,8 @@ class SpecResult:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     flaky: bool = False
     started_at: str = ""
+    # Repository-relative path -> content hash of every file the run used (harness.trace).
+    dependencies: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

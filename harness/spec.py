@@ -233,6 +233,11 @@ class Spec:
     min_steps_logged: int = option(1, doc="at least this many training log entries; 0 with no loss block means no log is needed", minimum=0)
     inference: InferenceSpec | None = option(None, doc="serve the trained checkpoint and score completions (full tier)")
     baseline: BaselineSpec = option(factory=BaselineSpec, doc="tolerances against a stored run given with `run --baseline PATH`")
+    watch: list[str] = option(
+        factory=list,
+        doc="globs (relative to the repository root; `**` crosses folders) of files the run depends on that tracing cannot see, such as a shell script it runs or a C extension's sources; they count for --changed-since and --skip-unchanged",
+        example=["scripts/*.sh", "csrc/**"],
+    )
     profile: Literal["command", "forgather"] | None = option(None, doc="how the command is built: command (default) or forgather (default when project_dir and config are given)")
     project_dir: str | None = option(None, doc="forgather profile: the project directory, relative to the repository root")
     config: str | None = option(None, doc="forgather profile: the training config template")
@@ -269,6 +274,9 @@ class Spec:
         for pattern in self.expected_files or ():
             if why := _relative_inside(pattern, "the output dir"):
                 yield "expected_files", why
+        for pattern in self.watch:
+            if why := _relative_inside(pattern, "the repository"):
+                yield "watch", why
         for name, word, known in self._placeholder_words():
             if word not in known:
                 yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in known)}"

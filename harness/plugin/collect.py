@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from ..context import RunContext
-from ..pipeline import run_spec, skipped
+from ..pipeline import run_spec, skipped, unchanged
 from ..plan import make_plan
+from ..selection import SelectionError, decisions
 from ..spec import SPEC_SUFFIXES, Spec
 from ..specfiles import check_markers, load_spec_file, marker_names, split_duplicates
 from ..structure import SpecError
@@ -67,6 +68,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError(str(duplicates[0]))
     plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier, context.peaks.load(), context.headroom)
     planned = {p.spec.id: p for p in [*plan.runs, *plan.skipped]}
+    if context.values.get("changed_since"):
+        try:
+            decided = decisions([p.spec for p in planned.values()], context.repo, context.values["changed_since"])
+        except SelectionError as error:
+            raise pytest.UsageError(str(error)) from None
+        planned = {spec_id: p for spec_id, p in planned.items() if decided[spec_id].run}
     deselected = [item for item in specs if item.spec.id not in planned]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
@@ -94,7 +101,7 @@ class SpecItem(pytest.Item):
         return self.path, (self.spec.line or 1) - 1, f"spec {self.spec.id}"
 
     def setup(self) -> None:
-        record = skipped(self.spec, self.context)
+        record = skipped(self.spec, self.context) or unchanged(self.spec, self.context)
         if record is not None:
             self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
             pytest.skip(record.reason)
