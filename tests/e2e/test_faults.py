@@ -506,7 +506,7 @@ def test_a_damaged_duration_cache_costs_a_warning_never_a_run(tmp_path: Path, da
     if damage == "binary":
         assert set(json.loads(cache.read_text())) == {"writes"}  # rewritten by the run
         again = harness_in(project, harness_env(tmp_path), "plan")
-        assert "unreadable" not in again.stderr and re.search(r"writes\s+0\s+[\d.]+s\s+recorded", again.stdout), again.stdout + again.stderr
+        assert "unreadable" not in again.stderr and re.search(r"writes\s+0\s+whole\s+[\d.]+s\s+recorded", again.stdout), again.stdout + again.stderr
     else:
         assert "durations not saved" in done.stdout + done.stderr
         assert (cache / "inside").is_dir()

@@ -135,7 +135,8 @@ def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness,
     }
     specs = write_specs(tmp_path / "specs", spec)
     local = harness("run", "--specs", str(specs), "--fake-gpus", "4")
-    assert local.code == 0 and local.spec("across")["outcome"] == "skipped", local.output
+    # Nothing could run here: exit 5 (issue 14), the skip and its reason recorded.
+    assert local.code == 5 and local.spec("across")["outcome"] == "skipped", local.output
     assert "spans 2 nodes; only --backend slurm runs it" in local.spec("across")["reason"]
     run = harness("run", "--backend", "slurm", "--specs", str(specs), env=two_nodes)
     assert run.code == 0, run.output
