@@ -1,7 +1,7 @@
 """`python -m harness`: list, validate, plan and run specs, with or without nox.
 
 Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
-130 interrupted.
+130 interrupted (SIGINT, SIGTERM or SIGHUP).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .config import Settings, load_settings
 from .devices import DeviceError, Inventory
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
 from .plan import DurationCache, Plan, cache_root, default_run_dir, make_plan
+from .process import interrupt_on_termination
 from .report import table
 from .spec import Spec
 from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
@@ -347,6 +348,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    interrupt_on_termination()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":

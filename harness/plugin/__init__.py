@@ -16,6 +16,7 @@ import pytest
 from .. import backends
 from ..context import ContextError, RunContext, create
 from ..options import add_to_parser
+from ..process import interrupt_on_termination
 from ..spec import BUILTIN_MARKERS
 from ..specfiles import named_spec_files
 from .collect import STASH, pytest_collect_file, pytest_collection_modifyitems
@@ -38,6 +39,8 @@ def _is_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in BUILTIN_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    # Workers too: a SIGTERM to the whole group reaches each, as Ctrl-C does.
+    interrupt_on_termination()
     if _is_worker(config):
         config.stash[STASH] = RunContext.from_wire(config.workerinput["trainspec"])  # type: ignore[attr-defined]  # xdist sets workerinput on workers
         return

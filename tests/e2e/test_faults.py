@@ -270,38 +270,41 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-@pytest.mark.parametrize(
-    ("devices", "to_group"),
-    [(1, False), (2, True), (2, False)],
-    ids=["in-process", "xdist-ctrl-c", "xdist-harness-pid-only"],
-)
-def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: bool) -> None:
-    """Ctrl-C (SIGINT to the harness's process group, as a terminal sends it) or SIGINT to the
-    harness process alone (as nox forwards it): every process gone within 5 s, the finished
-    and the interrupted spec both in a partial results.json, exit code 130."""
+SLEEPER_WITH_A_GRANDCHILD = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(121)", sys.argv[1], "grand" + "child"], start_new_session=True)
+time.sleep(120)
+"""
+
+
+def interrupt_mid_run(tmp_path: Path, devices: int, to_group: bool, signum: signal.Signals) -> None:
+    """Send `signum` to the harness (its process group, as a terminal or `kill -- -PGID` does, or
+    the harness process alone, as nox, `timeout` or a CI runner do) while one spec has finished
+    and another runs with a grandchild in a session of its own: every process gone within 5 s,
+    the finished and the interrupted spec both in a partial results.json, exit code 130."""
     tag = new_tag()
     project = tmp_path / "project"
     # The quick spec is planned first (a longer timeout is a longer expected run).
     write_spec(project / "specs", "quick", "print('done')", tag, timeout=300)
-    write_spec(project / "specs", "sleeper", "import time; time.sleep(120)", tag, timeout=200)
+    write_spec(project / "specs", "sleeper", SLEEPER_WITH_A_GRANDCHILD, tag, timeout=200)
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
     harness = subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not (any("sleep(120)" in p for p in tagged(tag)) and finished(run_dir / "specs" / "quick")):
+        while not (any(p.endswith("grandchild") for p in tagged(tag)) and finished(run_dir / "specs" / "quick")):
             assert harness.poll() is None and time.monotonic() < deadline, harness.communicate()[0]
             time.sleep(0.05)
         interrupted = time.monotonic()
         if to_group:
-            os.killpg(harness.pid, signal.SIGINT)
+            os.killpg(harness.pid, signum)
         else:
-            harness.send_signal(signal.SIGINT)
+            harness.send_signal(signum)
         output = harness.communicate(timeout=30)[0]
         while (tagged(tag) or group_members(harness.pid)) and time.monotonic() - interrupted < 10:
             time.sleep(0.05)
         gone_after = time.monotonic() - interrupted
-        print(f"everything gone {gone_after:.2f} s after SIGINT")
+        print(f"everything gone {gone_after:.2f} s after {signum.name}")
         assert gone_after < 5, (tagged(tag), group_members(harness.pid))
         assert harness.returncode == 130, output
         results = assert_clean(run_dir, tag)
@@ -315,6 +318,27 @@ def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: b
             harness.wait()
         for line in tagged(tag):
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("devices", "to_group"),
+    [(1, False), (2, True), (2, False)],
+    ids=["in-process", "xdist-ctrl-c", "xdist-harness-pid-only"],
+)
+def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: bool) -> None:
+    """Ctrl-C (SIGINT to the harness's process group, as a terminal sends it) or SIGINT to the
+    harness process alone (as nox forwards it)."""
+    interrupt_mid_run(tmp_path, devices, to_group, signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("signum", "devices", "to_group"),
+    [(signal.SIGTERM, 1, False), (signal.SIGTERM, 2, False), (signal.SIGTERM, 2, True), (signal.SIGHUP, 1, False), (signal.SIGHUP, 2, True)],
+    ids=["sigterm-in-process", "sigterm-xdist-harness-pid-only", "sigterm-xdist-group", "sighup-in-process", "sighup-xdist-group"],
+)
+def test_sigterm_and_sighup_do_what_sigint_does(tmp_path: Path, signum: signal.Signals, devices: int, to_group: bool) -> None:
+    """CI cancellation, `timeout`, Slurm preemption (SIGTERM) and a closed terminal (SIGHUP)."""
+    interrupt_mid_run(tmp_path, devices, to_group, signum)
 
 
 # secrets -----------------------------------------------------------------------------------
