@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,19 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     if problem := run_dir_problem(run_dir, repo):
         raise UsageError(problem)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
+    began = time.time()
     code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
-    print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
+    if written_since(run_dir / "results.json", began):
+        print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
+
+
+def written_since(path: Path, began: float) -> bool:
+    """Whether this run wrote `path` (a reused run directory may hold an earlier run's)."""
+    try:
+        return path.stat().st_mtime >= began - 1  # coarse file-system clocks
+    except OSError:
+        return False
 
 
 def _relative(path: Path) -> str:

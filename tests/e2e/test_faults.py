@@ -544,3 +544,73 @@ def test_a_garbage_lease_state_in_a_reused_run_dir_costs_a_warning_never_a_run(t
     done = harness_in(tmp_path / "project", harness_env(tmp_path), "run", str(path), "--fake-gpus", "1", "--run-dir", str(tmp_path / "run"))
     assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert record(assert_clean(tmp_path / "run", tag), "holds_a_device")["outcome"] == "passed"
+
+
+# the run directory -------------------------------------------------------------------------
+
+
+def start_harness(project: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", *args]
+    return subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(condition, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+
+
+def test_a_run_dir_in_use_by_a_live_run_is_refused_and_a_dead_runs_is_taken_over(tmp_path: Path) -> None:
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "sleeper", "import time; time.sleep(120)", tag)
+    run_dir = tmp_path / "run"
+    first = start_harness(project, tmp_path, "--run-dir", str(run_dir))
+    try:
+        wait_for(lambda: bool(tagged(tag)), first)
+        second = subprocess.run(
+            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"is in use by a live run (pid {first.pid}, since " in second.stderr, second.stderr
+        assert "Traceback" not in second.stdout + second.stderr and "INTERNALERROR" not in second.stdout + second.stderr
+        assert tagged(tag), "the refused run must leave the first one alone"
+        # The first run dies without a word (SIGKILL to everything it started): its claim stays, its owner is dead.
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        for line in tagged(tag):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        assert (run_dir / "owner.json").exists()
+        write_spec(project / "specs", "sleeper", "print('done')", tag)
+        third = subprocess.run(
+            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
+        )
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert record(assert_clean(run_dir, tag), "sleeper")["outcome"] == "passed"
+        assert not (run_dir / "owner.json").exists()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        for line in tagged(tag):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [("file", "is a file"), ("file/run", "cannot be created: Not a directory"), ("/sys/kernel", "is not writable: ")],
+    ids=["an existing file", "cannot be created", "not writable"],
+)
+def test_a_run_dir_that_cannot_hold_a_run_is_one_line_and_exit_2(tmp_path: Path, where: str, said: str) -> None:
+    project = tmp_path / "project"
+    write_spec(project / "specs", "quick", "print('done')", new_tag())
+    (tmp_path / "file").write_text("not a folder")
+    run_dir = where if where.startswith("/") else str(tmp_path / where)
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", run_dir], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    errors = [line for line in output.splitlines() if run_dir in line and said in line]
+    assert len(errors) == 1, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert "results in" not in output
