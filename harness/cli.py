@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import backends
+from . import backends, terminal
 from .config import Settings, load_settings
 from .devices import DeviceError, Inventory
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
 from .plan import DurationCache, Plan, cache_root, default_run_dir, make_plan
 from .process import interrupt_on_termination
 from .report import table
+from .secrets import masker_for
 from .spec import Spec
 from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
 from .structure import SpecError
@@ -165,6 +166,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     # Spec files named on the command line run alone, unless --specs asks for more.
     paths = _spec_paths(args, args.specs) if args.specs or not named else []
     specs = load_valid_specs(paths + named, repo)
+    # The specs' own secrets too: pytest's output (an internal error's `-l` locals) may show a run's environment.
+    terminal.guard(masker_for(os.environ, *(spec.env for spec in specs)))
     backend = _backend(args)
     try:
         backend.check_available()
@@ -360,6 +363,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     interrupt_on_termination()
+    terminal.guard(masker_for(os.environ))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":

@@ -614,3 +614,59 @@ def test_a_run_dir_that_cannot_hold_a_run_is_one_line_and_exit_2(tmp_path: Path,
     assert len(errors) == 1, output
     assert "Traceback" not in output and "INTERNALERROR" not in output
     assert "results in" not in output
+
+
+# the terminal goes away; pytest's own output ------------------------------------------------
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["in-process", "xdist"])
+def test_output_piped_into_head_the_run_goes_on(tmp_path: Path, devices: int) -> None:
+    """`python -m harness run | head -1`: the reader leaves after the first line; the specs
+    still run and the records are written."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "slow", "import time; time.sleep(2); print('done')", tag)
+    write_spec(project / "specs", "other", "import time; time.sleep(1); print('done')", tag)
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
+    harness = subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = harness.stdout.readline()
+    harness.stdout.close()  # as `head -1` does
+    assert first.startswith(b"trainspec: ")
+    assert harness.wait(timeout=120) == 0
+    results = assert_clean(run_dir, tag)
+    assert [(s["id"], s["outcome"]) for s in results["specs"]] == [("other", "passed"), ("slow", "passed")]
+
+
+def test_with_stdout_and_stderr_closed_the_run_goes_on(tmp_path: Path) -> None:
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "quick", "print('done')", tag)
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)]
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&- 2>&-', "sh", *argv], cwd=project, env=harness_env(tmp_path), timeout=120)
+    assert done.returncode == 0
+    assert record(assert_clean(run_dir, tag), "quick")["outcome"] == "passed"
+    assert json.loads((run_dir / "specs" / "quick" / "result.json").read_text())["outcome"] == "passed"
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["in-process", "xdist"])
+def test_an_internal_error_under_pytests_l_prints_no_secret(tmp_path: Path, devices: int) -> None:
+    """pytest's `-l` shows each frame's locals, the run's environment among them, when the
+    harness itself fails (here: an environment value with a NUL byte, which no process can be
+    started with); the secrets of the caller's and the spec's environment stay masked in the
+    terminal and in junit.xml."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "leaky", "print('done')", tag, env={"HF_TOKEN": SECRET, "BROKEN": "a\0b"})
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir), "-l", "-vv"]
+    outer = "outer-" + SECRET
+    done = subprocess.run(argv, cwd=project, env={**harness_env(tmp_path), "WANDB_API_KEY": outer}, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "HF_TOKEN" in output and "***" in output  # the locals were shown, masked
+    junit = (run_dir / "junit.xml").read_text()
+    assert "HF_TOKEN" in junit
+    for secret in (SECRET, outer):
+        assert secret not in output and secret not in junit
