@@ -148,7 +148,9 @@ def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Pa
     """pytest's command line; `paths` are the spec folders and files to collect besides any in `extra`."""
     if workers is None:
         workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
-    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
+    # pytest's cache (--lf, --ff) lives beside the recorded durations, outside the repository.
+    cache = cache_root(Path.cwd()) / "pytest"
+    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-o", f"cache_dir={cache}", "-o", "console_output_style=classic"]
     argv += [f"--specs={p}" for p in paths]
     argv += ["--run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-o", "junit_suite_name=trainspec", "-rfEsw"]
     for option in backends.run_options():

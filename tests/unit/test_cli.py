@@ -259,3 +259,17 @@ def test_written_since(tmp_path):
     assert written_since(path, time.time() - 5)
     os.utime(path, (1_000_000_000, 1_000_000_000))
     assert not written_since(path, time.time() - 5)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--lf"], ["--ff"], ["-x"], ["--maxfail", "2"], ["--maxfail=2"], ["-k", "a and not b"], ["-m", "smoke or nightly"], ["--lf", "-x", "-k", "train"]],
+)
+def test_pytests_own_flags_reach_pytest_with_its_cache_outside_the_repository(tmp_path, monkeypatch, flags):
+    monkeypatch.setenv("TRAINSPEC_CACHE_DIR", str(tmp_path / "cache"))
+    args, extra = build_parser().parse_known_args(["run", *flags])
+    assert extra == flags
+    argv = pytest_arguments(args, discover(fake_gpus=1), tmp_path / "rd", extra, [Path("specs")])
+    assert argv[-len(flags) :] == flags
+    assert "no:cacheprovider" not in argv
+    assert f"cache_dir={tmp_path / 'cache' / 'pytest'}" in argv
