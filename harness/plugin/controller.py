@@ -117,7 +117,8 @@ class Controller:
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Generator[None, Any, Any]:
         category, letter, word = yield
         if self.progress and _is_spec(report.nodeid):
-            return category, "", ""
+            # No letter (our progress line says it); the word stays for pytest's short summary ("SKIPPED [1] ...").
+            return category, "", word
         return category, letter, word
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

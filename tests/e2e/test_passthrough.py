@@ -59,3 +59,14 @@ def test_pytests_selection_and_stop_flags_pass_through(harness, project: Path, f
     run = harness("run", *flags, cwd=project)
     assert run.code == (1 if "bad" in expected else 0), run.output
     assert ran(run) == expected
+
+
+def test_a_skipped_multi_device_spec_points_at_its_file_and_line_and_the_real_inventory(harness, project: Path) -> None:
+    (project / "specs" / "wide.yaml").write_text("# needs two devices\n\nid: wide\ncommand: ['{python}', '-c', 'pass']\ngpus: 2\ncpu_ok: true\nmin_steps_logged: 0\n")
+    run = harness("run", "-k", "wide or good", cwd=project, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert run.code == 0, run.output
+    skip_lines = [line for line in run.output.splitlines() if line.startswith("SKIPPED")]
+    assert len(skip_lines) == 1, run.output
+    assert skip_lines[0].startswith(f"SKIPPED [1] {Path('specs') / 'wide.yaml'}:3: needs 2 devices, this run has no GPU (CUDA_VISIBLE_DEVICES="), skip_lines
+    assert "try --fake-gpus 2" in skip_lines[0] and "this run has 1" not in skip_lines[0] and "harness" not in skip_lines[0]
+    assert run.spec("wide")["outcome"] == "skipped"
