@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import backends, terminal
+from .backends.local import cpu_threads, usable_cores
 from .config import Settings, load_settings
 from .devices import DeviceError, Inventory
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
@@ -120,8 +121,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe_plan(plan: Plan) -> list[str]:
-    lines = [f"devices: {plan.inventory.describe()}", ""]
+def worker_count(args: argparse.Namespace, backend: backends.Backend, inventory: Inventory, runs: int) -> int:
+    """xdist workers for `runs` specs: --workers (never more than the specs), else what the backend asks."""
+    given = getattr(args, "workers", None)  # a run option only
+    if given is not None:
+        return min(given, runs)
+    asked = backend.workers(runs, inventory)
+    return asked if asked is not None else (inventory.count if inventory.count > 1 else 0)
+
+
+def describe_concurrency(inventory: Inventory, workers: int) -> str:
+    """How many runs go at once and what bounds them, e.g. '4 fake devices, 2 workers: 2 cores'."""
+    runs = max(workers, 1)
+    noun = "device" if inventory.kind != "cpu" else "CPU slot"
+    text = f"{inventory.count} {noun}{'s' if inventory.count != 1 else ''}, {runs} worker{'s' if runs != 1 else ''}"
+    cores = usable_cores()
+    if runs < inventory.count:
+        text += f": {cores} cores" if runs == cores else ": the specs to run"
+    if not inventory.scheduled:
+        text += f"; each run's processes get OMP_NUM_THREADS={cpu_threads(1, inventory)} per device held (torchrun's ranks share their run's)"
+    return text
+
+
+def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
+    lines = [f"devices: {plan.inventory.describe()}"]
+    if workers is not None:
+        lines.append(f"concurrency: {describe_concurrency(plan.inventory, workers)}")
+    lines.append("")
+    at_once = max(workers, 1) if workers is not None else plan.workers
     rows = [("order", "id", "devices", "expected", "from")]
     for p in plan.runs:
         rows.append((str(p.priority + 1), p.spec.id, str(p.devices), f"{p.expected:.1f}s", "recorded" if p.recorded else "timeout"))
@@ -131,7 +158,7 @@ def describe_plan(plan: Plan) -> list[str]:
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
     lines += [
         "",
-        f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)",
+        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-seconds / devices)",
     ]
     return lines
 
@@ -139,8 +166,9 @@ def describe_plan(plan: Plan) -> list[str]:
 def cmd_plan(args: argparse.Namespace) -> int:
     specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
     durations = DurationCache(cache_root(Path.cwd()) / "durations.json").load()
-    plan = make_plan(specs, _inventory(args, _backend(args)), durations, args.tier)
-    print("\n".join(describe_plan(plan)))
+    backend = _backend(args)
+    plan = make_plan(specs, _inventory(args, backend), durations, args.tier)
+    print("\n".join(describe_plan(plan, worker_count(args, backend, plan.inventory, len(plan.runs)))))
     return EXIT_OK
 
 
@@ -176,7 +204,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     except backends.BackendError as error:
         raise UsageError(str(error)) from None
     inventory = _inventory(args, backend)
-    workers = args.workers if args.workers is not None else backend.workers(len(specs), inventory)
+    runnable = make_plan(specs, inventory, {}, args.tier).runs
+    workers = worker_count(args, backend, inventory, len(runnable))
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
     if problem := run_dir_problem(run_dir, repo):
         raise UsageError(problem)

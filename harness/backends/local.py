@@ -13,10 +13,21 @@ from ..process import run_process
 from ..spec import Spec
 
 
-def cpu_threads(held: int, inventory: Inventory) -> int:
-    """A run's share of the cores: in proportion to the devices it holds."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores * max(held, 1) // max(inventory.count, 1))
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which taskset, cgroups' cpusets and Slurm narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_threads(held: int, inventory: Inventory, processes: int = 1) -> int:
+    """Threads for each process of a run: the run's share of the cores, in proportion to the
+    devices it holds, split among its processes (torchrun's ranks each get a part, not the whole)."""
+    return max(1, usable_cores() * max(held, 1) // (max(inventory.count, 1) * max(processes, 1)))
+
+
+def concurrency(specs: int, inventory: Inventory) -> int:
+    """Runs at once: one per device, but never more than the cores (fake devices or a CPU would
+    oversubscribe them; `--fake-gpus 100000` must not start 100000 workers) or the specs to run."""
+    return max(1, min(inventory.count, usable_cores(), specs))
 
 
 class LocalBackend:
@@ -41,11 +52,13 @@ class LocalBackend:
         return discover(values.get("gpus"), values.get("fake_gpus"), fake_gpu_memory=mib)
 
     def workers(self, specs: int, inventory: Inventory) -> int | None:
-        return None
+        runs = concurrency(specs, inventory)
+        return runs if runs > 1 else 0  # one run at a time needs no xdist worker
 
     def place(self, spec: Spec, devices: tuple[str, ...], inventory: Inventory) -> Placement:
         # This machine's cores are shared among its runs, as its devices are.
-        return Placement(len(devices), {"OMP_NUM_THREADS": str(cpu_threads(len(devices), inventory)), **child_environment(devices, inventory)})
+        processes = len(devices) if spec.launcher == "torchrun" else 1
+        return Placement(len(devices), {"OMP_NUM_THREADS": str(cpu_threads(len(devices), inventory, processes)), **child_environment(devices, inventory)})
 
     def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
         return run_process(launch, watchers, on_start)

@@ -670,3 +670,30 @@ def test_an_internal_error_under_pytests_l_prints_no_secret(tmp_path: Path, devi
     assert "HF_TOKEN" in junit
     for secret in (SECRET, outer):
         assert secret not in output and secret not in junit
+
+
+# devices beyond what the machine holds -----------------------------------------------------
+
+
+def test_a_huge_fake_device_count_starts_no_more_workers_than_cores_or_specs(tmp_path: Path) -> None:
+    """`--fake-gpus 100000` once forked a worker per device: now the cores and the specs bound them."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    for name in ("one", "two", "three"):
+        write_spec(project / "specs", name, "import os; print(os.environ['OMP_NUM_THREADS'])", tag)
+    cores = len(os.sched_getaffinity(0))
+    expected = min(cores, 3)
+    plan = subprocess.run([sys.executable, "-m", "harness", "plan", "--fake-gpus", "100000"], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert f"concurrency: 100000 devices, {expected} worker" in plan.stdout, plan.stdout
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "100000", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    started = re.search(r"created: (\d+)/\d+ workers", done.stdout)
+    assert (int(started.group(1)) if started else 1) == expected, done.stdout
+    results = assert_clean(run_dir, tag)
+    assert sorted(s["outcome"] for s in results["specs"]) == ["passed"] * 3
+    # each run's share of the cores: one device of 100000 is less than a core, so one thread
+    assert {(run_dir / "specs" / s / "stdout.log").read_text().strip() for s in ("one", "two", "three")} == {"1"}
