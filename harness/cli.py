@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import backends, terminal
-from .backends.local import cpu_threads, usable_cores
+from .concurrency import describe_concurrency, worker_count
 from .config import Settings, load_settings
 from .devices import DeviceError, Inventory
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
@@ -121,28 +121,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def worker_count(args: argparse.Namespace, backend: backends.Backend, inventory: Inventory, runs: int) -> int:
-    """xdist workers for `runs` specs: --workers (never more than the specs), else what the backend asks."""
-    given = getattr(args, "workers", None)  # a run option only
-    if given is not None:
-        return min(given, runs)
-    asked = backend.workers(runs, inventory)
-    return asked if asked is not None else (inventory.count if inventory.count > 1 else 0)
-
-
-def describe_concurrency(inventory: Inventory, workers: int) -> str:
-    """How many runs go at once and what bounds them, e.g. '4 fake devices, 2 workers: 2 cores'."""
-    runs = max(workers, 1)
-    noun = "device" if inventory.kind != "cpu" else "CPU slot"
-    text = f"{inventory.count} {noun}{'s' if inventory.count != 1 else ''}, {runs} worker{'s' if runs != 1 else ''}"
-    cores = usable_cores()
-    if runs < inventory.count:
-        text += f": {cores} cores" if runs == cores else ": the specs to run"
-    if not inventory.scheduled:
-        text += f"; each run's processes get OMP_NUM_THREADS={cpu_threads(1, inventory)} per device held (torchrun's ranks share their run's)"
-    return text
-
-
 def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
     lines = [f"devices: {plan.inventory.describe()}"]
     if workers is not None:
@@ -168,7 +146,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     durations = DurationCache(cache_root(Path.cwd()) / "durations.json").load()
     backend = _backend(args)
     plan = make_plan(specs, _inventory(args, backend), durations, args.tier)
-    print("\n".join(describe_plan(plan, worker_count(args, backend, plan.inventory, len(plan.runs)))))
+    print("\n".join(describe_plan(plan, worker_count(getattr(args, "workers", None), backend, plan.inventory, len(plan.runs)))))
     return EXIT_OK
 
 
@@ -205,7 +183,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError(str(error)) from None
     inventory = _inventory(args, backend)
     runnable = make_plan(specs, inventory, {}, args.tier).runs
-    workers = worker_count(args, backend, inventory, len(runnable))
+    workers = worker_count(args.workers, backend, inventory, len(runnable))
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
     if problem := run_dir_problem(run_dir, repo):
         raise UsageError(problem)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.backends.local import LocalBackend, concurrency, cpu_threads, usable_cores
-from harness.cli import describe_concurrency, worker_count
+from harness.concurrency import describe_concurrency, worker_count
 from harness.devices import discover
 from harness.specfiles import spec_from_mapping
 
@@ -48,9 +47,9 @@ def test_torchrun_ranks_split_their_runs_threads() -> None:
 
 def test_given_workers_are_capped_at_the_specs_and_the_plan_says_what_bounds_them() -> None:
     backend, inventory = LocalBackend(), discover(fake_gpus=100_000, environ={})
-    assert worker_count(argparse.Namespace(workers=64), backend, inventory, 3) == 3
-    assert worker_count(argparse.Namespace(workers=0), backend, inventory, 3) == 0
-    default = worker_count(argparse.Namespace(), backend, inventory, 10**6)
+    assert worker_count(64, backend, inventory, 3) == 3
+    assert worker_count(0, backend, inventory, 3) == 0
+    default = worker_count(None, backend, inventory, 10**6)
     assert default == (usable_cores() if usable_cores() > 1 else 0)
     said = describe_concurrency(inventory, default)
     assert said.startswith(f"100000 devices, {max(default, 1)} worker")
