@@ -1,7 +1,7 @@
 """`python -m harness`: list, validate, plan and run specs, with or without nox.
 
 Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
-5 nothing ran: every spec was skipped for lack of devices (0 with --allow-skips), 130 interrupted.
+5 nothing ran: every spec was skipped for lack of devices (0 with --allow-skips), 130 interrupted (SIGINT, SIGTERM or SIGHUP).
 """
 
 from __future__ import annotations
@@ -10,17 +10,21 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import backends, selection
+from . import backends, selection, terminal
+from .concurrency import describe_concurrency, worker_count
 from .config import Settings, load_settings
 from .devices import GPU_KINDS, DeviceError, Inventory
 from .memory import DEFAULT_HEADROOM, headroom_of
 from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
 from .plan import DurationCache, PeakMemoryCache, Plan, cache_root, default_run_dir, make_plan, run_pool
+from .process import interrupt_on_termination
 from .report import nothing_ran, table
+from .secrets import masker_for
 from .spec import Spec
 from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
 from .structure import SpecError
@@ -119,8 +123,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe_plan(plan: Plan) -> list[str]:
-    lines = [f"devices: {plan.inventory.describe()}", ""]
+def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
+    lines = [f"devices: {plan.inventory.describe()}"]
+    if workers is not None:
+        lines.append(f"concurrency: {describe_concurrency(plan.inventory, workers)}")
+    lines.append("")
+    at_once = max(workers, 1) if workers is not None else plan.workers
     rows = [("order", "id", "devices", "memory", "expected", "from", "simulated")]
     for p in plan.runs:
         memory = "whole" if p.memory is None else f"{p.memory} MiB"
@@ -132,7 +140,7 @@ def describe_plan(plan: Plan) -> list[str]:
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
     lines += [
         "",
-        f"{len(plan.runs)} to run on {plan.workers} worker{'s' if plan.workers != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-memory-seconds / devices)",
+        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-memory-seconds / devices)",
     ]
     return lines
 
@@ -152,8 +160,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         chosen = selection.decisions(specs, Path.cwd(), args.changed_since)
         print("\n".join(selection.describe(specs, chosen, args.changed_since)))
         specs = [spec for spec in specs if chosen[spec.id].run]
-    plan = _plan(args, specs, _inventory(args, _backend(args)))
-    print("\n".join(describe_plan(plan)))
+    backend = _backend(args)
+    plan = _plan(args, specs, _inventory(args, backend))
+    print("\n".join(describe_plan(plan, worker_count(getattr(args, "workers", None), backend, plan.inventory, plan.workers, len(plan.runs)))))
     return EXIT_OK
 
 
@@ -161,7 +170,9 @@ def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Pa
     """pytest's command line; `paths` are the spec folders and files to collect besides any in `extra`."""
     if workers is None:
         workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
-    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-p", "no:cacheprovider", "-o", "console_output_style=classic"]
+    # pytest's cache (--lf, --ff) lives beside the recorded durations, outside the repository.
+    cache = cache_root(Path.cwd()) / "pytest"
+    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-o", f"cache_dir={cache}", "-o", "console_output_style=classic"]
     argv += [f"--specs={p}" for p in paths]
     argv += ["--run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-o", "junit_suite_name=trainspec", "-rfEsw"]
     for option in backends.run_options():
@@ -179,6 +190,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     # Spec files named on the command line run alone, unless --specs asks for more.
     paths = _spec_paths(args, args.specs) if args.specs or not named else []
     specs = load_valid_specs(paths + named, repo)
+    # The specs' own secrets too: pytest's output (an internal error's `-l` locals) may show a run's environment.
+    terminal.guard(masker_for(os.environ, *(spec.env for spec in specs)))
     backend = _backend(args)
     try:
         backend.check_available()
@@ -187,22 +200,31 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     inventory = _inventory(args, backend)
     if args.changed_since:
         selection.changed_files(repo, args.changed_since)  # a bad REF is bad usage, said before pytest starts
-    workers = args.workers if args.workers is not None else backend.workers(len(specs), inventory)
     plan = _plan(args, specs, inventory)
-    if workers is None and plan.workers > inventory.count:
-        workers = plan.workers  # specs that share a device run side by side, one worker each
+    # Specs that share a device run side by side, one worker each: the plan says how many go at once.
+    workers = worker_count(args.workers, backend, inventory, plan.workers, len(plan.runs))
     run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
     if problem := run_dir_problem(run_dir, repo):
         raise UsageError(problem)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
     if inventory.kind in GPU_KINDS and (others := run_pool(inventory, run_dir, DEFAULT_HEADROOM, "").others()):
         print(f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them", flush=True)
+    began = time.time()
     code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
-    print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
+    if written_since(run_dir / "results.json", began):
+        print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
     if int(code) == 0 and (empty := _nothing_ran(run_dir)):
         print(f"trainspec: {empty}" + ("; accepted (--allow-skips)" if args.allow_skips else "; --allow-skips accepts such a run"), flush=True)
         return EXIT_OK if args.allow_skips else EXIT_NOTHING_RAN
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
+
+
+def written_since(path: Path, began: float) -> bool:
+    """Whether this run wrote `path` (a reused run directory may hold an earlier run's)."""
+    try:
+        return path.stat().st_mtime >= began - 1  # coarse file-system clocks
+    except OSError:
+        return False
 
 
 def _nothing_ran(run_dir: Path) -> str | None:
@@ -383,6 +405,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    interrupt_on_termination()
+    terminal.guard(masker_for(os.environ))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":

@@ -19,6 +19,7 @@ from .memory import headroom_of
 from .perplexity import DEFAULT_SCORER
 from .plan import DurationCache, PeakMemoryCache, cache_root, default_run_dir, run_pool
 from .results import environment_versions
+from .rundir import RunDirError, claim
 from .tree import run_dir_problem
 
 
@@ -98,5 +99,8 @@ def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunCon
     if problem := run_dir_problem(run_dir, repo):
         raise ContextError(problem)
     values["run_dir"] = str(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        claim(run_dir)
+    except RunDirError as error:
+        raise ContextError(str(error)) from None
     return RunContext(repo, run_dir, inventory, spec_roots, values)

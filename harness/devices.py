@@ -239,7 +239,9 @@ def skip_reason(spec: Spec, inventory: Inventory) -> str | None:
         return f"needs {spec.gpus} GPU{'s' if spec.gpus != 1 else ''} and is not cpu_ok ({where})"
     if spec.gpus > inventory.count:
         hint = f"; try --fake-gpus {spec.gpus}" if inventory.kind == "cpu" and spec.cpu_ok else ""
-        return f"needs {spec.gpus} devices, this run has {inventory.count} ({inventory.describe()}){hint}"
+        # Without a GPU the one slot is the CPU, no device: say so rather than "has 1".
+        has = inventory.describe() if inventory.kind == "cpu" else f"{inventory.count} ({inventory.describe()})"
+        return f"needs {spec.gpus} devices, this run has {has}{hint}"
     return None
 
 

@@ -24,6 +24,16 @@ POLL_SECONDS = 0.01
 CENSUS_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+# What CI cancellation, `timeout`, Slurm preemption (SIGTERM) and a closed terminal or SSH
+# session (SIGHUP) send: the harness stops on them as on Ctrl-C.
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+STOPPING = {signal.SIGINT, *TERMINATING}
+
+
+def _prepare_child() -> None:
+    """In the child, before exec: take the signals the harness held back while starting it, and die with the harness."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
+    die_with_parent()
 
 
 def die_with_parent() -> None:
@@ -47,6 +57,31 @@ def adopt_orphans() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _ignore_further(signum: int, frame: object) -> None:
+    """A handler, not SIG_IGN: an ignored signal stays ignored across exec, in every child started after."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Once: a second SIGTERM (a supervisor repeating itself) must not cut the clean-up and the records short.
+    for other in TERMINATING:
+        signal.signal(other, _ignore_further)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupt_on_termination() -> None:
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt, as SIGINT does: pytest then stops the
+    session, every run's group is ended on the way out, and the records are written.
+
+    In the main thread only (Python's rule for handlers); left alone where someone set their own.
+    """
+    for signum in TERMINATING:
+        try:
+            if signal.getsignal(signum) in (signal.SIG_DFL, _interrupt):
+                signal.signal(signum, _interrupt)
+        except ValueError:
+            return
 
 
 def _children() -> dict[int, psutil.Process]:
@@ -136,17 +171,23 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start: Call
     # Children of ours that appear during the run and are not the command are its orphans.
     ours_before = children_now()
     began, started = time.monotonic(), time.time()
-    with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
-        try:
-            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
-        except OSError as error:
-            missing = error.filename if error.filename is not None else launch.argv[0]
-            return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{missing}: {error.strerror or error}")
-    if on_start is not None:
-        on_start(proc.pid)
+    # An interruption between the fork and `proc` would leave a started run nobody ends: it waits until the try below.
+    held_before = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+    try:
+        with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
+            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=_prepare_child)
+    except BaseException as error:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held_before)
+        if not isinstance(error, OSError):
+            raise
+        missing = error.filename if error.filename is not None else launch.argv[0]
+        return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{missing}: {error.strerror or error}")
     timed_out, stopped_by, known = False, None, {}
     next_census = began + CENSUS_SECONDS
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held_before)
+        if on_start is not None:
+            on_start(proc.pid)
         while True:
             try:
                 proc.wait(timeout=POLL_SECONDS)

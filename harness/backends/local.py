@@ -6,17 +6,31 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..devices import DeviceError, Inventory, child_environment, discover, parse_memory
+from ..devices import GPU_KINDS, DeviceError, Inventory, child_environment, discover, parse_memory
 from ..launch import Launch, Placement, ProcessOutcome, Watcher
 from ..options import Option
 from ..process import run_process
 from ..spec import Spec
 
 
-def cpu_threads(held: int, inventory: Inventory) -> int:
-    """A run's share of the cores: in proportion to the devices it holds."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores * max(held, 1) // max(inventory.count, 1))
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which taskset, cgroups' cpusets and Slurm narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_threads(held: int, inventory: Inventory, processes: int = 1) -> int:
+    """Threads for each process of a run: the run's share of the cores, in proportion to the
+    devices it holds, split among its processes (torchrun's ranks each get a part, not the whole)."""
+    return max(1, usable_cores() * max(held, 1) // (max(inventory.count, 1) * max(processes, 1)))
+
+
+def concurrency(at_once: int, inventory: Inventory) -> int:
+    """Runs at once: what the plan can place together (one per device, more where specs share one),
+    but on simulated devices or a CPU never more than the cores, which they would oversubscribe
+    (`--fake-gpus 100000` must not start 100000 workers)."""
+    if inventory.kind in GPU_KINDS:
+        return max(1, at_once)
+    return max(1, min(at_once, usable_cores()))
 
 
 class LocalBackend:
@@ -40,12 +54,14 @@ class LocalBackend:
             raise DeviceError(f"--fake-gpu-memory: {error}") from None
         return discover(values.get("gpus"), values.get("fake_gpus"), fake_gpu_memory=mib)
 
-    def workers(self, specs: int, inventory: Inventory) -> int | None:
-        return None
+    def workers(self, at_once: int, inventory: Inventory) -> int | None:
+        runs = concurrency(at_once, inventory)
+        return runs if runs > 1 else 0  # one run at a time needs no xdist worker
 
     def place(self, spec: Spec, devices: tuple[str, ...], inventory: Inventory) -> Placement:
         # This machine's cores are shared among its runs, as its devices are.
-        return Placement(len(devices), {"OMP_NUM_THREADS": str(cpu_threads(len(devices), inventory)), **child_environment(devices, inventory)})
+        processes = len(devices) if spec.launcher == "torchrun" else 1
+        return Placement(len(devices), {"OMP_NUM_THREADS": str(cpu_threads(len(devices), inventory, processes)), **child_environment(devices, inventory)})
 
     def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
         return run_process(launch, watchers, on_start)

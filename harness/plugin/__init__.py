@@ -8,20 +8,23 @@ context, built on the controller and handed to each xdist worker.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .. import backends
+from .. import backends, terminal
 from ..context import ContextError, RunContext, create
 from ..options import add_to_parser
+from ..process import interrupt_on_termination
+from ..secrets import masker_for
 from ..spec import BUILTIN_MARKERS
 from ..specfiles import named_spec_files
-from .collect import STASH, pytest_collect_file, pytest_collection_modifyitems
+from .collect import STASH, pytest_collect_file, pytest_collection_modifyitems, pytest_runtest_makereport
 from .controller import Controller
 
-__all__ = ["pytest_addoption", "pytest_collect_file", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node"]
+__all__ = ["pytest_addoption", "pytest_collect_file", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node", "pytest_runtest_makereport"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,7 +41,11 @@ def _is_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in BUILTIN_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    # Workers too: a SIGTERM to the whole group reaches each, as Ctrl-C does.
+    interrupt_on_termination()
     if _is_worker(config):
+        # A worker's stderr is the controller's terminal: it may go away, and must stay masked.
+        terminal.guard(masker_for(os.environ))
         config.stash[STASH] = RunContext.from_wire(config.workerinput["trainspec"])  # type: ignore[attr-defined]  # xdist sets workerinput on workers
         return
     invocation = config.invocation_params.dir

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from ..context import RunContext
 from ..pipeline import run_spec, skipped, unchanged
 from ..plan import make_plan
+from ..secrets import masker_for
 from ..selection import SelectionError, decisions
 from ..spec import SPEC_SUFFIXES, Spec
 from ..specfiles import check_markers, load_spec_file, marker_names, split_duplicates
@@ -84,6 +86,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     kept.sort(key=lambda item: (planned[item.spec.id].skip is None, item.planned_priority))
     others = [item for item in items if not isinstance(item, SpecItem)]
     items[:] = kept + others
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A spec's report, masked (an internal error under `-l` shows the run's environment as
+    locals, into the terminal and junit.xml) and, when skipped, pointing at the spec's file and line."""
+    report = yield
+    if not isinstance(item, SpecItem):
+        return report
+    masker = masker_for(os.environ, item.spec.env)
+    if report.longrepr is not None and not isinstance(report.longrepr, tuple):
+        report.longrepr = masker.text(str(report.longrepr))
+    elif isinstance(report.longrepr, tuple) and report.skipped:
+        report.longrepr = (str(item.spec.source), item.spec.line or 1, masker.text(report.longrepr[2]))
+    report.sections = [(title, masker.text(text)) for title, text in report.sections]
+    return report
 
 
 class SpecItem(pytest.Item):

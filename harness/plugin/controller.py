@@ -20,6 +20,7 @@ from ..process import end_group
 from ..progress import Progress
 from ..report import summary_lines, write_run_report
 from ..results import SpecResult, gather, load_document, write_results
+from ..rundir import release
 from ..scheduler import PlanScheduling
 from ..secrets import masker_for
 from ..spec import SPEC_SUFFIXES
@@ -116,7 +117,8 @@ class Controller:
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Generator[None, Any, Any]:
         category, letter, word = yield
         if self.progress and _is_spec(report.nodeid):
-            return category, "", ""
+            # No letter (our progress line says it); the word stays for pytest's short summary ("SKIPPED [1] ...").
+            return category, "", word
         return category, letter, word
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -164,6 +166,9 @@ class Controller:
         path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
         write_run_report(context.run_dir, load_document(path))
         context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        release(self.context.run_dir)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:

@@ -270,38 +270,41 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-@pytest.mark.parametrize(
-    ("devices", "to_group"),
-    [(1, False), (2, True), (2, False)],
-    ids=["in-process", "xdist-ctrl-c", "xdist-harness-pid-only"],
-)
-def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: bool) -> None:
-    """Ctrl-C (SIGINT to the harness's process group, as a terminal sends it) or SIGINT to the
-    harness process alone (as nox forwards it): every process gone within 5 s, the finished
-    and the interrupted spec both in a partial results.json, exit code 130."""
+SLEEPER_WITH_A_GRANDCHILD = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(121)", sys.argv[1], "grand" + "child"], start_new_session=True)
+time.sleep(120)
+"""
+
+
+def interrupt_mid_run(tmp_path: Path, devices: int, to_group: bool, signum: signal.Signals) -> None:
+    """Send `signum` to the harness (its process group, as a terminal or `kill -- -PGID` does, or
+    the harness process alone, as nox, `timeout` or a CI runner do) while one spec has finished
+    and another runs with a grandchild in a session of its own: every process gone within 5 s,
+    the finished and the interrupted spec both in a partial results.json, exit code 130."""
     tag = new_tag()
     project = tmp_path / "project"
     # The quick spec is planned first (a longer timeout is a longer expected run).
     write_spec(project / "specs", "quick", "print('done')", tag, timeout=300)
-    write_spec(project / "specs", "sleeper", "import time; time.sleep(120)", tag, timeout=200)
+    write_spec(project / "specs", "sleeper", SLEEPER_WITH_A_GRANDCHILD, tag, timeout=200)
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
     harness = subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not (any("sleep(120)" in p for p in tagged(tag)) and finished(run_dir / "specs" / "quick")):
+        while not (any(p.endswith("grandchild") for p in tagged(tag)) and finished(run_dir / "specs" / "quick")):
             assert harness.poll() is None and time.monotonic() < deadline, harness.communicate()[0]
             time.sleep(0.05)
         interrupted = time.monotonic()
         if to_group:
-            os.killpg(harness.pid, signal.SIGINT)
+            os.killpg(harness.pid, signum)
         else:
-            harness.send_signal(signal.SIGINT)
+            harness.send_signal(signum)
         output = harness.communicate(timeout=30)[0]
         while (tagged(tag) or group_members(harness.pid)) and time.monotonic() - interrupted < 10:
             time.sleep(0.05)
         gone_after = time.monotonic() - interrupted
-        print(f"everything gone {gone_after:.2f} s after SIGINT")
+        print(f"everything gone {gone_after:.2f} s after {signum.name}")
         assert gone_after < 5, (tagged(tag), group_members(harness.pid))
         assert harness.returncode == 130, output
         results = assert_clean(run_dir, tag)
@@ -315,6 +318,27 @@ def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: b
             harness.wait()
         for line in tagged(tag):
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("devices", "to_group"),
+    [(1, False), (2, True), (2, False)],
+    ids=["in-process", "xdist-ctrl-c", "xdist-harness-pid-only"],
+)
+def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: bool) -> None:
+    """Ctrl-C (SIGINT to the harness's process group, as a terminal sends it) or SIGINT to the
+    harness process alone (as nox forwards it)."""
+    interrupt_mid_run(tmp_path, devices, to_group, signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("signum", "devices", "to_group"),
+    [(signal.SIGTERM, 1, False), (signal.SIGTERM, 2, False), (signal.SIGTERM, 2, True), (signal.SIGHUP, 1, False), (signal.SIGHUP, 2, True)],
+    ids=["sigterm-in-process", "sigterm-xdist-harness-pid-only", "sigterm-xdist-group", "sighup-in-process", "sighup-xdist-group"],
+)
+def test_sigterm_and_sighup_do_what_sigint_does(tmp_path: Path, signum: signal.Signals, devices: int, to_group: bool) -> None:
+    """CI cancellation, `timeout`, Slurm preemption (SIGTERM) and a closed terminal (SIGHUP)."""
+    interrupt_mid_run(tmp_path, devices, to_group, signum)
 
 
 # secrets -----------------------------------------------------------------------------------
@@ -520,3 +544,156 @@ def test_a_garbage_lease_state_in_a_reused_run_dir_costs_a_warning_never_a_run(t
     done = harness_in(tmp_path / "project", harness_env(tmp_path), "run", str(path), "--fake-gpus", "1", "--run-dir", str(tmp_path / "run"))
     assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert record(assert_clean(tmp_path / "run", tag), "holds_a_device")["outcome"] == "passed"
+
+
+# the run directory -------------------------------------------------------------------------
+
+
+def start_harness(project: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", *args]
+    return subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(condition, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+
+
+def test_a_run_dir_in_use_by_a_live_run_is_refused_and_a_dead_runs_is_taken_over(tmp_path: Path) -> None:
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "sleeper", "import time; time.sleep(120)", tag)
+    run_dir = tmp_path / "run"
+    first = start_harness(project, tmp_path, "--run-dir", str(run_dir))
+    try:
+        wait_for(lambda: bool(tagged(tag)), first)
+        second = subprocess.run(
+            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"is in use by a live run (pid {first.pid}, since " in second.stderr, second.stderr
+        assert "Traceback" not in second.stdout + second.stderr and "INTERNALERROR" not in second.stdout + second.stderr
+        assert tagged(tag), "the refused run must leave the first one alone"
+        # The first run dies without a word (SIGKILL to everything it started): its claim stays, its owner is dead.
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        for line in tagged(tag):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        assert (run_dir / "owner.json").exists()
+        write_spec(project / "specs", "sleeper", "print('done')", tag)
+        third = subprocess.run(
+            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
+        )
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert record(assert_clean(run_dir, tag), "sleeper")["outcome"] == "passed"
+        assert not (run_dir / "owner.json").exists()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        for line in tagged(tag):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [("file", "is a file"), ("file/run", "cannot be created: Not a directory"), ("/sys/kernel", "is not writable: ")],
+    ids=["an existing file", "cannot be created", "not writable"],
+)
+def test_a_run_dir_that_cannot_hold_a_run_is_one_line_and_exit_2(tmp_path: Path, where: str, said: str) -> None:
+    project = tmp_path / "project"
+    write_spec(project / "specs", "quick", "print('done')", new_tag())
+    (tmp_path / "file").write_text("not a folder")
+    run_dir = where if where.startswith("/") else str(tmp_path / where)
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", run_dir], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    errors = [line for line in output.splitlines() if run_dir in line and said in line]
+    assert len(errors) == 1, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert "results in" not in output
+
+
+# the terminal goes away; pytest's own output ------------------------------------------------
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["in-process", "xdist"])
+def test_output_piped_into_head_the_run_goes_on(tmp_path: Path, devices: int) -> None:
+    """`python -m harness run | head -1`: the reader leaves after the first line; the specs
+    still run and the records are written."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "slow", "import time; time.sleep(2); print('done')", tag)
+    write_spec(project / "specs", "other", "import time; time.sleep(1); print('done')", tag)
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
+    harness = subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = harness.stdout.readline()
+    harness.stdout.close()  # as `head -1` does
+    assert first.startswith(b"trainspec: ")
+    assert harness.wait(timeout=120) == 0
+    results = assert_clean(run_dir, tag)
+    assert [(s["id"], s["outcome"]) for s in results["specs"]] == [("other", "passed"), ("slow", "passed")]
+
+
+def test_with_stdout_and_stderr_closed_the_run_goes_on(tmp_path: Path) -> None:
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "quick", "print('done')", tag)
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)]
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&- 2>&-', "sh", *argv], cwd=project, env=harness_env(tmp_path), timeout=120)
+    assert done.returncode == 0
+    assert record(assert_clean(run_dir, tag), "quick")["outcome"] == "passed"
+    assert json.loads((run_dir / "specs" / "quick" / "result.json").read_text())["outcome"] == "passed"
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["in-process", "xdist"])
+def test_an_internal_error_under_pytests_l_prints_no_secret(tmp_path: Path, devices: int) -> None:
+    """pytest's `-l` shows each frame's locals, the run's environment among them, when the
+    harness itself fails (here: an environment value with a NUL byte, which no process can be
+    started with); the secrets of the caller's and the spec's environment stay masked in the
+    terminal and in junit.xml."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    write_spec(project / "specs", "leaky", "print('done')", tag, env={"HF_TOKEN": SECRET, "BROKEN": "a\0b"})
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir), "-l", "-vv"]
+    outer = "outer-" + SECRET
+    done = subprocess.run(argv, cwd=project, env={**harness_env(tmp_path), "WANDB_API_KEY": outer}, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "HF_TOKEN" in output and "***" in output  # the locals were shown, masked
+    junit = (run_dir / "junit.xml").read_text()
+    assert "HF_TOKEN" in junit
+    for secret in (SECRET, outer):
+        assert secret not in output and secret not in junit
+
+
+# devices beyond what the machine holds -----------------------------------------------------
+
+
+def test_a_huge_fake_device_count_starts_no_more_workers_than_cores_or_specs(tmp_path: Path) -> None:
+    """`--fake-gpus 100000` once forked a worker per device: now the cores and the specs bound them."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    for name in ("one", "two", "three"):
+        write_spec(project / "specs", name, "import os; print(os.environ['OMP_NUM_THREADS'])", tag)
+    cores = len(os.sched_getaffinity(0))
+    expected = min(cores, 3)
+    plan = subprocess.run([sys.executable, "-m", "harness", "plan", "--fake-gpus", "100000"], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert f"concurrency: 100000 devices, {expected} worker" in plan.stdout, plan.stdout
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "100000", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    started = re.search(r"created: (\d+)/\d+ workers", done.stdout)
+    assert (int(started.group(1)) if started else 1) == expected, done.stdout
+    results = assert_clean(run_dir, tag)
+    assert sorted(s["outcome"] for s in results["specs"]) == ["passed"] * 3
+    # each run's share of the cores: one device of 100000 is less than a core, so one thread
+    assert {(run_dir / "specs" / s / "stdout.log").read_text().strip() for s in ("one", "two", "three")} == {"1"}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, main, pytest_arguments
+from harness.cli import build_parser, main, pytest_arguments, written_since
 from harness.devices import discover
 from harness.specfiles import registered_markers
 
@@ -234,3 +236,40 @@ def test_report_compares_runs_and_names_a_bad_input(tmp_path, capsys):
     (tmp_path / "junk.json").write_text("{}")
     assert main(["report", str(tmp_path / "junk.json")]) == 2
     assert f"{tmp_path / 'junk.json'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("before", "printed"), [(None, False), ("earlier run", False)], ids=["no results.json", "an earlier run's"])
+def test_the_results_path_is_printed_only_when_the_run_wrote_it(project, before, printed):
+    """A flag pytest refuses ends the run before any results: no path to a file that is not this run's."""
+    run_dir = project / "rd"
+    if before:
+        run_dir.mkdir()
+        (run_dir / "results.json").write_text("{}")
+        os.utime(run_dir / "results.json", (1_000_000_000, 1_000_000_000))
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--no-such-flag", "--run-dir", str(run_dir)], cwd=project, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "unrecognized arguments: --no-such-flag" in proc.stderr
+    assert ("results in" in proc.stdout) is printed
+
+
+def test_written_since(tmp_path):
+    path = tmp_path / "results.json"
+    assert not written_since(path, time.time())
+    path.write_text("{}")
+    assert written_since(path, time.time() - 5)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert not written_since(path, time.time() - 5)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--lf"], ["--ff"], ["-x"], ["--maxfail", "2"], ["--maxfail=2"], ["-k", "a and not b"], ["-m", "smoke or nightly"], ["--lf", "-x", "-k", "train"]],
+)
+def test_pytests_own_flags_reach_pytest_with_its_cache_outside_the_repository(tmp_path, monkeypatch, flags):
+    monkeypatch.setenv("TRAINSPEC_CACHE_DIR", str(tmp_path / "cache"))
+    args, extra = build_parser().parse_known_args(["run", *flags])
+    assert extra == flags
+    argv = pytest_arguments(args, discover(fake_gpus=1), tmp_path / "rd", extra, [Path("specs")])
+    assert argv[-len(flags) :] == flags
+    assert "no:cacheprovider" not in argv
+    assert f"cache_dir={tmp_path / 'cache' / 'pytest'}" in argv

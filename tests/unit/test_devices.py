@@ -440,6 +440,19 @@ def test_skip_reason_hints_fake_gpus_for_a_multi_device_cpu_ok_spec():
     assert skip_reason(spec(2, cpu_ok=True), cpu).endswith("; try --fake-gpus 2")
 
 
+@pytest.mark.parametrize(
+    ("inventory", "said"),
+    [
+        (lambda: discover(gpus=0, environ={}), "needs 2 devices, this run has no GPU (--gpus 0; CPU only, one run at a time, cpu_ok specs only); try --fake-gpus 2"),
+        (lambda: discover(environ={"CUDA_VISIBLE_DEVICES": ""}), "needs 2 devices, this run has no GPU (CUDA_VISIBLE_DEVICES='' names no device; CPU only"),
+        (lambda: discover(fake_gpus=1, environ={}), "needs 2 devices, this run has 1 (1 fake device [0] from --fake-gpus 1)"),
+    ],
+    ids=["--gpus 0", "none visible", "one fake"],
+)
+def test_a_skip_names_the_real_inventory_never_a_cpu_slot_as_a_device(inventory, said):
+    assert skip_reason(spec(2, cpu_ok=True), inventory()).startswith(said)
+
+
 def test_child_environment():
     fake = discover(fake_gpus=4, environ={})
     assert child_environment(("1", "3"), fake) == {"CUDA_VISIBLE_DEVICES": "1,3", "TRAINSPEC_DEVICE_KIND": "fake"}

@@ -1,0 +1,58 @@
+"""How many runs go at once on this machine, and how many threads each process of a run gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.backends.local import LocalBackend, concurrency, cpu_threads, usable_cores
+from harness.concurrency import describe_concurrency, worker_count
+from harness.devices import discover
+from harness.specfiles import spec_from_mapping
+
+
+def spec(gpus: int, launcher: str = "none"):
+    return spec_from_mapping({"id": "s", "command": ["x"], "gpus": gpus, "cpu_ok": True, "launcher": launcher}, Path("s.yaml"))
+
+
+@settings(deadline=None, max_examples=50)  # a fake inventory of 10^5 devices takes a moment to build
+@given(devices=st.integers(1, 10**5), specs=st.integers(0, 10**4))
+def test_runs_at_once_never_exceed_the_devices_the_cores_or_the_specs(devices: int, specs: int) -> None:
+    at_once = min(devices, specs)  # what a plan of exclusive specs places together
+    runs = concurrency(at_once, discover(fake_gpus=devices, environ={}))
+    assert 1 <= runs <= max(1, min(devices, usable_cores(), specs))
+    workers = LocalBackend().workers(at_once, discover(fake_gpus=devices, environ={}))
+    assert workers == (runs if runs > 1 else 0)
+
+
+@given(devices=st.integers(1, 64), held=st.integers(1, 64))
+def test_a_runs_processes_together_take_no_more_than_its_share_of_the_cores(devices: int, held: int) -> None:
+    held = min(held, devices)
+    inventory = discover(fake_gpus=devices, environ={})
+    share = max(1, usable_cores() * held // devices)
+    per_rank = cpu_threads(held, inventory, processes=held)
+    assert per_rank >= 1
+    assert per_rank * held <= max(share, held)  # at least one thread each, else within the share
+
+
+def test_torchrun_ranks_split_their_runs_threads() -> None:
+    cores = usable_cores()
+    two = discover(fake_gpus=2, environ={})
+    one_process = LocalBackend().place(spec(2), ("0", "1"), two).env["OMP_NUM_THREADS"]
+    ranks = LocalBackend().place(spec(2, launcher="torchrun"), ("0", "1"), two).env["OMP_NUM_THREADS"]
+    assert int(one_process) == cores
+    assert int(ranks) == max(1, cores // 2)
+
+
+def test_given_workers_are_capped_at_the_specs_and_the_plan_says_what_bounds_them() -> None:
+    backend, inventory = LocalBackend(), discover(fake_gpus=100_000, environ={})
+    assert worker_count(64, backend, inventory, 3, 3) == 3
+    assert worker_count(0, backend, inventory, 3, 3) == 0
+    default = worker_count(None, backend, inventory, 100_000, 10**6)
+    assert default == (usable_cores() if usable_cores() > 1 else 0)
+    said = describe_concurrency(inventory, default)
+    assert said.startswith(f"100000 devices, {max(default, 1)} worker")
+    if usable_cores() < 100_000:
+        assert f": {usable_cores()} cores" in said
