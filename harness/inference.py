@@ -23,7 +23,8 @@ from .checks import CheckResult, tail
 from .launch import render
 from .process import adopt_orphans, children_now, descendants, die_with_parent, end_group, orphans_since, reap
 from .results import InferenceRecord
-from .spec import InferenceSpec, Spec, split_command
+from .spec import InferenceSpec, Spec
+from .specrules import split_command
 
 HOST = "127.0.0.1"
 PORT_ATTEMPTS = 3
