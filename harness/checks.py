@@ -17,7 +17,8 @@ from typing import Literal, cast
 from .launch import ProcessOutcome
 from .logs import SEARCH_ORDER, LogEntry, LogError, TrainingLog, find_log, parse_log
 from .results import CheckRecord
-from .spec import Spec, matches
+from .spec import Spec
+from .specrules import matches
 
 CHUNK = 1 << 20
 OVERLAP = 4096
@@ -221,6 +222,21 @@ def check_loss(spec: Spec, log: TrainingLog) -> list[CheckResult]:
         ok = first is not None and final_loss is not None and final_loss < first
         results.append(CheckResult("loss.must_decrease", ok, "final loss below the first logged loss", f"first {_fmt(first)}, final {_fmt(final_loss)}"))
     return results
+
+
+def check_resume_jump(stage: str, bound: float, before: TrainingLog | None, after: TrainingLog | None) -> CheckResult:
+    """A resumed run goes on from where the run before it stopped: its first logged loss lies near
+    the last one logged before (a resume that lost its optimizer state or restarted from step 1
+    jumps back towards the initial loss)."""
+    last = before.final if before is not None else None
+    first = after.entries[0] if after is not None and after.entries else None
+    expected = f"the first loss after resuming within {bound:g} of the last loss the stage before logged"
+    if last is None or last.loss is None or first is None or first.loss is None:
+        missing = "the stage before logged no loss" if last is None or last.loss is None else f"stage {stage} logged no loss"
+        return CheckResult("loss.resume_jump_max", False, expected, missing)
+    jump = abs(first.loss - last.loss) / abs(last.loss) if last.loss else math.inf
+    found = f"{_fmt(first.loss)} at step {_step(first.step)} after {_fmt(last.loss)} at step {_step(last.step)}: a jump of {jump:.0%}"
+    return CheckResult("loss.resume_jump_max", jump <= bound, expected.replace(f"{bound:g}", f"{bound:.0%}"), found)
 
 
 def first_bad_loss(entries: Iterable[LogEntry]) -> str | None:

@@ -321,6 +321,15 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    if problem := serve.argument_problem(args):
+        raise UsageError(problem)
+    serve.serve(args)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -371,6 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     perplexity.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)")
     perplexity.add_argument("--scorer", metavar="MODEL", help="a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve a Hugging Face causal-LM checkpoint with the OpenAI completions contract (what `inference.server: builtin` starts)",
+        description="Serve a save_pretrained checkpoint: GET /health, POST /v1/completions; each request sampled from --seed.",
+    )
+    serve.add_argument("--checkpoint", type=Path, required=True, help="folder saved by save_pretrained (model and tokenizer)")
+    serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one (printed)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a --host that is not a loopback address (the server has no authentication)")
+    serve.add_argument("--seed", type=int, default=0, help="sampling seed, reset for every request (default: %(default)s)")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto uses CUDA when it is visible (default: %(default)s)")
+
     run = commands.add_parser(
         "run",
         help="run the specs through pytest; arguments it does not know go to pytest",
@@ -415,9 +436,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_settings(args, load_settings(Path.cwd()))
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"list": cmd_list, "validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema, "perplexity": cmd_perplexity, "report": cmd_report, "init": cmd_init, "baseline": cmd_baseline}[
-            args.command
-        ](args)
+        return {
+            "list": cmd_list,
+            "validate": cmd_validate,
+            "plan": cmd_plan,
+            "schema": cmd_schema,
+            "perplexity": cmd_perplexity,
+            "serve": cmd_serve,
+            "report": cmd_report,
+            "init": cmd_init,
+            "baseline": cmd_baseline,
+        }[args.command](args)
     except (UsageError, SpecError, selection.SelectionError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE

@@ -9,6 +9,7 @@ becoming healthy on a taken port is started again on a new one.
 from __future__ import annotations
 
 import math
+import os
 import socket
 import subprocess
 import time
@@ -18,12 +19,13 @@ from typing import cast
 
 import requests
 
-from . import perplexity
+from . import forgather, perplexity
 from .checks import CheckResult, tail
 from .launch import render
 from .process import adopt_orphans, children_now, descendants, die_with_parent, end_group, orphans_since, reap
 from .results import InferenceRecord
-from .spec import InferenceSpec, Spec, split_command
+from .spec import InferenceSpec, Spec
+from .specrules import split_command
 
 HOST = "127.0.0.1"
 PORT_ATTEMPTS = 3
@@ -82,7 +84,7 @@ class Server:
             if self.proc.poll() is not None:
                 return f"the server exited with code {self.proc.returncode} before becoming healthy"
             try:
-                if requests.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                if _healthy(requests.get(f"{self.url}/health", timeout=1.0)):
                     return None
             except requests.RequestException:
                 pass
@@ -110,11 +112,28 @@ class Server:
         reap(orphans)
 
 
+# `inference.server: builtin`: the harness's own server (harness/serve.py), run by the spec's interpreter.
+BUILTIN_SERVER = ["{python}", "-m", "harness", "serve", "--checkpoint", "{checkpoint_dir}", "--port", "{port}"]
+
+
+def _healthy(response: requests.Response) -> bool:
+    """200, and the model loaded where the server says (Forgather's answers `model_loaded`)."""
+    if response.status_code != 200:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return True
+    return not isinstance(body, dict) or body.get("model_loaded", True) is True
+
+
 def _server_argv(spec: Spec, values: dict[str, str]) -> list[str] | None:
     server = spec.inference.server if spec.inference else None
+    if server is None and spec.profile == "forgather":
+        server = forgather.SERVER
     if server is None:
         return None
-    parts = server if isinstance(server, list) else split_command(server)
+    parts = BUILTIN_SERVER if server == "builtin" else server if isinstance(server, list) else split_command(server)
     return [render(part, values) for part in parts]
 
 
@@ -123,10 +142,14 @@ def run_inference(spec: Spec, *, output_dir: Path, cwd: Path, env: dict[str, str
     inference = spec.inference
     assert inference is not None
     outcome = InferenceOutcome()
-    checkpoint = output_dir / inference.checkpoint
+    checkpoint = forgather.checkpoint(spec, output_dir) if spec.profile == "forgather" else output_dir / inference.checkpoint
     if not checkpoint.is_dir():
-        outcome.checks.append(CheckResult("inference.checkpoint", False, f"a checkpoint directory {inference.checkpoint!r} in the output dir", "none: the training saved no checkpoint there"))
+        where = checkpoint.relative_to(output_dir) if checkpoint.is_relative_to(output_dir) else checkpoint
+        outcome.checks.append(CheckResult("inference.checkpoint", False, f"a checkpoint directory {str(where)!r} in the output dir", "none: the training saved no checkpoint there"))
         return outcome
+    if inference.server == "builtin":
+        # The harness itself, importable by the server wherever the spec's cwd is.
+        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))}
     scorer = inference.scorer or scorer
     try:
         perplexity.load_scorer(scorer)
@@ -141,7 +164,7 @@ def run_inference(spec: Spec, *, output_dir: Path, cwd: Path, env: dict[str, str
         port = free_port()
         argv = _server_argv(spec, {**values, "checkpoint_dir": str(checkpoint), "port": str(port)})
         if argv is None:
-            outcome.checks.append(CheckResult("inference.server", False, "inference.server: the command that serves the checkpoint", "not given (the forgather profile cannot guess it)"))
+            outcome.checks.append(CheckResult("inference.server", False, "inference.server: the command that serves the checkpoint", "not given"))
             return outcome
         try:
             server = Server(argv, cwd, env, output_dir, port)

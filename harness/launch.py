@@ -13,9 +13,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from .spec import Spec, render_args
+from .spec import Spec
 from .specfiles import PROFILES
 from .trace import TRACE_DIR
 
@@ -37,14 +37,15 @@ class Launch:
     # What the spec asked for, which a cluster backend requests from its scheduler.
     gpus: int = 0  # devices on each node
     nodes: int = 1
+    stage: str = ""  # a spec in stages: each stage's streams are files of their own
 
     @property
     def stdout_path(self) -> Path:
-        return self.output_dir / "stdout.log"
+        return self.output_dir / (f"{self.stage}.stdout.log" if self.stage else "stdout.log")
 
     @property
     def stderr_path(self) -> Path:
-        return self.output_dir / "stderr.log"
+        return self.output_dir / (f"{self.stage}.stderr.log" if self.stage else "stderr.log")
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,23 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, pla
     (output_dir / "tmp").mkdir(parents=True, exist_ok=True)
     nproc = max(1, spec.gpus) if spec.launcher == "torchrun" else 1
     return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout, spec.id, spec.gpus, spec.nodes)
+
+
+def render_args(args: dict[str, Any]) -> list[str]:
+    """`{max_steps: 60, fast: true}` → `--max-steps 60 --fast`."""
+    argv: list[str] = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *(_arg_text(v) for v in value)]
+        else:
+            argv += [flag, _arg_text(value)]
+    return argv
+
+
+def _arg_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -9,26 +9,24 @@ serve and score it (inference), compare with the baseline, mask secrets, and wri
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import backends, selection
 from .baseline import compare, load_baseline
-from .checks import CheckResult, failure_reason, run_checks, tail
+from .checks import CheckResult, failure_reason, tail
 from .context import RunContext
 from .inference import run_inference
-from .launch import CHILD_VERSIONS_FILE, Launch, ProcessOutcome, build_launch, placeholder_values
+from .launch import CHILD_VERSIONS_FILE, Launch, ProcessOutcome, placeholder_values
 from .leases import Lease
 from .logs import TrainingLog
 from .memory import declared, fit_problem
 from .results import SpecResult, metric_curves, read_child_versions, thin_curve
-from .secrets import Masker, masker_for
+from .secrets import Masker
 from .spec import Spec
-from .watch import fail_fast_watchers
+from .stages import run_stages
 
 TAIL_LINES = 20
 
@@ -121,16 +119,9 @@ def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, e
     devices = lease.devices if lease else ()
     try:
         placement = context.backend.place(spec, devices, context.inventory)
-        launch = build_launch(spec, repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, placement=placement)
-        masker = masker_for(launch.env)
-        write_launch(launch, masker)
-        watchers = fail_fast_watchers(spec, output_dir, launch.stderr_path)
-        outcome = context.backend.run(launch, watchers, on_start=lease.attach if lease else None)
-        if outcome.signal is not None and context.interrupted_marker.exists():
-            # The controller's clean-up killed it (SIGINT reached the controller alone): the
-            # spec was interrupted, as its stand-in record already says, not failed.
-            raise KeyboardInterrupt
-        checks, log = run_checks(spec, outcome, output_dir, launch.stderr_path)
+        staged = run_stages(spec, context, output_dir, placement, lease.attach if lease else None)
+        launch, outcome, checks, log, masker = staged.launch, staged.outcome, staged.checks, staged.log, staged.masker
+        record.stages = staged.stages
         if spec.inference is not None:
             # The server runs on the run's own devices, so the lease is held until it stops.
             checks += _inference(spec, context, record, checks, launch, output_dir, placement.held)
@@ -196,13 +187,6 @@ def _inference(spec: Spec, context: RunContext, record: SpecResult, checks: list
 
 def _attempt_summary(record: SpecResult, number: int) -> dict:
     return {"attempt": number, "outcome": record.outcome, "reason": record.reason, "duration": record.duration, "output_dir": record.output_dir}
-
-
-def write_launch(launch: Launch, masker: Masker) -> None:
-    """What ran, so a person can run it again by hand (giving any masked secret again)."""
-    changed = {k: v for k, v in launch.env.items() if os.environ.get(k) != v}
-    document = {"argv": launch.argv, "cwd": str(launch.cwd), "env": changed, "timeout": launch.timeout}
-    (launch.output_dir / "launch.json").write_text(json.dumps(masker.data(document), indent=2))
 
 
 def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, output_dir: Path, masker: Masker) -> str:

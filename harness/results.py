@@ -132,6 +132,8 @@ class SpecResult:
     stderr_tail: str = ""
     regressions: list[Regression] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # A spec in stages: one summary per stage in order (id, outcome, exit code, steps, losses, files), those not run included.
+    stages: list[dict[str, Any]] = field(default_factory=list)
     flaky: bool = False
     started_at: str = ""
     # Repository-relative path -> content hash of every file the run used (harness.trace).

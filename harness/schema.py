@@ -86,11 +86,14 @@ def reference_rows(cls: type = Spec, prefix: str = "") -> list[tuple[str, str, s
         aliases = field.metadata["aliases"]
         meaning = field.metadata["doc"] + (f" (also read as {', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
         dict_of_blocks = typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1])
-        nested = [] if dict_of_blocks else [a for a in (typing.get_args(tp) or (tp,)) if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        list_of_blocks = [a for a in typing.get_args(tp) if typing.get_origin(a) is list and dataclasses.is_dataclass(typing.get_args(a)[0])]
+        nested = [] if dict_of_blocks or list_of_blocks else [a for a in (typing.get_args(tp) or (tp,)) if isinstance(a, type) and dataclasses.is_dataclass(a)]
         default = "none" if _default(field) is None else ("" if nested else _cell(_default(field)))
         rows.append((f"`{name}`", describe_type(tp), default, meaning))
         if nested:
             rows += reference_rows(nested[0], f"{name}.")
+        elif list_of_blocks:
+            rows += reference_rows(typing.get_args(list_of_blocks[0])[0], f"{name}[].")
         elif dict_of_blocks:
             rows += reference_rows(typing.get_args(tp)[1], f"{name}.<key>.")
     return rows

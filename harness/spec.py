@@ -7,15 +7,13 @@ runner profiles for spec files written for other suites (Forgather's `project_di
 
 from __future__ import annotations
 
-import posixpath
-import re
-import shlex
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .specrules import arg_value_ok, patterns_problem, relative_inside, run_problems, split_command
 from .structure import option
 
 TIER_MARKERS = {"smoke": ("smoke", "integration"), "standard": ("integration",), "full": ("integration", "slow")}
@@ -34,18 +32,6 @@ PLACEHOLDERS = {
 }
 SERVER_PLACEHOLDERS = {**PLACEHOLDERS, "checkpoint_dir": "the checkpoint directory the server loads", "port": "a free loopback port for the server"}
 SPEC_SUFFIXES = (".yaml", ".yml")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-def _relative_inside(value: str, what: str) -> str | None:
-    """Why `value` is not a relative path that stays inside its base, or None when it is."""
-    if not value:
-        return f"{what} must not be empty"
-    if value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value):
-        return f"must be relative to {what}, found the absolute path {value!r}"
-    if posixpath.normpath(value.replace("\\", "/")).split("/")[0] == "..":
-        return f"must stay inside {what}, found {value!r} which escapes it"
-    return None
 
 
 def _memory_problem(value: str) -> str | None:
@@ -53,23 +39,6 @@ def _memory_problem(value: str) -> str | None:
     from .memory import memory_problem
 
     return memory_problem(value)
-
-
-def _patterns_problem(patterns: Iterable[str]) -> str | None:
-    for pattern in patterns:
-        if pattern.startswith("re:"):
-            try:
-                re.compile(pattern[3:])
-            except re.error as error:
-                return f"{pattern!r} is not a valid regular expression: {error}"
-        elif not pattern:
-            return "an empty pattern would match everything"
-    return None
-
-
-def matches(pattern: str, text: str) -> bool:
-    """A stderr pattern: a plain substring, or a regular expression written `re:...`."""
-    return re.search(pattern[3:], text) is not None if pattern.startswith("re:") else pattern in text
 
 
 @dataclass(frozen=True)
@@ -92,7 +61,7 @@ class LogSpec:
     TENSORBOARD_MISSING = "reading TensorBoard event files needs the tensorboard package: pip install trainspec[tensorboard]"
 
     def check(self) -> Iterable[tuple[str, str]]:
-        if self.path is not None and (why := _relative_inside(self.path, "the output dir")):
+        if self.path is not None and (why := relative_inside(self.path, "the output dir")):
             yield "path", why
         if self.format == "tensorboard":
             if self.step_key is not None:
@@ -110,6 +79,13 @@ class LossSpec:
     final_min: float | None = option(None, doc="the last logged loss must be at least this (a run that scores impossibly well is suspect)")
     no_nan: bool = option(True, doc="fail when any logged loss is NaN, inf or missing")
     must_decrease: bool = option(False, doc="the last logged loss must be lower than the first")
+    resume_jump_max: float | None = option(
+        None,
+        doc="in a stage after the first: its first logged loss must lie within this fraction of the last loss the stage before it logged (a resume that restarted from scratch jumps back up)",
+        minimum=0,
+        exclusive_minimum=True,
+        example=0.2,
+    )
 
     def check(self) -> Iterable[tuple[str, str]]:
         if self.final_min is not None and self.final_max is not None and self.final_min > self.final_max:
@@ -160,13 +136,16 @@ class StderrSpec:
 
     def check(self) -> Iterable[tuple[str, str]]:
         for name in ("forbidden_patterns", "warn_patterns"):
-            if why := _patterns_problem(getattr(self, name)):
+            if why := patterns_problem(getattr(self, name)):
                 yield name, why
 
 
 @dataclass(frozen=True)
 class InferenceSpec:
-    server: list[str] | str | None = option(None, doc="command that serves the checkpoint over HTTP; placeholders {checkpoint_dir}, {port}, {python}, {output_dir}")
+    server: list[str] | str | None = option(
+        None,
+        doc="command that serves the checkpoint over HTTP (placeholders {checkpoint_dir}, {port}, {python}, {output_dir}), or `builtin`: the harness serves any Hugging Face causal-LM checkpoint itself (`python -m harness serve`); forgather profile default: Forgather's tools/inference_server/server.py",
+    )
     checkpoint: str = option("checkpoint", doc="checkpoint directory the server loads, relative to the output dir")
     prompt: str | list[str] = option("Once upon a time", doc="one prompt, or a list of prompts")
     max_tokens: int = option(50, doc="tokens to generate per prompt", minimum=1)
@@ -182,8 +161,48 @@ class InferenceSpec:
     def check(self) -> Iterable[tuple[str, str]]:
         if not self.prompts:
             yield "prompt", "give at least one prompt"
-        if why := _relative_inside(self.checkpoint, "the output dir"):
+        if why := relative_inside(self.checkpoint, "the output dir"):
             yield "checkpoint", why
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One step of a spec in stages (train, interrupt, resume, finalize)."""
+
+    id: str = option(doc="the stage's name, unique in the spec; it leads the failure message and names its stdout/stderr files", example="train")
+    command: list[str] | str = option(doc="argv of the stage (a string is split shell-style); the spec's placeholders", example=["{python}", "train.py", "--output-dir", "{output_dir}"])
+    args: dict[str, Any] = option(factory=dict, doc="appended to the stage's command as `--key value`, as the spec's `args`")
+    env: dict[str, str | int | float] = option(factory=dict, doc="environment added to the spec's `env` for this stage")
+    timeout: float | None = option(None, doc="seconds for this stage (default: the spec's timeout)", minimum=0, exclusive_minimum=True)
+    launcher: Literal["none", "torchrun"] | None = option(None, doc="none or torchrun (default: the spec's launcher)")
+    interrupt_at_step: int | None = option(
+        None,
+        doc="stop the stage (SIGTERM to its process group, SIGKILL 5 s later) once its log shows this step; a stage stopped so counts as stopped as planned, and its checks apply to what it logged",
+        minimum=1,
+        example=50,
+    )
+    log: LogSpec = option(factory=LogSpec, doc="the stage's training log, as the spec's `log`")
+    loss: LossSpec | None = option(None, doc="bounds on the stage's loss, as the spec's `loss` (with `resume_jump_max`)")
+    metrics: dict[str, MetricBound] = option(factory=dict, doc="bounds on the stage's other logged metrics")
+    stderr: StderrSpec | None = option(None, doc="the stage's stderr patterns (default: the spec's `stderr`)")
+    expected_files: list[str] | None = option(None, doc="globs that must match files in the output dir once the stage ends")
+    min_steps_logged: int = option(1, doc="at least this many entries in the stage's log; 0 with no loss block means no log is needed", minimum=0)
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if not self.argv_template:
+            yield "command", "required: the argv list (or a string) of the stage"
+        yield from run_problems(self.id, self.expected_files, self.args)
+
+    @property
+    def argv_template(self) -> list[str]:
+        return split_command(self.command) if isinstance(self.command, str) else list(self.command)
+
+
+@dataclass(frozen=True)
+class FinalizeSpec:
+    """Forgather profile: `forgather finalize` the trained model before it is served."""
+
+    quantize: str = option(doc="the recipe passed as `forgather finalize SRC DEST --quantize RECIPE`; the server loads DEST", example="int8")
 
 
 @dataclass(frozen=True)
@@ -231,7 +250,11 @@ class Spec:
     stderr: StderrSpec = option(factory=StderrSpec, doc="patterns that fail the spec or warn when stderr contains them")
     expected_files: list[str] | None = option(None, doc="globs that must match files in the output dir; a name without `/` matches at any depth (default: none; forgather profile: trainer_logs.json)")
     min_steps_logged: int = option(1, doc="at least this many training log entries; 0 with no loss block means no log is needed", minimum=0)
-    inference: InferenceSpec | None = option(None, doc="serve the trained checkpoint and score completions (full tier)")
+    stages: list[StageSpec] | None = option(
+        None, doc="instead of `command`: stages run in order in one output dir on the same devices, each with its own command and checks; the first that fails ends the spec"
+    )
+    inference: InferenceSpec | None = option(None, doc="serve the trained checkpoint and score completions (full tier); runs after the last stage")
+    finalize: FinalizeSpec | None = option(None, doc="forgather profile: a finalize stage run after training, whose output the inference server loads")
     baseline: BaselineSpec = option(factory=BaselineSpec, doc="tolerances against a stored run given with `run --baseline PATH`")
     watch: list[str] = option(
         factory=list,
@@ -247,8 +270,7 @@ class Spec:
     key_lines: dict[str, int] = field(default_factory=dict, compare=False)
 
     def check(self) -> Iterable[tuple[str, str]]:
-        if not _ID.match(self.id):
-            yield "id", f"must start with a letter or digit and hold only letters, digits, '_', '.', '-'; found {self.id!r}"
+        yield from run_problems(self.id, self.expected_files, self.args)
         if self.profile == "forgather":
             for name in ("project_dir", "config"):
                 if getattr(self, name) is None:
@@ -259,37 +281,60 @@ class Spec:
             for name in ("project_dir", "config"):
                 if getattr(self, name) is not None:
                     yield name, "only the forgather profile reads project_dir and config"
-            if self.command is None or not self.argv_template:
-                yield "command", "required: the argv list (or a string) of the run"
+            if self.stages is not None and self.command is not None:
+                yield "stages", "give command or stages, not both"
+            elif self.stages is None and (self.command is None or not self.argv_template):
+                yield "command", "required: the argv list (or a string) of the run, or stages"
+            if self.finalize is not None:
+                yield "finalize", "only the forgather profile reads finalize; give a stage instead"
         if self.tier is not None:
             for marker, tiers in (("smoke", ("smoke",)), ("slow", ("full",))):
                 if marker in self.markers and self.tier not in tiers:
                     yield "tier", f"tier {self.tier!r} contradicts the marker {marker!r} (which means tier {tiers[0]!r}); keep one"
-        if why := _relative_inside(self.cwd, "the repository"):
+        if why := relative_inside(self.cwd, "the repository"):
             yield "cwd", why
         if self.gpu_memory is not None and (why := _memory_problem(self.gpu_memory)):
             yield "gpu_memory", why
-        if self.project_dir is not None and (why := _relative_inside(self.project_dir, "the repository")):
+        if self.project_dir is not None and (why := relative_inside(self.project_dir, "the repository")):
             yield "project_dir", why
-        for pattern in self.expected_files or ():
-            if why := _relative_inside(pattern, "the output dir"):
-                yield "expected_files", why
         for pattern in self.watch:
-            if why := _relative_inside(pattern, "the repository"):
+            if why := relative_inside(pattern, "the repository"):
                 yield "watch", why
         for name, word, known in self._placeholder_words():
             if word not in known:
                 yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in known)}"
-        for key, value in self.args.items():
-            if not _arg_value_ok(value):
-                found = "a mapping" if isinstance(value, dict) else "a nested list" if isinstance(value, list) else type(value).__name__
-                yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {found}"
         if self.nodes > 1 and self.launcher != "torchrun":
             yield "nodes", f"a run across {self.nodes} nodes needs launcher: torchrun, whose ranks join through the allocation's rendezvous"
         if self.launcher == "torchrun" and self.profile == "forgather":
             yield "launcher", "forgather starts its own ranks; leave launcher at none"
         if self.inference is not None:
             yield from self._inference_problems(self.inference)
+        yield from self._stage_problems()
+
+    def _stage_problems(self) -> Iterable[tuple[str, str]]:
+        """Stages need names of their own, something to resume, and the checks in the stage they apply to."""
+        if self.stages is None:
+            if self.loss is not None and self.loss.resume_jump_max is not None:
+                yield "loss.resume_jump_max", "compares a stage with the stage before it; it needs stages"
+            return
+        if self.profile == "forgather":
+            yield "stages", "the forgather profile builds its own stages (train, and finalize when given)"
+        if not self.stages:
+            yield "stages", "give at least one stage"
+            return
+        for name in ("args", "loss", "metrics", "expected_files"):
+            if getattr(self, name):
+                yield name, f"with stages, give {name} in the stage it applies to"
+        seen: dict[str, int] = {}
+        for index, stage in enumerate(self.stages):
+            if stage.id in seen:
+                yield f"stages[{index}].id", f"duplicate stage id {stage.id!r}, also stages[{seen[stage.id]}]"
+            seen.setdefault(stage.id, index)
+        if self.stages[-1].interrupt_at_step is not None:
+            yield f"stages[{len(self.stages) - 1}].interrupt_at_step", "the last stage cannot be interrupted: no stage after it resumes the run"
+        first = self.stages[0].loss
+        if first is not None and first.resume_jump_max is not None:
+            yield "stages[0].loss.resume_jump_max", "the first stage has no stage before it to resume from"
 
     def _inference_problems(self, inference: InferenceSpec) -> Iterable[tuple[str, str]]:
         """An inference stage needs a checkpoint that the training is known to save."""
@@ -300,14 +345,19 @@ class Spec:
         if inference.server is None:
             yield "inference", "give inference.server: the command that serves the checkpoint"
         prefix = inference.checkpoint.rstrip("/") + "/"
-        if not any(pattern.startswith(prefix) for pattern in self.expected_files or ()):
+        expected = [*(self.expected_files or ()), *(p for stage in self.stages or () for p in stage.expected_files or ())]
+        if inference.server is not None and not any(pattern.startswith(prefix) for pattern in expected):
             yield "inference", f"inference needs the checkpoint the training saves: list a file of it in expected_files (for example '{prefix}config.json')"
 
     def _placeholder_words(self) -> Iterable[tuple[str, str, dict[str, str]]]:
         server = self.inference.server if self.inference else None
         server_parts = server if isinstance(server, list) else split_command(server) if server else []
         texts = [("command", part, PLACEHOLDERS) for part in self.argv_template]
-        texts += [("args", str(v), PLACEHOLDERS) for v in self.args.values() if _arg_value_ok(v)]
+        for index, stage in enumerate(self.stages or ()):
+            texts += [(f"stages[{index}].command", part, PLACEHOLDERS) for part in stage.argv_template]
+            texts += [(f"stages[{index}].args", str(v), PLACEHOLDERS) for v in stage.args.values() if arg_value_ok(v)]
+            texts += [(f"stages[{index}].env", str(v), PLACEHOLDERS) for v in stage.env.values()]
+        texts += [("args", str(v), PLACEHOLDERS) for v in self.args.values() if arg_value_ok(v)]
         texts += [("env", str(v), PLACEHOLDERS) for v in self.env.values()]
         texts += [("inference.server", part, SERVER_PLACEHOLDERS) for part in server_parts]
         for name, text, known in texts:
@@ -338,37 +388,3 @@ class Spec:
     @property
     def needs_log(self) -> bool:
         return self.loss is not None or bool(self.metrics) or self.min_steps_logged > 0
-
-
-def split_command(command: str) -> list[str]:
-    """A command string split shell-style; unbalanced quotes leave it whole (and it fails to start, clearly)."""
-    try:
-        return shlex.split(command)
-    except ValueError:
-        return [command]
-
-
-def _arg_value_ok(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_arg_value_ok(v) and not isinstance(v, list) for v in value)
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def render_args(args: dict[str, Any]) -> list[str]:
-    """`{max_steps: 60, fast: true}` → `--max-steps 60 --fast`."""
-    argv: list[str] = []
-    for key, value in args.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list):
-            argv += [flag, *(_arg_text(v) for v in value)]
-        else:
-            argv += [flag, _arg_text(value)]
-    return argv
-
-
-def _arg_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)

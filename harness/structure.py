@@ -294,9 +294,25 @@ def build(cls: type, data: Any, path: str, line: int | None) -> Any:
     check = getattr(obj, "check", None)
     if check is not None:
         for field_name, message in check():
-            key = next((k for k in [field_name, *_aliases(cls, field_name)] if k in data), field_name)
-            raise Problem(message, f"{prefix}{field_name}", lines.get(key, line))
+            raise Problem(message, f"{prefix}{field_name}", _line_of(cls, data, field_name, line))
     return obj
+
+
+def _line_of(cls: type, data: dict, field_name: str, line: int | None) -> int | None:
+    """The line of a field a check names: `name`, or a path into it such as `stages[1].loss.resume_jump_max`."""
+    head, *rest = field_name.split(".")
+    name, _, index = head.partition("[")
+    key = next((k for k in [name, *_aliases(cls, name)] if k in data), name)
+    found = getattr(data, "lines", {}).get(key, line)
+    node = data.get(key)
+    if index and isinstance(node, list) and index.rstrip("]").isdigit() and int(index.rstrip("]")) < len(node):
+        node = node[int(index.rstrip("]"))]
+        found = getattr(node, "line", found)
+    for part in rest:
+        if not isinstance(node, dict) or part not in node:
+            break
+        found, node = getattr(node, "lines", {}).get(part, found), node[part]
+    return found
 
 
 def _aliases(cls: type, name: str) -> tuple[str, ...]:

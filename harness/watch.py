@@ -119,15 +119,17 @@ class LossWatcher:
         self.next_discovery = 0.0
 
     def poll(self) -> str | None:
+        bad = first_bad_loss(self.new_entries())
+        return f"loss {bad} in {self.path.name}" if bad and self.path else None
+
+    def new_entries(self) -> list[LogEntry]:
+        """The log's entries written since the last call."""
         self._discover()
         if self.reader is None and self.path is not None:
             fmt = sniff_format(self.path, self.spec)
             if fmt is not None:
                 self.reader = GrowingLog(self.path, self.spec, fmt) if fmt in APPENDED else WholeFile(self.path, self.spec, self.clock)
-        if self.reader is None or self.path is None:
-            return None
-        bad = first_bad_loss(self.reader.new_entries())
-        return f"loss {bad} in {self.path.name}" if bad else None
+        return [] if self.reader is None else self.reader.new_entries()
 
     def _discover(self) -> None:
         """Find the log as the final check will: at every poll until there is one, then now and
@@ -140,6 +142,20 @@ class LossWatcher:
             self.path, self.reader = path, None
         spent = self.clock() - began
         self.next_discovery = self.clock() + max(DISCOVER_SECONDS if self.path else 0.0, PARSE_SHARE * spent)
+
+
+class StepWatcher(LossWatcher):
+    """Stops a run (an interrupt the spec plans, as a preemption would) once its log shows step >= `step`."""
+
+    def __init__(self, output_dir: Path, spec: LogSpec, step: int, clock: Clock = time.monotonic):
+        super().__init__(output_dir, spec, clock)
+        self.step = step
+        self.reached: float | None = None
+
+    def poll(self) -> str | None:
+        if self.reached is None:
+            self.reached = next((e.step for e in self.new_entries() if e.step is not None and e.step >= self.step), None)
+        return None if self.reached is None else f"interrupted as planned: the log showed step {self.reached:g} (interrupt_at_step {self.step})"
 
 
 def fail_fast_watchers(spec: Spec, output_dir: Path, stderr_path: Path) -> list[Watcher]:

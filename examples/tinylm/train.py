@@ -35,6 +35,8 @@ from transformers import logging as hf_logging
 from corpus import batches, build_tokenizer, generate_sentences, shard, token_blocks
 from model import build_model, count_parameters
 
+RESUME_STATE = "resume_state.pt"
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -67,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: %(default)s)")
     parser.add_argument("--save-model", action="store_true",
                         help="save model and tokenizer with save_pretrained into OUTPUT_DIR/checkpoint at the end")
+    parser.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
+                        help="every N steps, save model, optimizer, schedule and step into OUTPUT_DIR/resume_state.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from OUTPUT_DIR/resume_state.pt (written by --save-every) at the step after it")
+    parser.add_argument("--log-name", default="train_log.jsonl",
+                        help="file name of the jsonl log in OUTPUT_DIR (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto uses CUDA when it is available (default: %(default)s)")
     parser.add_argument("--fail-at-step", type=int, default=None, metavar="N",
@@ -76,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda was asked for but CUDA is not available")
+    if args.resume and not (args.output_dir / RESUME_STATE).is_file():
+        parser.error(f"--resume: no {RESUME_STATE} in {args.output_dir} (save one with --save-every)")
     return args
 
 
@@ -98,8 +108,8 @@ class JsonlLog:
     sees every entry as soon as it is logged.
     """
 
-    def __init__(self, output_dir: Path) -> None:
-        self._path = output_dir / "train_log.jsonl"
+    def __init__(self, output_dir: Path, name: str = "train_log.jsonl") -> None:
+        self._path = output_dir / name
         self._path.write_text("", encoding="utf-8")
 
     def write_step(self, record: StepRecord) -> None:
@@ -206,9 +216,16 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
 
+    first_step = 1
+    if args.resume:
+        first_step = load_state(args.output_dir, model, optimizer, scheduler, device) + 1
+        # The data order goes on where it stopped: the batches already trained on are drawn again and dropped.
+        for _ in range(first_step - 1):
+            next(data)
+
     log: JsonlLog | ForgatherLog | None = None
     if is_main:
-        log = JsonlLog(args.output_dir) if args.log_format == "jsonl" else ForgatherLog(args.output_dir)
+        log = JsonlLog(args.output_dir, args.log_name) if args.log_format == "jsonl" else ForgatherLog(args.output_dir)
         print(f"tinylm: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, "
               f"{len(blocks)} sequences of {args.seq_len} tokens per rank, world size {world_size}, device {device}",
               flush=True)
@@ -223,7 +240,7 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
     steps_in_interval = 0
     total_loss = 0.0
     start = interval_start = time.perf_counter()
-    for step in range(1, args.max_steps + 1):
+    for step in range(first_step, args.max_steps + 1):
         if step == args.fail_at_step:
             raise RuntimeError(f"injected failure at step {step}")
         batch = next(data).to(device)
@@ -237,7 +254,9 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         loss_sum += loss.detach()
         steps_in_interval += 1
 
-        if step % args.log_every != 0 and step not in (1, args.max_steps):
+        if args.save_every and step % args.save_every == 0 and is_main:
+            save_state(args.output_dir, step, model, optimizer, scheduler)
+        if step % args.log_every != 0 and step not in (first_step, args.max_steps):
             continue
         # Every rank reaches this all_reduce at the same steps; the logged loss
         # is the mean over ranks and over the steps since the last entry.
@@ -266,7 +285,7 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
     runtime = time.perf_counter() - start
     if log is None:
         return
-    train_loss = total_loss / args.max_steps
+    train_loss = total_loss / max(1, args.max_steps - first_step + 1)
     if writes_log(args.max_steps):
         log.write_summary(args.max_steps, runtime, train_loss)
     print(f"done: {args.max_steps} steps in {runtime:.2f} s, mean loss {train_loss:.4f}", flush=True)
@@ -274,6 +293,23 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         checkpoint = args.output_dir / "checkpoint"
         model.save_pretrained(checkpoint)
         tokenizer.save_pretrained(checkpoint)
+
+
+def save_state(output_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Everything a resumed run needs, written whole or not at all (a kill mid-save leaves the previous state)."""
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    temporary = output_dir / (RESUME_STATE + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, output_dir / RESUME_STATE)
+
+
+def load_state(output_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> int:
+    """Restore what save_state wrote; returns the step it was saved at."""
+    state = torch.load(output_dir / RESUME_STATE, map_location=device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"])
 
 
 def main(argv: list[str] | None = None) -> None:

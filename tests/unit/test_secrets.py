@@ -10,9 +10,10 @@ import pytest
 
 from harness.checks import CheckResult
 from harness.launch import Launch
-from harness.pipeline import failure_message, write_launch
+from harness.pipeline import failure_message
 from harness.secrets import MASK, Masker, is_secret, masker_for
 from harness.specfiles import spec_from_mapping
+from harness.stages import write_launch
 
 SECRET = "s3cr3t-value"
 

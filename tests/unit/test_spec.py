@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.launch import build_argv
-from harness.spec import BUILTIN_MARKERS, Spec, render_args
+from harness.launch import build_argv, render_args
+from harness.spec import BUILTIN_MARKERS, Spec
 from harness.specfiles import check_markers, find_spec_files, load_spec_file, load_specs, spec_from_mapping
 from harness.structure import SpecError
 

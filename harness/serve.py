@@ -1,14 +1,13 @@
-"""Serve a tinylm checkpoint with an OpenAI-style completions endpoint.
+"""The built-in server: any Hugging Face causal-LM checkpoint behind an OpenAI completions endpoint.
 
-trainspec's inference stage starts this on a checkpoint saved by
-`train.py --save-model`, waits for GET /health, asks POST /v1/completions for
-text and scores prompt + text under a reference model. So the model is loaded
-before the socket is bound (a healthy server can answer at once), the
-completion starts with the space that separates it from the prompt, requests
-are logged on stdout (stderr is kept for real problems), and nothing is
-written to disk.
-
-    python examples/tinylm/serve.py --checkpoint DIR --port P [--host 127.0.0.1] [--seed 0]
+`inference.server: builtin` starts it (as `python -m harness serve --checkpoint DIR --port P`)
+on a checkpoint saved with `save_pretrained` (Trainer, TRL, Forgather, torchtitan's HF export).
+The model is loaded before the socket is bound, so a healthy server answers at once; the
+completion starts with the space that separates it from the prompt; requests are logged on
+stdout (stderr is kept for real problems); nothing is written to disk. It runs on the devices
+the spec holds (CUDA_VISIBLE_DEVICES), and each request is sampled from a fixed seed, so the
+same request always gets the same answer. Like perplexity.py, it imports torch and transformers
+and is outside the harness core.
 """
 
 from __future__ import annotations
@@ -40,35 +39,21 @@ class BadRequest(Exception):
     """A request the client must fix; its message goes back in a 400 answer."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line, refusing a non-loopback --host unless --allow-remote.
-
-    The server has no authentication, so it is reachable from this machine only
-    unless someone asks otherwise on purpose.
-    """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="folder saved by save_pretrained (model and tokenizer), e.g. OUTPUT_DIR/checkpoint")
-    parser.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one (printed)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--allow-remote", action="store_true", help="allow a --host that is not a loopback address")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="sampling seed, reset for every request so equal requests get equal answers "
-                             "(default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto uses CUDA when it is available (default: %(default)s)")
-    args = parser.parse_args(argv)
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """Why the arguments cannot be served, or None. A non-loopback --host is refused unless
+    --allow-remote: the server has no authentication, so it is reachable from this machine only
+    unless someone asks otherwise on purpose."""
     if not args.checkpoint.is_dir():
-        parser.error(f"--checkpoint {args.checkpoint} is not a directory")
+        return f"--checkpoint {args.checkpoint} is not a directory"
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was asked for but CUDA is not available")
+        return "--device cuda was asked for but CUDA is not available"
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)}
     except socket.gaierror as error:
-        parser.error(f"--host {args.host}: {error.strerror}")
-    if not args.allow_remote and not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        parser.error(f"--host {args.host} is not a loopback address; pass --allow-remote to serve it anyway")
-    return args
+        return f"--host {args.host}: {error.strerror}"
+    if not args.allow_remote and not all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses):
+        return f"--host {args.host} is not a loopback address; pass --allow-remote to serve it anyway"
+    return None
 
 
 class Completer:
@@ -92,13 +77,13 @@ class Completer:
         prompt_tokens = ids.shape[1]
         if prompt_tokens == 0:
             raise BadRequest("prompt has no tokens")
-        limit = self.model.config.max_position_embeddings
-        if prompt_tokens + max_tokens > limit:
+        # Models name their context differently (GPT-2: n_positions, aliased); some have no limit.
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and prompt_tokens + max_tokens > limit:
             raise BadRequest(f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the context of {limit}")
         # Plain temperature sampling, as OpenAI's API does: no top-k or top-p
         # that a checkpoint's generation_config might bring.
-        decoding: dict[str, Any] = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-                                     if temperature > 0 else {"do_sample": False})
+        decoding: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
         with self._lock, torch.no_grad():
             torch.manual_seed(self.seed)
             output = self.model.generate(
@@ -106,7 +91,8 @@ class Completer:
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_tokens,
                 eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
+                # Many causal LMs (GPT-2) have no pad token; generate() only needs one to pad with.
+                pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id,
                 **decoding,
             )[0]
         new = output[prompt_tokens:]
@@ -115,7 +101,7 @@ class Completer:
         # the space between them (a word-level tokenizer joins tokens with
         # spaces), so prompt + text reads as the corpus does.
         full = self.tokenizer.decode(output, skip_special_tokens=True)
-        text = full[len(self.tokenizer.decode(output[:prompt_tokens], skip_special_tokens=True)):]
+        text = full[len(self.tokenizer.decode(output[:prompt_tokens], skip_special_tokens=True)) :]
         return text, "stop" if stopped else "length", prompt_tokens, len(new)
 
 
@@ -139,8 +125,7 @@ def parse_completion_request(body: bytes) -> tuple[str, int, float]:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise BadRequest("max_tokens must be an integer of at least 1")
     temperature = request.get("temperature", 1.0)
-    if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
-            or not math.isfinite(temperature) or temperature < 0):
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not math.isfinite(temperature) or temperature < 0:
         raise BadRequest("temperature must be a number of at least 0 (0 is greedy)")
     return prompt, max_tokens, float(temperature)
 
@@ -167,7 +152,7 @@ def make_handler(completer: Completer, model_name: str) -> type[BaseHTTPRequestH
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
             if path == "/health":
-                self._reply(200, {"status": "ok", "model": model_name})
+                self._reply(200, {"status": "ok", "model": model_name, "model_loaded": True})
             elif path == "/v1/completions":
                 self._error(405, "use POST for /v1/completions")
             else:
@@ -192,24 +177,27 @@ def make_handler(completer: Completer, model_name: str) -> type[BaseHTTPRequestH
                 traceback.print_exc()
                 self._error(500, f"{type(error).__name__}: {error}")
                 return
-            self._reply(200, {
-                "id": f"cmpl-{uuid.uuid4().hex}",
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": model_name,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish_reason}],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
+            self._reply(
+                200,
+                {
+                    "id": f"cmpl-{uuid.uuid4().hex}",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": model_name,
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish_reason}],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
                 },
-            })
+            )
 
     return Handler
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def serve(args: argparse.Namespace) -> None:
+    """Load the checkpoint, then answer requests until SIGTERM or SIGINT."""
     # transformers 5 draws a loading bar on stderr; stderr is for real problems.
     hf_logging.disable_progress_bar()
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -223,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         server = Server((args.host, args.port), make_handler(completer, model_name))
     except OSError as error:  # one line, not a traceback: a taken port is an expected failure
-        sys.exit(f"serve.py: cannot listen on {args.host} port {args.port}: {error.strerror or error}")
+        sys.exit(f"harness serve: cannot listen on {args.host} port {args.port}: {error.strerror or error}")
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever() to return, which runs in this
@@ -239,7 +227,3 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.server_close()
     print("stopped", flush=True)
-
-
-if __name__ == "__main__":
-    main()
