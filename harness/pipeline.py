@@ -25,6 +25,7 @@ from .launch import CHILD_VERSIONS_FILE, Launch, ProcessOutcome, build_launch, p
 from .leases import Lease
 from .logs import TrainingLog
 from .memory import declared, fit_problem
+from .peaks import memory_check, sampling
 from .results import SpecResult, metric_curves, read_child_versions, thin_curve
 from .secrets import Masker, masker_for
 from .spec import Spec
@@ -125,12 +126,15 @@ def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, e
         masker = masker_for(launch.env)
         write_launch(launch, masker)
         watchers = fail_fast_watchers(spec, output_dir, launch.stderr_path)
-        outcome = context.backend.run(launch, watchers, on_start=lease.attach if lease else None)
+        with sampling(context.inventory, devices, lease.attach if lease else None) as sampler:
+            outcome = context.backend.run(launch, watchers, on_start=sampler.on_start)
+        record.peak_gpu_memory = sampler.peaks
         if outcome.signal is not None and context.interrupted_marker.exists():
             # The controller's clean-up killed it (SIGINT reached the controller alone): the
             # spec was interrupted, as its stand-in record already says, not failed.
             raise KeyboardInterrupt
         checks, log = run_checks(spec, outcome, output_dir, launch.stderr_path)
+        checks += memory_check(sampler.peaks, lease.memory if lease else None, spec.gpu_memory)
         if spec.inference is not None:
             # The server runs on the run's own devices, so the lease is held until it stops.
             checks += _inference(spec, context, record, checks, launch, output_dir, placement.held)
