@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.devices import discover
+from harness.devices import DeviceFacts, Inventory, discover
 from harness.files import KeptFileWarning
 from harness.plan import DurationCache, cache_root, default_run_dir, make_plan, simulate
 from harness.specfiles import in_tier, load_specs, spec_from_mapping
@@ -306,3 +306,18 @@ def test_no_simulated_order_beats_the_lower_bound(jobs):
     for order in (plan.runs, plan.runs[::-1]):
         schedule = simulate([(p.devices, p.expected, p.memory) for p in order], plan.capacity, plan.workers)
         assert schedule.makespan >= plan.lower_bound - 1e-6
+
+
+def test_a_busy_device_is_handed_out_only_within_its_free_memory():
+    """Another user's job holds 30 GiB of GPU 1: its room is its memory less the headroom less that."""
+    facts = (DeviceFacts("0", "GPU-a", memory_total=81559, memory_used=0), DeviceFacts("1", "GPU-b", memory_total=81559, memory_used=30720))
+    inventory = Inventory(("0", "1"), "cuda", "nvidia-smi", facts)
+    specs = [spec(f"mid{i}", gpu_memory="30GiB") for i in range(4)] + [spec("big", gpu_memory="45GiB")]
+    plan = make_plan(specs, inventory, {s.id: 10.0 for s in specs})
+    assert plan.capacity == {"0": int(81559 * 0.9), "1": int(81559 * 0.9) - 30720}
+    assert next(p for p in plan.runs if p.spec.id == "big").placed == ("0",), "45 GiB fits only the idle GPU"
+    for run in plan.runs:
+        beside = [p for p in plan.runs if p.placed == run.placed and p.start <= run.start < p.start + p.expected]
+        assert sum(p.memory or 0 for p in beside) <= plan.capacity[run.placed[0]]
+    on_busy = [p.start for p in plan.runs if p.placed == ("1",)]
+    assert len(on_busy) == len(set(on_busy)) >= 1, "the busy GPU takes one 30 GiB run at a time"
