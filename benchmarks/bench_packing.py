@@ -1,9 +1,11 @@
 """Packing benchmark (`nox -s bench`): a mixed workload of declared memories and device counts on fake devices.
 
 The plan's simulated makespan (the lease pool's own rule over `packing.Devices`) is set
-against the memory-aware lower bound, max(longest run, device-memory-seconds / devices)
-(target: at most 1.15 times it), and against scheduling the same specs with every device
-held whole, as before packing existed, side by side.
+against the plan's lower bound (`Plan.lower_bound`: runs that overlap nothing in series, then
+the largest of device-memory-seconds / devices, seconds / workers and the longest chain of
+runs that cannot overlap; target: at most 1.15 times it), and against scheduling the same
+specs with every device held whole, as before packing existed, side by side. Exits 1, saying
+so, when a workload is above the target.
 
 Usage: python benchmarks/bench_packing.py [--json OUT] [--seeds K]
 """
@@ -75,7 +77,8 @@ def main() -> int:
         )
     worst = max(r["ratio_to_bound"] for r in rows)
     summary = {"worst_ratio_to_bound": worst, "median_speedup_over_exclusive": statistics.median(r["speedup_over_exclusive"] for r in rows), "target_ratio": TARGET_RATIO, "rows": rows}
-    print(f"worst packed/bound {worst:.3f} (target <= {TARGET_RATIO}); median exclusive/packed {summary['median_speedup_over_exclusive']:.2f}x")
+    verdict = "within the target" if worst <= TARGET_RATIO else f"ABOVE THE TARGET on {sum(r['ratio_to_bound'] > TARGET_RATIO for r in rows)} of {len(rows)} workloads"
+    print(f"worst packed/bound {worst:.3f} (target <= {TARGET_RATIO}: {verdict}); median exclusive/packed {summary['median_speedup_over_exclusive']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0 if worst <= TARGET_RATIO else 1

@@ -140,7 +140,7 @@ def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
     lines += [
         "",
-        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (max of longest run, device-memory-seconds / devices)",
+        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (runs that cannot overlap in series, device-memory-seconds / devices, seconds / workers)",
     ]
     return lines
 

@@ -29,6 +29,8 @@ def read_json(path: Path, what: str, expect: type = dict) -> Any | None:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
+    except TimeoutError:
+        raise  # an OSError by class, but a caller's deadline (a signal handler), not a broken file
     except (OSError, ValueError, RecursionError) as error:
         problem = f"{type(error).__name__}: {error}"[:200]
     else:

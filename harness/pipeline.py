@@ -23,6 +23,7 @@ from .launch import CHILD_VERSIONS_FILE, Launch, ProcessOutcome, placeholder_val
 from .leases import Lease
 from .logs import TrainingLog
 from .memory import declared, fit_problem
+from .peaks import memory_check, sampling
 from .results import SpecResult, metric_curves, read_child_versions, thin_curve
 from .secrets import Masker
 from .spec import Spec
@@ -119,9 +120,12 @@ def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, e
     devices = lease.devices if lease else ()
     try:
         placement = context.backend.place(spec, devices, context.inventory)
-        staged = run_stages(spec, context, output_dir, placement, lease.attach if lease else None)
+        with sampling(context.inventory, devices, lease.attach if lease else None) as sampler:
+            staged = run_stages(spec, context, output_dir, placement, sampler.on_start)
         launch, outcome, checks, log, masker = staged.launch, staged.outcome, staged.checks, staged.log, staged.masker
         record.stages = staged.stages
+        record.peak_gpu_memory = sampler.peaks
+        checks += memory_check(sampler.peaks, lease.memory if lease else None, spec.gpu_memory)
         if spec.inference is not None:
             # The server runs on the run's own devices, so the lease is held until it stops.
             checks += _inference(spec, context, record, checks, launch, output_dir, placement.held)

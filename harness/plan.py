@@ -137,13 +137,48 @@ class Plan:
 
     @property
     def lower_bound(self) -> float:
-        """No schedule beats max(longest run, device-seconds spread over every device), where a
-        run that declares memory counts for its share of each device's room (device-memory-seconds)."""
-        if not self.runs:
-            return 0.0
-        longest = max(p.expected for p in self.runs)
-        area = sum(max(p.devices, 1) * p.expected * share(p.memory, self.capacity) for p in self.runs)
-        return max(longest, area / max(1, self.inventory.count))
+        """No schedule beats this: runs that can overlap no other run (a spec holding every device
+        whole) one after another, then the largest of: the device-seconds of the others spread
+        over every device (a run that declares memory counting for its share of each device's
+        room: device-memory-seconds), their seconds spread over the workers (each run holds one),
+        and the longest chain of runs no two of which can overlap (the longest run alone, or a
+        whole-device run beside one that needs memory on every device)."""
+        count = max(1, self.inventory.count)
+        rooms = [c for c in self.capacity.values() if c is not None]
+        room = max(rooms) if rooms else None
+        alone = [p for p in self.runs if all(_conflict(p, q, count, room) for q in self.runs if q is not p)]
+        rest = [p for p in self.runs if not any(p is a for a in alone)]
+        serial = sum(p.expected for p in alone)
+        if not rest:
+            return serial
+        area = sum(p.devices * p.expected * share(p.memory, self.capacity) for p in rest)
+        slots = sum(p.expected for p in rest) / max(1, self.workers)
+        return serial + max(area / count, slots, _exclusive_chain(rest, count, room))
+
+
+def _conflict(a: Planned, b: Planned, count: int, room: int | None) -> bool:
+    """Whether two runs can never run at once: they must share a device (more devices between them
+    than there are) and cannot share it (either holds it whole, or their memory exceeds the largest room)."""
+    if a.devices + b.devices <= count:
+        return False
+    return a.memory is None or b.memory is None or room is None or a.memory + b.memory > room
+
+
+CHAIN_SEEDS = 32
+
+
+def _exclusive_chain(runs: list[Planned], count: int, room: int | None) -> float:
+    """The longest total of runs that pairwise conflict (so run one after another), found greedily
+    from each of the longest runs: any such set is a valid bound, the largest is only the tightest."""
+    ordered = sorted(runs, key=lambda p: -p.expected)
+    best = 0.0
+    for seed in ordered[:CHAIN_SEEDS]:
+        chain = [seed]
+        for p in ordered:
+            if p is not seed and all(_conflict(p, q, count, room) for q in chain):
+                chain.append(p)
+        best = max(best, sum(p.expected for p in chain))
+    return best
 
 
 def share(memory: int | None, capacity: Mapping[str, int | None]) -> float:
@@ -217,6 +252,9 @@ ORDERS = {
     "longest first": lambda p: (-p.expected, -p.devices),
     "widest first": lambda p: (-p.devices, -p.expected),
     "largest area first": lambda p: (-max(p.devices, 1) * p.expected, -p.devices),
+    # A run holding devices whole needs them idle, which a device packed with declared runs
+    # seldom is again: started first, it does not wait for the whole run to drain.
+    "whole devices first, then longest": lambda p: (p.memory is not None, -p.expected, -p.devices),
 }
 
 

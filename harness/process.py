@@ -7,13 +7,14 @@ ended too: no process outlives its spec.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import psutil
 
@@ -30,10 +31,21 @@ TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 STOPPING = {signal.SIGINT, *TERMINATING}
 
 
-def _prepare_child() -> None:
-    """In the child, before exec: take the signals the harness held back while starting it, and die with the harness."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
-    die_with_parent()
+@contextlib.contextmanager
+def _interruptions_held(pending: list[int]) -> Iterator[None]:
+    """While a run starts, a stopping signal is only noted in `pending`: raised between the fork and
+    `proc`, it would leave a started run that nobody ends. A handler rather than a signal mask,
+    because a process-wide signal may land on any thread (xdist workers have several) while Python
+    runs its handler in the main thread. Outside the main thread nothing is held: handlers never run there."""
+    try:
+        previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in STOPPING}
+    except ValueError:
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def die_with_parent() -> None:
@@ -171,21 +183,21 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start: Call
     # Children of ours that appear during the run and are not the command are its orphans.
     ours_before = children_now()
     began, started = time.monotonic(), time.time()
-    # An interruption between the fork and `proc` would leave a started run nobody ends: it waits until the try below.
-    held_before = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+    pending: list[int] = []
     try:
-        with open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
-            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=_prepare_child)
-    except BaseException as error:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held_before)
-        if not isinstance(error, OSError):
-            raise
+        with _interruptions_held(pending), open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
+            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
+    except OSError as error:
         missing = error.filename if error.filename is not None else launch.argv[0]
+        if pending:
+            signal.raise_signal(pending[0])
         return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{missing}: {error.strerror or error}")
     timed_out, stopped_by, known = False, None, {}
     next_census = began + CENSUS_SECONDS
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held_before)
+        if pending:
+            # Now that the run is tracked, the interruption goes to its real handler; the finally below ends the run.
+            signal.raise_signal(pending[0])
         if on_start is not None:
             on_start(proc.pid)
         while True:

@@ -29,12 +29,15 @@ def table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
     """One aligned row per spec, then where everything is."""
-    rows = [("", "spec", "time", "devices", "steps", "final loss", "reason")]
+    # The peak memory column only where something was measured (real NVIDIA GPUs).
+    measured = any(r.peak_gpu_memory for r in records)
+    rows = [("", "spec", "time", "devices", *(["peak MiB"] if measured else []), "steps", "final loss", "reason")]
     for r in records:
         devices = ",".join(r.devices) or r.placement or "-"
         time = f"{r.duration:.1f}s" if r.duration else "-"
         loss = "-" if r.final_loss is None else f"{r.final_loss:.4g}"
-        rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, str(r.steps_logged or "-"), loss, r.reason[:120]))
+        peaks = [",".join(str(r.peak_gpu_memory.get(d, "-")) for d in r.devices) if r.peak_gpu_memory else "-"] if measured else []
+        rows.append(("FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome), r.id, time, devices, *peaks, str(r.steps_logged or "-"), loss, r.reason[:120]))
     # pytest's own line counts a reused spec among the skips; this one keeps them apart, and always counts the skips.
     counts: Counter[str] = Counter(r.outcome for r in records)
     totals = ", ".join(f"{counts[o]} {o}" for o in MARKS if counts[o] and o != "skipped") or "none run"

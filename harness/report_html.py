@@ -109,6 +109,7 @@ def _facts(spec: SpecResult, title: str | None) -> str:
         ("perplexity", fmt(spec.perplexity) if spec.perplexity is not None else ""),
         ("steps logged", spec.steps_logged),
         ("devices", ", ".join(spec.devices) + (f" ({spec.device_kind})" if spec.device_kind else "")),
+        ("peak GPU memory", ", ".join(f"{mib} MiB on {device}" for device, mib in spec.peak_gpu_memory.items())),
         ("placement", spec.placement),
         ("exit code", spec.exit_code),
         ("tier", spec.tier),

@@ -112,6 +112,8 @@ class SpecResult:
     device_kind: str = ""
     placement: str = ""
     lease_wait: float = 0.0
+    # MiB the run's processes used at most on each of its devices (sampled on real NVIDIA GPUs only).
+    peak_gpu_memory: dict[str, int] = field(default_factory=dict)
     final_loss: float | None = None
     steps_logged: int = 0
     perplexity: float | None = None

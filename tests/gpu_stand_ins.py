@@ -41,22 +41,36 @@ MI300_JSON = json.dumps(
 )
 
 
-def _script(path: Path, cases: dict[str, tuple[str, int]]) -> None:
-    """A shell script answering each exact argument string with (stdout, exit code)."""
+def _script(path: Path, cases: dict[str, tuple[str, int] | str]) -> None:
+    """A shell script answering each exact argument string with (stdout, exit code), or running the shell commands given."""
     lines = ["#!/bin/sh", 'case "$*" in']
-    for arguments, (stdout, code) in cases.items():
-        lines += [f"  {shlex.quote(arguments)}) printf '%s' {shlex.quote(stdout)}; exit {code} ;;"]
+    for arguments, answer in cases.items():
+        body = answer if isinstance(answer, str) else f"printf '%s' {shlex.quote(answer[0])}; exit {answer[1]}"
+        lines += [f"  {shlex.quote(arguments)}) {body} ;;"]
     lines += ["esac", 'echo "unexpected arguments: $*" >&2', "exit 64", ""]
     path.write_text("\n".join(lines))
     path.chmod(0o755)
 
 
-def install_nvidia_smi(bin_dir: Path, query: str = H100_QUERY, listing: str = H100_LIST, code: int = 0) -> Path:
-    """An `nvidia-smi` answering the harness's query and `-L`; with `code` != 0 it fails both, as a broken driver does."""
+def install_nvidia_smi(bin_dir: Path, query: str = H100_QUERY, listing: str = H100_LIST, code: int = 0, apps: Path | None = None, apps_fail_every: int = 0) -> Path:
+    """An `nvidia-smi` answering the harness's query and `-L`; with `code` != 0 it fails both, as a broken driver does.
+
+    With `apps`, it also answers `--query-compute-apps` with the lines of every `*.csv` in
+    that folder (`gpu_uuid, pid, used_memory`, written by the processes that pretend to use
+    a GPU), and with `apps_fail_every` N fails every Nth such query as a hiccuping driver does.
+    """
     bin_dir.mkdir(parents=True, exist_ok=True)
     if code:
         query = listing = BROKEN_DRIVER + "\n"
-    _script(bin_dir / "nvidia-smi", {"--query-gpu=index,uuid,name,memory.total,memory.used --format=csv,noheader,nounits": (query, code), "-L": (listing, code)})
+    cases: dict[str, tuple[str, int] | str] = {"--query-gpu=index,uuid,name,memory.total,memory.used --format=csv,noheader,nounits": (query, code), "-L": (listing, code)}
+    if apps is not None:
+        folder = shlex.quote(str(apps))
+        hiccup = ""
+        if apps_fail_every:
+            count = shlex.quote(str(apps / "queries"))
+            hiccup = f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; if [ $(( n % {apps_fail_every} )) -eq 0 ]; then echo {shlex.quote(BROKEN_DRIVER)} >&2; exit 9; fi; "
+        cases["--query-compute-apps=gpu_uuid,pid,used_memory --format=csv,noheader,nounits"] = f"{hiccup}cat {folder}/*.csv 2>/dev/null; exit 0"
+    _script(bin_dir / "nvidia-smi", cases)
     return bin_dir
 
 

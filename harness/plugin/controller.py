@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ..context import RunContext
+from ..peaks import peaks_to_keep
 from ..process import end_group
 from ..progress import Progress
 from ..report import summary_lines, write_run_report
@@ -166,6 +167,7 @@ class Controller:
         path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
         write_run_report(context.run_dir, load_document(path))
         context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
+        context.peaks.record(peaks_to_keep(self.records.values(), context.peaks.load()))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         release(self.context.run_dir)

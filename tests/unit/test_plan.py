@@ -9,10 +9,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from harness.devices import discover
+from harness.devices import DeviceFacts, Inventory, discover
 from harness.files import KeptFileWarning
-from harness.plan import DurationCache, cache_root, default_run_dir, make_plan
+from harness.plan import DurationCache, cache_root, default_run_dir, make_plan, simulate
 from harness.specfiles import in_tier, load_specs, spec_from_mapping
 from harness.structure import SpecError
 
@@ -106,8 +108,10 @@ def test_lower_bound_is_the_device_seconds_spread_over_the_devices():
     durations = {"wide": 10.0, "one": 4.0, "cpu": 6.0, "long": 12.0}
     plan = make_plan(specs, discover(fake_gpus=2, environ={}), durations)
     assert plan.workers == 2
-    # max(longest = 12, (2*10 + 4 + max(0,1)*6 + 12) / 2 = 21)
-    assert plan.lower_bound == pytest.approx(21.0)
+    # max(device-seconds (2*10 + 4 + 12) / 2 = 18, seconds over 2 workers (10 + 4 + 6 + 12) / 2 = 16,
+    # wide holds both devices whole so long cannot run beside it: 10 + 12 = 22)
+    assert plan.lower_bound == pytest.approx(22.0)
+    assert plan.simulated == pytest.approx(22.0)
 
 
 def test_lower_bound_is_the_longest_run_when_that_is_larger():
@@ -251,7 +255,9 @@ def test_declared_specs_are_planned_side_by_side_on_one_device():
     assert starts.count(starts[0]) == 4, "four 5 GiB specs fit 24 GiB less 10%"
     # 8 x 1.5 s at a quarter of the device each, plus 1.5 s alone: 4.5 s.
     assert plan.simulated == pytest.approx(4.5)
-    assert plan.lower_bound == pytest.approx(1.5 + 8 * 1.5 * 5120 / int(24 * 1024 * 0.9))
+    # The whole one overlaps nothing; the others' 12 s over 4 workers exceed their device-memory-seconds.
+    assert 8 * 1.5 * 5120 / int(24 * 1024 * 0.9) < 8 * 1.5 / 4
+    assert plan.lower_bound == pytest.approx(1.5 + 8 * 1.5 / 4)
 
 
 def test_auto_memory_packs_by_the_recorded_peak_plus_headroom_and_holds_whole_without_one():
@@ -266,3 +272,52 @@ def test_a_declared_spec_larger_than_every_device_is_skipped():
     plan = make_plan([spec("big", gpu_memory="8GiB", cpu_ok=True)], inventory, {})
     assert plan.runs == []
     assert "8GiB (8192 MiB) per device on 1; the devices have at most 7372 MiB" in plan.skipped[0].skip
+
+
+def test_runs_that_can_overlap_nothing_add_up_in_the_lower_bound():
+    """A spec holding every device whole overlaps nothing; one holding a device whole cannot run
+    beside one that needs memory on every device: both follow one another in any schedule."""
+    inventory = discover(fake_gpus=4, fake_gpu_memory=80 * 1024)
+    specs = [
+        spec("machine", cpu_ok=True, gpus=4),
+        spec("everywhere", cpu_ok=True, gpus=4, gpu_memory="2GiB"),
+        spec("whole", cpu_ok=True, gpus=1),
+        spec("small", cpu_ok=True, gpus=1, gpu_memory="2GiB"),
+    ]
+    durations = {"machine": 16.0, "everywhere": 120.0, "whole": 120.0, "small": 30.0}
+    plan = make_plan(specs, inventory, durations)
+    assert plan.lower_bound == pytest.approx(16.0 + 120.0 + 120.0)
+    assert plan.simulated == pytest.approx(plan.lower_bound)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 1, 2, 4]), st.sampled_from([None, "2GiB", "20GiB", "40GiB", "70GiB"]), st.floats(1, 100)),
+        min_size=1,
+        max_size=14,
+    )
+)
+def test_no_simulated_order_beats_the_lower_bound(jobs):
+    inventory = discover(fake_gpus=4, fake_gpu_memory=80 * 1024)
+    specs = [spec(f"j{i}", cpu_ok=True, gpus=k, **({"gpu_memory": m} if m and k else {})) for i, (k, m, _) in enumerate(jobs)]
+    durations = {f"j{i}": seconds for i, (_, _, seconds) in enumerate(jobs)}
+    plan = make_plan(specs, inventory, durations)
+    for order in (plan.runs, plan.runs[::-1]):
+        schedule = simulate([(p.devices, p.expected, p.memory) for p in order], plan.capacity, plan.workers)
+        assert schedule.makespan >= plan.lower_bound - 1e-6
+
+
+def test_a_busy_device_is_handed_out_only_within_its_free_memory():
+    """Another user's job holds 30 GiB of GPU 1: its room is its memory less the headroom less that."""
+    facts = (DeviceFacts("0", "GPU-a", memory_total=81559, memory_used=0), DeviceFacts("1", "GPU-b", memory_total=81559, memory_used=30720))
+    inventory = Inventory(("0", "1"), "cuda", "nvidia-smi", facts)
+    specs = [spec(f"mid{i}", gpu_memory="30GiB") for i in range(4)] + [spec("big", gpu_memory="45GiB")]
+    plan = make_plan(specs, inventory, {s.id: 10.0 for s in specs})
+    assert plan.capacity == {"0": int(81559 * 0.9), "1": int(81559 * 0.9) - 30720}
+    assert next(p for p in plan.runs if p.spec.id == "big").placed == ("0",), "45 GiB fits only the idle GPU"
+    for run in plan.runs:
+        beside = [p for p in plan.runs if p.placed == run.placed and p.start <= run.start < p.start + p.expected]
+        assert sum(p.memory or 0 for p in beside) <= plan.capacity[run.placed[0]]
+    on_busy = [p.start for p in plan.runs if p.placed == ("1",)]
+    assert len(on_busy) == len(set(on_busy)) >= 1, "the busy GPU takes one 30 GiB run at a time"
