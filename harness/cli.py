@@ -7,7 +7,6 @@ Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import backends, selection, terminal
+from .commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOTHING_RAN, EXIT_OK, EXIT_USAGE, UsageError, cmd_baseline, cmd_init, cmd_perplexity, cmd_report, cmd_schema, cmd_serve
 from .concurrency import describe_concurrency, worker_count
 from .config import Settings, load_settings
 from .devices import GPU_KINDS, DeviceError, Inventory
@@ -29,12 +29,6 @@ from .spec import Spec
 from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
 from .structure import SpecError
 from .tree import run_dir_problem
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN, EXIT_INTERRUPTED = 0, 1, 2, 5, 130
-
-
-class UsageError(Exception):
-    """Bad input from the command line or the specs: printed as one line each, exit 2."""
 
 
 def _spec_paths(args: argparse.Namespace, given: Sequence[str] | None) -> list[Path]:
@@ -248,88 +242,6 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
     print("\n".join(table(rows)))
 
 
-def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import json_schema, markdown_reference, settings_reference
-
-    if args.settings:
-        print(settings_reference(), end="")
-    else:
-        print(markdown_reference() if args.markdown else json.dumps(json_schema(), indent=2))
-    return EXIT_OK
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import label_problem, render_html, render_markdown
-    from .results import load_document
-
-    documents = []
-    for given in args.results:
-        try:
-            documents.append(load_document(Path(given)))
-        except (OSError, ValueError) as error:
-            # Both name the file (a run directory's results.json, not just what was given).
-            raise UsageError(str(error)) from None
-    labels = args.label or None
-    if labels and (why := label_problem(labels, len(documents))):
-        raise UsageError(why)
-    if args.markdown:
-        _write_report(Path(args.markdown), render_markdown(documents, labels))
-    else:
-        print(render_markdown(documents, labels))
-    if args.html:
-        _write_report(Path(args.html), render_html(documents, base_dir=Path(args.html).resolve().parent, labels=labels))
-    return EXIT_OK
-
-
-def _write_report(path: Path, text: str) -> None:
-    try:
-        path.write_text(text)
-    except OSError as error:
-        raise UsageError(f"cannot write {path}: {error.strerror}") from None
-    print(f"wrote {path}", file=sys.stderr)
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from .scaffold import init
-
-    try:
-        done = init(Path(args.dir), force=args.force)
-    except (OSError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    for name in done.wrote:
-        print(f"wrote {name}")
-    for name in done.kept:
-        print(f"kept {name}")
-    for advice in done.advice:
-        print(advice, end="")
-    print("next: put your training command in specs/train_smoke.yaml, then run\n    python -m harness validate\n    nox -s smoke")
-    return EXIT_OK
-
-
-def cmd_perplexity(args: argparse.Namespace) -> int:
-    from . import perplexity
-
-    scorer = args.scorer or os.environ.get("TRAINSPEC_SCORER") or perplexity.DEFAULT_SCORER
-    try:
-        model, tokenizer = perplexity.load_scorer(scorer)
-    except perplexity.ScorerUnavailable as error:
-        raise UsageError(str(error)) from None
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
-    for text in texts:
-        value, tokens = perplexity.score(model, tokenizer, text)
-        print(f"{value:.4g}\t{tokens}\t{text}", flush=True)
-    return EXIT_OK
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from . import serve
-
-    if problem := serve.argument_problem(args):
-        raise UsageError(problem)
-    serve.serve(args)
-    return EXIT_OK
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -409,20 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recommend.add_argument("runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two")
     return parser
-
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from .baseline import recommend
-    from .results import load_document
-
-    if len(args.runs) < 2:
-        raise UsageError(f"baseline recommend needs at least two runs of the same specs to see their noise, found {len(args.runs)}")
-    try:
-        documents = [load_document(Path(given)) for given in args.runs]
-    except (OSError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    print("\n".join(recommend(documents)))
-    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
