@@ -12,7 +12,8 @@ def worker_count(given: int | None, backend: Backend, inventory: Inventory, at_o
     one device count one each): --workers (`given`, never more than the specs), else what the backend asks."""
     if given is not None:
         return min(given, runs)
-    asked = backend.workers(min(at_once, runs), inventory)
+    # A scheduler places every run itself: each waits in its queue, so all may go out at once.
+    asked = backend.workers(runs if inventory.scheduled else min(at_once, runs), inventory)
     return asked if asked is not None else (inventory.count if inventory.count > 1 else 0)
 
 

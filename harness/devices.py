@@ -9,6 +9,7 @@ invalid entry ends the list, and a name given twice is refused.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -46,7 +47,12 @@ class Inventory:
 
     def fact(self, device: str) -> DeviceFacts | None:
         """What is known of one device (memory in MiB, UUID, name), None when nothing is."""
-        return next((f for f in self.facts if f.id == device), None)
+        return self._facts_by_id.get(device)
+
+    @functools.cached_property
+    def _facts_by_id(self) -> dict[str, DeviceFacts]:
+        # Asked once per device by the planner and the pool: a scan each time is quadratic in the devices.
+        return {f.id: f for f in self.facts}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Inventory:

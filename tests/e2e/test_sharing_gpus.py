@@ -82,7 +82,8 @@ def test_specs_that_declare_memory_share_one_device_within_its_memory_less_headr
     for i in range(8):
         write_spec(project / "specs", f"small{i}", trace, sleep=1.5, gpu_memory="5GiB")
     write_spec(project / "specs", "whole", trace, sleep=1.5)
-    run = harness("run", "--fake-gpus", "1", "--fake-gpu-memory", "24GiB", cwd=project)
+    # On simulated devices the workers default to the cores (the specs here only sleep): ask for the packing's four.
+    run = harness("run", "--fake-gpus", "1", "--fake-gpu-memory", "24GiB", "--workers", "4", cwd=project)
     assert run.code == 0, run.output
     done = records(trace)
     assert len(done) == 9 and all(r["devices"] == "0" for r in done)
