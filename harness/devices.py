@@ -26,7 +26,6 @@ DEFAULT_FAKE_MEMORY = 80 * 1024
 # What the AMD runtime reads, lowest level first: HIP's entries index into ROCR's list.
 AMD_VARIABLES = ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 ENTRY = re.compile(r"\d+|GPU-[0-9a-fA-F-]+|MIG-(?:GPU-[0-9a-fA-F-]+/\d+/\d+|[0-9a-fA-F-]+)")
-UNITS = {"mib": 1.0, "gib": 1024.0, "tib": 1024.0**2, "mb": 1e6 / 2**20, "gb": 1e9 / 2**20, "tb": 1e12 / 2**20}
 
 
 @dataclass(frozen=True)
@@ -74,17 +73,6 @@ class Inventory:
         if sizes:
             text += f", {'/'.join(map(str, sizes))} MiB each"
         return text + (f" (busy: {'; '.join(busy)})" if busy else "")
-
-
-def parse_memory(text: str) -> int:
-    """A memory size (`6GiB`, `512 MiB`, `24GB`, `1.5GiB`) in whole MiB; ValueError naming the text otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", str(text))
-    if not match or match.group(2).lower() not in UNITS:
-        raise ValueError(f"{text!r} is not a memory size: write a number and a unit (MiB, GiB, MB, GB, TiB or TB), e.g. 6GiB")
-    mib = int(float(match.group(1)) * UNITS[match.group(2).lower()])
-    if mib < 1:
-        raise ValueError(f"{text!r} is not a memory size: it must be at least 1MiB")
-    return mib
 
 
 class Visible(NamedTuple):

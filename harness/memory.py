@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .devices import Inventory, parse_memory
+from .devices import Inventory
 from .packing import capacities
 from .spec import Spec
+from .specrules import parse_memory
 
 DEFAULT_HEADROOM = 0.10
 AUTO = "auto"
@@ -36,17 +37,6 @@ def declared(spec: Spec, peaks: Mapping[str, float], headroom: float) -> int | N
         peak = peaks.get(spec.id)
         return None if peak is None else max(1, int(peak * (1 + headroom)))
     return parse_memory(spec.gpu_memory)
-
-
-def memory_problem(value: str) -> str | None:
-    """Why a `gpu_memory` value is not one, or None."""
-    if value == AUTO:
-        return None
-    try:
-        parse_memory(value)
-    except ValueError as error:
-        return f"{error}, or auto"
-    return None
 
 
 def device_capacity(inventory: Inventory, headroom: float) -> dict[str, int | None]:

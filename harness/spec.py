@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .specrules import arg_value_ok, patterns_problem, relative_inside, run_problems, split_command
+from .specrules import arg_value_ok, memory_problem, patterns_problem, relative_inside, run_problems, split_command
 from .structure import option
 
 TIER_MARKERS = {"smoke": ("smoke", "integration"), "standard": ("integration",), "full": ("integration", "slow")}
@@ -32,13 +32,6 @@ PLACEHOLDERS = {
 }
 SERVER_PLACEHOLDERS = {**PLACEHOLDERS, "checkpoint_dir": "the checkpoint directory the server loads", "port": "a free loopback port for the server"}
 SPEC_SUFFIXES = (".yaml", ".yml")
-
-
-def _memory_problem(value: str) -> str | None:
-    # Imported here: the memory module reads devices, which read specs.
-    from .memory import memory_problem
-
-    return memory_problem(value)
 
 
 @dataclass(frozen=True)
@@ -293,7 +286,7 @@ class Spec:
                     yield "tier", f"tier {self.tier!r} contradicts the marker {marker!r} (which means tier {tiers[0]!r}); keep one"
         if why := relative_inside(self.cwd, "the repository"):
             yield "cwd", why
-        if self.gpu_memory is not None and (why := _memory_problem(self.gpu_memory)):
+        if self.gpu_memory is not None and (why := memory_problem(self.gpu_memory)):
             yield "gpu_memory", why
         if self.project_dir is not None and (why := relative_inside(self.project_dir, "the repository")):
             yield "project_dir", why

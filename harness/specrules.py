@@ -65,3 +65,29 @@ def arg_value_ok(value: Any) -> bool:
     if isinstance(value, list):
         return all(arg_value_ok(v) and not isinstance(v, list) for v in value)
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+# Memory sizes as a spec (`gpu_memory`) and the command line (`--fake-gpu-memory`) write them, in MiB.
+UNITS = {"mib": 1.0, "gib": 1024.0, "tib": 1024.0**2, "mb": 1e6 / 2**20, "gb": 1e9 / 2**20, "tb": 1e12 / 2**20}
+
+
+def parse_memory(text: str) -> int:
+    """A memory size (`6GiB`, `512 MiB`, `24GB`, `1.5GiB`) in whole MiB; ValueError naming the text otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", str(text))
+    if not match or match.group(2).lower() not in UNITS:
+        raise ValueError(f"{text!r} is not a memory size: write a number and a unit (MiB, GiB, MB, GB, TiB or TB), e.g. 6GiB")
+    mib = int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    if mib < 1:
+        raise ValueError(f"{text!r} is not a memory size: it must be at least 1MiB")
+    return mib
+
+
+def memory_problem(value: str) -> str | None:
+    """Why a `gpu_memory` value is not one (a size, or `auto`), or None."""
+    if value == "auto":
+        return None
+    try:
+        parse_memory(value)
+    except ValueError as error:
+        return f"{error}, or auto"
+    return None

@@ -6,11 +6,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..devices import GPU_KINDS, DeviceError, Inventory, child_environment, discover, parse_memory
+from ..devices import GPU_KINDS, DeviceError, Inventory, child_environment, discover
 from ..launch import Launch, Placement, ProcessOutcome, Watcher
 from ..options import Option
 from ..process import run_process
 from ..spec import Spec
+from ..specrules import parse_memory
 
 
 def usable_cores() -> int:
