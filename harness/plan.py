@@ -14,6 +14,7 @@ import heapq
 import json
 import math
 import os
+import random
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -146,7 +147,7 @@ class Plan:
         count = max(1, self.inventory.count)
         rooms = [c for c in self.capacity.values() if c is not None]
         room = max(rooms) if rooms else None
-        alone = [p for p in self.runs if all(_conflict(p, q, count, room) for q in self.runs if q is not p)]
+        alone = _alone(self.runs, count, room)
         rest = [p for p in self.runs if not any(p is a for a in alone)]
         serial = sum(p.expected for p in alone)
         if not rest:
@@ -162,6 +163,11 @@ def _conflict(a: Planned, b: Planned, count: int, room: int | None) -> bool:
     if a.devices + b.devices <= count:
         return False
     return a.memory is None or b.memory is None or room is None or a.memory + b.memory > room
+
+
+def _alone(runs: list[Planned], count: int, room: int | None) -> list[Planned]:
+    """The runs that can overlap no other run: any schedule runs them one after another."""
+    return [p for p in runs if all(_conflict(p, q, count, room) for q in runs if q is not p)]
 
 
 CHAIN_SEEDS = 32
@@ -258,6 +264,29 @@ ORDERS = {
 }
 
 
+SEARCH, SEARCH_WORK = 40, 250_000
+
+
+def _move_last_earlier(order: list[Planned], schedule: Schedule, capacity: Mapping[str, int | None], workers: int, budget: int) -> tuple[bool, list[Planned], Schedule]:
+    """Hill-climb: move one of the last-ending runs to the front or halfway there while the makespan shrinks."""
+    tried: set[tuple[int, int]] = set()
+    improved = False
+    while budget > 0:
+        ends = sorted(range(len(order)), key=lambda i: -(schedule.placed[i][1] + order[i].expected))
+        moves = [(i, target) for i in ends[:3] for target in (0, i // 2) if target < i and (id(order[i]), target) not in tried]
+        for i, target in moves[:budget]:
+            tried.add((id(order[i]), target))
+            budget -= 1
+            moved = [*order[:target], order[i], *order[target:i], *order[i + 1 :]]
+            candidate = simulate([(p.devices, p.expected, p.memory) for p in moved], capacity, workers)
+            if candidate.makespan < schedule.makespan - 1e-9:
+                order, schedule, improved = moved, candidate, True
+                break
+        else:
+            break
+    return improved, order, schedule
+
+
 def make_plan(specs: list[Spec], inventory: Inventory, durations: dict[str, float], tier: str | None = None, peaks: Mapping[str, float] | None = None, headroom: float = DEFAULT_HEADROOM) -> Plan:
     """Order the runnable specs by whichever rule the simulation expects to finish first.
 
@@ -279,12 +308,32 @@ def make_plan(specs: list[Spec], inventory: Inventory, durations: dict[str, floa
     # One worker per run that can hold devices at once (more than the devices when runs share them).
     widest = simulate([(p.devices, p.expected, p.memory) for p in runnable], capacity).concurrency
     workers = max(1, inventory.count, widest)
+    rooms = [c for c in capacity.values() if c is not None]
+    # Small plans can afford a search: longest-first with noise (a wide run counts for more,
+    # since it waits for a drain), then the best order's last-ending run moved earlier. The
+    # work per simulation grows with the square of the runs, so a thousand specs get none.
+    budget = min(SEARCH, SEARCH_WORK // max(1, len(runnable)) ** 2)
+    # Each order also with the runs that overlap nothing first: they need every device idle,
+    # which is sure only at the start; later they wait for a drain that idles the devices.
+    alone = {id(p) for p in _alone(runnable, inventory.count, max(rooms) if rooms else None)} if budget else set()
+    orders = {
+        **ORDERS,
+        "largest memory-area first": lambda p: (-max(p.devices, 1) * p.expected * share(p.memory, capacity), -p.devices),
+        "machine-wide first, then longest": lambda p: (p.devices < inventory.count, -p.expected),
+    }
+    candidates = [(name, sorted(runnable, key=lambda p: (*key(p), p.spec.id))) for name, key in orders.items()]
+    if alone:
+        candidates += [(f"{name}, runs that overlap nothing first", sorted(order, key=lambda p: id(p) not in alone)) for name, order in candidates]
+    rng = random.Random(0)
+    for _ in range(budget):
+        noisy = {id(p): -p.expected * rng.uniform(0.5, 1.5) * (1 + (p.devices > 1) * rng.random()) for p in runnable}
+        candidates.append(("longest first, perturbed", sorted(runnable, key=lambda p: (id(p) not in alone, noisy[id(p)]))))
     best_name, best, best_schedule = "", runnable, Schedule(float("inf"), [], 0)
-    orders = {**ORDERS, "largest memory-area first": lambda p: (-max(p.devices, 1) * p.expected * share(p.memory, capacity), -p.devices)}
-    for name, key in orders.items():
-        order = sorted(runnable, key=lambda p: (*key(p), p.spec.id))
+    for name, order in candidates:
         schedule = simulate([(p.devices, p.expected, p.memory) for p in order], capacity, workers)
         if schedule.makespan < best_schedule.makespan - 1e-9:
             best_name, best, best_schedule = name, order, schedule
+    improved, best, best_schedule = _move_last_earlier(best, best_schedule, capacity, workers, budget)
+    best_name += ", last-ending runs moved earlier" if improved else ""
     runs = [replace(p, priority=i, placed=best_schedule.placed[i][0], start=best_schedule.placed[i][1]) for i, p in enumerate(best)]
     return Plan(inventory, runs, [p for p in planned if p.skip is not None], best_name, best_schedule.makespan if runs else 0.0, capacity, workers)
