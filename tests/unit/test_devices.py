@@ -15,9 +15,9 @@ from harness import gpu_tools
 from harness.backends import skip_reason as backend_skip_reason
 from harness.backends.slurm import SlurmBackend
 from harness.devices import DEFAULT_FAKE_MEMORY, DeviceError, DeviceFacts, Inventory, child_environment, discover, parse_visible, skip_reason
-from harness.specrules import parse_memory
 from harness.gpu_tools import amd_devices, nvidia_devices
 from harness.specfiles import spec_from_mapping
+from harness.specrules import parse_memory
 
 from ..gpu_stand_ins import A100_MIG_LIST, A100_MIG_QUERY, BROKEN_DRIVER, install_amd_smi, install_nvidia_smi, install_rocm_smi
 
