@@ -44,7 +44,8 @@ def test_two_concurrent_runs_never_put_two_exclusive_specs_on_one_device(tmp_pat
     runs = {}
     for run in ("a", "b"):
         for i in range(4):
-            write_spec(tmp_path / run / "specs", f"{run}{i}", trace, sleep=0.6)
+            # Long enough that the two runs overlap however slowly the second one's workers start.
+            write_spec(tmp_path / run / "specs", f"{run}{i}", trace, sleep=3.0)
         runs[run] = start_run(tmp_path / run, tmp_path / f"run-{run}", env, "--gpus", "2")
     outputs = {run: proc.communicate(timeout=300)[0] for run, proc in runs.items()}
     for run, proc in runs.items():
