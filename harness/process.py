@@ -25,7 +25,7 @@ POLL_SECONDS = 0.01
 CENSUS_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-# What CI cancellation, `timeout`, Slurm preemption (SIGTERM) and a closed terminal or SSH
+# What CI cancellation, `timeout`, a cluster scheduler's preemption (SIGTERM) and a closed terminal or SSH
 # session (SIGHUP) send: the harness stops on them as on Ctrl-C.
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 STOPPING = {signal.SIGINT, *TERMINATING}
