@@ -308,9 +308,14 @@ def root_error(stderr_path: Path) -> str | None:
     return None if error is None or error.startswith(LAUNCHER_ERRORS) else error
 
 
+def failed_checks_line(failed: list[CheckResult]) -> str:
+    """Each failed check, by name, with the first line of what it found."""
+    return "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+
+
 def failure_reason(failed: list[CheckResult]) -> str:
     """The record's one-line reason for a failed run: the root error when stderr shows one, then each failed check, by name."""
-    checks = "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in failed)
+    checks = failed_checks_line(failed)
     cause = next((c.cause for c in failed if c.cause), None)
     return f"{cause} ({checks})" if cause else checks
 

@@ -6,6 +6,7 @@ worker as plain data (`to_wire`/`from_wire`); nothing here knows of pytest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from .devices import DeviceError, Inventory
 from .memory import headroom_of
 from .perplexity import DEFAULT_SCORER
 from .plan import DurationCache, PeakMemoryCache, cache_root, default_run_dir, run_pool
-from .results import environment_versions
+from .results import SpecResult, environment_versions
 from .rundir import RunDirError, claim
 from .tree import run_dir_problem
 
@@ -46,6 +47,16 @@ class RunContext:
         self.versions = environment_versions()
         self.durations = DurationCache(cache_root(self.repo) / "durations.json")
         self.peaks = PeakMemoryCache(cache_root(self.repo) / "peak_memory.json")
+
+    @functools.cached_property
+    def recorded_peaks(self) -> dict[str, float]:
+        """Peak memory of earlier runs, read once per process: only the controller writes it, when the run ends."""
+        return self.peaks.load()
+
+    @functools.cached_property
+    def baseline_records(self) -> dict[str, SpecResult]:
+        """The `--baseline` run's records by spec id, read and checked once per process (none without a baseline)."""
+        return load_baseline(self.baseline) if self.baseline else {}
 
     @property
     def tier(self) -> str | None:

@@ -41,14 +41,14 @@ WAITER_KEYS = {"token", "owner", "name", "run", "k", "memory", "allowed", "prior
 FIRST_WAVE_GRACE = 3.0
 
 
-def _process_key(pid: int) -> list:
+def process_key(pid: int) -> list:
     try:
         return [pid, psutil.Process(pid).create_time()]
     except psutil.Error:
         return [pid, 0.0]
 
 
-def _alive(key: list) -> bool:
+def is_alive(key: list) -> bool:
     """The same process (not a reuse of its pid) and not a zombie waiting to be reaped."""
     pid, started = key
     try:
@@ -114,8 +114,8 @@ class LeasePool:
         try:
             if not all(HOLDER_KEYS <= h.keys() for h in state["holders"].values()) or not all(WAITER_KEYS <= w.keys() for w in state["queue"]):
                 raise KeyError("a holder or waiter without its fields")
-            state["holders"] = {t: h for t, h in state["holders"].items() if _alive(h["owner"])}
-            state["queue"] = [w for w in state["queue"] if _alive(w["owner"])]
+            state["holders"] = {t: h for t, h in state["holders"].items() if is_alive(h["owner"])}
+            state["queue"] = [w for w in state["queue"] if is_alive(w["owner"])]
             if not (isinstance(state["tickets"], int) and isinstance(state["runs"], dict) and isinstance(state["capacity"], dict)):
                 raise TypeError("a counter of the wrong type")
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -184,7 +184,7 @@ class LeasePool:
         if memory is not None and not Devices.empty(self.capacity).fits_ever(count, memory, allowed):
             best = max((c for c in self.capacity.values() if c is not None), default=0)
             raise ValueError(f"{name} declares {memory} MiB per device; the devices have at most {best} MiB free after headroom")
-        owner = _process_key(os.getpid())
+        owner = process_key(os.getpid())
         began = time.monotonic()
         waited_for: set[str] = set()
 

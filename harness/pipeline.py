@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import backends, selection
-from .baseline import compare, load_baseline
+from .baseline import compare
 from .checks import CheckResult, failure_reason, tail
 from .context import RunContext
 from .inference import run_inference
@@ -66,7 +66,7 @@ def base_record(spec: Spec, context: RunContext, outcome: str, reason: str = "")
 
 def skipped(spec: Spec, context: RunContext) -> SpecResult | None:
     """The record of a spec that cannot run with this run's devices, or None when it can."""
-    reason = backends.skip_reason(spec, context.inventory) or fit_problem(spec, context.inventory, context.peaks.load(), context.headroom)
+    reason = backends.skip_reason(spec, context.inventory) or fit_problem(spec, context.inventory, context.recorded_peaks, context.headroom)
     return base_record(spec, context, "skipped", reason) if reason else None
 
 
@@ -134,7 +134,7 @@ def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, e
             lease.release()
     _fill(spec, record, outcome, launch, log, devices, lease)
     if context.baseline:
-        then = load_baseline(context.baseline).get(spec.id)
+        then = context.baseline_records.get(spec.id)
         compared, record.regressions = compare(record, then, spec.baseline, context.tolerances)
         record.baseline_curve = then.loss_curve if then else []
         checks += compared
@@ -152,7 +152,7 @@ def _lease(spec: Spec, context: RunContext, priority: int, expected: float) -> L
     """Devices from the machine's pool, unless the backend's scheduler places the run."""
     if not spec.gpus or not context.backend.leases_devices:
         return None
-    return context.pool.acquire(spec.gpus, spec.id, priority, expected, declared(spec, context.peaks.load(), context.headroom))
+    return context.pool.acquire(spec.gpus, spec.id, priority, expected, declared(spec, context.recorded_peaks, context.headroom))
 
 
 def _fill(spec: Spec, record: SpecResult, outcome: ProcessOutcome, launch: Launch, log: TrainingLog | None, devices: tuple[str, ...], lease: Lease | None) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .files import KeptFileWarning, atomic_write_text, read_json
-from .leases import _alive, _process_key  # one notion of "the same live process" for leases and run directories
+from .leases import is_alive, process_key
 
 OWNER_FILE = "owner.json"
 LOCK_SECONDS = 10.0
@@ -45,7 +45,7 @@ def claim(run_dir: Path) -> None:
             owner = read_json(run_dir / OWNER_FILE, "run directory's owner")
             if owner and (why := _in_use(owner)):
                 raise RunDirError(f"the run directory {run_dir} is in use by {why}; wait for it to end, or give another --run-dir")
-            mine = {"process": _process_key(os.getpid()), "since": _dt.datetime.now().isoformat(timespec="seconds")}
+            mine = {"process": process_key(os.getpid()), "since": _dt.datetime.now().isoformat(timespec="seconds")}
             atomic_write_text(run_dir / OWNER_FILE, json.dumps(mine))
     except Timeout:
         raise RunDirError(f"the run directory {run_dir} is being claimed by another run (its lock was held for {LOCK_SECONDS:.0f} s)") from None
@@ -58,7 +58,7 @@ def _in_use(owner: dict) -> str | None:
     process = owner.get("process")
     if not (isinstance(process, list) and len(process) == 2 and isinstance(process[0], int)):
         return None
-    if process[0] == os.getpid() or not _alive(process):
+    if process[0] == os.getpid() or not is_alive(process):
         return None
     return f"a live run (pid {process[0]}, since {owner.get('since', 'an unknown time')})"
 
@@ -70,7 +70,7 @@ def release(run_dir: Path) -> None:
         with FileLock(str(run_dir / f".{OWNER_FILE}.lock"), timeout=LOCK_SECONDS), warnings.catch_warnings():
             warnings.simplefilter("ignore", KeptFileWarning)
             owner = read_json(path, "run directory's owner") or {}
-            if owner.get("process") == _process_key(os.getpid()):
+            if owner.get("process") == process_key(os.getpid()):
                 path.unlink()
     except (OSError, Timeout):
         pass  # a claim left behind is taken over by the next run, its owner being dead

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import forgather
-from .checks import CheckResult, check_resume_jump, run_checks
+from .checks import CheckResult, check_resume_jump, failed_checks_line, run_checks
 from .context import RunContext
 from .launch import Launch, Placement, ProcessOutcome, build_launch
 from .logs import TrainingLog
-from .secrets import Masker, is_secret
+from .secrets import Masker, masker_for
 from .spec import Spec, StageSpec
 from .watch import StepWatcher, fail_fast_watchers
 
@@ -141,7 +141,7 @@ def _stage_record(stage: StageSpec, launch: Launch, outcome: ProcessOutcome, che
     return {
         "id": stage.id,
         "outcome": "failed" if failed else "interrupted" if interrupted else "passed",
-        "reason": "; ".join(f"{c.name}: {c.found.splitlines()[0]}" for c in checks if not c.passed and c.severity == "fail"),
+        "reason": failed_checks_line([c for c in checks if not c.passed and c.severity == "fail"]),
         "duration": round(outcome.duration, 3),
         "exit_code": outcome.exit_code,
         "command": launch.argv,
@@ -156,7 +156,7 @@ def _stage_record(stage: StageSpec, launch: Launch, outcome: ProcessOutcome, che
 
 
 def _masker(launches: list[Launch]) -> Masker:
-    return Masker({value for launch in launches for name, value in launch.env.items() if is_secret(name, value)})
+    return masker_for(*(launch.env for launch in launches))
 
 
 def write_launch(launch: Launch, masker: Masker) -> None:

@@ -68,7 +68,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _, duplicates = split_duplicates(item.spec for item in specs)
     if duplicates:
         raise pytest.UsageError(str(duplicates[0]))
-    plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier, context.peaks.load(), context.headroom)
+    plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier, context.recorded_peaks, context.headroom)
     planned = {p.spec.id: p for p in [*plan.runs, *plan.skipped]}
     if context.values.get("changed_since"):
         try:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.leases import _process_key
+from harness.leases import process_key
 from harness.rundir import OWNER_FILE, RunDirError, claim, release
 
 
 def dead_process_key() -> list:
     """The key of a real process that has ended."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    key = _process_key(proc.pid)
+    key = process_key(proc.pid)
     proc.wait()
     return key
 
@@ -37,14 +37,14 @@ def owner(run_dir: Path) -> dict:
 def test_a_fresh_folder_is_created_and_claimed_then_released(tmp_path: Path) -> None:
     run_dir = tmp_path / "a" / "b"
     claim(run_dir)
-    assert owner(run_dir)["process"] == _process_key(os.getpid())
+    assert owner(run_dir)["process"] == process_key(os.getpid())
     claim(run_dir)  # the same process again (pytest in-process twice): still its own
     release(run_dir)
     assert not (run_dir / OWNER_FILE).exists()
 
 
 def test_a_folder_a_live_run_holds_is_refused_naming_its_pid(tmp_path: Path, live_process) -> None:
-    (tmp_path / OWNER_FILE).write_text(json.dumps({"process": _process_key(live_process.pid), "since": "2025-01-01T00:00:00"}))
+    (tmp_path / OWNER_FILE).write_text(json.dumps({"process": process_key(live_process.pid), "since": "2025-01-01T00:00:00"}))
     with pytest.raises(RunDirError, match=rf"is in use by a live run \(pid {live_process.pid}, since 2025-01-01T00:00:00\); wait for it to end, or give another --run-dir"):
         claim(tmp_path)
     release(tmp_path)  # not ours: left alone
@@ -64,7 +64,7 @@ def test_a_folder_a_live_run_holds_is_refused_naming_its_pid(tmp_path: Path, liv
 def test_a_claim_nobody_live_holds_is_taken_over(tmp_path: Path, left_behind) -> None:
     (tmp_path / OWNER_FILE).write_text(left_behind())
     claim(tmp_path)
-    assert owner(tmp_path)["process"] == _process_key(os.getpid())
+    assert owner(tmp_path)["process"] == process_key(os.getpid())
 
 
 @pytest.mark.parametrize(
