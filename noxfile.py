@@ -1,5 +1,5 @@
 """trainspec's own sessions: the tiers and the matrix come from [tool.trainspec] in
-pyproject.toml through the same helpers any project uses (harness.sessions); the harness's
+pyproject.toml through the same helpers any project uses (harness.project.nox_sessions); the harness's
 own tests and the benchmark are defined here.
 
     nox -s smoke                      # every change
@@ -22,7 +22,7 @@ ROOT = Path(__file__).parent
 # nox's own environment need not have the harness installed: use this checkout.
 sys.path.insert(0, str(ROOT))
 
-from harness.sessions import define_sessions, install, pins  # noqa: E402
+from harness.project.nox_sessions import define_sessions, install, pins  # noqa: E402
 
 TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3", "tensorboard>=2.12")
 # Pinned so a new release cannot turn CI red overnight; bump them together with the fixes.
@@ -39,7 +39,9 @@ def tinylm_scorer(session: nox.Session, transformers: str | None) -> str:
     transformers 5 do not load in 4.x).
     """
     path = Path(session.cache_dir).resolve() / f"tinylm-scorer-transformers-{transformers}"
-    session.run("python", "examples/tinylm/build_scorer.py", "--output", str(path), env={"HF_HUB_OFFLINE": "1"}, silent=True)
+    session.run(
+        "python", "examples/tinylm/build_scorer.py", "--output", str(path), env={"HF_HUB_OFFLINE": "1"}, silent=True
+    )
     return str(path)
 
 

@@ -29,20 +29,25 @@ PHASES = ("watch", "check")
 def write_log(path: Path, lines: int) -> None:
     with open(path, "w") as stream:
         for step in range(1, lines + 1):
-            stream.write(f'{{"step": {step}, "loss": {2.0 + 1.0 / step:.6f}, "grad_norm": {1.0 + step % 7 / 10:.3f}}}\n')
+            stream.write(
+                f'{{"step": {step}, "loss": {2.0 + 1.0 / step:.6f}, "grad_norm": {1.0 + step % 7 / 10:.3f}}}\n'
+            )
 
 
 def child(phase: str, out: Path) -> dict:
     """Runs in the subprocess: read the log one way and report this process's peak RSS."""
     sys.path.insert(0, str(ROOT))
-    from harness.runner import ProcessOutcome
+    from harness.checks.after_run import run_checks
+    from harness.checks.fail_fast import fail_fast_watchers
+    from harness.process import ProcessOutcome
+    from harness.records import thin_curve
+    from harness.spec.model import spec_from_mapping
 
-    from harness.checks import run_checks
-    from harness.results import thin_curve
-    from harness.spec import spec_from_mapping
-    from harness.watch import fail_fast_watchers
-
-    fields = {"min_steps_logged": 10, "loss": {"final_max": 3.5, "must_decrease": True}, "metrics": {"grad_norm": {"max": 2.0}}}
+    fields = {
+        "min_steps_logged": 10,
+        "loss": {"final_max": 3.5, "must_decrease": True},
+        "metrics": {"grad_norm": {"max": 2.0}},
+    }
     spec = spec_from_mapping({"id": "bench", "command": ["x"], **fields}, Path("bench.yaml"))
     stderr = out / "stderr.log"
     began = time.perf_counter()
@@ -55,9 +60,17 @@ def child(phase: str, out: Path) -> dict:
     else:
         results, log = run_checks(spec, ProcessOutcome(exit_code=0, duration=1.0), out, stderr)
         curve = thin_curve(log.curve()) if log else []
-        summary = {"failed": [r.line() for r in results if not r.passed], "steps": len(log.entries) if log else 0, "curve_points": len(curve)}
+        summary = {
+            "failed": [r.line() for r in results if not r.passed],
+            "steps": len(log.entries) if log else 0,
+            "curve_points": len(curve),
+        }
     seconds = time.perf_counter() - began
-    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": round(seconds, 2), **summary}
+    return {
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "seconds": round(seconds, 2),
+        **summary,
+    }
 
 
 def measure(lines: int, phase: str, work: Path) -> dict:
@@ -66,8 +79,15 @@ def measure(lines: int, phase: str, work: Path) -> dict:
         out.mkdir()
         (out / "stderr.log").write_text("")
         write_log(out / "train_log.jsonl", lines)
-    done = subprocess.run([sys.executable, __file__, "--child", phase, str(out)], capture_output=True, text=True, check=True)
-    return {"lines": lines, "phase": phase, "log_mb": round((out / "train_log.jsonl").stat().st_size / 1e6, 1), **json.loads(done.stdout)}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", phase, str(out)], capture_output=True, text=True, check=True
+    )
+    return {
+        "lines": lines,
+        "phase": phase,
+        "log_mb": round((out / "train_log.jsonl").stat().st_size / 1e6, 1),
+        **json.loads(done.stdout),
+    }
 
 
 def main() -> int:
@@ -85,7 +105,9 @@ def main() -> int:
             for phase in PHASES:
                 row = measure(lines, phase, Path(tmp))
                 rows.append(row)
-                print(f"{lines:>9} lines ({row['log_mb']:>5} MB)  {phase:<5}  peak RSS {row['peak_mb']:7.1f} MB  {row['seconds']:6.2f} s")
+                print(
+                    f"{lines:>9} lines ({row['log_mb']:>5} MB)  {phase:<5}  peak RSS {row['peak_mb']:7.1f} MB  {row['seconds']:6.2f} s"
+                )
     failed = [r for r in rows if r["peak_mb"] > TARGET_MB or r.get("failed") or r.get("stopped_by")]
     for row in failed:
         print(f"over the {TARGET_MB:.0f} MB target or wrong: {row}")

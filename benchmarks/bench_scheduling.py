@@ -43,7 +43,14 @@ def workload(seed: int = 7, count: int = 24) -> list[tuple[str, int, float]]:
 def write_specs(folder: Path, specs: list[tuple[str, int, float]], timeout_of=lambda s: 60) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for spec_id, devices, seconds in specs:
-        spec = {"id": spec_id, "command": ["sleep", str(seconds)], "gpus": devices, "cpu_ok": True, "timeout": timeout_of(seconds), "min_steps_logged": 0}
+        spec = {
+            "id": spec_id,
+            "command": ["sleep", str(seconds)],
+            "gpus": devices,
+            "cpu_ok": True,
+            "timeout": timeout_of(seconds),
+            "min_steps_logged": 0,
+        }
         (folder / f"{spec_id}.yaml").write_text(json.dumps(spec))
 
 
@@ -58,7 +65,9 @@ def makespan(run_dir: Path) -> float:
     records = json.loads((run_dir / "results.json").read_text())["specs"]
     ran = [r for r in records if r["outcome"] == "passed"]
     if len(ran) != len(records):
-        raise SystemExit(f"benchmark specs did not all pass: {[(r['id'], r['reason']) for r in records if r['outcome'] != 'passed']}")
+        raise SystemExit(
+            f"benchmark specs did not all pass: {[(r['id'], r['reason']) for r in records if r['outcome'] != 'passed']}"
+        )
     return max(r["start_time"] + r["duration"] for r in ran) - min(r["start_time"] for r in ran)
 
 
@@ -75,7 +84,9 @@ def bench_makespan(work: Path) -> dict:
     bound = lower_bound(specs)
     out = {"specs": len(specs), "lower_bound_s": round(bound, 2)}
     for name in ("cold", "warm"):
-        wall, proc = harness(["run", "--fake-gpus", str(DEVICES), "--run-dir", str(work / f"run-{name}"), "-q"], project, cache)
+        wall, proc = harness(
+            ["run", "--fake-gpus", str(DEVICES), "--run-dir", str(work / f"run-{name}"), "-q"], project, cache
+        )
         if proc.returncode != 0:
             raise SystemExit(proc.stdout + proc.stderr)
         span = makespan(work / f"run-{name}")
@@ -97,13 +108,25 @@ def bench_overhead(work: Path, count: int = 60) -> dict:
     for _ in specs:
         subprocess.run(["true"], check=True)
     bare = time.perf_counter() - began
-    wall, proc = harness(["run", "--fake-gpus", "1", "--run-dir", str(work / "run-overhead"), "-q"], project, work / "overhead-cache")
+    wall, proc = harness(
+        ["run", "--fake-gpus", "1", "--run-dir", str(work / "run-overhead"), "-q"], project, work / "overhead-cache"
+    )
     if proc.returncode != 0:
         raise SystemExit(proc.stdout + proc.stderr)
     # Start-up (python, pytest, collection) is paid once per run, not per spec: measure it alone.
-    empty, _ = harness(["run", "--fake-gpus", "1", "--run-dir", str(work / "run-empty"), "-q", "-k", "nothing_matches"], project, work / "overhead-cache")
+    empty, _ = harness(
+        ["run", "--fake-gpus", "1", "--run-dir", str(work / "run-empty"), "-q", "-k", "nothing_matches"],
+        project,
+        work / "overhead-cache",
+    )
     per_spec = (wall - empty - bare) / count
-    return {"specs": count, "bare_s": round(bare, 3), "harness_s": round(wall, 3), "startup_s": round(empty, 3), "overhead_ms_per_spec": round(per_spec * 1000, 1)}
+    return {
+        "specs": count,
+        "bare_s": round(bare, 3),
+        "harness_s": round(wall, 3),
+        "startup_s": round(empty, 3),
+        "overhead_ms_per_spec": round(per_spec * 1000, 1),
+    }
 
 
 def bench_plan(work: Path, count: int = 1000) -> dict:
@@ -113,14 +136,33 @@ def bench_plan(work: Path, count: int = 1000) -> dict:
     plan_wall, proc = harness(["plan", "--fake-gpus", str(DEVICES)], project, work / "plan-cache")
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
-    collect_wall, proc = harness(["run", "--fake-gpus", str(DEVICES), "--workers", "0", "--collect-only", "-q", "--run-dir", str(work / "run-collect")], project, work / "plan-cache")
+    collect_wall, proc = harness(
+        [
+            "run",
+            "--fake-gpus",
+            str(DEVICES),
+            "--workers",
+            "0",
+            "--collect-only",
+            "-q",
+            "--run-dir",
+            str(work / "run-collect"),
+        ],
+        project,
+        work / "plan-cache",
+    )
     try:
         import torch  # noqa: F401
 
         torch_present = True
     except ImportError:
         torch_present = False
-    return {"specs": count, "plan_s": round(plan_wall, 3), "pytest_collect_s": round(collect_wall, 3), "torch_installed": torch_present}
+    return {
+        "specs": count,
+        "plan_s": round(plan_wall, 3),
+        "pytest_collect_s": round(collect_wall, 3),
+        "torch_installed": torch_present,
+    }
 
 
 def main() -> None:
@@ -135,7 +177,11 @@ def main() -> None:
             runs.append({"makespan": bench_makespan(work), "overhead": bench_overhead(work), "plan": bench_plan(work)})
     median = {
         section: {
-            key: (statistics.median(r[section][key] for r in runs) if isinstance(runs[0][section][key], (int, float)) and not isinstance(runs[0][section][key], bool) else runs[0][section][key])
+            key: (
+                statistics.median(r[section][key] for r in runs)
+                if isinstance(runs[0][section][key], (int, float)) and not isinstance(runs[0][section][key], bool)
+                else runs[0][section][key]
+            )
             for key in runs[0][section]
         }
         for section in runs[0]

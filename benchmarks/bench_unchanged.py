@@ -25,7 +25,19 @@ TARGET = 0.10
 
 def timed_run(tier: str, cache: Path, run_dir: Path) -> tuple[float, dict[str, int]]:
     env = {**os.environ, "TRAINSPEC_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "harness", "run", "--tier", tier, "--fake-gpus", "1", "--skip-unchanged", "--run-dir", str(run_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--tier",
+        tier,
+        "--fake-gpus",
+        "1",
+        "--skip-unchanged",
+        "--run-dir",
+        str(run_dir),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -47,7 +59,9 @@ def main() -> int:
     print(f"second run {second:8.2f} s  {second_counts}")
     print(f"second / first = {ratio:.1%} (target <= {TARGET:.0%}): {'ok' if ratio <= TARGET else 'MISSED'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"first": first, "second": second, "ratio": ratio, "target": TARGET}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"first": first, "second": second, "ratio": ratio, "target": TARGET}, indent=1)
+        )
     return 0 if ratio <= TARGET else 1
 
 

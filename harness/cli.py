@@ -14,21 +14,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import backends, selection, terminal
-from .commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOTHING_RAN, EXIT_OK, EXIT_USAGE, UsageError, cmd_baseline, cmd_init, cmd_perplexity, cmd_report, cmd_schema, cmd_serve
-from .concurrency import describe_concurrency, worker_count
-from .config import Settings, load_settings
-from .devices import GPU_KINDS, DeviceError, Inventory
-from .memory import DEFAULT_HEADROOM, headroom_of
-from .options import RUN_OPTIONS, TIERS, add_to_parser, for_command
-from .plan import DurationCache, PeakMemoryCache, Plan, cache_root, default_run_dir, make_plan, run_pool
-from .process import interrupt_on_termination
-from .report import nothing_ran, table
-from .secrets import masker_for
-from .spec import Spec
-from .specfiles import check_markers, load_specs, named_spec_files, registered_markers
-from .structure import SpecError
-from .tree import run_dir_problem
+from harness import backends, terminal
+from harness.caches import DurationCache, PeakMemoryCache, cache_root, default_run_dir
+from harness.commands import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING_RAN,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    cmd_baseline,
+    cmd_init,
+    cmd_perplexity,
+    cmd_report,
+    cmd_schema,
+    cmd_serve,
+)
+from harness.devices.leases import run_pool
+from harness.devices.memory import DEFAULT_HEADROOM, headroom_of
+from harness.devices.visible import GPU_KINDS, DeviceError, Inventory
+from harness.options import RUN_OPTIONS, TIERS, add_to_parser, for_command
+from harness.planning import selection
+from harness.planning.concurrency import describe_concurrency, worker_count
+from harness.planning.plan import Plan, make_plan
+from harness.process import interrupt_on_termination
+from harness.project.settings import Settings, load_settings
+from harness.repo_writes import run_dir_problem
+from harness.report.summary import nothing_ran, table
+from harness.secrets import masker_for
+from harness.spec.files import check_markers, load_specs, named_spec_files, registered_markers
+from harness.spec.model import Spec
+from harness.spec.typed_yaml import SpecError
 
 
 def _spec_paths(args: argparse.Namespace, given: Sequence[str] | None) -> list[Path]:
@@ -46,7 +62,11 @@ def apply_settings(args: argparse.Namespace, settings: Settings) -> None:
     given_groups = {o.exclusive for o in RUN_OPTIONS if o.exclusive and getattr(args, o.name, None) is not None}
     for option in RUN_OPTIONS:
         # Identity, not equality: a given 0 (--gpus 0, --unchanged-days 0) is a value, not an absence.
-        if not option.setting or not hasattr(args, option.name) or (getattr(args, option.name) is not None and getattr(args, option.name) is not False):
+        if (
+            not option.setting
+            or not hasattr(args, option.name)
+            or (getattr(args, option.name) is not None and getattr(args, option.name) is not False)
+        ):
             continue
         if option.exclusive in given_groups:
             continue
@@ -95,7 +115,9 @@ def _inventory(args: argparse.Namespace, backend: backends.Backend) -> Inventory
 
 
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--specs", action="append", metavar="PATH", help="spec file or folder (repeatable; default: specs/)")
+    parser.add_argument(
+        "--specs", action="append", metavar="PATH", help="spec file or folder (repeatable; default: specs/)"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -113,7 +135,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.paths] or _spec_paths(args, None)
     specs = load_valid_specs(paths, Path.cwd())
     files = {spec.source for spec in specs}
-    print(f"{len(specs)} spec{'s' if len(specs) != 1 else ''} valid in {len(files)} file{'s' if len(files) != 1 else ''}")
+    print(
+        f"{len(specs)} spec{'s' if len(specs) != 1 else ''} valid in {len(files)} file{'s' if len(files) != 1 else ''}"
+    )
     return EXIT_OK
 
 
@@ -127,7 +151,17 @@ def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
     for p in plan.runs:
         memory = "whole" if p.memory is None else f"{p.memory} MiB"
         where = f"{','.join(p.placed) or '-'} at {p.start:.1f}s"
-        rows.append((str(p.priority + 1), p.spec.id, str(p.devices), memory, f"{p.expected:.1f}s", "recorded" if p.recorded else "timeout", where))
+        rows.append(
+            (
+                str(p.priority + 1),
+                p.spec.id,
+                str(p.devices),
+                memory,
+                f"{p.expected:.1f}s",
+                "recorded" if p.recorded else "timeout",
+                where,
+            )
+        )
     lines += table(rows)
     if plan.skipped:
         lines += ["", "skipped:"]
@@ -145,7 +179,14 @@ def _plan(args: argparse.Namespace, specs: list[Spec], inventory: Inventory) -> 
     except ValueError as error:
         raise UsageError(f"--gpu-headroom: {error}") from None
     cache = cache_root(Path.cwd())
-    return make_plan(specs, inventory, DurationCache(cache / "durations.json").load(), args.tier, PeakMemoryCache(cache / "peak_memory.json").load(), headroom)
+    return make_plan(
+        specs,
+        inventory,
+        DurationCache(cache / "durations.json").load(),
+        args.tier,
+        PeakMemoryCache(cache / "peak_memory.json").load(),
+        headroom,
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -156,19 +197,51 @@ def cmd_plan(args: argparse.Namespace) -> int:
         specs = [spec for spec in specs if chosen[spec.id].run]
     backend = _backend(args)
     plan = _plan(args, specs, _inventory(args, backend))
-    print("\n".join(describe_plan(plan, worker_count(getattr(args, "workers", None), backend, plan.inventory, plan.workers, len(plan.runs)))))
+    print(
+        "\n".join(
+            describe_plan(
+                plan,
+                worker_count(getattr(args, "workers", None), backend, plan.inventory, plan.workers, len(plan.runs)),
+            )
+        )
+    )
     return EXIT_OK
 
 
-def pytest_arguments(args: argparse.Namespace, inventory: Inventory, run_dir: Path, extra: list[str], paths: list[Path], workers: int | None = None) -> list[str]:
+def pytest_arguments(
+    args: argparse.Namespace,
+    inventory: Inventory,
+    run_dir: Path,
+    extra: list[str],
+    paths: list[Path],
+    workers: int | None = None,
+) -> list[str]:
     """pytest's command line; `paths` are the spec folders and files to collect besides any in `extra`."""
     if workers is None:
         workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
     # pytest's cache (--lf, --ff) lives beside the recorded durations, outside the repository.
     cache = cache_root(Path.cwd()) / "pytest"
-    argv = [*(str(p) for p in paths), "-p", "harness.plugin", "--strict-markers", "--assert=plain", "-o", f"cache_dir={cache}", "-o", "console_output_style=classic"]
+    argv = [
+        *(str(p) for p in paths),
+        "-p",
+        "harness.plugin",
+        "--strict-markers",
+        "--assert=plain",
+        "-o",
+        f"cache_dir={cache}",
+        "-o",
+        "console_output_style=classic",
+    ]
     argv += [f"--specs={p}" for p in paths]
-    argv += ["--run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-o", "junit_suite_name=trainspec", "-rfEsw"]
+    argv += [
+        "--run-dir",
+        str(run_dir),
+        "--junitxml",
+        str(run_dir / "junit.xml"),
+        "-o",
+        "junit_suite_name=trainspec",
+        "-rfEsw",
+    ]
     for option in backends.run_options():
         if option.pytest and option.name != "run_dir":
             argv += option.to_argv(getattr(args, option.name, None))
@@ -202,13 +275,19 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError(problem)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
     if inventory.kind in GPU_KINDS and (others := run_pool(inventory, run_dir, DEFAULT_HEADROOM, "").others()):
-        print(f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them", flush=True)
+        print(
+            f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them", flush=True
+        )
     began = time.time()
     code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
     if written_since(run_dir / "results.json", began):
         print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
     if int(code) == 0 and (empty := _nothing_ran(run_dir)):
-        print(f"trainspec: {empty}" + ("; accepted (--allow-skips)" if args.allow_skips else "; --allow-skips accepts such a run"), flush=True)
+        print(
+            f"trainspec: {empty}"
+            + ("; accepted (--allow-skips)" if args.allow_skips else "; --allow-skips accepts such a run"),
+            flush=True,
+        )
         return EXIT_OK if args.allow_skips else EXIT_NOTHING_RAN
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INTERRUPTED, 5: EXIT_OK}.get(int(code), EXIT_USAGE)
 
@@ -223,7 +302,7 @@ def written_since(path: Path, began: float) -> bool:
 
 def _nothing_ran(run_dir: Path) -> str | None:
     """Why nothing ran, when every spec of the run was skipped (selected by -k or a tier, then not runnable here)."""
-    from .results import load_document
+    from harness.records import load_document
 
     try:
         return nothing_ran(load_document(run_dir / "results.json").specs)
@@ -243,10 +322,16 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code.")
+    parser = argparse.ArgumentParser(
+        prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    listing = commands.add_parser("list", help="print every spec: id, tier, devices, markers, file", description="Print every spec: id, tier, devices, markers and file.")
+    listing = commands.add_parser(
+        "list",
+        help="print every spec: id, tier, devices, markers, file",
+        description="Print every spec: id, tier, devices, markers and file.",
+    )
     _add_spec_options(listing)
 
     validate = commands.add_parser(
@@ -256,22 +341,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("paths", nargs="*", metavar="PATH", help="spec files or folders (default: specs/)")
 
-    plan = commands.add_parser("plan", help="which specs run, on how many devices, in what order, and the makespan lower bound", description="Show the run plan without running anything.")
+    plan = commands.add_parser(
+        "plan",
+        help="which specs run, on how many devices, in what order, and the makespan lower bound",
+        description="Show the run plan without running anything.",
+    )
     _add_spec_options(plan)
     add_to_parser(plan, for_command(backends.run_options(), "plan"))
 
     schema = commands.add_parser(
-        "schema", help="print the JSON Schema of the spec format (or the field reference)", description="Print the JSON Schema of a spec file, generated from the loader's own definitions."
+        "schema",
+        help="print the JSON Schema of the spec format (or the field reference)",
+        description="Print the JSON Schema of a spec file, generated from the loader's own definitions.",
     )
-    schema.add_argument("--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead")
-    schema.add_argument("--settings", action="store_true", help="print the [tool.trainspec] keys of pyproject.toml instead (docs/adoption.md)")
+    schema.add_argument(
+        "--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead"
+    )
+    schema.add_argument(
+        "--settings",
+        action="store_true",
+        help="print the [tool.trainspec] keys of pyproject.toml instead (docs/adoption.md)",
+    )
 
     init = commands.add_parser(
         "init",
         help="add trainspec to a repository: noxfile.py, specs/, [tool.trainspec]",
         description="Write a starter noxfile.py (or print the lines to add to an existing one), specs/ with one commented example spec and its JSON Schema, and the [tool.trainspec] section of pyproject.toml. Existing files are kept unless --force.",
     )
-    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the repository root (default: the current directory)")
+    init.add_argument(
+        "dir", nargs="?", default=".", metavar="DIR", help="the repository root (default: the current directory)"
+    )
     init.add_argument("--force", action="store_true", help="replace existing files")
 
     report = commands.add_parser(
@@ -279,30 +378,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare runs: spec x combination table as Markdown (stdout) or HTML",
         description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, duration, and the change against the first run given.",
     )
-    report.add_argument("results", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories; the first is the reference")
-    report.add_argument("--markdown", metavar="PATH", help='write the Markdown here instead of printing it (for a CI job summary, print and append: >> "$GITHUB_STEP_SUMMARY")')
+    report.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS_OR_DIR",
+        help="results.json files or run directories; the first is the reference",
+    )
+    report.add_argument(
+        "--markdown",
+        metavar="PATH",
+        help='write the Markdown here instead of printing it (for a CI job summary, print and append: >> "$GITHUB_STEP_SUMMARY")',
+    )
     report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
-    report.add_argument("--label", action="append", metavar="NAME", help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per result in the order given")
+    report.add_argument(
+        "--label",
+        action="append",
+        metavar="NAME",
+        help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per result in the order given",
+    )
 
     perplexity = commands.add_parser(
         "perplexity",
         help="score texts as the inference stage does, to choose a perplexity_max",
         description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.",
     )
-    perplexity.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)")
-    perplexity.add_argument("--scorer", metavar="MODEL", help="a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)")
+    perplexity.add_argument(
+        "texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)"
+    )
+    perplexity.add_argument(
+        "--scorer",
+        metavar="MODEL",
+        help="a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)",
+    )
 
     serve = commands.add_parser(
         "serve",
         help="serve a Hugging Face causal-LM checkpoint with the OpenAI completions contract (what `inference.server: builtin` starts)",
         description="Serve a save_pretrained checkpoint: GET /health, POST /v1/completions; each request sampled from --seed.",
     )
-    serve.add_argument("--checkpoint", type=Path, required=True, help="folder saved by save_pretrained (model and tokenizer)")
+    serve.add_argument(
+        "--checkpoint", type=Path, required=True, help="folder saved by save_pretrained (model and tokenizer)"
+    )
     serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one (printed)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument("--allow-remote", action="store_true", help="allow a --host that is not a loopback address (the server has no authentication)")
-    serve.add_argument("--seed", type=int, default=0, help="sampling seed, reset for every request (default: %(default)s)")
-    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto uses CUDA when it is visible (default: %(default)s)")
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not a loopback address (the server has no authentication)",
+    )
+    serve.add_argument(
+        "--seed", type=int, default=0, help="sampling seed, reset for every request (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto uses CUDA when it is visible (default: %(default)s)",
+    )
 
     run = commands.add_parser(
         "run",
@@ -312,14 +444,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_options(run)
     add_to_parser(run, for_command(backends.run_options(), "run"))
 
-    baseline = commands.add_parser("baseline", help="work with baseline runs: recommend tolerances from repeated runs", description="Tools for `run --baseline`.")
+    baseline = commands.add_parser(
+        "baseline",
+        help="work with baseline runs: recommend tolerances from repeated runs",
+        description="Tools for `run --baseline`.",
+    )
     baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, metavar="COMMAND")
     recommend = baseline_commands.add_parser(
         "recommend",
         help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances that pass it",
         description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that would pass it.",
     )
-    recommend.add_argument("runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two")
+    recommend.add_argument(
+        "runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two"
+    )
     return parser
 
 

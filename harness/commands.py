@@ -18,7 +18,7 @@ class UsageError(Exception):
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import json_schema, markdown_reference, settings_reference
+    from harness.project.schema import json_schema, markdown_reference, settings_reference
 
     if args.settings:
         print(settings_reference(), end="")
@@ -28,8 +28,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import label_problem, render_html, render_markdown
-    from .results import load_document
+    from harness.records import load_document
+    from harness.report.summary import label_problem, render_html, render_markdown
 
     documents = []
     for given in args.results:
@@ -59,7 +59,7 @@ def _write_report(path: Path, text: str) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .scaffold import init
+    from harness.project.scaffold import init
 
     try:
         done = init(Path(args.dir), force=args.force)
@@ -71,12 +71,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"kept {name}")
     for advice in done.advice:
         print(advice, end="")
-    print("next: put your training command in specs/train_smoke.yaml, then run\n    python -m harness validate\n    nox -s smoke")
+    print(
+        "next: put your training command in specs/train_smoke.yaml, then run\n    python -m harness validate\n    nox -s smoke"
+    )
     return EXIT_OK
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
-    from . import perplexity
+    from harness.inference import perplexity
 
     scorer = args.scorer or os.environ.get("TRAINSPEC_SCORER") or perplexity.DEFAULT_SCORER
     try:
@@ -91,7 +93,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import serve
+    from harness.inference import server as serve
 
     if problem := serve.argument_problem(args):
         raise UsageError(problem)
@@ -100,11 +102,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .baseline import recommend
-    from .results import load_document
+    from harness.checks.baseline import recommend
+    from harness.records import load_document
 
     if len(args.runs) < 2:
-        raise UsageError(f"baseline recommend needs at least two runs of the same specs to see their noise, found {len(args.runs)}")
+        raise UsageError(
+            f"baseline recommend needs at least two runs of the same specs to see their noise, found {len(args.runs)}"
+        )
     try:
         documents = [load_document(Path(given)) for given in args.runs]
     except (OSError, ValueError) as error:

@@ -13,15 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import backends
-from .baseline import BaselineError, load_baseline, parse_tolerances
-from .devices import DeviceError, Inventory
-from .memory import headroom_of
-from .perplexity import DEFAULT_SCORER
-from .plan import DurationCache, PeakMemoryCache, cache_root, default_run_dir, run_pool
-from .results import SpecResult, environment_versions
-from .rundir import RunDirError, claim
-from .tree import run_dir_problem
+from harness import backends
+from harness.caches import DurationCache, PeakMemoryCache, cache_root, default_run_dir
+from harness.checks.baseline import BaselineError, load_baseline, parse_tolerances
+from harness.devices.leases import run_pool
+from harness.devices.memory import headroom_of
+from harness.devices.visible import DeviceError, Inventory
+from harness.inference.perplexity import DEFAULT_SCORER
+from harness.records import SpecResult, environment_versions
+from harness.repo_writes import run_dir_problem
+from harness.rundir import RunDirError, claim
 
 
 class ContextError(Exception):
@@ -84,12 +85,20 @@ class RunContext:
         return self.run_dir / ".interrupted"
 
     def to_wire(self) -> dict[str, Any]:
-        return {"repo": str(self.repo), "run_dir": str(self.run_dir), "inventory": asdict(self.inventory), "spec_roots": [str(p) for p in self.spec_roots], "values": self.values}
+        return {
+            "repo": str(self.repo),
+            "run_dir": str(self.run_dir),
+            "inventory": asdict(self.inventory),
+            "spec_roots": [str(p) for p in self.spec_roots],
+            "values": self.values,
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunContext:
         inventory = Inventory.from_dict(data["inventory"])
-        return cls(Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["values"])
+        return cls(
+            Path(data["repo"]), Path(data["run_dir"]), inventory, [Path(p) for p in data["spec_roots"]], data["values"]
+        )
 
 
 def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunContext:

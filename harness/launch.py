@@ -1,23 +1,22 @@
 """A spec rendered into one launch: argv, working directory, environment, output folder, time limit.
 
-What a backend needs to start a run and what it reports back (`ProcessOutcome`), with no
-knowledge of where the run happens: the backend supplies the placement (which devices,
-which variables tell the child about them) and this module the rest.
+What a backend needs to start a run, with no knowledge of where the run happens: the
+backend supplies the placement (which devices, which variables tell the child about them)
+and this module the rest.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .spec import Spec
-from .specfiles import PROFILES
-from .trace import TRACE_DIR
+from harness.spec.files import PROFILES
+from harness.spec.model import Spec
+from harness.trace import TRACE_DIR
 
 # First on every child's PYTHONPATH: its sitecustomize records the versions the child imports.
 CHILD_SITE = Path(__file__).with_name("child_site")
@@ -59,41 +58,6 @@ class Placement:
     env: Mapping[str, str | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ProcessOutcome:
-    """How a run ended. `exit_code` is None when it never started or was killed by a signal."""
-
-    exit_code: int | None
-    duration: float
-    started: float = 0.0
-    signal: int | None = None
-    timed_out: bool = False
-    stopped_by: str | None = None
-    start_error: str | None = None
-    leftovers: list[str] = field(default_factory=list)
-    scheduler_reason: str | None = None
-    placement: str = ""  # where a cluster ran it, in its scheduler's words: the node to suspect when only one fails
-
-    def describe(self) -> str:
-        if self.start_error:
-            return f"did not start: {self.start_error}"
-        if self.scheduler_reason:
-            return self.scheduler_reason
-        if self.timed_out:
-            return f"timed out after {self.duration:.1f} s; its process group was killed"
-        if self.stopped_by:
-            return f"stopped early: {self.stopped_by}"
-        if self.signal is not None:
-            return f"killed by signal {signal.Signals(self.signal).name}"
-        return f"exit code {self.exit_code}"
-
-
-class Watcher(Protocol):
-    """Follows a live run; returns a reason to stop it now, or None to let it go on."""
-
-    def poll(self) -> str | None: ...
-
-
 def render(text: str, values: dict[str, str]) -> str:
     return text.format_map(values)
 
@@ -116,12 +80,29 @@ def build_argv(spec: Spec, values: dict[str, str], nproc: int) -> list[str]:
 
 
 def placeholder_values(*, repo: Path, run_dir: Path, output_dir: Path, gpus: int, nodes: int = 1) -> dict[str, str]:
-    return {"python": sys.executable, "output_dir": str(output_dir), "run_dir": str(run_dir), "repo": str(repo), "gpus": str(gpus), "nodes": str(nodes)}
+    return {
+        "python": sys.executable,
+        "output_dir": str(output_dir),
+        "run_dir": str(run_dir),
+        "repo": str(repo),
+        "gpus": str(gpus),
+        "nodes": str(nodes),
+    }
 
 
-def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, placement: Placement, base_env: Mapping[str, str] | None = None) -> Launch:
+def build_launch(
+    spec: Spec,
+    *,
+    repo: Path,
+    run_dir: Path,
+    output_dir: Path,
+    placement: Placement,
+    base_env: Mapping[str, str] | None = None,
+) -> Launch:
     """Render a spec into a Launch placed where its backend put it."""
-    values = placeholder_values(repo=repo, run_dir=run_dir, output_dir=output_dir, gpus=placement.held, nodes=spec.nodes)
+    values = placeholder_values(
+        repo=repo, run_dir=run_dir, output_dir=output_dir, gpus=placement.held, nodes=spec.nodes
+    )
     env = dict(os.environ if base_env is None else base_env)
     # Defaults a spec's env may override: offline hubs, no bytecode in the tree, unbuffered logs.
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -136,14 +117,18 @@ def build_launch(spec: Spec, *, repo: Path, run_dir: Path, output_dir: Path, pla
     env.update({key: value for key, value in placed.items() if key != "OMP_NUM_THREADS"})
     for key in [k for k, v in placement.env.items() if v is None]:
         env.pop(key, None)
-    env.update({"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir), "TMPDIR": str(output_dir / "tmp")})
+    env.update(
+        {"TRAINSPEC_SPEC_ID": spec.id, "TRAINSPEC_OUTPUT_DIR": str(output_dir), "TMPDIR": str(output_dir / "tmp")}
+    )
     env["TRAINSPEC_VERSIONS_FILE"] = str(output_dir / CHILD_VERSIONS_FILE)
     # The child's sitecustomize records the repository files each process uses (harness.trace reads them).
     env.update({"TRAINSPEC_REPO": str(repo.resolve()), "TRAINSPEC_TRACE_DIR": str(output_dir / TRACE_DIR)})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD_SITE), env.get("PYTHONPATH")]))
     (output_dir / "tmp").mkdir(parents=True, exist_ok=True)
     nproc = max(1, spec.gpus) if spec.launcher == "torchrun" else 1
-    return Launch(build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout, spec.id, spec.gpus, spec.nodes)
+    return Launch(
+        build_argv(spec, values, nproc), repo / spec.cwd, env, output_dir, spec.timeout, spec.id, spec.gpus, spec.nodes
+    )
 
 
 def render_args(args: dict[str, Any]) -> list[str]:

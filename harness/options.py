@@ -58,7 +58,11 @@ class Option:
         if self.action == "store_true":
             return [self.flag] if value else []
         values = value if self.action == "append" else [value]
-        return [part for item in values for part in ([f"{self.flag}={item}"] if str(item).startswith("-") else [self.flag, str(item)])]
+        return [
+            part
+            for item in values
+            for part in ([f"{self.flag}={item}"] if str(item).startswith("-") else [self.flag, str(item)])
+        ]
 
     @property
     def setting_type(self) -> Any:
@@ -100,7 +104,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
         exclusive="devices",
         setting_help="simulate this many devices by default (CPU machines; cpu_ok specs only)",
     ),
-    Option("fake_gpu_memory", "memory of each simulated device, e.g. 24GiB (units MiB, GiB, TiB, MB, GB, TB; default 80GiB); only with --fake-gpus", metavar="SIZE", commands=("run", "plan")),
+    Option(
+        "fake_gpu_memory",
+        "memory of each simulated device, e.g. 24GiB (units MiB, GiB, TiB, MB, GB, TB; default 80GiB); only with --fake-gpus",
+        metavar="SIZE",
+        commands=("run", "plan"),
+    ),
     Option(
         "gpu_headroom",
         "fraction of each device's memory kept free when specs that declare gpu_memory share it (default 0.1: a tenth)",
@@ -109,7 +118,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
         commands=("run", "plan"),
         setting=True,
     ),
-    Option("allow_skips", "exit 0, not 5, when every selected spec was skipped for lack of devices", action="store_true", setting=True),
+    Option(
+        "allow_skips",
+        "exit 0, not 5, when every selected spec was skipped for lack of devices",
+        action="store_true",
+        setting=True,
+    ),
     Option(
         "run_dir",
         "where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, outside the repository, printed)",
@@ -124,16 +138,33 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="MODEL",
         setting=True,
     ),
-    Option("missing_scorer", "when the scorer model is not on this machine: fail the spec (default) or skip its inference stage", choices=("fail", "skip")),
-    Option("baseline", "compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn", metavar="PATH"),
+    Option(
+        "missing_scorer",
+        "when the scorer model is not on this machine: fail the spec (default) or skip its inference stage",
+        choices=("fail", "skip"),
+    ),
+    Option(
+        "baseline",
+        "compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn",
+        metavar="PATH",
+    ),
     Option(
         "tolerance",
         "override every spec's baseline tolerance: final_loss[_abs], perplexity[_abs], duration[_abs], curve[_abs] or curve_fraction, e.g. final_loss=0.1; repeatable",
         action="append",
         metavar="NAME=VALUE",
     ),
-    Option("allow_repo_writes", "do not fail the run when specs wrote into the repository (compared with git before and after)", action="store_true"),
-    Option("backend", "where runs execute: this machine (local, the default) or a cluster's scheduler", default="local", metavar="NAME"),
+    Option(
+        "allow_repo_writes",
+        "do not fail the run when specs wrote into the repository (compared with git before and after)",
+        action="store_true",
+    ),
+    Option(
+        "backend",
+        "where runs execute: this machine (local, the default) or a cluster's scheduler",
+        default="local",
+        metavar="NAME",
+    ),
     Option(
         "changed_since",
         "run only the specs whose dependencies (traced imports and reads, watch globs, the spec file, pyproject.toml, noxfile.py) changed between the git revision REF and the working tree, untracked files included; a spec never traced here runs",
@@ -147,7 +178,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
         setting=True,
         setting_help="reuse a pass whose fingerprint still matches, as --skip-unchanged does (--no-skip-unchanged overrides it)",
     ),
-    Option("no_skip_unchanged", "run every selected spec even where the settings say skip_unchanged", action="store_true"),
+    Option(
+        "no_skip_unchanged", "run every selected spec even where the settings say skip_unchanged", action="store_true"
+    ),
     Option(
         "unchanged_days",
         "a reused pass older than this many days runs again (default 7)",
@@ -157,8 +190,20 @@ RUN_OPTIONS: tuple[Option, ...] = (
         setting=True,
         setting_help="a pass reused by --skip-unchanged runs again once it is this many days old (default 7), so a nightly still reruns everything weekly",
     ),
-    Option("workers", "parallel pytest-xdist workers (default: one per device, none for a single device; a backend may ask for more)", type=int, metavar="N", minimum=0, pytest=False),
-    Option("repo", "the repository root that spec cwds are relative to (default: the current directory)", metavar="DIR", commands=()),
+    Option(
+        "workers",
+        "parallel pytest-xdist workers (default: one per device, none for a single device; a backend may ask for more)",
+        type=int,
+        metavar="N",
+        minimum=0,
+        pytest=False,
+    ),
+    Option(
+        "repo",
+        "the repository root that spec cwds are relative to (default: the current directory)",
+        metavar="DIR",
+        commands=(),
+    ),
 )
 
 

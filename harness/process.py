@@ -15,10 +15,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import psutil
 
-from .launch import Launch, ProcessOutcome, Watcher
+from harness.launch import Launch
 
 GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.01
@@ -29,6 +31,41 @@ _PR_SET_CHILD_SUBREAPER = 36
 # session (SIGHUP) send: the harness stops on them as on Ctrl-C.
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 STOPPING = {signal.SIGINT, *TERMINATING}
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How a run ended. `exit_code` is None when it never started or was killed by a signal."""
+
+    exit_code: int | None
+    duration: float
+    started: float = 0.0
+    signal: int | None = None
+    timed_out: bool = False
+    stopped_by: str | None = None
+    start_error: str | None = None
+    leftovers: list[str] = field(default_factory=list)
+    scheduler_reason: str | None = None
+    placement: str = ""  # where a cluster ran it, in its scheduler's words: the node to suspect when only one fails
+
+    def describe(self) -> str:
+        if self.start_error:
+            return f"did not start: {self.start_error}"
+        if self.scheduler_reason:
+            return self.scheduler_reason
+        if self.timed_out:
+            return f"timed out after {self.duration:.1f} s; its process group was killed"
+        if self.stopped_by:
+            return f"stopped early: {self.stopped_by}"
+        if self.signal is not None:
+            return f"killed by signal {signal.Signals(self.signal).name}"
+        return f"exit code {self.exit_code}"
+
+
+class Watcher(Protocol):
+    """Follows a live run; returns a reason to stop it now, or None to let it go on."""
+
+    def poll(self) -> str | None: ...
 
 
 @contextlib.contextmanager
@@ -134,7 +171,9 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 
 def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GRACE_SECONDS) -> list[str]:
     """SIGTERM the group (and strays that left it), SIGKILL what is left after `grace`; names what was found."""
-    victims = {p.pid: p for p in [*_group_members(pgid), *extra] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+    victims = {
+        p.pid: p for p in [*_group_members(pgid), *extra] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    }
     if not victims:
         return []
     names = []
@@ -176,7 +215,9 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
+def run_process(
+    launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None
+) -> ProcessOutcome:
     """Start the launch in a new session, wait for it under its timeout and watchers, clean up its group."""
     launch.output_dir.mkdir(parents=True, exist_ok=True)
     adopt_orphans()
@@ -186,12 +227,23 @@ def run_process(launch: Launch, watchers: Sequence[Watcher] = (), on_start: Call
     pending: list[int] = []
     try:
         with _interruptions_held(pending), open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
-            proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, preexec_fn=die_with_parent)
+            proc = subprocess.Popen(
+                launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
     except OSError as error:
         missing = error.filename if error.filename is not None else launch.argv[0]
         if pending:
             signal.raise_signal(pending[0])
-        return ProcessOutcome(None, time.monotonic() - began, started, start_error=f"{missing}: {error.strerror or error}")
+        return ProcessOutcome(
+            None, time.monotonic() - began, started, start_error=f"{missing}: {error.strerror or error}"
+        )
     timed_out, stopped_by, known = False, None, {}
     next_census = began + CENSUS_SECONDS
     try:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .files import KeptFileWarning, atomic_write_text, read_json
-from .leases import is_alive, process_key
+from harness.atomic import KeptFileWarning, atomic_write_text, read_json
+from harness.devices.leases import is_alive, process_key
 
 OWNER_FILE = "owner.json"
 LOCK_SECONDS = 10.0
@@ -35,7 +35,9 @@ def claim(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise RunDirError(f"the run directory {run_dir} is a file; give a folder (or a path to create) to --run-dir") from None
+        raise RunDirError(
+            f"the run directory {run_dir} is a file; give a folder (or a path to create) to --run-dir"
+        ) from None
     except OSError as error:
         raise RunDirError(f"the run directory {run_dir} cannot be created: {error.strerror or error}") from None
     try:
@@ -44,11 +46,15 @@ def claim(run_dir: Path) -> None:
             warnings.simplefilter("ignore", KeptFileWarning)
             owner = read_json(run_dir / OWNER_FILE, "run directory's owner")
             if owner and (why := _in_use(owner)):
-                raise RunDirError(f"the run directory {run_dir} is in use by {why}; wait for it to end, or give another --run-dir")
+                raise RunDirError(
+                    f"the run directory {run_dir} is in use by {why}; wait for it to end, or give another --run-dir"
+                )
             mine = {"process": process_key(os.getpid()), "since": _dt.datetime.now().isoformat(timespec="seconds")}
             atomic_write_text(run_dir / OWNER_FILE, json.dumps(mine))
     except Timeout:
-        raise RunDirError(f"the run directory {run_dir} is being claimed by another run (its lock was held for {LOCK_SECONDS:.0f} s)") from None
+        raise RunDirError(
+            f"the run directory {run_dir} is being claimed by another run (its lock was held for {LOCK_SECONDS:.0f} s)"
+        ) from None
     except OSError as error:
         raise RunDirError(f"the run directory {run_dir} is not writable: {error.strerror or error}") from None
 

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .secrets import Masker
+from harness.secrets import Masker
 
 # A write to a terminal or pipe that is gone: EPIPE (the reader left), EIO (the terminal hung up), EBADF, ENXIO.
 GONE = {errno.EPIPE, errno.EIO, errno.EBADF, errno.ENXIO}

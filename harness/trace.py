@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from .spec import Spec
+from harness.spec.model import Spec
 
 TRACE_DIR = "trace"  # inside a spec's output dir
 # Files every spec depends on: they pin the libraries the runs use.

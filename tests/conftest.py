@@ -56,7 +56,14 @@ def harness(tmp_path: Path):
         run_dir = tmp_path / f"run{next(counter)}"
         full_env = {**os.environ, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", **(env or {})}
         extra = ["--run-dir", str(run_dir)] if args and args[0] == "run" else []
-        proc = subprocess.run([sys.executable, "-m", "harness", *args, *extra], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", *args, *extra],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return HarnessRun(proc, run_dir)
 
     return run
@@ -71,7 +78,11 @@ def tinylm_scorer(tmp_path_factory: pytest.TempPathFactory) -> str:
         return given
     path = tmp_path_factory.mktemp("scorer") / "tinylm"
     subprocess.run(
-        [sys.executable, str(REPO / "examples" / "tinylm" / "build_scorer.py"), "--output", str(path)], check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600
+        [sys.executable, str(REPO / "examples" / "tinylm" / "build_scorer.py"), "--output", str(path)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
     )
     return str(path)
 

@@ -35,8 +35,18 @@ GPU 2: NVIDIA A100-SXM4-40GB (UUID: GPU-11111111-2222-3333-4444-555555555555)
 # Two MI300X as `rocm-smi --showuniqueid --showproductname --showmeminfo vram --json` prints them.
 MI300_JSON = json.dumps(
     {
-        "card0": {"Unique ID": "0x18f68e602b8a790f", "Card series": "AMD Instinct MI300X", "VRAM Total Memory (B)": "205822885888", "VRAM Total Used Memory (B)": "296243200"},
-        "card1": {"Unique ID": "0x2cb7b3e2c1a0f5d1", "Card series": "AMD Instinct MI300X", "VRAM Total Memory (B)": "205822885888", "VRAM Total Used Memory (B)": "10737418240"},
+        "card0": {
+            "Unique ID": "0x18f68e602b8a790f",
+            "Card series": "AMD Instinct MI300X",
+            "VRAM Total Memory (B)": "205822885888",
+            "VRAM Total Used Memory (B)": "296243200",
+        },
+        "card1": {
+            "Unique ID": "0x2cb7b3e2c1a0f5d1",
+            "Card series": "AMD Instinct MI300X",
+            "VRAM Total Memory (B)": "205822885888",
+            "VRAM Total Used Memory (B)": "10737418240",
+        },
     }
 )
 
@@ -52,7 +62,14 @@ def _script(path: Path, cases: dict[str, tuple[str, int] | str]) -> None:
     path.chmod(0o755)
 
 
-def install_nvidia_smi(bin_dir: Path, query: str = H100_QUERY, listing: str = H100_LIST, code: int = 0, apps: Path | None = None, apps_fail_every: int = 0) -> Path:
+def install_nvidia_smi(
+    bin_dir: Path,
+    query: str = H100_QUERY,
+    listing: str = H100_LIST,
+    code: int = 0,
+    apps: Path | None = None,
+    apps_fail_every: int = 0,
+) -> Path:
     """An `nvidia-smi` answering the harness's query and `-L`; with `code` != 0 it fails both, as a broken driver does.
 
     With `apps`, it also answers `--query-compute-apps` with the lines of every `*.csv` in
@@ -62,14 +79,19 @@ def install_nvidia_smi(bin_dir: Path, query: str = H100_QUERY, listing: str = H1
     bin_dir.mkdir(parents=True, exist_ok=True)
     if code:
         query = listing = BROKEN_DRIVER + "\n"
-    cases: dict[str, tuple[str, int] | str] = {"--query-gpu=index,uuid,name,memory.total,memory.used --format=csv,noheader,nounits": (query, code), "-L": (listing, code)}
+    cases: dict[str, tuple[str, int] | str] = {
+        "--query-gpu=index,uuid,name,memory.total,memory.used --format=csv,noheader,nounits": (query, code),
+        "-L": (listing, code),
+    }
     if apps is not None:
         folder = shlex.quote(str(apps))
         hiccup = ""
         if apps_fail_every:
             count = shlex.quote(str(apps / "queries"))
             hiccup = f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; if [ $(( n % {apps_fail_every} )) -eq 0 ]; then echo {shlex.quote(BROKEN_DRIVER)} >&2; exit 9; fi; "
-        cases["--query-compute-apps=gpu_uuid,pid,used_memory --format=csv,noheader,nounits"] = f"{hiccup}cat {folder}/*.csv 2>/dev/null; exit 0"
+        cases["--query-compute-apps=gpu_uuid,pid,used_memory --format=csv,noheader,nounits"] = (
+            f"{hiccup}cat {folder}/*.csv 2>/dev/null; exit 0"
+        )
     _script(bin_dir / "nvidia-smi", cases)
     return bin_dir
 

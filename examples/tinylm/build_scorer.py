@@ -33,12 +33,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; the defaults take about 15 s on two CPU threads."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, required=True,
-                        help="scorer folder: model, tokenizer, train_log.jsonl and versions.json")
-    parser.add_argument("--steps", type=train._positive_int, default=400,
-                        help="optimizer steps (default: %(default)s; train.py's 150 stop a little short of the entropy)")
-    parser.add_argument("--seed", type=int, default=1,
-                        help="weight init and data order (default: %(default)s, unlike train.py's 0)")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="scorer folder: model, tokenizer, train_log.jsonl and versions.json"
+    )
+    parser.add_argument(
+        "--steps",
+        type=train._positive_int,
+        default=400,
+        help="optimizer steps (default: %(default)s; train.py's 150 stop a little short of the entropy)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="weight init and data order (default: %(default)s, unlike train.py's 0)"
+    )
     parser.add_argument("--force", action="store_true", help="retrain and replace an existing scorer")
     args = parser.parse_args(argv)
     out = args.output
@@ -76,8 +82,19 @@ def main(argv: list[str] | None = None) -> None:
     output = args.output.resolve()
     staging = output.with_name(f"{output.name}.tmp-{os.getpid()}")
     try:
-        train.main(["--output-dir", str(staging), "--max-steps", str(args.steps), "--seed", str(args.seed),
-                    "--log-every", "50", "--save-model"])
+        train.main(
+            [
+                "--output-dir",
+                str(staging),
+                "--max-steps",
+                str(args.steps),
+                "--seed",
+                str(args.seed),
+                "--log-every",
+                "50",
+                "--save-model",
+            ]
+        )
         built = staging / "checkpoint"
         make_eos_the_bos(built)
         # The training log says how good the scorer is; keep it with the model.

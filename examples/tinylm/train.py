@@ -48,39 +48,84 @@ def _positive_int(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; every default gives a run of a few seconds on CPU."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", type=Path, required=True,
-                        help="folder for logs, versions.json and the checkpoint (created if missing)")
-    parser.add_argument("--max-steps", type=_positive_int, default=150,
-                        help="optimizer steps to run (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16,
-                        help="sequences per step on each rank (default: %(default)s)")
-    parser.add_argument("--seq-len", type=_positive_int, default=32,
-                        help="tokens per training sequence (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=3e-3,
-                        help="peak learning rate of AdamW (default: %(default)s)")
-    parser.add_argument("--warmup-steps", type=int, default=10,
-                        help="steps of linear warmup before the cosine decay (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed for weight init and data order (default: %(default)s)")
-    parser.add_argument("--log-every", type=_positive_int, default=10,
-                        help="log every N steps; step 1 and the last step are always logged (default: %(default)s)")
-    parser.add_argument("--log-format", choices=("jsonl", "forgather"), default="jsonl",
-                        help="jsonl: OUTPUT_DIR/train_log.jsonl; forgather: OUTPUT_DIR/runs/run_N/trainer_logs.json "
-                             "(default: %(default)s)")
-    parser.add_argument("--save-model", action="store_true",
-                        help="save model and tokenizer with save_pretrained into OUTPUT_DIR/checkpoint at the end")
-    parser.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
-                        help="every N steps, save model, optimizer, schedule and step into OUTPUT_DIR/resume_state.pt")
-    parser.add_argument("--resume", action="store_true",
-                        help="go on from OUTPUT_DIR/resume_state.pt (written by --save-every) at the step after it")
-    parser.add_argument("--log-name", default="train_log.jsonl",
-                        help="file name of the jsonl log in OUTPUT_DIR (default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto uses CUDA when it is available (default: %(default)s)")
-    parser.add_argument("--fail-at-step", type=int, default=None, metavar="N",
-                        help="fault injection: raise RuntimeError at step N, before its update")
-    parser.add_argument("--stop-logging-at", type=int, default=None, metavar="N",
-                        help="fault injection: keep training (and printing progress) but write no log-file entries after step N")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        required=True,
+        help="folder for logs, versions.json and the checkpoint (created if missing)",
+    )
+    parser.add_argument(
+        "--max-steps", type=_positive_int, default=150, help="optimizer steps to run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="sequences per step on each rank (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seq-len", type=_positive_int, default=32, help="tokens per training sequence (default: %(default)s)"
+    )
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default: %(default)s)")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=10,
+        help="steps of linear warmup before the cosine decay (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for weight init and data order (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--log-every",
+        type=_positive_int,
+        default=10,
+        help="log every N steps; step 1 and the last step are always logged (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("jsonl", "forgather"),
+        default="jsonl",
+        help="jsonl: OUTPUT_DIR/train_log.jsonl; forgather: OUTPUT_DIR/runs/run_N/trainer_logs.json "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--save-model",
+        action="store_true",
+        help="save model and tokenizer with save_pretrained into OUTPUT_DIR/checkpoint at the end",
+    )
+    parser.add_argument(
+        "--save-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="every N steps, save model, optimizer, schedule and step into OUTPUT_DIR/resume_state.pt",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from OUTPUT_DIR/resume_state.pt (written by --save-every) at the step after it",
+    )
+    parser.add_argument(
+        "--log-name", default="train_log.jsonl", help="file name of the jsonl log in OUTPUT_DIR (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto uses CUDA when it is available (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fail-at-step",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fault injection: raise RuntimeError at step N, before its update",
+    )
+    parser.add_argument(
+        "--stop-logging-at",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fault injection: keep training (and printing progress) but write no log-file entries after step N",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda was asked for but CUDA is not available")
@@ -150,14 +195,16 @@ class ForgatherLog:
         os.replace(temporary, self._path)
 
     def write_step(self, record: StepRecord) -> None:
-        self._append({
-            "timestamp": time.time(),
-            "global_step": record.step,
-            "epoch": record.epoch,
-            "loss": record.loss,
-            "grad_norm": record.grad_norm,
-            "learning_rate": record.learning_rate,
-        })
+        self._append(
+            {
+                "timestamp": time.time(),
+                "global_step": record.step,
+                "epoch": record.epoch,
+                "loss": record.loss,
+                "grad_norm": record.grad_norm,
+                "learning_rate": record.learning_rate,
+            }
+        )
 
     def write_summary(self, global_step: int, train_runtime: float, train_loss: float) -> None:
         self._append({"global_step": global_step, "train_runtime": train_runtime, "train_loss": train_loss})
@@ -226,9 +273,11 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
     log: JsonlLog | ForgatherLog | None = None
     if is_main:
         log = JsonlLog(args.output_dir, args.log_name) if args.log_format == "jsonl" else ForgatherLog(args.output_dir)
-        print(f"tinylm: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, "
-              f"{len(blocks)} sequences of {args.seq_len} tokens per rank, world size {world_size}, device {device}",
-              flush=True)
+        print(
+            f"tinylm: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, "
+            f"{len(blocks)} sequences of {args.seq_len} tokens per rank, world size {world_size}, device {device}",
+            flush=True,
+        )
 
     def writes_log(step: int) -> bool:
         # --stop-logging-at silences the log file alone, like a logger that
@@ -279,8 +328,11 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         if log is not None:
             if writes_log(step):
                 log.write_step(record)
-            print(f"step {step}/{args.max_steps} loss {record.loss:.4f} lr {record.learning_rate:.2e} "
-                  f"grad_norm {record.grad_norm:.3f} tokens/s {record.tokens_per_s:.0f}", flush=True)
+            print(
+                f"step {step}/{args.max_steps} loss {record.loss:.4f} lr {record.learning_rate:.2e} "
+                f"grad_norm {record.grad_norm:.3f} tokens/s {record.tokens_per_s:.0f}",
+                flush=True,
+            )
 
     runtime = time.perf_counter() - start
     if log is None:
@@ -295,15 +347,32 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         tokenizer.save_pretrained(checkpoint)
 
 
-def save_state(output_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+def save_state(
+    output_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
     """Everything a resumed run needs, written whole or not at all (a kill mid-save leaves the previous state)."""
-    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
     temporary = output_dir / (RESUME_STATE + ".tmp")
     torch.save(state, temporary)
     os.replace(temporary, output_dir / RESUME_STATE)
 
 
-def load_state(output_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> int:
+def load_state(
+    output_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+) -> int:
     """Restore what save_state wrote; returns the step it was saved at."""
     state = torch.load(output_dir / RESUME_STATE, map_location=device)
     model.load_state_dict(state["model"])
@@ -318,8 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     # script prints its own progress and keeps stderr for real problems.
     hf_logging.disable_progress_bar()
     # Ranks on one host share its cores; oversubscribing them slows all ranks down.
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
-                              // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(
+        max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count()) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    )
     device, rank, world_size = setup_device(args.device)
     try:
         train(args, device, rank, world_size)

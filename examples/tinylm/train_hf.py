@@ -35,24 +35,42 @@ def _positive_int(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; the defaults match train.py's."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", type=Path, required=True,
-                        help="Trainer's output_dir: trainer_state.json and the checkpoint go here")
-    parser.add_argument("--max-steps", type=_positive_int, default=150,
-                        help="optimizer steps to run (default: %(default)s)")
-    parser.add_argument("--logging-steps", type=_positive_int, default=10,
-                        help="log every N steps; step 1 is always logged (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=3e-3,
-                        help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16,
-                        help="sequences per step on each device (default: %(default)s)")
-    parser.add_argument("--seq-len", type=_positive_int, default=32,
-                        help="tokens per training sequence (default: %(default)s)")
-    parser.add_argument("--warmup-steps", type=int, default=10,
-                        help="steps of linear warmup before the cosine decay (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed for weight init and data order (default: %(default)s)")
-    parser.add_argument("--save-model", action="store_true",
-                        help="save model and tokenizer with save_pretrained into OUTPUT_DIR/checkpoint at the end")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        required=True,
+        help="Trainer's output_dir: trainer_state.json and the checkpoint go here",
+    )
+    parser.add_argument(
+        "--max-steps", type=_positive_int, default=150, help="optimizer steps to run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--logging-steps",
+        type=_positive_int,
+        default=10,
+        help="log every N steps; step 1 is always logged (default: %(default)s)",
+    )
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="sequences per step on each device (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seq-len", type=_positive_int, default=32, help="tokens per training sequence (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=10,
+        help="steps of linear warmup before the cosine decay (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for weight init and data order (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--save-model",
+        action="store_true",
+        help="save model and tokenizer with save_pretrained into OUTPUT_DIR/checkpoint at the end",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,8 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     # Every row is full-length, so labels are the inputs and no padding is needed.
     dataset = [{"input_ids": row, "labels": row} for row in blocks]
     model = build_model(tokenizer, args.seq_len)
-    print(f"tinylm: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, "
-          f"{len(dataset)} sequences of {args.seq_len} tokens", flush=True)
+    print(
+        f"tinylm: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, "
+        f"{len(dataset)} sequences of {args.seq_len} tokens",
+        flush=True,
+    )
 
     training_args = TrainingArguments(
         output_dir=str(args.output_dir),

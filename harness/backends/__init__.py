@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ..devices import Inventory
-from ..devices import skip_reason as device_skip_reason
-from ..options import RUN_OPTIONS, Option
-from ..spec import Spec
-from .base import Backend, BackendError
-from .local import LocalBackend
-from .slurm import SlurmBackend
+from harness.backends.base import Backend, BackendError
+from harness.backends.local import LocalBackend
+from harness.backends.slurm import SlurmBackend
+from harness.devices.visible import Inventory
+from harness.devices.visible import skip_reason as device_skip_reason
+from harness.options import RUN_OPTIONS, Option
+from harness.spec.model import Spec
 
 __all__ = ["REGISTRY", "Backend", "BackendError", "make", "names", "run_options", "skip_reason"]
 
@@ -44,7 +44,12 @@ def make(name: str, values: Mapping[str, Any], run_tag: str) -> Backend:
 
 def run_options() -> tuple[Option, ...]:
     """The option table: the core options (with the registered backends as choices), then each backend's own."""
-    core = tuple(replace(option, choices=names(), help=f"{option.help} (one of: {', '.join(names())})") if option.name == "backend" else option for option in RUN_OPTIONS)
+    core = tuple(
+        replace(option, choices=names(), help=f"{option.help} (one of: {', '.join(names())})")
+        if option.name == "backend"
+        else option
+        for option in RUN_OPTIONS
+    )
     return core + tuple(option for cls in REGISTRY.values() for option in cls.options)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
-from ..devices import Inventory
-from ..launch import Launch, Placement, ProcessOutcome, Watcher
-from ..options import Option
-from ..spec import Spec
+from harness.devices.visible import Inventory
+from harness.launch import Launch, Placement
+from harness.options import Option
+from harness.process import ProcessOutcome, Watcher
+from harness.spec.model import Spec
 
 
 class BackendError(Exception):
@@ -34,7 +35,9 @@ class Backend(Protocol):
     def place(self, spec: Spec, devices: tuple[str, ...], inventory: Inventory) -> Placement:
         """How many devices the run holds and the variables that tell the child which."""
 
-    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
+    def run(
+        self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None
+    ) -> ProcessOutcome:
         """Run one launch to its end (or its timeout, or a watcher's stop) and say how it ended."""
 
     def cancel_all(self) -> None:

@@ -6,12 +6,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..devices import GPU_KINDS, DeviceError, Inventory, child_environment, discover
-from ..launch import Launch, Placement, ProcessOutcome, Watcher
-from ..options import Option
-from ..process import run_process
-from ..spec import Spec
-from ..specrules import parse_memory
+from harness.devices.visible import GPU_KINDS, DeviceError, Inventory, child_environment, discover
+from harness.launch import Launch, Placement
+from harness.options import Option
+from harness.process import ProcessOutcome, Watcher, run_process
+from harness.spec.model import Spec
+from harness.spec.rules import parse_memory
 
 
 def usable_cores() -> int:
@@ -62,9 +62,17 @@ class LocalBackend:
     def place(self, spec: Spec, devices: tuple[str, ...], inventory: Inventory) -> Placement:
         # This machine's cores are shared among its runs, as its devices are.
         processes = len(devices) if spec.launcher == "torchrun" else 1
-        return Placement(len(devices), {"OMP_NUM_THREADS": str(cpu_threads(len(devices), inventory, processes)), **child_environment(devices, inventory)})
+        return Placement(
+            len(devices),
+            {
+                "OMP_NUM_THREADS": str(cpu_threads(len(devices), inventory, processes)),
+                **child_environment(devices, inventory),
+            },
+        )
 
-    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
+    def run(
+        self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None
+    ) -> ProcessOutcome:
         return run_process(launch, watchers, on_start)
 
     def cancel_all(self) -> None:

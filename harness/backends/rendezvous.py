@@ -36,7 +36,9 @@ def head_address(nodelist: str, run=subprocess.run) -> str:
     listed = run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=SCONTROL_SECONDS)
     hosts = listed.stdout.split()
     if listed.returncode != 0 or not hosts:
-        raise RendezvousError(f"`scontrol show hostnames {nodelist}` gave no host: {listed.stderr.strip() or 'no output'}")
+        raise RendezvousError(
+            f"`scontrol show hostnames {nodelist}` gave no host: {listed.stderr.strip() or 'no output'}"
+        )
     shown = run(["scontrol", "-o", "show", "node", hosts[0]], capture_output=True, text=True, timeout=SCONTROL_SECONDS)
     address = re.search(r"\bNodeAddr=(\S+)", shown.stdout)
     return address.group(1) if address else hosts[0]
@@ -47,12 +49,19 @@ def rendezvous_environment(environ: Mapping[str, str], head: str) -> dict[str, s
     job, node = environ["SLURM_JOB_ID"], environ["SLURM_NODEID"]
     port = PORT_BASE + int(job) % PORT_SPAN
     host = f"[{head}]" if ":" in head else head
-    return {"PET_RDZV_ENDPOINT": f"{host}:{port}", "PET_RDZV_ID": f"slurm-{job}", "PET_RDZV_CONF": f"is_host={int(node == '0')}"}
+    return {
+        "PET_RDZV_ENDPOINT": f"{host}:{port}",
+        "PET_RDZV_ID": f"slurm-{job}",
+        "PET_RDZV_CONF": f"is_host={int(node == '0')}",
+    }
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: {os.path.basename(sys.executable)} {__file__} COMMAND...\n{__doc__.splitlines()[0]}", file=sys.stderr)
+        print(
+            f"usage: {os.path.basename(sys.executable)} {__file__} COMMAND...\n{__doc__.splitlines()[0]}",
+            file=sys.stderr,
+        )
         return 2
     missing = [name for name in ("SLURM_JOB_ID", "SLURM_NODEID", "SLURM_JOB_NODELIST") if name not in os.environ]
     try:

@@ -27,15 +27,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..devices import Inventory
-from ..launch import Launch, Placement, ProcessOutcome, Watcher
-from ..options import Option
-from ..process import run_process
-from ..spec import Spec
-from .base import BackendError
+from harness.backends.base import BackendError
+from harness.devices.visible import Inventory
+from harness.launch import Launch, Placement
+from harness.options import Option
+from harness.process import ProcessOutcome, Watcher, run_process
+from harness.spec.model import Spec
 
 # Job states that mean Slurm, not the command, ended the job.
-SCHEDULER_ENDINGS = {"TIMEOUT", "CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
+SCHEDULER_ENDINGS = {
+    "TIMEOUT",
+    "CANCELLED",
+    "PREEMPTED",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "REVOKED",
+}
 COMMAND_SECONDS = 30
 UNSETTLED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}
 SETTLE_SECONDS = 15.0
@@ -99,7 +108,9 @@ def check_available() -> None:
     probe = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
     if probe.returncode != 0 or "UP" not in probe.stdout:
         said = (probe.stdout + probe.stderr).strip().splitlines()
-        raise SlurmError(f"slurmctld does not answer `scontrol ping` (SLURM_CONF={os.environ.get('SLURM_CONF', 'unset')}): {said[-1] if said else 'no output'}")
+        raise SlurmError(
+            f"slurmctld does not answer `scontrol ping` (SLURM_CONF={os.environ.get('SLURM_CONF', 'unset')}): {said[-1] if said else 'no output'}"
+        )
 
 
 def job_record(name: str) -> dict[str, str] | None:
@@ -108,11 +119,18 @@ def job_record(name: str) -> dict[str, str] | None:
     squeue finds the id (`--states=all` keeps finished jobs while slurmctld remembers them),
     so only that job is asked for: every job of a busy cluster would be megabytes per spec.
     """
-    listed = subprocess.run(["squeue", "--me", f"--name={name}", "--states=all", "-h", "-o", "%i"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+    listed = subprocess.run(
+        ["squeue", "--me", f"--name={name}", "--states=all", "-h", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+    )
     ids = [int(word) for word in listed.stdout.split() if word.isdigit()]
     if not ids:
         return None
-    shown = subprocess.run(["scontrol", "-o", "show", "job", str(max(ids))], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+    shown = subprocess.run(
+        ["scontrol", "-o", "show", "job", str(max(ids))], capture_output=True, text=True, timeout=COMMAND_SECONDS
+    )
     records = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in shown.stdout.splitlines()]
     return next((r for r in records if r.get("JobName") == name), None)
 
@@ -134,7 +152,9 @@ def ending(record: dict[str, str] | None) -> str | None:
         return None
     reason = record.get("Reason", "None")
     detail = f", reason {reason}" if reason not in ("None", "") else ""
-    limit = f", time limit {record['TimeLimit']}" if record.get("JobState") == "TIMEOUT" and "TimeLimit" in record else ""
+    limit = (
+        f", time limit {record['TimeLimit']}" if record.get("JobState") == "TIMEOUT" and "TimeLimit" in record else ""
+    )
     return f"Slurm ended job {record.get('JobId', '?')} as {record['JobState']}{detail}{limit}"
 
 
@@ -149,8 +169,14 @@ def placement(record: dict[str, str] | None) -> str:
 def cancel_run(run_tag: str) -> list[str]:
     """scancel every job this run submitted that is still known to the queue; returns their ids."""
     prefix = job_name(run_tag, "")
-    listed = subprocess.run(["squeue", "--me", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
-    ids = [job_id for job_id, _, name in (line.partition(" ") for line in listed.stdout.splitlines()) if name.startswith(prefix)]
+    listed = subprocess.run(
+        ["squeue", "--me", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=COMMAND_SECONDS
+    )
+    ids = [
+        job_id
+        for job_id, _, name in (line.partition(" ") for line in listed.stdout.splitlines())
+        if name.startswith(prefix)
+    ]
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True, timeout=COMMAND_SECONDS)
     return ids
@@ -163,8 +189,17 @@ class SlurmBackend:
     leases_devices: ClassVar[bool] = False
     spans_nodes: ClassVar[bool] = True
     options: ClassVar[tuple[Option, ...]] = (
-        Option("partition", "Slurm partition for every job (--backend slurm; default: the cluster's default partition)", metavar="P"),
-        Option("slurm_arg", "one more srun option for every job (--backend slurm), written with = (e.g. --slurm-arg=--account=ml); repeatable", action="append", metavar="ARG"),
+        Option(
+            "partition",
+            "Slurm partition for every job (--backend slurm; default: the cluster's default partition)",
+            metavar="P",
+        ),
+        Option(
+            "slurm_arg",
+            "one more srun option for every job (--backend slurm), written with = (e.g. --slurm-arg=--account=ml); repeatable",
+            action="append",
+            metavar="ARG",
+        ),
     )
 
     def __init__(self, options: SlurmOptions):
@@ -182,7 +217,9 @@ class SlurmBackend:
 
     def inventory(self, values: Mapping[str, Any]) -> Inventory:
         # The cluster hands out the devices: one entry stands for all of them.
-        return Inventory(("slurm",), "slurm", f"Slurm (partition {self.settings.partition or 'default'})", scheduled=True)
+        return Inventory(
+            ("slurm",), "slurm", f"Slurm (partition {self.settings.partition or 'default'})", scheduled=True
+        )
 
     def workers(self, specs: int, inventory: Inventory) -> int | None:
         return min(specs, MAX_WORKERS)
@@ -191,7 +228,9 @@ class SlurmBackend:
         # Slurm sets each job's CUDA_VISIBLE_DEVICES and cores (--cpus-per-task): the login node's must not leak in.
         return Placement(spec.gpus, {"CUDA_VISIBLE_DEVICES": None, "TRAINSPEC_DEVICE_KIND": self.name})
 
-    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
+    def run(
+        self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None
+    ) -> ProcessOutcome:
         name = job_name(self.settings.run_tag, launch.spec_id)
         submitted = dataclasses.replace(launch, argv=srun_argv(launch, self.settings), timeout=math.inf)
         try:

@@ -55,7 +55,9 @@ class _Trace:
         self.folder = folder
         self.roots = tuple({os.path.join(repo, ""), os.path.join(os.path.realpath(repo), "")})
         # A venv inside the repository (.nox/, .venv/) holds the libraries, not the project.
-        self.outside = tuple({os.path.join(os.path.realpath(p), "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+        self.outside = tuple(
+            {os.path.join(os.path.realpath(p), "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        )
         self.opened: set[str] = set()
 
     def audit(self, event: str, args: tuple) -> None:

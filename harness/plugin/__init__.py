@@ -14,22 +14,35 @@ from typing import Any
 
 import pytest
 
-from .. import backends, terminal
-from ..context import ContextError, RunContext, create
-from ..options import add_to_parser
-from ..process import interrupt_on_termination
-from ..secrets import masker_for
-from ..spec import BUILTIN_MARKERS
-from ..specfiles import named_spec_files
-from .collect import STASH, pytest_collect_file, pytest_collection_modifyitems, pytest_runtest_makereport
-from .controller import Controller
+from harness import backends, terminal
+from harness.context import ContextError, RunContext, create
+from harness.options import add_to_parser
+from harness.plugin.collect import STASH, pytest_collect_file, pytest_collection_modifyitems, pytest_runtest_makereport
+from harness.plugin.controller import Controller
+from harness.process import interrupt_on_termination
+from harness.secrets import masker_for
+from harness.spec.files import named_spec_files
+from harness.spec.model import BUILTIN_MARKERS
 
-__all__ = ["pytest_addoption", "pytest_collect_file", "pytest_collection_modifyitems", "pytest_configure", "pytest_configure_node", "pytest_runtest_makereport"]
+__all__ = [
+    "pytest_addoption",
+    "pytest_collect_file",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_configure_node",
+    "pytest_runtest_makereport",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("trainspec", "trainspec: spec-driven training tests")
-    group.addoption("--specs", action="append", default=None, metavar="PATH", help="spec files or folders to collect (default: the ini option trainspec_specs, else specs/)")
+    group.addoption(
+        "--specs",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="spec files or folders to collect (default: the ini option trainspec_specs, else specs/)",
+    )
     add_to_parser(group, [option for option in backends.run_options() if option.pytest])
     parser.addini("trainspec_specs", type="paths", default=[], help="spec files or folders collected by default")
 
@@ -50,7 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     invocation = config.invocation_params.dir
     repo = Path(config.getoption("repo") or invocation).resolve()
-    roots = [Path(p) for p in (config.getoption("specs") or [])] or list(config.getini("trainspec_specs")) or [repo / "specs"]
+    roots = (
+        [Path(p) for p in (config.getoption("specs") or [])]
+        or list(config.getini("trainspec_specs"))
+        or [repo / "specs"]
+    )
     roots += named_spec_files(config.args)
     roots = [(p if p.is_absolute() else invocation / p).resolve() for p in roots]
     values = {option.name: config.getoption(option.name) for option in backends.run_options() if option.pytest}

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from ..context import RunContext
-from ..pipeline import run_spec, skipped, unchanged
-from ..plan import make_plan
-from ..secrets import masker_for
-from ..selection import SelectionError, decisions
-from ..spec import SPEC_SUFFIXES, Spec
-from ..specfiles import check_markers, load_spec_file, marker_names, split_duplicates
-from ..structure import SpecError
+from harness.context import RunContext
+from harness.planning.plan import make_plan
+from harness.planning.selection import SelectionError, decisions
+from harness.runner.pipeline import run_spec, skipped, unchanged
+from harness.secrets import masker_for
+from harness.spec.files import check_markers, load_spec_file, marker_names, split_duplicates
+from harness.spec.model import SPEC_SUFFIXES, Spec
+from harness.spec.typed_yaml import SpecError
 
 STASH = pytest.StashKey[RunContext]()
 # The user property that carries a spec's record from a worker to the controller.
@@ -68,7 +68,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _, duplicates = split_duplicates(item.spec for item in specs)
     if duplicates:
         raise pytest.UsageError(str(duplicates[0]))
-    plan = make_plan([item.spec for item in specs], context.inventory, context.durations.load(), context.tier, context.recorded_peaks, context.headroom)
+    plan = make_plan(
+        [item.spec for item in specs],
+        context.inventory,
+        context.durations.load(),
+        context.tier,
+        context.recorded_peaks,
+        context.headroom,
+    )
     planned = {p.spec.id: p for p in [*plan.runs, *plan.skipped]}
     if context.values.get("changed_since"):
         try:
@@ -89,7 +96,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A spec's report, masked (an internal error under `-l` shows the run's environment as
     locals, into the terminal and junit.xml) and, when skipped, pointing at the spec's file and line."""
     report = yield

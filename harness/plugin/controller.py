@@ -15,20 +15,20 @@ from typing import Any
 
 import pytest
 
-from ..context import RunContext
-from ..peaks import peaks_to_keep
-from ..process import end_group
-from ..progress import Progress
-from ..report import summary_lines, write_run_report
-from ..results import SpecResult, gather, load_document, write_results
-from ..rundir import release
-from ..scheduler import PlanScheduling
-from ..secrets import masker_for
-from ..spec import SPEC_SUFFIXES
-from ..specfiles import load_spec_file
-from ..structure import SpecError
-from ..tree import Snapshot, snapshot, written
-from .collect import RECORD_PROPERTY
+from harness.context import RunContext
+from harness.plugin.collect import RECORD_PROPERTY
+from harness.plugin.xdist_scheduling import PlanScheduling
+from harness.process import end_group
+from harness.records import SpecResult, gather, load_document, write_results
+from harness.repo_writes import Snapshot, snapshot, written
+from harness.report.progress import Progress
+from harness.report.summary import summary_lines, write_run_report
+from harness.rundir import release
+from harness.runner.peaks import peaks_to_keep
+from harness.secrets import masker_for
+from harness.spec.files import load_spec_file
+from harness.spec.model import SPEC_SUFFIXES
+from harness.spec.typed_yaml import SpecError
 
 
 def _is_spec(nodeid: str) -> bool:
@@ -84,7 +84,11 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Left by an interrupted run in the same run dir, it would turn this run's crashes into interruptions.
         self.context.interrupted_marker.unlink(missing_ok=True)
-        self.tree_before = None if session.config.getoption("allow_repo_writes") else snapshot(self.context.repo, skip=[self.context.run_dir])
+        self.tree_before = (
+            None
+            if session.config.getoption("allow_repo_writes")
+            else snapshot(self.context.repo, skip=[self.context.run_dir])
+        )
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and session.config.get_verbosity() == 0:
             # Our lines replace pytest's file names and letters, which say little about runs of minutes.
@@ -133,7 +137,9 @@ class Controller:
             # A worker that died mid-run sends a bare report: record it rather than lose the spec.
             text = str(report.longrepr or "").strip()
             reason = text.splitlines()[-1][:500] if text else "the worker running it died"
-            self.records[spec_id] = SpecResult(id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.output_dir(spec_id)))
+            self.records[spec_id] = SpecResult(
+                id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.output_dir(spec_id))
+            )
         if self.progress and not known and spec_id in self.records:
             self.progress.spec_finished(self.records[spec_id])
 
@@ -166,7 +172,9 @@ class Controller:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
         write_run_report(context.run_dir, load_document(path))
-        context.durations.record({r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0})
+        context.durations.record(
+            {r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0}
+        )
         context.peaks.record(peaks_to_keep(self.records.values(), context.peaks.load()))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
@@ -179,5 +187,10 @@ class Controller:
         for line in summary_lines(sorted(self.records.values(), key=lambda r: r.id), self.context.run_dir):
             terminalreporter.write_line(line)
         if self.repo_writes:
-            shown = ", ".join(self.repo_writes[:20]) + (f" and {len(self.repo_writes) - 20} more" if len(self.repo_writes) > 20 else "")
-            terminalreporter.write_line(f"FAIL  the run wrote into the repository: {shown} (specs must write under {{output_dir}}; --allow-repo-writes to accept)", red=True)
+            shown = ", ".join(self.repo_writes[:20]) + (
+                f" and {len(self.repo_writes) - 20} more" if len(self.repo_writes) > 20 else ""
+            )
+            terminalreporter.write_line(
+                f"FAIL  the run wrote into the repository: {shown} (specs must write under {{output_dir}}; --allow-repo-writes to accept)",
+                red=True,
+            )

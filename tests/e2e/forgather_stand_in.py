@@ -40,7 +40,9 @@ steps = int(options.get("--max-steps", "30"))
 diverge = "diverge: true" in open(os.path.join(project, config)).read()
 run = os.path.join(out, "runs", "run_0")
 os.makedirs(run)
-records = [{"global_step": s, "loss": float("nan") if diverge and s > 10 else 4.0 - s / 10} for s in range(5, steps + 5, 5)]
+records = [
+    {"global_step": s, "loss": float("nan") if diverge and s > 10 else 4.0 - s / 10} for s in range(5, steps + 5, 5)
+]
 records.append({"global_step": steps, "train_runtime": 1.0})
 with open(os.path.join(run, "trainer_logs.json"), "w") as stream:
     json.dump(records, stream)

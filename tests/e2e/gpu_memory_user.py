@@ -27,7 +27,9 @@ if not args.child:
 table = Path(args.apps) / f"{os.getpid()}.csv"
 for phase in args.phases.split(","):
     mib, seconds = phase.split(":")
-    lines = [f"{args.uuid}, {os.getpid()}, {mib}"] + ([f"{args.other_uuid}, {os.getpid()}, 999"] if args.other_uuid else [])
+    lines = [f"{args.uuid}, {os.getpid()}, {mib}"] + (
+        [f"{args.other_uuid}, {os.getpid()}, 999"] if args.other_uuid else []
+    )
     partial = table.with_suffix(".partial")
     partial.write_text("\n".join(lines) + "\n")
     partial.replace(table)  # whole, never half-written, when nvidia-smi reads it

@@ -17,7 +17,10 @@ if os.environ.get("SLURM_NODEID") == os.environ.get("FAIL_ON_NODE") and os.envir
 dist.init_process_group("gloo")
 total = torch.tensor([dist.get_rank()])
 dist.all_reduce(total)
-seen = {key: os.environ.get(key) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURMD_NODENAME")}
+seen = {
+    key: os.environ.get(key)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURMD_NODENAME")
+}
 seen["rank_sum"] = int(total)
 dist.destroy_process_group()
 with open(os.path.join(out, f"rank{seen['RANK']}.json"), "w") as record:

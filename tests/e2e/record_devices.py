@@ -12,6 +12,12 @@ parser.add_argument("--name", required=True)
 args = parser.parse_args()
 start = time.time()
 time.sleep(args.sleep)
-record = {"name": args.name, "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time(), "threads": os.environ.get("OMP_NUM_THREADS")}
+record = {
+    "name": args.name,
+    "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    "start": start,
+    "end": time.time(),
+    "threads": os.environ.get("OMP_NUM_THREADS"),
+}
 with open(args.trace, "a") as trace:
     trace.write(json.dumps(record) + "\n")

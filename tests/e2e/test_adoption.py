@@ -165,7 +165,9 @@ def test_init_then_smoke_passes_and_a_broken_script_fails_the_right_check(projec
     assert "PASS  fit_smoke" in output and "PASS  forgather_smoke" in output
     assert git(project, "status", "--porcelain", "--", "trainer", "proj") == ""
     # The two tiers install the same requirements: one venv, filled once.
-    assert [venv.name for venv in (project / ".nox").glob("trainspec-*") if venv.is_dir()] == [re.search(r"using \S+/(trainspec-\w+), shared", output)[1]]
+    assert [venv.name for venv in (project / ".nox").glob("trainspec-*") if venv.is_dir()] == [
+        re.search(r"using \S+/(trainspec-\w+), shared", output)[1]
+    ]
     assert output.count("requirements unchanged since the last install; skipping it") == 1
 
     script = project / "trainer" / "fit.py"
@@ -174,11 +176,18 @@ def test_init_then_smoke_passes_and_a_broken_script_fails_the_right_check(projec
     red = run(project, "-m", "nox", "-s", "smoke", env=path)
     output = red.stdout + red.stderr
     assert red.returncode != 0, output
-    assert "Creating virtual environment" not in output and "requirements unchanged since the last install; skipping it" in output
+    assert (
+        "Creating virtual environment" not in output
+        and "requirements unchanged since the last install; skipping it" in output
+    )
     assert "[FAIL] loss.final_max: expected final loss <= 0.01" in output
     assert "[FAIL] loss.must_decrease" in output
     # The diverging run is stopped at its NaN: one failure, what it left unchecked shown under it.
-    assert "[FAIL] fail_fast:" in output and "loss nan at step 15" in output and "then: loss.no_nan: nan at step 15" in output
+    assert (
+        "[FAIL] fail_fast:" in output
+        and "loss nan at step 15" in output
+        and "then: loss.no_nan: nan at step 15" in output
+    )
 
     # Their next script imports torch, which nothing pins: the session stops once, before any spec runs.
     (project / "trainer" / "mlp.py").write_text(MLP_TRAINER)
@@ -209,7 +218,22 @@ def torch_wheel_here(version: str) -> str | None:
     The test never lets a session pull torch from an index: that would be the multi-GB CUDA build.
     """
     report = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", "-", f"torch=={version}"], capture_output=True, text=True, timeout=300
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--no-deps",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            "-",
+            f"torch=={version}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if report.returncode != 0:
         return f"pip cannot resolve torch=={version} here: {report.stderr.strip()[-200:]}"

@@ -25,8 +25,15 @@ command: ["{python}", "-c", "import os; print('devices', {gpus}, os.environ['WRA
 
 
 def wrapped(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "TRAINSPEC_CACHE_DIR": str(project / "cache"), "CUDA_VISIBLE_DEVICES": "3"}
-    return subprocess.run([sys.executable, str(BACKEND), *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "TRAINSPEC_CACHE_DIR": str(project / "cache"),
+        "CUDA_VISIBLE_DEVICES": "3",
+    }
+    return subprocess.run(
+        [sys.executable, str(BACKEND), *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture

@@ -13,10 +13,23 @@ SPEC = {
     "id": "builtin_server",
     "gpus": 0,
     "timeout": 300,
-    "command": ["{python}", "examples/tinylm/train.py", "--output-dir", "{output_dir}", "--max-steps", "100", "--save-model"],
+    "command": [
+        "{python}",
+        "examples/tinylm/train.py",
+        "--output-dir",
+        "{output_dir}",
+        "--max-steps",
+        "100",
+        "--save-model",
+    ],
     "expected_files": ["checkpoint/config.json"],
     "loss": {"final_max": 1.5},
-    "inference": {"server": "builtin", "prompt": ["the small cat", "a happy dog"], "max_tokens": 20, "perplexity_max": 10},
+    "inference": {
+        "server": "builtin",
+        "prompt": ["the small cat", "a happy dog"],
+        "max_tokens": 20,
+        "perplexity_max": 10,
+    },
 }
 
 

@@ -19,7 +19,12 @@ pytestmark = pytest.mark.e2e
 def git_status() -> str:
     """Changes anywhere, and ignored files too where runs could leave them (the project's tree)."""
     everything = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
-    ignored = subprocess.run(["git", "status", "--porcelain", "--ignored", "--", "examples", "specs"], cwd=REPO, capture_output=True, text=True).stdout
+    ignored = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--", "examples", "specs"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
     return everything + ignored
 
 
@@ -42,7 +47,9 @@ def test_smoke_tier_passes(harness, tree_unchanged) -> None:
     assert run.results["versions"]["torch"].startswith("2.")
     assert (run.run_dir / "junit.xml").read_text().count("<testcase") == 1
     assert Path(spec["paths"]["log"]).name == "train_log.jsonl"
-    assert spec["child_versions"]["torch"] == run.results["versions"]["torch"] or spec["child_versions"]["torch"].startswith(run.results["versions"]["torch"])
+    assert spec["child_versions"]["torch"] == run.results["versions"]["torch"] or spec["child_versions"][
+        "torch"
+    ].startswith(run.results["versions"]["torch"])
     assert "tinylm_smoke" in (run.run_dir / "report.html").read_text()
 
 
@@ -52,7 +59,9 @@ def test_a_regression_against_a_baseline_fails_and_is_reported(harness, tmp_path
     baseline = first.results
     baseline["specs"][0]["final_loss"] *= 0.5  # as if the loss used to end much lower
     (tmp_path / "baseline.json").write_text(json.dumps(baseline))
-    second = harness("run", "--tier", "smoke", "--baseline", str(tmp_path / "baseline.json"), "--tolerance", "duration=100")
+    second = harness(
+        "run", "--tier", "smoke", "--baseline", str(tmp_path / "baseline.json"), "--tolerance", "duration=100"
+    )
     assert second.code == 1, second.output
     spec = second.spec("tinylm_smoke")
     assert spec["reason"].startswith("baseline.final_loss: ")
@@ -114,7 +123,9 @@ def test_forgather_profile_with_stand_in_command(harness, tmp_path: Path) -> Non
     specs.mkdir()
     shutil.copy(Path(__file__).with_name("forgather_spec.yaml"), specs / "forgather_spec.yaml")
     # One GPU named by the caller: --gpus needs a visible device, and this machine may have none.
-    run = harness("run", "--gpus", "1", cwd=tmp_path, env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0"})
+    run = harness(
+        "run", "--gpus", "1", cwd=tmp_path, env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0"}
+    )
     assert run.code == 0, run.output
     (spec,) = run.results["specs"]
     assert spec["id"] == "tiny_stand_in" and spec["steps_logged"] == 6 and spec["final_loss"] == pytest.approx(1.0)

@@ -43,7 +43,10 @@ def git(repo: Path, *args: str) -> str:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     repo = tmp_path / "project"
-    for name, extra in (("alpha", 'config = json.load(open(os.path.join(os.path.dirname(__file__), "config.json")))'), ("beta", "")):
+    for name, extra in (
+        ("alpha", 'config = json.load(open(os.path.join(os.path.dirname(__file__), "config.json")))'),
+        ("beta", ""),
+    ):
         (repo / name).mkdir(parents=True)
         (repo / name / "train.py").write_text(TRAIN.format(module=f"{name}_model", extra=extra))
         (repo / name / f"{name}_model.py").write_text("def loss(step):\n    return 1.0 / step\n")
@@ -67,7 +70,9 @@ def test_skip_unchanged_reruns_only_what_a_change_touched(harness, project: Path
     assert first.code == 0, first.output
     assert outcomes(first) == {"alpha": "passed", "beta": "passed"}
     alpha = first.spec("alpha")
-    assert {"alpha/train.py", "alpha/alpha_model.py", "alpha/config.json", "specs/alpha.yaml"} <= set(alpha["dependencies"])
+    assert {"alpha/train.py", "alpha/alpha_model.py", "alpha/config.json", "specs/alpha.yaml"} <= set(
+        alpha["dependencies"]
+    )
     assert "beta/beta_model.py" not in alpha["dependencies"]
 
     again = harness("run", "--skip-unchanged", cwd=project)
@@ -104,7 +109,11 @@ def test_changed_since_runs_the_specs_whose_dependencies_changed(harness, projec
 
     plan = harness("plan", "--changed-since", "HEAD~1", cwd=project)
     assert plan.code == 0, plan.output
-    lines = {line.split()[0]: line for line in plan.proc.stdout.splitlines() if line.startswith("  ") and line.split()[0] in ("alpha", "beta")}
+    lines = {
+        line.split()[0]: line
+        for line in plan.proc.stdout.splitlines()
+        if line.startswith("  ") and line.split()[0] in ("alpha", "beta")
+    }
     assert "run" in lines["alpha"].split() and "alpha/alpha_model.py changed" in lines["alpha"]
     assert "not run" in lines["beta"] and "none of its" in lines["beta"]
 
@@ -182,7 +191,9 @@ def test_a_torchrun_trace_includes_a_module_only_rank_one_imported(harness, tmp_
     (repo / "specs").mkdir(parents=True)
     (repo / "ranks.py").write_text(TORCHRUN_SCRIPT)
     (repo / "rank_one_only.py").write_text("VALUE = 1\n")
-    (repo / "specs" / "ddp.yaml").write_text('id: ddp\nlauncher: torchrun\ncommand: ["ranks.py", "{output_dir}"]\ngpus: 2\ncpu_ok: true\ntimeout: 120\nloss: {final_max: 1.0}\nmin_steps_logged: 3\n')
+    (repo / "specs" / "ddp.yaml").write_text(
+        'id: ddp\nlauncher: torchrun\ncommand: ["ranks.py", "{output_dir}"]\ngpus: 2\ncpu_ok: true\ntimeout: 120\nloss: {final_max: 1.0}\nmin_steps_logged: 3\n'
+    )
     git(repo, "init", "-q")
     run = harness("run", "--fake-gpus", "2", cwd=repo)
     assert run.code == 0, run.output

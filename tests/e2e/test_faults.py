@@ -22,7 +22,7 @@ import psutil
 import pytest
 import yaml
 
-from harness.results import load_results
+from harness.records import load_results
 
 from ..conftest import REPO, tagged
 from ..gpu_stand_ins import BROKEN_DRIVER, MI300_JSON, install_nvidia_smi, install_rocm_smi
@@ -39,7 +39,15 @@ def new_tag() -> str:
 def write_spec(folder: Path, spec_id: str, code: str, tag: str, **fields) -> Path:
     """A spec whose run is `python -c CODE TAG`, on one (fake) device so that it holds a lease."""
     folder.mkdir(parents=True, exist_ok=True)
-    spec = {"id": spec_id, "command": ["{python}", "-c", code, tag, "{output_dir}"], "gpus": 1, "cpu_ok": True, "timeout": 60, "min_steps_logged": 0, **fields}
+    spec = {
+        "id": spec_id,
+        "command": ["{python}", "-c", code, tag, "{output_dir}"],
+        "gpus": 1,
+        "cpu_ok": True,
+        "timeout": 60,
+        "min_steps_logged": 0,
+        **fields,
+    }
     path = folder / f"{spec_id}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -91,12 +99,16 @@ def test_a_reused_run_dir_forgets_an_earlier_interruption(tmp_path: Path) -> Non
     """An interrupted run leaves its marker behind; the next run in that dir must not take
     its own signal deaths for interruptions."""
     tag = new_tag()
-    path = write_spec(tmp_path / "project", "terminated", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", tag)
+    path = write_spec(
+        tmp_path / "project", "terminated", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", tag
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".interrupted").touch()
     argv = [sys.executable, "-m", "harness", "run", str(path), "--fake-gpus", "1", "--run-dir", str(run_dir)]
-    done = subprocess.run(argv, cwd=tmp_path / "project", env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        argv, cwd=tmp_path / "project", env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert record(assert_clean(run_dir, tag), "terminated")["reason"] == "exit_code: killed by signal SIGTERM"
 
@@ -143,24 +155,60 @@ GOOD = ['{"step": 1, "loss": 3.0}', '{"step": 2, "loss": 2.5}', '{"step": 3, "lo
 @pytest.mark.parametrize(
     ("name", "text", "outcome", "cause"),
     [
-        ("train_log.jsonl", "\n".join(GOOD) + '\n{"step": 4, "lo', "passed", "3 in train_log.jsonl (the last line (4) is cut short and was skipped)"),
-        ("train_log.jsonl", "\n".join([GOOD[0], "{not json", *GOOD[1:]]) + "\n", "failed", "line 2 is not JSON: Expecting property name enclosed in double quotes"),
-        ("train_log.jsonl", "\n".join([GOOD[0], '{"step": 2, "loss": nan}', GOOD[2]]) + "\n", "failed", "line 2 is not JSON"),
+        (
+            "train_log.jsonl",
+            "\n".join(GOOD) + '\n{"step": 4, "lo',
+            "passed",
+            "3 in train_log.jsonl (the last line (4) is cut short and was skipped)",
+        ),
+        (
+            "train_log.jsonl",
+            "\n".join([GOOD[0], "{not json", *GOOD[1:]]) + "\n",
+            "failed",
+            "line 2 is not JSON: Expecting property name enclosed in double quotes",
+        ),
+        (
+            "train_log.jsonl",
+            "\n".join([GOOD[0], '{"step": 2, "loss": nan}', GOOD[2]]) + "\n",
+            "failed",
+            "line 2 is not JSON",
+        ),
         (
             "trainer_logs.json",
             json.dumps([{"global_step": s, "loss": 3.0 - s / 10} for s in (1, 2, 3)])[:-30],
             "passed",
             "2 in trainer_logs.json (the log is cut short (no closing ']'); read its first 2 complete records)",
         ),
-        ("trainer_state.json", json.dumps({"log_history": [{"step": 1, "loss": 2.0}]})[:-3], "failed", "trainer_state.json is not valid JSON (line 1): Expecting ',' delimiter"),
+        (
+            "trainer_state.json",
+            json.dumps({"log_history": [{"step": 1, "loss": 2.0}]})[:-3],
+            "failed",
+            "trainer_state.json is not valid JSON (line 1): Expecting ',' delimiter",
+        ),
         ("trainer_logs.json", '{"not": "an array"}', "failed", "expected a JSON array of records, found dict"),
     ],
-    ids=["jsonl-cut-mid-line", "jsonl-malformed-line", "jsonl-bare-nan", "forgather-cut-mid-record", "hf-truncated", "forgather-not-an-array"],
+    ids=[
+        "jsonl-cut-mid-line",
+        "jsonl-malformed-line",
+        "jsonl-bare-nan",
+        "forgather-cut-mid-record",
+        "hf-truncated",
+        "forgather-not-an-array",
+    ],
 )
-def test_a_truncated_or_malformed_training_log(harness, tmp_path: Path, name: str, text: str, outcome: str, cause: str) -> None:
+def test_a_truncated_or_malformed_training_log(
+    harness, tmp_path: Path, name: str, text: str, outcome: str, cause: str
+) -> None:
     """A log cut short mid-write counts its complete records; a malformed one fails, saying where."""
     tag = new_tag()
-    path = write_spec(tmp_path / "project", "bad_log", writes_log(tmp_path, name, text), tag, min_steps_logged=2, loss={"final_max": 5})
+    path = write_spec(
+        tmp_path / "project",
+        "bad_log",
+        writes_log(tmp_path, name, text),
+        tag,
+        min_steps_logged=2,
+        loss={"final_max": 5},
+    )
     run = harness("run", str(path), "--fake-gpus", "1", cwd=tmp_path / "project")
     assert run.code == (0 if outcome == "passed" else 1), run.output
     spec = record(assert_clean(run.run_dir, tag), "bad_log")
@@ -168,14 +216,20 @@ def test_a_truncated_or_malformed_training_log(harness, tmp_path: Path, name: st
     if outcome == "passed":
         assert next(c["found"] for c in spec["checks"] if c["name"] == "min_steps_logged") == cause
     else:
-        assert spec["reason"].startswith(f"log: {run.run_dir / 'specs' / 'bad_log'}/") and cause in spec["reason"], spec["reason"]
+        assert spec["reason"].startswith(f"log: {run.run_dir / 'specs' / 'bad_log'}/") and cause in spec["reason"], (
+            spec["reason"]
+        )
 
 
-@pytest.mark.parametrize(("loss", "found"), [("NaN", "nan"), ('"nan"', "'nan'"), ('"NaN"', "'NaN'"), ("null", "None"), ("Infinity", "inf")])
+@pytest.mark.parametrize(
+    ("loss", "found"), [("NaN", "nan"), ('"nan"', "'nan'"), ('"NaN"', "'NaN'"), ("null", "None"), ("Infinity", "inf")]
+)
 def test_a_loss_that_is_not_a_number_stops_the_run_at_once(harness, tmp_path: Path, loss: str, found: str) -> None:
     """The run would go on for a minute; fail-fast stops it at the bad record and names it."""
     text = "\n".join([*GOOD, f'{{"step": 4, "loss": {loss}}}']) + "\n"
-    spec, output = run_one(harness, tmp_path, "bad_loss", writes_log(tmp_path, "train_log.jsonl", text, sleep=60), loss={}, timeout=90)
+    spec, output = run_one(
+        harness, tmp_path, "bad_loss", writes_log(tmp_path, "train_log.jsonl", text, sleep=60), loss={}, timeout=90
+    )
     # One cause, one failure: what the stop left unchecked is shown under it, not as more failures.
     assert spec["reason"] == f"fail_fast: loss {found} at step 4 in train_log.jsonl; the run was stopped there"
     assert spec["duration"] < 15
@@ -199,7 +253,9 @@ def test_nan_in_real_training_stops_it_at_that_step(harness, tmp_path: Path) -> 
 def test_records_without_a_loss_are_not_steps(harness, tmp_path: Path) -> None:
     """Missing loss values (eval or summary records) are skipped, and too few steps fail."""
     text = "\n".join([GOOD[0], '{"step": 2, "eval_loss": 2.6}', GOOD[1], '{"step": 3}']) + "\n"
-    spec, _ = run_one(harness, tmp_path, "missing_loss", writes_log(tmp_path, "train_log.jsonl", text), min_steps_logged=3)
+    spec, _ = run_one(
+        harness, tmp_path, "missing_loss", writes_log(tmp_path, "train_log.jsonl", text), min_steps_logged=3
+    )
     assert spec["reason"] == "min_steps_logged: 2 in train_log.jsonl"
     assert spec["steps_logged"] == 2
 
@@ -225,7 +281,9 @@ def peak_rss_mb(tmp_path: Path, spec_path: Path, run_dir: Path) -> float:
     """The harness's peak resident memory, its runs included: the kernel's high-water mark
     (ru_maxrss from wait4), so no short peak is missed between samples."""
     argv = [sys.executable, "-m", "harness", "run", str(spec_path), "--fake-gpus", "1", "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(argv, cwd=spec_path.parent, env=harness_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, cwd=spec_path.parent, env=harness_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 1
@@ -289,7 +347,15 @@ def interrupt_mid_run(tmp_path: Path, devices: int, to_group: bool, signum: sign
     write_spec(project / "specs", "sleeper", SLEEPER_WITH_A_GRANDCHILD, tag, timeout=200)
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
-    harness = subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    harness = subprocess.Popen(
+        argv,
+        cwd=project,
+        env=harness_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (any(p.endswith("grandchild") for p in tagged(tag)) and finished(run_dir / "specs" / "quick")):
@@ -306,14 +372,19 @@ def interrupt_mid_run(tmp_path: Path, devices: int, to_group: bool, signum: sign
             time.sleep(0.05)
         # Nothing outlives the harness: how long it takes to write its records depends on the
         # machine's load, so the bound is on what is left once it has exited.
-        print(f"harness exited {exited - interrupted:.2f} s after {signum.name}; everything gone {time.monotonic() - exited:.2f} s later")
+        print(
+            f"harness exited {exited - interrupted:.2f} s after {signum.name}; everything gone {time.monotonic() - exited:.2f} s later"
+        )
         assert time.monotonic() - exited < 5, (tagged(tag), group_members(harness.pid))
         assert harness.returncode == 130, output
         results = assert_clean(run_dir, tag)
         assert results["interrupted"] is True
         assert record(results, "quick")["outcome"] == "passed"
         sleeper = record(results, "sleeper")
-        assert (sleeper["outcome"], sleeper["reason"]) == ("error", "interrupted: the harness stopped before this run finished; nothing of it was left running"), sleeper
+        assert (sleeper["outcome"], sleeper["reason"]) == (
+            "error",
+            "interrupted: the harness stopped before this run finished; nothing of it was left running",
+        ), sleeper
     finally:
         if harness.poll() is None:
             os.killpg(harness.pid, signal.SIGKILL)
@@ -335,10 +406,24 @@ def test_sigint_to_the_harness_mid_run(tmp_path: Path, devices: int, to_group: b
 
 @pytest.mark.parametrize(
     ("signum", "devices", "to_group"),
-    [(signal.SIGTERM, 1, False), (signal.SIGTERM, 2, False), (signal.SIGTERM, 2, True), (signal.SIGHUP, 1, False), (signal.SIGHUP, 2, True)],
-    ids=["sigterm-in-process", "sigterm-xdist-harness-pid-only", "sigterm-xdist-group", "sighup-in-process", "sighup-xdist-group"],
+    [
+        (signal.SIGTERM, 1, False),
+        (signal.SIGTERM, 2, False),
+        (signal.SIGTERM, 2, True),
+        (signal.SIGHUP, 1, False),
+        (signal.SIGHUP, 2, True),
+    ],
+    ids=[
+        "sigterm-in-process",
+        "sigterm-xdist-harness-pid-only",
+        "sigterm-xdist-group",
+        "sighup-in-process",
+        "sighup-xdist-group",
+    ],
 )
-def test_sigterm_and_sighup_do_what_sigint_does(tmp_path: Path, signum: signal.Signals, devices: int, to_group: bool) -> None:
+def test_sigterm_and_sighup_do_what_sigint_does(
+    tmp_path: Path, signum: signal.Signals, devices: int, to_group: bool
+) -> None:
     """CI cancellation, `timeout`, Slurm preemption (SIGTERM) and a closed terminal (SIGHUP)."""
     interrupt_mid_run(tmp_path, devices, to_group, signum)
 
@@ -376,7 +461,12 @@ def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path:
         "timeout": 30,
         "min_steps_logged": 0,
         "retries": 1,
-        "command": ["{python}", "-c", "import os, sys; first = not os.path.exists(sys.argv[1]); open(sys.argv[1], 'w').close(); sys.exit(1 if first else 0)", str(marker)],
+        "command": [
+            "{python}",
+            "-c",
+            "import os, sys; first = not os.path.exists(sys.argv[1]); open(sys.argv[1], 'w').close(); sys.exit(1 if first else 0)",
+            str(marker),
+        ],
     }
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -402,7 +492,9 @@ def machine(tmp_path: Path, nvidia: dict | None = None, rocm: str | None = None)
     machine the tests run on (if any) never answer.
     """
     bin_dir = tmp_path / "tools"
-    install_nvidia_smi(bin_dir, **nvidia) if nvidia is not None else install_nvidia_smi(bin_dir, query="No devices were found\n", listing="No devices were found\n")
+    install_nvidia_smi(bin_dir, **nvidia) if nvidia is not None else install_nvidia_smi(
+        bin_dir, query="No devices were found\n", listing="No devices were found\n"
+    )
     install_rocm_smi(bin_dir, rocm if rocm is not None else "{}")
     environ = {k: v for k, v in os.environ.items() if not k.endswith("_VISIBLE_DEVICES")}
     return {**environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -415,14 +507,27 @@ def device_project(tmp_path: Path) -> Path:
     (folder / "record_env.py").write_text(
         "import json, os, sys\nseen = {k: v for k, v in os.environ.items() if k.endswith(('_VISIBLE_DEVICES', 'DEVICE_KIND'))}\njson.dump(seen, open(os.path.join(sys.argv[1], 'env.json'), 'w'))\n"
     )
-    spec = {"id": "on_a_gpu", "command": ["{python}", "record_env.py", "{output_dir}"], "gpus": 1, "timeout": 60, "min_steps_logged": 0}
+    spec = {
+        "id": "on_a_gpu",
+        "command": ["{python}", "record_env.py", "{output_dir}"],
+        "gpus": 1,
+        "timeout": 60,
+        "min_steps_logged": 0,
+    }
     (folder / "specs" / "on_a_gpu.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder
 
 
 def harness_in(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`python -m harness ARGS` run from `project` on the machine `env` describes."""
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=project, env={**env, "TRAINSPEC_CACHE_DIR": str(project.parent / "cache")}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=project,
+        env={**env, "TRAINSPEC_CACHE_DIR": str(project.parent / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def plan(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -432,8 +537,16 @@ def plan(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complete
 @pytest.mark.parametrize(
     ("nvidia", "gpus", "said"),
     [
-        (None, "12", "error: --gpus 12 needs 12 visible devices, found 0 (no GPU found: nvidia-smi lists none; rocm-smi or amd-smi lists none); --fake-gpus 12 simulates devices without a GPU"),
-        ({}, "3", "error: --gpus 3 needs 3 visible devices, found 2: 2 GPUs [0, 1] from nvidia-smi, 81559 MiB each (busy: 1 has 30720 MiB in use); --fake-gpus 3 simulates devices without a GPU"),
+        (
+            None,
+            "12",
+            "error: --gpus 12 needs 12 visible devices, found 0 (no GPU found: nvidia-smi lists none; rocm-smi or amd-smi lists none); --fake-gpus 12 simulates devices without a GPU",
+        ),
+        (
+            {},
+            "3",
+            "error: --gpus 3 needs 3 visible devices, found 2: 2 GPUs [0, 1] from nvidia-smi, 81559 MiB each (busy: 1 has 30720 MiB in use); --fake-gpus 3 simulates devices without a GPU",
+        ),
     ],
 )
 def test_gpus_beyond_the_visible_devices_is_refused(tmp_path: Path, nvidia: dict | None, gpus: str, said: str) -> None:
@@ -447,14 +560,41 @@ def test_gpus_beyond_the_visible_devices_is_refused(tmp_path: Path, nvidia: dict
 @pytest.mark.parametrize(
     ("variable", "value", "code", "said"),
     [
-        ("CUDA_VISIBLE_DEVICES", "0,0", 2, "error: CUDA_VISIBLE_DEVICES='0,0' names device 0 twice ('0'); the runtime refuses such a list, so name each device once"),
-        ("HIP_VISIBLE_DEVICES", "1,1", 2, "error: HIP_VISIBLE_DEVICES='1,1' names device 1 twice ('1'); the runtime refuses such a list, so name each device once"),
-        ("CUDA_VISIBLE_DEVICES", "abc", 0, "devices: no GPU (CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry); CPU only"),
-        ("CUDA_VISIBLE_DEVICES", "1,-1,0", 0, "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '-1', '0': the runtime stops at the first invalid entry), 81559 MiB"),
-        ("CUDA_VISIBLE_DEVICES", "1,7", 0, "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '7': nvidia-smi lists no such device, and the runtime stops at the first invalid entry)"),
+        (
+            "CUDA_VISIBLE_DEVICES",
+            "0,0",
+            2,
+            "error: CUDA_VISIBLE_DEVICES='0,0' names device 0 twice ('0'); the runtime refuses such a list, so name each device once",
+        ),
+        (
+            "HIP_VISIBLE_DEVICES",
+            "1,1",
+            2,
+            "error: HIP_VISIBLE_DEVICES='1,1' names device 1 twice ('1'); the runtime refuses such a list, so name each device once",
+        ),
+        (
+            "CUDA_VISIBLE_DEVICES",
+            "abc",
+            0,
+            "devices: no GPU (CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry); CPU only",
+        ),
+        (
+            "CUDA_VISIBLE_DEVICES",
+            "1,-1,0",
+            0,
+            "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '-1', '0': the runtime stops at the first invalid entry), 81559 MiB",
+        ),
+        (
+            "CUDA_VISIBLE_DEVICES",
+            "1,7",
+            0,
+            "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '7': nvidia-smi lists no such device, and the runtime stops at the first invalid entry)",
+        ),
     ],
 )
-def test_visible_devices_are_read_as_the_runtime_reads_them(tmp_path: Path, variable: str, value: str, code: int, said: str) -> None:
+def test_visible_devices_are_read_as_the_runtime_reads_them(
+    tmp_path: Path, variable: str, value: str, code: int, said: str
+) -> None:
     done = plan(tmp_path, {**machine(tmp_path, nvidia={}), variable: value})
     assert done.returncode == code, done.stdout + done.stderr
     assert said in (done.stderr if code else done.stdout)
@@ -473,11 +613,19 @@ def test_a_broken_nvidia_driver_is_an_error_never_no_gpu(tmp_path: Path) -> None
 
 def test_amd_gpus_are_found_by_rocm_smi_and_children_get_the_amd_variables(harness, tmp_path: Path) -> None:
     amd = machine(tmp_path, rocm=MI300_JSON)
-    assert "devices: 2 AMD GPUs [0, 1] from rocm-smi or amd-smi, 196288 MiB each (busy: 0 has 282 MiB in use; 1 has 10240 MiB in use)" in plan(tmp_path / "plan", amd).stdout
-    run = harness("run", cwd=device_project(tmp_path / "run"), env={**amd, "ROCR_VISIBLE_DEVICES": "GPU-2cb7b3e2c1a0f5d1,0"})
+    assert (
+        "devices: 2 AMD GPUs [0, 1] from rocm-smi or amd-smi, 196288 MiB each (busy: 0 has 282 MiB in use; 1 has 10240 MiB in use)"
+        in plan(tmp_path / "plan", amd).stdout
+    )
+    run = harness(
+        "run", cwd=device_project(tmp_path / "run"), env={**amd, "ROCR_VISIBLE_DEVICES": "GPU-2cb7b3e2c1a0f5d1,0"}
+    )
     assert run.code == 0, run.output
     seen = json.loads((run.run_dir / "specs" / "on_a_gpu" / "env.json").read_text())
-    assert seen["ROCR_VISIBLE_DEVICES"] in ("GPU-2cb7b3e2c1a0f5d1", "0") and seen["HIP_VISIBLE_DEVICES"] == seen["CUDA_VISIBLE_DEVICES"] == "0"
+    assert (
+        seen["ROCR_VISIBLE_DEVICES"] in ("GPU-2cb7b3e2c1a0f5d1", "0")
+        and seen["HIP_VISIBLE_DEVICES"] == seen["CUDA_VISIBLE_DEVICES"] == "0"
+    )
     assert seen["TRAINSPEC_DEVICE_KIND"] == "rocm"
 
 
@@ -489,7 +637,11 @@ def git_project(folder: Path, code: str) -> Path:
     (folder / "specs").mkdir(parents=True)
     spec = {"id": "writes", "command": ["{python}", "-c", code], "gpus": 0, "timeout": 60, "min_steps_logged": 0}
     (folder / "specs" / "writes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    for argv in (["init", "-q"], ["add", "."], ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"]):
+    for argv in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"],
+    ):
         subprocess.run(["git", *argv], cwd=folder, check=True)
     return folder
 
@@ -532,7 +684,9 @@ def test_a_damaged_duration_cache_costs_a_warning_never_a_run(tmp_path: Path, da
     if damage == "binary":
         assert set(json.loads(cache.read_text())) == {"writes"}  # rewritten by the run
         again = harness_in(project, harness_env(tmp_path), "plan")
-        assert "unreadable" not in again.stderr and re.search(r"writes\s+0\s+whole\s+[\d.]+s\s+recorded", again.stdout), again.stdout + again.stderr
+        assert "unreadable" not in again.stderr and re.search(
+            r"writes\s+0\s+whole\s+[\d.]+s\s+recorded", again.stdout
+        ), again.stdout + again.stderr
     else:
         assert "durations not saved" in done.stdout + done.stderr
         assert (cache / "inside").is_dir()
@@ -543,7 +697,16 @@ def test_a_garbage_lease_state_in_a_reused_run_dir_costs_a_warning_never_a_run(t
     path = write_spec(tmp_path / "project", "holds_a_device", "print('fine')", tag)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "leases.json").write_bytes(b'{"holders": {"0": 7}, "queue": "x"}')
-    done = harness_in(tmp_path / "project", harness_env(tmp_path), "run", str(path), "--fake-gpus", "1", "--run-dir", str(tmp_path / "run"))
+    done = harness_in(
+        tmp_path / "project",
+        harness_env(tmp_path),
+        "run",
+        str(path),
+        "--fake-gpus",
+        "1",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
     assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert record(assert_clean(tmp_path / "run", tag), "holds_a_device")["outcome"] == "passed"
 
@@ -553,7 +716,15 @@ def test_a_garbage_lease_state_in_a_reused_run_dir_costs_a_warning_never_a_run(t
 
 def start_harness(project: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
     argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", *args]
-    return subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        argv,
+        cwd=project,
+        env=harness_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(condition, proc: subprocess.Popen, seconds: float = 60) -> None:
@@ -572,7 +743,12 @@ def test_a_run_dir_in_use_by_a_live_run_is_refused_and_a_dead_runs_is_taken_over
     try:
         wait_for(lambda: bool(tagged(tag)), first)
         second = subprocess.run(
-            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)],
+            cwd=project,
+            env=harness_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"is in use by a live run (pid {first.pid}, since " in second.stderr, second.stderr
@@ -586,7 +762,12 @@ def test_a_run_dir_in_use_by_a_live_run_is_refused_and_a_dead_runs_is_taken_over
         assert (run_dir / "owner.json").exists()
         write_spec(project / "specs", "sleeper", "print('done')", tag)
         third = subprocess.run(
-            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)],
+            cwd=project,
+            env=harness_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert third.returncode == 0, third.stdout + third.stderr
         assert record(assert_clean(run_dir, tag), "sleeper")["outcome"] == "passed"
@@ -609,7 +790,14 @@ def test_a_run_dir_that_cannot_hold_a_run_is_one_line_and_exit_2(tmp_path: Path,
     write_spec(project / "specs", "quick", "print('done')", new_tag())
     (tmp_path / "file").write_text("not a folder")
     run_dir = where if where.startswith("/") else str(tmp_path / where)
-    done = subprocess.run([sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", run_dir], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", run_dir],
+        cwd=project,
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     errors = [line for line in output.splitlines() if run_dir in line and said in line]
@@ -631,7 +819,9 @@ def test_output_piped_into_head_the_run_goes_on(tmp_path: Path, devices: int) ->
     write_spec(project / "specs", "other", "import time; time.sleep(1); print('done')", tag)
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
-    harness = subprocess.Popen(argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    harness = subprocess.Popen(
+        argv, cwd=project, env=harness_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     first = harness.stdout.readline()
     harness.stdout.close()  # as `head -1` does
     assert first.startswith(b"trainspec: ")
@@ -646,7 +836,9 @@ def test_with_stdout_and_stderr_closed_the_run_goes_on(tmp_path: Path) -> None:
     write_spec(project / "specs", "quick", "print('done')", tag)
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)]
-    done = subprocess.run(["sh", "-c", 'exec "$@" >&- 2>&-', "sh", *argv], cwd=project, env=harness_env(tmp_path), timeout=120)
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&- 2>&-', "sh", *argv], cwd=project, env=harness_env(tmp_path), timeout=120
+    )
     assert done.returncode == 0
     assert record(assert_clean(run_dir, tag), "quick")["outcome"] == "passed"
     assert json.loads((run_dir / "specs" / "quick" / "result.json").read_text())["outcome"] == "passed"
@@ -664,7 +856,14 @@ def test_an_internal_error_under_pytests_l_prints_no_secret(tmp_path: Path, devi
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir), "-l", "-vv"]
     outer = "outer-" + SECRET
-    done = subprocess.run(argv, cwd=project, env={**harness_env(tmp_path), "WANDB_API_KEY": outer}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        argv,
+        cwd=project,
+        env={**harness_env(tmp_path), "WANDB_API_KEY": outer},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert "HF_TOKEN" in output and "***" in output  # the locals were shown, masked
@@ -685,12 +884,24 @@ def test_a_huge_fake_device_count_starts_no_more_workers_than_cores_or_specs(tmp
         write_spec(project / "specs", name, "import os; print(os.environ['OMP_NUM_THREADS'])", tag)
     cores = len(os.sched_getaffinity(0))
     expected = min(cores, 3)
-    plan = subprocess.run([sys.executable, "-m", "harness", "plan", "--fake-gpus", "100000"], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
+    plan = subprocess.run(
+        [sys.executable, "-m", "harness", "plan", "--fake-gpus", "100000"],
+        cwd=project,
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert plan.returncode == 0, plan.stderr
     assert f"concurrency: 100000 devices, {expected} worker" in plan.stdout, plan.stdout
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", "100000", "--run-dir", str(run_dir)], cwd=project, env=harness_env(tmp_path), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "100000", "--run-dir", str(run_dir)],
+        cwd=project,
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     started = re.search(r"created: (\d+)/\d+ workers", done.stdout)

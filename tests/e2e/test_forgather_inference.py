@@ -26,7 +26,15 @@ def test_forgather_inference_specs_pass_unchanged(harness, tinylm_scorer: str, t
     for name in ("forgather_inference_spec.yaml", "forgather_quantize_spec.yaml"):
         shutil.copy(HERE / name, repo / "specs" / name)
     bin_dir = forgather_on_path(tmp_path)
-    run = harness("run", "--gpus", "1", "--scorer", tinylm_scorer, cwd=repo, env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0"})
+    run = harness(
+        "run",
+        "--gpus",
+        "1",
+        "--scorer",
+        tinylm_scorer,
+        cwd=repo,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0"},
+    )
     assert run.code == 0, run.output
 
     plain, quantized = run.spec("tiny_inference"), run.spec("tiny_quantized")
@@ -38,6 +46,10 @@ def test_forgather_inference_specs_pass_unchanged(harness, tinylm_scorer: str, t
     # finalize ran after training, and the server loaded what it wrote.
     assert [s["id"] for s in quantized["stages"]] == ["train", "finalize"]
     finalize = quantized["stages"][1]["command"]
-    assert finalize[:2] == ["forgather", "finalize"] and finalize[2].endswith("checkpoint-30") and finalize[-2:] == ["--quantize", "int8"]
+    assert (
+        finalize[:2] == ["forgather", "finalize"]
+        and finalize[2].endswith("checkpoint-30")
+        and finalize[-2:] == ["--quantize", "int8"]
+    )
     served = Path(quantized["output_dir"], "server.stdout.log").read_text()
     assert served.strip() == f"serving {Path(quantized['output_dir'], 'finalized')} quantized int8"

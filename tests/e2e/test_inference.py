@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import perplexity
+from harness.inference import perplexity
 
 from ..conftest import REPO, tagged
 
@@ -23,7 +23,9 @@ SAVES_CHECKPOINT = "import pathlib, sys; c = pathlib.Path(sys.argv[1], 'checkpoi
 SAVES_NOTHING = "pass"
 
 
-def serving_spec(folder: Path, mode: str, *, training: str = SAVES_CHECKPOINT, server_timeout: float = 30) -> tuple[Path, str]:
+def serving_spec(
+    folder: Path, mode: str, *, training: str = SAVES_CHECKPOINT, server_timeout: float = 30
+) -> tuple[Path, str]:
     """A spec whose 'training' is instant and whose server is fake_server.py in `mode`; returns (file, tag)."""
     tag = f"trainspec-test-{uuid.uuid4().hex[:8]}"
     spec = {
@@ -64,7 +66,9 @@ def held_out_corpus(count: int) -> str:
     return " <eos> ".join(corpus.generate_sentences(count, seed=99))
 
 
-def test_gate_ranks_corpus_below_output_below_ceiling_below_random(harness, tinylm_scorer: str, record_property) -> None:
+def test_gate_ranks_corpus_below_output_below_ceiling_below_random(
+    harness, tinylm_scorer: str, record_property
+) -> None:
     """The four numbers of the issue: perplexity(corpus) < perplexity(output) < ceiling < perplexity(random)."""
     run = harness("run", "-k", "tinylm_inference", "--scorer", tinylm_scorer)
     assert run.code == 0, run.output

@@ -54,7 +54,9 @@ def test_last_failed_runs_only_the_spec_that_failed(harness, project: Path) -> N
     ],
     ids=["-k or", "-k not", "-m", "-x", "--maxfail"],
 )
-def test_pytests_selection_and_stop_flags_pass_through(harness, project: Path, flags: list[str], expected: list[str]) -> None:
+def test_pytests_selection_and_stop_flags_pass_through(
+    harness, project: Path, flags: list[str], expected: list[str]
+) -> None:
     """-x and --maxfail stop at the first failure: `bad` is planned first (equal timeouts go by id)."""
     run = harness("run", *flags, cwd=project)
     assert run.code == (1 if "bad" in expected else 0), run.output
@@ -62,11 +64,19 @@ def test_pytests_selection_and_stop_flags_pass_through(harness, project: Path, f
 
 
 def test_a_skipped_multi_device_spec_points_at_its_file_and_line_and_the_real_inventory(harness, project: Path) -> None:
-    (project / "specs" / "wide.yaml").write_text("# needs two devices\n\nid: wide\ncommand: ['{python}', '-c', 'pass']\ngpus: 2\ncpu_ok: true\nmin_steps_logged: 0\n")
+    (project / "specs" / "wide.yaml").write_text(
+        "# needs two devices\n\nid: wide\ncommand: ['{python}', '-c', 'pass']\ngpus: 2\ncpu_ok: true\nmin_steps_logged: 0\n"
+    )
     run = harness("run", "-k", "wide or good", cwd=project, env={"CUDA_VISIBLE_DEVICES": ""})
     assert run.code == 0, run.output
     skip_lines = [line for line in run.output.splitlines() if line.startswith("SKIPPED")]
     assert len(skip_lines) == 1, run.output
-    assert skip_lines[0].startswith(f"SKIPPED [1] {Path('specs') / 'wide.yaml'}:3: needs 2 devices, this run has no GPU (CUDA_VISIBLE_DEVICES="), skip_lines
-    assert "try --fake-gpus 2" in skip_lines[0] and "this run has 1" not in skip_lines[0] and "harness" not in skip_lines[0]
+    assert skip_lines[0].startswith(
+        f"SKIPPED [1] {Path('specs') / 'wide.yaml'}:3: needs 2 devices, this run has no GPU (CUDA_VISIBLE_DEVICES="
+    ), skip_lines
+    assert (
+        "try --fake-gpus 2" in skip_lines[0]
+        and "this run has 1" not in skip_lines[0]
+        and "harness" not in skip_lines[0]
+    )
     assert run.spec("wide")["outcome"] == "skipped"

@@ -34,13 +34,20 @@ def gpu_machine(tmp_path: Path, fail_every: int = 0) -> tuple[dict[str, str], Pa
     # Another user's job on the run's GPU: never counted as the run's.
     (apps / "foreign.csv").write_text(f"{GPU0}, 1, 30000\n")
     bin_dir = install_nvidia_smi(tmp_path / "bin", apps=apps, apps_fail_every=fail_every)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases"), "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases"),
+        "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"),
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env, apps
 
 
 def harness(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_peak_memory_is_measured_warned_about_and_planned_by(tmp_path: Path) -> None:

@@ -13,8 +13,19 @@ RECORDER = Path(__file__).with_name("record_devices.py")
 pytestmark = pytest.mark.e2e
 
 
-def write_spec(folder: Path, name: str, gpus: int = 1, sleep: float = 0.3, cpu_ok: bool = True, command: list[str] | None = None) -> None:
-    command = command or ["{python}", str(RECORDER), "--trace", "{run_dir}/trace.jsonl", "--sleep", str(sleep), "--name", name]
+def write_spec(
+    folder: Path, name: str, gpus: int = 1, sleep: float = 0.3, cpu_ok: bool = True, command: list[str] | None = None
+) -> None:
+    command = command or [
+        "{python}",
+        str(RECORDER),
+        "--trace",
+        "{run_dir}/trace.jsonl",
+        "--sleep",
+        str(sleep),
+        "--name",
+        name,
+    ]
     spec = {"id": name, "command": command, "gpus": gpus, "cpu_ok": cpu_ok, "timeout": 60, "min_steps_logged": 0}
     (folder / f"{name}.yaml").write_text(json.dumps(spec))
 
@@ -70,7 +81,10 @@ def test_callers_list_respected(harness, tmp_path: Path, visible: str) -> None:
     assert_exclusive(records)
     for record in records:
         assert set(record["devices"].split(",")) <= allowed, record
-    assert next(r for r in records if r["name"] == "pair")["devices"].split(",") in (visible.split(","), visible.split(",")[::-1])
+    assert next(r for r in records if r["name"] == "pair")["devices"].split(",") in (
+        visible.split(","),
+        visible.split(",")[::-1],
+    )
 
 
 def test_skip_reasons(harness, tmp_path: Path) -> None:
@@ -87,7 +101,10 @@ def test_skip_reasons(harness, tmp_path: Path) -> None:
     assert run.code == 0, run.output
     outcomes = {s["id"]: (s["outcome"], s["reason"]) for s in run.results["specs"]}
     assert outcomes["fits"][0] == "passed"
-    assert outcomes["too_big"] == ("skipped", "needs 3 devices, this run has 2 (2 fake devices [0, 1] from --fake-gpus 2)")
+    assert outcomes["too_big"] == (
+        "skipped",
+        "needs 3 devices, this run has 2 (2 fake devices [0, 1] from --fake-gpus 2)",
+    )
     assert outcomes["needs_cuda"][0] == "skipped" and "not cpu_ok" in outcomes["needs_cuda"][1]
     assert [r["name"] for r in trace(run.run_dir)] == ["fits"]
 
@@ -96,7 +113,11 @@ def test_worker_killed_frees_its_lease(harness, tmp_path: Path) -> None:
     """A run that SIGKILLs its own xdist worker: the lease returns and the other specs finish."""
     folder = tmp_path / "project"
     (folder / "specs").mkdir(parents=True)
-    killer = ["{python}", "-c", "import os, signal, time; os.kill(os.getppid(), signal.SIGKILL); time.sleep(30)  # trainspec-killer"]
+    killer = [
+        "{python}",
+        "-c",
+        "import os, signal, time; os.kill(os.getppid(), signal.SIGKILL); time.sleep(30)  # trainspec-killer",
+    ]
     write_spec(folder / "specs", "kills_worker", gpus=2, command=killer)
     for i in range(3):
         write_spec(folder / "specs", f"after_{i}", gpus=2, sleep=0.2)

@@ -25,7 +25,14 @@ def write_spec(folder: Path, name: str, trace: Path, sleep: float, **fields: obj
 
 
 def start_run(project: Path, run_dir: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness", "run", *args, "--run-dir", str(run_dir)], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", *args, "--run-dir", str(run_dir)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def records(trace: Path) -> list[dict]:
@@ -39,7 +46,12 @@ def overlap(a: dict, b: dict) -> bool:
 def test_two_concurrent_runs_never_put_two_exclusive_specs_on_one_device(tmp_path: Path) -> None:
     bin_dir = install_nvidia_smi(tmp_path / "bin")
     trace = tmp_path / "trace.jsonl"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases"), "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases"),
+        "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"),
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
     runs = {}
     for run in ("a", "b"):
@@ -50,21 +62,40 @@ def test_two_concurrent_runs_never_put_two_exclusive_specs_on_one_device(tmp_pat
     outputs = {run: proc.communicate(timeout=300)[0] for run, proc in runs.items()}
     for run, proc in runs.items():
         assert proc.returncode == 0, outputs[run]
-        assert {s["outcome"] for s in json.loads((tmp_path / f"run-{run}" / "results.json").read_text())["specs"]} == {"passed"}
+        assert {s["outcome"] for s in json.loads((tmp_path / f"run-{run}" / "results.json").read_text())["specs"]} == {
+            "passed"
+        }
     done = records(trace)
     assert len(done) == 8
     assert all(r["devices"] in ("0", "1") for r in done)
-    clashes = [(a["name"], b["name"]) for a, b in itertools.combinations(done, 2) if a["name"][0] != b["name"][0] and a["devices"] == b["devices"] and overlap(a, b)]
+    clashes = [
+        (a["name"], b["name"])
+        for a, b in itertools.combinations(done, 2)
+        if a["name"][0] != b["name"][0] and a["devices"] == b["devices"] and overlap(a, b)
+    ]
     assert clashes == []
     # The two runs did run at the same time (on different devices), else this proved nothing.
-    assert any(overlap(a, b) for a, b in itertools.product([r for r in done if r["name"][0] == "a"], [r for r in done if r["name"][0] == "b"]))
-    waits = [s["lease_wait"] for run in "ab" for s in json.loads((tmp_path / f"run-{run}" / "results.json").read_text())["specs"]]
+    assert any(
+        overlap(a, b)
+        for a, b in itertools.product(
+            [r for r in done if r["name"][0] == "a"], [r for r in done if r["name"][0] == "b"]
+        )
+    )
+    waits = [
+        s["lease_wait"]
+        for run in "ab"
+        for s in json.loads((tmp_path / f"run-{run}" / "results.json").read_text())["specs"]
+    ]
     assert max(waits) > 0
 
 
 def test_concurrent_fake_device_runs_do_not_queue_behind_each_other(tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
-    env = {**os.environ, "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases"), "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases"),
+        "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"),
+    }
     runs = []
     for run in ("a", "b"):
         write_spec(tmp_path / run / "specs", f"{run}0", trace, sleep=3.0)
@@ -110,7 +141,9 @@ def test_a_spec_declaring_more_than_any_device_holds_is_skipped_with_both_number
     assert "30GiB (30720 MiB)" in huge["reason"] and "22118 MiB" in huge["reason"]
 
 
-def test_a_run_where_every_spec_is_skipped_for_devices_exits_5_unless_skips_are_allowed(harness, tmp_path: Path) -> None:
+def test_a_run_where_every_spec_is_skipped_for_devices_exits_5_unless_skips_are_allowed(
+    harness, tmp_path: Path
+) -> None:
     project = tmp_path / "project"
     for name in ("gpu_a", "gpu_b"):
         write_spec(project / "specs", name, tmp_path / "trace.jsonl", sleep=0.1, cpu_ok=False)

@@ -31,7 +31,11 @@ RANK_REPORT = Path(__file__).with_name("rank_report.py")
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the test cluster's daemons are started as root"
-    absent = [tool for tool in ("slurmctld", "slurmd", "munged", "srun") if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    absent = [
+        tool
+        for tool in ("slurmctld", "slurmd", "munged", "srun")
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()
+    ]
     return f"Slurm is not installed ({', '.join(absent)} missing; apt-get install slurm-wlm munge)" if absent else None
 
 
@@ -47,7 +51,12 @@ def start_cluster(tmp_path_factory: pytest.TempPathFactory, nodes: int):
     if why := _missing():
         cannot_run(why)
     folder = tmp_path_factory.mktemp("slurm") / "cluster"
-    started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start", str(folder), "--gpus", "2", "--nodes", str(nodes)], capture_output=True, text=True, timeout=180)
+    started = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), "start", str(folder), "--gpus", "2", "--nodes", str(nodes)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if started.returncode != 0:
         # The daemons need what a sandbox may deny (ports, mknod); say why rather than fail CI.
         cannot_run(f"the test cluster did not start: {(started.stderr or started.stdout).strip().splitlines()[-12:]}")
@@ -66,7 +75,9 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory):
 
 
 def queue(env: dict[str, str]) -> list[str]:
-    listed = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], env={**os.environ, **env}, capture_output=True, text=True)
+    listed = subprocess.run(
+        ["squeue", "-h", "-o", "%i %j %T"], env={**os.environ, **env}, capture_output=True, text=True
+    )
     return [line for line in listed.stdout.splitlines() if "trainspec-" in line]
 
 
@@ -146,7 +157,9 @@ def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness,
     assert len({r["SLURM_JOB_ID"] for r in ranks}) == 1
     assert run.spec("across")["placement"] == f"Slurm job {ranks[0]['SLURM_JOB_ID']} on node[1-2]"
     assert run.spec("across")["child_versions"]["torch"] == importlib.metadata.version("torch")
-    by_node = {node: sorted(int(r["LOCAL_RANK"]) for r in ranks if r["SLURMD_NODENAME"] == node) for node in ("node1", "node2")}
+    by_node = {
+        node: sorted(int(r["LOCAL_RANK"]) for r in ranks if r["SLURMD_NODENAME"] == node) for node in ("node1", "node2")
+    }
     assert by_node == {"node1": [0, 1], "node2": [0, 1]}, ranks
     assert {r["CUDA_VISIBLE_DEVICES"] for r in ranks} == {"0,1"}
     assert queue(two_nodes) == []
@@ -187,7 +200,19 @@ def start_harness(cluster: dict[str, str], tmp_path: Path, specs: Path, *options
     """The harness in the background, in a session of its own, running `specs` on the cluster into tmp_path/run."""
     env = {**os.environ, **cluster, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--backend", "slurm", "--specs", str(specs), "--run-dir", str(tmp_path / "run"), *options],
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--backend",
+            "slurm",
+            "--specs",
+            str(specs),
+            "--run-dir",
+            str(tmp_path / "run"),
+            *options,
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -209,16 +234,27 @@ def test_fail_fast_stops_a_job_at_its_first_nan(harness, cluster, tmp_path: Path
         "import json, pathlib, sys, time; rows = [dict(step=1, loss=2.0), dict(step=2, loss=float('nan'))]; "
         "pathlib.Path(sys.argv[1], 'train_log.jsonl').write_text(''.join(json.dumps(r) + chr(10) for r in rows)); time.sleep(300)"
     )
-    spec = {"id": "diverges", "command": ["{python}", "-c", writes_nan, "{output_dir}"], "gpus": 1, "cpu_ok": True, "timeout": 600, "loss": {}}
+    spec = {
+        "id": "diverges",
+        "command": ["{python}", "-c", writes_nan, "{output_dir}"],
+        "gpus": 1,
+        "cpu_ok": True,
+        "timeout": 600,
+        "loss": {},
+    }
     run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=cluster)
     assert run.code == 1, run.output
     stopped = run.spec("diverges")
-    assert stopped["reason"].startswith("fail_fast: loss nan at step 2 in train_log.jsonl; the run was stopped there"), stopped["reason"]
+    assert stopped["reason"].startswith(
+        "fail_fast: loss nan at step 2 in train_log.jsonl; the run was stopped there"
+    ), stopped["reason"]
     assert stopped["duration"] < 30 and queue(cluster) == []
 
 
 def test_a_job_cancelled_outside_the_harness_fails_with_slurms_reason(cluster, tmp_path: Path) -> None:
-    harness_proc = start_harness(cluster, tmp_path, write_specs(tmp_path / "specs", recorder_spec("cancelled", tmp_path / "trace.jsonl", 300)))
+    harness_proc = start_harness(
+        cluster, tmp_path, write_specs(tmp_path / "specs", recorder_spec("cancelled", tmp_path / "trace.jsonl", 300))
+    )
     try:
         job_id = wait_for_jobs(cluster, 1)[0].split()[0]
         subprocess.run(["scancel", job_id], env={**os.environ, **cluster}, check=True)
@@ -226,31 +262,44 @@ def test_a_job_cancelled_outside_the_harness_fails_with_slurms_reason(cluster, t
     finally:
         if harness_proc.poll() is None:
             os.killpg(harness_proc.pid, signal.SIGKILL)
-    cancelled = next(s for s in json.loads((tmp_path / "run" / "results.json").read_text())["specs"] if s["id"] == "cancelled")
+    cancelled = next(
+        s for s in json.loads((tmp_path / "run" / "results.json").read_text())["specs"] if s["id"] == "cancelled"
+    )
     assert f"Slurm ended job {job_id} as CANCELLED" in cancelled["reason"], cancelled["reason"]
 
 
 def test_a_node_that_fails_under_its_job_fails_the_spec_with_slurms_reason(two_nodes, tmp_path: Path) -> None:
     spec = recorder_spec("on_a_bad_node", tmp_path / "trace.jsonl", 300)
-    harness_proc = start_harness(two_nodes, tmp_path, write_specs(tmp_path / "specs", spec), "--slurm-arg=--nodelist=node2")
+    harness_proc = start_harness(
+        two_nodes, tmp_path, write_specs(tmp_path / "specs", spec), "--slurm-arg=--nodelist=node2"
+    )
     slurm_env = {**os.environ, **two_nodes}
     try:
         job_id = wait_for_jobs(two_nodes, 1)[0].split()[0]
         # What slurmctld does to a node that stops answering, without waiting SlurmdTimeout for it.
-        subprocess.run(["scontrol", "update", "nodename=node2", "state=down", "reason=trainspec-test"], env=slurm_env, check=True)
+        subprocess.run(
+            ["scontrol", "update", "nodename=node2", "state=down", "reason=trainspec-test"], env=slurm_env, check=True
+        )
         assert harness_proc.wait(timeout=60) == 1
     finally:
         if harness_proc.poll() is None:
             os.killpg(harness_proc.pid, signal.SIGKILL)
         subprocess.run(["scontrol", "update", "nodename=node2", "state=resume"], env=slurm_env, capture_output=True)
-    failed = next(s for s in json.loads((tmp_path / "run" / "results.json").read_text())["specs"] if s["id"] == "on_a_bad_node")
+    failed = next(
+        s for s in json.loads((tmp_path / "run" / "results.json").read_text())["specs"] if s["id"] == "on_a_bad_node"
+    )
     assert failed["reason"] == f"exit_code: Slurm ended job {job_id} as NODE_FAIL, reason NodeDown", failed["reason"]
     assert failed["placement"] == f"Slurm job {job_id} on node2"
 
 
 def test_ctrl_c_cancels_every_job_of_the_run(cluster, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
-    specs = write_specs(tmp_path / "specs", recorder_spec("sleeper_a", trace, 300), recorder_spec("sleeper_b", trace, 300), recorder_spec("sleeper_c", trace, 300))
+    specs = write_specs(
+        tmp_path / "specs",
+        recorder_spec("sleeper_a", trace, 300),
+        recorder_spec("sleeper_b", trace, 300),
+        recorder_spec("sleeper_c", trace, 300),
+    )
     harness_proc = start_harness(cluster, tmp_path, specs)
     try:
         wait_for_jobs(cluster, 3)

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 from harness import backends
 from harness.cli import main
-from harness.devices import Inventory
-from harness.launch import Launch, Placement, ProcessOutcome, Watcher
+from harness.devices.visible import Inventory
+from harness.launch import Launch, Placement
 from harness.options import Option
-from harness.process import run_process
-from harness.spec import Spec
+from harness.process import ProcessOutcome, Watcher, run_process
+from harness.spec.model import Spec
 
 # Prints where it runs, then becomes the command (as `ssh host cmd` or `docker exec` would).
 WRAPPER = "import os, sys; print(f'wrapped on {os.environ[\"WRAPPED_HOST\"]}', file=sys.stderr, flush=True); os.execvp(sys.argv[1], sys.argv[1:])"
@@ -29,7 +29,9 @@ class WrappedBackend:
     name: ClassVar[str] = "wrapped"
     leases_devices: ClassVar[bool] = False
     spans_nodes: ClassVar[bool] = False
-    options: ClassVar[tuple[Option, ...]] = (Option("wrapped_host", "the host the wrapped backend names (--backend wrapped)", metavar="HOST"),)
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("wrapped_host", "the host the wrapped backend names (--backend wrapped)", metavar="HOST"),
+    )
 
     def __init__(self, host: str, run_tag: str):
         self.host = host
@@ -52,7 +54,9 @@ class WrappedBackend:
     def place(self, spec: Spec, devices: tuple[str, ...], inventory: Inventory) -> Placement:
         return Placement(spec.gpus, {"WRAPPED_HOST": self.host, "CUDA_VISIBLE_DEVICES": None})
 
-    def run(self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None) -> ProcessOutcome:
+    def run(
+        self, launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None
+    ) -> ProcessOutcome:
         wrapped = dataclasses.replace(launch, argv=[sys.executable, "-c", WRAPPER, *launch.argv])
         return dataclasses.replace(run_process(wrapped, watchers, on_start), placement=f"wrapped on {self.host}")
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.baseline import BaselineError, compare, load_baseline, parse_tolerances, recommend
-from harness.results import RunDocument, SpecResult, write_results
-from harness.spec import BaselineSpec
+from harness.checks.baseline import BaselineError, compare, load_baseline, parse_tolerances, recommend
+from harness.records import RunDocument, SpecResult, write_results
+from harness.spec.model import BaselineSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,21 +24,36 @@ def record(**values) -> SpecResult:
 
 
 def test_within_tolerance_passes_and_growth_past_it_fails():
-    checks, regressions = compare(record(final_loss=1.09, duration=10.0), record(final_loss=1.0, duration=10.0), BaselineSpec(), {})
+    checks, regressions = compare(
+        record(final_loss=1.09, duration=10.0), record(final_loss=1.0, duration=10.0), BaselineSpec(), {}
+    )
     assert [(c.name, c.passed) for c in checks] == [("baseline.final_loss", True), ("baseline.duration", True)]
     assert regressions == []
-    checks, regressions = compare(record(final_loss=1.2, perplexity=9.0, duration=16.0), record(final_loss=1.0, perplexity=4.0, duration=10.0), BaselineSpec(), {})
+    checks, regressions = compare(
+        record(final_loss=1.2, perplexity=9.0, duration=16.0),
+        record(final_loss=1.0, perplexity=4.0, duration=10.0),
+        BaselineSpec(),
+        {},
+    )
     by_name = {c.name: c for c in checks}
     assert not by_name["baseline.final_loss"].passed and by_name["baseline.final_loss"].severity == "fail"
     assert by_name["baseline.final_loss"].expected == "at most 1.1 (baseline 1 + 10%)"
     assert not by_name["baseline.perplexity"].passed
     assert not by_name["baseline.duration"].passed and by_name["baseline.duration"].severity == "warn"
     assert [r["metric"] for r in regressions] == ["final_loss", "perplexity", "duration"]
-    assert regressions[0] == {"metric": "final_loss", "baseline": 1.0, "current": 1.2, "tolerance": 0.1, "severity": "fail"}
+    assert regressions[0] == {
+        "metric": "final_loss",
+        "baseline": 1.0,
+        "current": 1.2,
+        "tolerance": 0.1,
+        "severity": "fail",
+    }
 
 
 def test_lower_is_never_a_regression_and_missing_values_are_not_compared():
-    checks, regressions = compare(record(final_loss=0.5, perplexity=None), record(final_loss=1.0, perplexity=3.0), BaselineSpec(), {})
+    checks, regressions = compare(
+        record(final_loss=0.5, perplexity=None), record(final_loss=1.0, perplexity=3.0), BaselineSpec(), {}
+    )
     assert [(c.name, c.passed) for c in checks] == [("baseline.final_loss", True)]
     assert regressions == []
 
@@ -65,7 +80,11 @@ def test_a_spec_new_since_the_baseline_warns():
 
 
 def test_parse_tolerances():
-    assert parse_tolerances(["final_loss=0.2", "duration=1", "final_loss_abs=0.002"]) == {"final_loss": 0.2, "duration": 1.0, "final_loss_abs": 0.002}
+    assert parse_tolerances(["final_loss=0.2", "duration=1", "final_loss_abs=0.002"]) == {
+        "final_loss": 0.2,
+        "duration": 1.0,
+        "final_loss_abs": 0.002,
+    }
     for bad, message in [
         ("loss=0.1", "must be one of final_loss, final_loss_abs, perplexity, perplexity_abs, duration, duration_abs"),
         ("final_loss", "expected NAME=VALUE"),
@@ -105,7 +124,10 @@ def results_file(tmp_path, specs) -> str:
         ({"s": {}}, "specs: expected a list of spec records"),
         ([1, 2], "specs[0]: expected an object, found 1"),
         ([{"outcome": "passed", "final_loss": 1.0}], "specs[0].id: missing"),
-        ([{"id": "s", "outcome": "passed", "duration": "fast"}], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
+        (
+            [{"id": "s", "outcome": "passed", "duration": "fast"}],
+            "specs[0] (spec 's').duration: expected a number, found \"fast\"",
+        ),
         ([{"id": "s", "outcome": "passed", "final_loss": [1]}], "specs[0] (spec 's').final_loss: expected a number"),
         ([{"id": "s", "outcome": "passed", "loss_curve": {"1": 2}}], "specs[0] (spec 's').loss_curve: expected a list"),
     ],
@@ -127,15 +149,35 @@ def test_parse_tolerances_refuses_values_that_are_not_finite(bad):
     ("flags", "message"),
     [
         (["--baseline", "BAD"], "specs[0] (spec 's').duration: expected a number, found \"fast\""),
-        (["--tolerance", "final_loss=nan"], "--tolerance 'final_loss=nan': a tolerance is a finite number of at least 0"),
+        (
+            ["--tolerance", "final_loss=nan"],
+            "--tolerance 'final_loss=nan': a tolerance is a finite number of at least 0",
+        ),
     ],
 )
 def test_the_run_command_exits_2_on_a_bad_baseline_or_tolerance(tmp_path, flags, message):
     bad = results_file(tmp_path, [{"id": "s", "outcome": "passed", "duration": "fast"}])
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "s.yaml").write_text("id: s\ncommand: ['true']\ngpus: 0\nmin_steps_logged: 0\n")
-    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", "rd", *(bad if f == "BAD" else f for f in flags)]
-    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}, timeout=120)
+    argv = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--fake-gpus",
+        "1",
+        "--run-dir",
+        "rd",
+        *(bad if f == "BAD" else f for f in flags),
+    ]
+    proc = subprocess.run(
+        argv,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "rd" / "results.json").exists()
@@ -154,26 +196,48 @@ def test_a_value_within_the_absolute_tolerance_passes_though_past_the_relative_o
 
 
 def test_a_value_past_both_tolerances_fails_and_the_regression_names_both():
-    (check,), (regression,) = compare(record(final_loss=0.0080), record(final_loss=0.0057), BaselineSpec(final_loss=0.1, final_loss_abs=0.002), {})
+    (check,), (regression,) = compare(
+        record(final_loss=0.0080), record(final_loss=0.0057), BaselineSpec(final_loss=0.1, final_loss_abs=0.002), {}
+    )
     assert not check.passed
-    assert regression == {"metric": "final_loss", "baseline": 0.0057, "current": 0.008, "tolerance": 0.1, "severity": "fail", "tolerance_abs": 0.002}
+    assert regression == {
+        "metric": "final_loss",
+        "baseline": 0.0057,
+        "current": 0.008,
+        "tolerance": 0.1,
+        "severity": "fail",
+        "tolerance_abs": 0.002,
+    }
 
 
 def test_the_relative_tolerance_still_passes_a_large_value_past_a_small_absolute_one():
-    (check,), _ = compare(record(duration=105.0), record(duration=100.0), BaselineSpec(duration=0.1, duration_abs=1.0), {})
+    (check,), _ = compare(
+        record(duration=105.0), record(duration=100.0), BaselineSpec(duration=0.1, duration_abs=1.0), {}
+    )
     assert check.passed
 
 
 def test_the_command_line_sets_an_absolute_tolerance_for_every_spec():
-    (check,), _ = compare(record(final_loss=0.0070), record(final_loss=0.0057), BaselineSpec(), parse_tolerances(["final_loss_abs=0.002"]))
+    (check,), _ = compare(
+        record(final_loss=0.0070), record(final_loss=0.0057), BaselineSpec(), parse_tolerances(["final_loss_abs=0.002"])
+    )
     assert check.passed
 
 
 def test_a_regression_with_an_absolute_tolerance_reads_in_the_report():
-    from harness.report_data import regression_text
+    from harness.report.rows import regression_text
 
     assert (
-        regression_text({"metric": "final_loss", "baseline": 0.0057, "current": 0.008, "tolerance": 0.1, "severity": "fail", "tolerance_abs": 0.002})
+        regression_text(
+            {
+                "metric": "final_loss",
+                "baseline": 0.0057,
+                "current": 0.008,
+                "tolerance": 0.1,
+                "severity": "fail",
+                "tolerance_abs": 0.002,
+            }
+        )
         == "final_loss 0.0057 → 0.008 (+40%, allowed +10% or +0.002, fail)"
     )
 
@@ -189,8 +253,8 @@ def test_a_regression_with_an_absolute_tolerance_reads_in_the_report():
     ],
 )
 def test_bad_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block, message):
-    from harness.specfiles import load_spec_file
-    from harness.structure import SpecError
+    from harness.spec.files import load_spec_file
+    from harness.spec.typed_yaml import SpecError
 
     path = tmp_path / "s.yaml"
     path.write_text(f"id: s\ncommand: [x]\nbaseline:\n  {block}\n")
@@ -211,7 +275,9 @@ def spiked(curve: list, start: int = 40, end: int = 60, factor: float = 1.5) -> 
 
 
 def curve_check(now: list, then: list, spec: BaselineSpec | None = None, overrides: dict | None = None):
-    checks, regressions = compare(record(loss_curve=now), record(loss_curve=then), spec or BaselineSpec(), overrides or {})
+    checks, regressions = compare(
+        record(loss_curve=now), record(loss_curve=then), spec or BaselineSpec(), overrides or {}
+    )
     return next(c for c in checks if c.name == "baseline.loss_curve"), regressions
 
 
@@ -222,14 +288,24 @@ def test_a_spike_with_the_same_final_loss_fails_naming_its_first_step_and_the_cl
     check, (regression,) = curve_check(spike, clean)
     assert not check.passed and check.severity == "fail"
     assert check.expected == "at most 1% of the baseline's 100 steps above its loss + 5%"
-    assert check.found == f"21 steps (21.0%) above or missing, the first at step 40: {spike[39][1]:.4g} against the baseline's {clean[39][1]:.4g} (allowed +5%)"
-    assert regression == {"metric": "loss_curve", "baseline": clean[39][1], "current": spike[39][1], "tolerance": 0.05, "severity": "fail", "step": 40.0}
+    assert (
+        check.found
+        == f"21 steps (21.0%) above or missing, the first at step 40: {spike[39][1]:.4g} against the baseline's {clean[39][1]:.4g} (allowed +5%)"
+    )
+    assert regression == {
+        "metric": "loss_curve",
+        "baseline": clean[39][1],
+        "current": spike[39][1],
+        "tolerance": 0.05,
+        "severity": "fail",
+        "step": 40.0,
+    }
     check, regressions = curve_check(clean, clean)
     assert check.passed and check.found == "every step within" and regressions == []
 
 
 def test_the_report_names_the_step_a_curve_departs_at():
-    from harness.report_data import regression_text
+    from harness.report.rows import regression_text
 
     _, (regression,) = curve_check(spiked(clean_curve()), clean_curve())
     assert regression_text(regression).startswith("loss_curve at step 40 ")
@@ -284,10 +360,20 @@ def test_a_lower_curve_is_no_regression_and_a_baseline_without_a_curve_is_not_co
 def test_curve_fraction_is_a_fraction():
     with pytest.raises(ValueError, match="curve_fraction is a fraction of the steps, at most 1"):
         parse_tolerances(["curve_fraction=1.5"])
-    assert parse_tolerances(["curve_fraction=1", "curve=0.2", "curve_abs=0.01"]) == {"curve_fraction": 1.0, "curve": 0.2, "curve_abs": 0.01}
+    assert parse_tolerances(["curve_fraction=1", "curve=0.2", "curve_abs=0.01"]) == {
+        "curve_fraction": 1.0,
+        "curve": 0.2,
+        "curve_abs": 0.01,
+    }
 
 
-@pytest.mark.parametrize(("block", "message"), [("curve_fraction: 1.5", "baseline.curve_fraction: must be at most 1"), ("curve: -0.1", "baseline.curve: must be at least 0")])
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("curve_fraction: 1.5", "baseline.curve_fraction: must be at most 1"),
+        ("curve: -0.1", "baseline.curve: must be at least 0"),
+    ],
+)
 def test_bad_curve_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block, message):
     test_bad_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block, message)
 
@@ -296,7 +382,13 @@ def test_bad_curve_tolerances_in_a_spec_name_the_file_and_field(tmp_path, block,
 
 
 def runs_of(*curves_by_run, duration: float = 10.0) -> list[RunDocument]:
-    return [RunDocument([SpecResult("s", "passed", final_loss=curve[-1][1], duration=duration + i, loss_curve=curve)], run_dir=f"/runs/{i}") for i, curve in enumerate(curves_by_run)]
+    return [
+        RunDocument(
+            [SpecResult("s", "passed", final_loss=curve[-1][1], duration=duration + i, loss_curve=curve)],
+            run_dir=f"/runs/{i}",
+        )
+        for i, curve in enumerate(curves_by_run)
+    ]
 
 
 def noisy(seed: int) -> list:
@@ -324,7 +416,12 @@ def test_recommend_prints_the_spread_and_tolerances_that_pass_the_runs_it_saw():
 
 
 def test_recommend_is_absolute_for_values_that_are_not_all_positive_and_skips_specs_without_two_passes():
-    documents = [RunDocument([SpecResult("neg", "passed", final_loss=-1.0 + 0.01 * i), SpecResult("once", "failed" if i else "passed")]) for i in range(3)]
+    documents = [
+        RunDocument(
+            [SpecResult("neg", "passed", final_loss=-1.0 + 0.01 * i), SpecResult("once", "failed" if i else "passed")]
+        )
+        for i in range(3)
+    ]
     lines = recommend(documents)
     assert recommended(lines) == {"final_loss_abs": 0.04}
     assert lines[-1] == "once: passed in 1 of the runs; at least 2 are needed to see its noise"
@@ -335,7 +432,11 @@ def test_the_recommend_command_needs_two_readable_runs(tmp_path, capsys):
 
     for i, curve in enumerate((noisy(1), noisy(2))):
         (tmp_path / f"r{i}").mkdir()
-        write_results(tmp_path / f"r{i}", [SpecResult("s", "passed", final_loss=curve[-1][1], duration=10.0, loss_curve=curve)], {})
+        write_results(
+            tmp_path / f"r{i}",
+            [SpecResult("s", "passed", final_loss=curve[-1][1], duration=10.0, loss_curve=curve)],
+            {},
+        )
     assert main(["baseline", "recommend", str(tmp_path / "r0"), str(tmp_path / "r1")]) == 0
     assert "curve: " in capsys.readouterr().out
     assert main(["baseline", "recommend", str(tmp_path / "r0")]) == 2

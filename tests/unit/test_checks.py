@@ -1,4 +1,4 @@
-"""harness.checks: every check passing and failing, and stderr scanning in bounded memory."""
+"""harness.checks.after_run: every check passing and failing, and stderr scanning in bounded memory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import tracemalloc
 from pathlib import Path
 
-from harness.checks import (
+from harness.checks.after_run import (
     CheckResult,
     PatternScanner,
     check_exit,
@@ -24,10 +24,10 @@ from harness.checks import (
     tail,
     under_the_stop,
 )
-from harness.launch import ProcessOutcome
-from harness.logs import parse_log
-from harness.spec import LogSpec, MetricBound
-from harness.specfiles import spec_from_mapping
+from harness.logs.formats import parse_log
+from harness.process import ProcessOutcome
+from harness.spec.files import spec_from_mapping
+from harness.spec.model import LogSpec, MetricBound
 
 
 def spec(**fields):
@@ -96,7 +96,10 @@ def test_forbidden_pattern_found_with_its_line(tmp_path):
     stderr = tmp_path / "stderr.log"
     stderr.write_text("loading\nwarming up\nRuntimeError: CUDA out of memory\nmore\n")
     results = check_stderr(spec(stderr={"forbidden_patterns": ["RuntimeError", "Segmentation fault"]}), stderr)
-    assert [(r.name, r.passed) for r in results] == [("stderr.forbidden_patterns", False), ("stderr.forbidden_patterns", True)]
+    assert [(r.name, r.passed) for r in results] == [
+        ("stderr.forbidden_patterns", False),
+        ("stderr.forbidden_patterns", True),
+    ]
     assert results[0].found == "line 3: RuntimeError: CUDA out of memory"
     assert results[0].expected == "no 'RuntimeError' in stderr"
     assert results[1].found == "none"
@@ -229,7 +232,9 @@ def test_expected_files_by_basename_at_any_depth_and_by_glob(tmp_path):
     (out / "runs" / "r1" / "trainer_logs.json").write_text("[]")
     (out / "checkpoint").mkdir()
     (out / "checkpoint" / "model.safetensors").write_text("")
-    results = check_files(spec(expected_files=["trainer_logs.json", "checkpoint/*.safetensors", "checkpoint/*.bin", "config.json"]), out)
+    results = check_files(
+        spec(expected_files=["trainer_logs.json", "checkpoint/*.safetensors", "checkpoint/*.bin", "config.json"]), out
+    )
     assert [(r.passed, r.found) for r in results] == [
         (True, "runs/r1/trainer_logs.json"),
         (True, "checkpoint/model.safetensors"),
@@ -326,8 +331,12 @@ def test_final_bounds_fail_when_the_final_loss_is_missing(tmp_path):
 
 
 def test_must_decrease(tmp_path):
-    assert by_name(check_loss(spec(loss={"must_decrease": True}), log_of(tmp_path, [5.0, 6.0, 4.0])))["loss.must_decrease"].passed
-    result = by_name(check_loss(spec(loss={"must_decrease": True}), log_of(tmp_path, [5.0, 4.0, 5.0])))["loss.must_decrease"]
+    assert by_name(check_loss(spec(loss={"must_decrease": True}), log_of(tmp_path, [5.0, 6.0, 4.0])))[
+        "loss.must_decrease"
+    ].passed
+    result = by_name(check_loss(spec(loss={"must_decrease": True}), log_of(tmp_path, [5.0, 4.0, 5.0])))[
+        "loss.must_decrease"
+    ]
     assert not result.passed and result.found == "first 5, final 5"
     empty = parse_log(write_log(tmp_path / "empty", [7.0]), LogSpec())
     assert not by_name(check_loss(spec(loss={"must_decrease": True}), empty))["loss.must_decrease"].passed
@@ -348,7 +357,9 @@ def test_metrics_every_final_and_mean(tmp_path):
 
 
 def test_a_metric_never_logged_fails(tmp_path):
-    result = check_metric("tokens_per_second", MetricBound(min=1.0), log_of(tmp_path, [1.0], keys=("tokens_per_second",)))
+    result = check_metric(
+        "tokens_per_second", MetricBound(min=1.0), log_of(tmp_path, [1.0], keys=("tokens_per_second",))
+    )
     assert not result.passed and result.expected == "tokens_per_second logged"
 
 
@@ -476,14 +487,20 @@ Root Cause (first observed failure):
 def test_the_root_error_is_the_first_failing_ranks_exception_not_torchruns_summary(tmp_path):
     stderr = tmp_path / "stderr.log"
     stderr.write_text(TORCHRUN_STDERR)
-    oom = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; 77.01 GiB already allocated; " + "x" * 300 + ")"
+    oom = (
+        "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; 77.01 GiB already allocated; "
+        + "x" * 300
+        + ")"
+    )
     assert root_error(stderr) == oom
     results, _ = run_checks(spec(), ok_outcome(exit_code=1), tmp_path / "out", stderr)
     failed = [r for r in results if not r.passed]
     assert [r.name for r in failed] == ["exit_code", "stderr.forbidden_patterns", "log"]
     assert failed[0].cause == oom and failed[1].cause is None
     reason = failure_reason(failed)
-    assert reason.startswith(oom + " (exit_code: exit code 1; stderr.forbidden_patterns: line 2: [rank1]: Traceback")  # whole, however long
+    assert reason.startswith(
+        oom + " (exit_code: exit code 1; stderr.forbidden_patterns: line 2: [rank1]: Traceback"
+    )  # whole, however long
     assert failed[0].line().splitlines()[1] == f"    root error: {oom}"
 
 
@@ -517,29 +534,44 @@ def test_no_root_error_without_a_traceback_or_for_a_run_stopped_at_a_nan(tmp_pat
     stderr.write_text('Traceback (most recent call last):\n  File "x", line 1\n')  # cut before its exception
     assert root_error(stderr) is None
     # What torchrun prints as the harness stops it is no cause of the NaN that made it stop.
-    stderr.write_text("Traceback (most recent call last):\ntorch.distributed.elastic.multiprocessing.api.SignalException: Process 7 got signal: 15\n")
+    stderr.write_text(
+        "Traceback (most recent call last):\ntorch.distributed.elastic.multiprocessing.api.SignalException: Process 7 got signal: 15\n"
+    )
     stopped = ok_outcome(exit_code=None, signal=15, stopped_by="loss nan at step 4 in train_log.jsonl")
     results, _ = run_checks(spec(), stopped, tmp_path / "out", stderr)
     assert all(r.cause is None for r in results)
-    assert failure_reason([r for r in results if not r.passed and r.severity == "fail"]).startswith("fail_fast: loss nan at step 4")
+    assert failure_reason([r for r in results if not r.passed and r.severity == "fail"]).startswith(
+        "fail_fast: loss nan at step 4"
+    )
 
 
 def test_a_run_stopped_at_a_forbidden_line_fails_once_with_its_root_error(tmp_path):
     stderr = tmp_path / "stderr.log"
     stderr.write_text(TORCHRUN_STDERR)
-    stopped = ok_outcome(exit_code=None, signal=15, stopped_by="'Traceback (most recent call last)' at stderr line 2: [rank1]: Traceback (most recent call last):")
+    stopped = ok_outcome(
+        exit_code=None,
+        signal=15,
+        stopped_by="'Traceback (most recent call last)' at stderr line 2: [rank1]: Traceback (most recent call last):",
+    )
     results, _ = run_checks(spec(min_steps_logged=0), stopped, tmp_path / "out", stderr)
     failed = [r for r in results if not r.passed and r.severity == "fail"]
     assert [r.name for r in failed] == ["fail_fast"]
     assert failed[0].cause is not None and failed[0].cause.startswith("RuntimeError: CUDA out of memory")
     assert [r.name for r in results if r.severity == "info"] == ["stderr.forbidden_patterns"]
     assert failed[0].notes == ("stderr.forbidden_patterns: line 2: [rank1]: Traceback (most recent call last):",)
-    assert failure_reason(failed).startswith("RuntimeError: CUDA out of memory") and "(fail_fast: 'Traceback" in failure_reason(failed)
+    assert failure_reason(failed).startswith(
+        "RuntimeError: CUDA out of memory"
+    ) and "(fail_fast: 'Traceback" in failure_reason(failed)
 
 
 def test_a_run_that_was_not_stopped_keeps_every_failure_its_own():
-    results = under_the_stop([check_exit(ok_outcome(exit_code=1)), CheckResult("min_steps_logged", False, "at least 5", "2")])
-    assert [(r.name, r.severity, r.notes) for r in results] == [("exit_code", "fail", ()), ("min_steps_logged", "fail", ())]
+    results = under_the_stop(
+        [check_exit(ok_outcome(exit_code=1)), CheckResult("min_steps_logged", False, "at least 5", "2")]
+    )
+    assert [(r.name, r.severity, r.notes) for r in results] == [
+        ("exit_code", "fail", ()),
+        ("min_steps_logged", "fail", ()),
+    ]
 
 
 def test_a_launcher_error_is_never_the_root_error(tmp_path: Path):
@@ -558,6 +590,11 @@ def test_a_launcher_error_is_never_the_root_error(tmp_path: Path):
     ]
     stderr.write_text("\n".join(launcher_only) + "\n")
     assert root_error(stderr) is None
-    rank_after = [*launcher_only, "[rank0]: Traceback (most recent call last):", '[rank0]:   File "t.py", line 2', "[rank0]: RuntimeError: the rank's own"]
+    rank_after = [
+        *launcher_only,
+        "[rank0]: Traceback (most recent call last):",
+        '[rank0]:   File "t.py", line 2',
+        "[rank0]: RuntimeError: the rank's own",
+    ]
     stderr.write_text("\n".join(rank_after) + "\n")
     assert root_error(stderr) == "RuntimeError: the rank's own"

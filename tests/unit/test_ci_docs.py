@@ -15,7 +15,7 @@ import nox
 import pytest
 import yaml
 
-from harness.sessions import define_sessions
+from harness.project.nox_sessions import define_sessions
 
 CI_DOC = Path(__file__).resolve().parents[2] / "docs" / "ci.md"
 FENCED = re.compile(r"^```(yaml|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -48,7 +48,9 @@ def shell_of(value: object) -> list[str]:
 
 def commands() -> list[list[str]]:
     """Every nox and `python -m harness` command line in the recipes, as argv."""
-    shell = [line for kind, text in recipes() for line in (shell_of(yaml.safe_load(text)) if kind == "yaml" else [text])]
+    shell = [
+        line for kind, text in recipes() for line in (shell_of(yaml.safe_load(text)) if kind == "yaml" else [text])
+    ]
     found = []
     for line in "\n".join(shell).replace("\\\n", " ").splitlines():
         segment: list[str] = []
@@ -124,7 +126,10 @@ def test_gitlab_jobs_keep_the_run_dir_and_its_junit_report():
             run_dir = {**config.get("variables", {}), **job.get("variables", {})}["RUN_DIR"]
             assert run_dir.startswith("$CI_PROJECT_DIR/")
             relative = run_dir.removeprefix("$CI_PROJECT_DIR/")
-            assert job["artifacts"]["reports"]["junit"] == f"{relative}/junit.xml" and f"{relative}/" in job["artifacts"]["paths"]
+            assert (
+                job["artifacts"]["reports"]["junit"] == f"{relative}/junit.xml"
+                and f"{relative}/" in job["artifacts"]["paths"]
+            )
             assert job["artifacts"]["when"] == "always"
             assert any('--run-dir "$RUN_DIR"' in line for line in shell_of(job))
 
@@ -152,4 +157,6 @@ def test_every_harness_command_uses_real_options():
 
 
 def test_a_misspelled_option_is_caught():
-    assert unknown_options(["--gpus", "1", "--run-dri", "x", "--slurm-arg=--account=ml"], help_text("-m", "harness", "run")) == ["--run-dri"]
+    assert unknown_options(
+        ["--gpus", "1", "--run-dri", "x", "--slurm-arg=--account=ml"], help_text("-m", "harness", "run")
+    ) == ["--run-dri"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import build_parser, main, pytest_arguments, written_since
-from harness.devices import discover
-from harness.specfiles import registered_markers
+from harness.devices.visible import discover
+from harness.spec.files import registered_markers
 
 PYPROJECT = """\
 [tool.pytest.ini_options]
@@ -32,7 +32,10 @@ def project(write, tmp_path, monkeypatch, private_cache):
     write("pyproject.toml", PYPROJECT)
     write("specs/smoke.yaml", "id: tiny_smoke\ncommand: [x]\nmarkers: [smoke]\ncpu_ok: true\ntimeout: 60\n")
     write("specs/train.yaml", "id: train\ncommand: [x]\ncpu_ok: true\ntimeout: 120\n")
-    write("specs/multi/wide.yaml", "id: wide\ncommand: [x]\ngpus: 2\ncpu_ok: true\ntier: full\nmarkers: [nightly]\ntimeout: 200\n")
+    write(
+        "specs/multi/wide.yaml",
+        "id: wide\ncommand: [x]\ngpus: 2\ncpu_ok: true\ntier: full\nmarkers: [nightly]\ntimeout: 200\n",
+    )
     write("specs/multi/gpu.yaml", "id: gpu_only\ncommand: [x]\nmarkers: [cuda]\n")
     write("specs/multi/huge.yaml", "id: huge\ncommand: [x]\ngpus: 4\ncpu_ok: true\n")
     monkeypatch.chdir(tmp_path)
@@ -58,7 +61,10 @@ def test_list_prints_one_row_per_spec(project, capsys):
         ["wide", "full", "2 (cpu_ok)", "integration,slow,nightly", "specs/multi/wide.yaml"],
     ]
     # columns are aligned: every row starts its second column at the same offset
-    assert len({line.index(row[1], len(row[0])) for line, row in zip(lines, [columns(lines[0]), *rows], strict=False)}) == 1
+    assert (
+        len({line.index(row[1], len(row[0])) for line, row in zip(lines, [columns(lines[0]), *rows], strict=False)})
+        == 1
+    )
 
 
 def test_list_shows_the_nodes_of_a_spec_across_nodes(project, write, capsys):
@@ -116,7 +122,10 @@ def test_plan_with_more_gpus_than_the_caller_allows(project, monkeypatch, capsys
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert main(["plan", "--gpus", "3"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: --gpus 3 needs 3 visible devices, found 1: 1 GPU [0] from CUDA_VISIBLE_DEVICES; --fake-gpus 3 simulates devices without a GPU"
+    assert (
+        err.strip()
+        == "error: --gpus 3 needs 3 visible devices, found 1: 1 GPU [0] from CUDA_VISIBLE_DEVICES; --fake-gpus 3 simulates devices without a GPU"
+    )
 
 
 def test_validate_defaults_to_the_specs_folder(project, capsys):
@@ -178,7 +187,9 @@ def test_run_refuses_bad_specs_before_running_anything(project, write, capsys):
 
 
 def test_pytest_arguments_shard_over_the_devices(tmp_path):
-    args, extra = build_parser().parse_known_args(["run", "--fake-gpus", "2", "--tier", "smoke", "--specs", "s", "-k", "tiny"])
+    args, extra = build_parser().parse_known_args(
+        ["run", "--fake-gpus", "2", "--tier", "smoke", "--specs", "s", "-k", "tiny"]
+    )
     argv = pytest_arguments(args, discover(fake_gpus=2, environ={}), tmp_path, extra, [Path("s")])
     assert argv[0] == "s"
     assert argv[argv.index("-n") + 1] == "2"
@@ -202,7 +213,7 @@ def test_registered_markers(tmp_path):
 def test_the_harness_core_never_imports_torch():
     code = (
         "import sys\n"
-        "import harness.cli, harness.plugin, harness.pipeline, harness.plan, harness.process, harness.backends, harness.leases, harness.checks, harness.results\n"
+        "import harness.cli, harness.plugin, harness.runner.pipeline, harness.planning.plan, harness.process, harness.backends, harness.devices.leases, harness.checks.after_run, harness.records\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -215,18 +226,27 @@ def test_a_spec_file_named_on_the_command_line_runs_alone(project):
     elsewhere = project.parent / f"{project.name}-elsewhere.yaml"
     elsewhere.write_text("id: elsewhere\ncommand: ['true']\ngpus: 0\nmin_steps_logged: 0\n")
     (project / "specs" / "broken.yaml").write_text("id: broken\ntimeout: soon\n")
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(elsewhere), "--run-dir", "rd"], cwd=project, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(elsewhere), "--run-dir", "rd"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads((project / "rd" / "results.json").read_text())
     assert [s["id"] for s in results["specs"]] == ["elsewhere"]
 
 
 def test_report_compares_runs_and_names_a_bad_input(tmp_path, capsys):
-    from harness.results import SpecResult, write_results
+    from harness.records import SpecResult, write_results
 
     for name, loss in (("a", 1.0), ("b", 1.5)):
         (tmp_path / name).mkdir()
-        write_results(tmp_path / name, [SpecResult(id="tiny", outcome="passed", final_loss=loss, duration=2.0)], {"versions": {"torch": "2.13.0", "transformers": name}})
+        write_results(
+            tmp_path / name,
+            [SpecResult(id="tiny", outcome="passed", final_loss=loss, duration=2.0)],
+            {"versions": {"torch": "2.13.0", "transformers": name}},
+        )
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(tmp_path / "cmp.html")]) == 0
     page = (tmp_path / "cmp.html").read_text()
     assert page.startswith("<!doctype html>") and 'id="spec-tiny"' in page
@@ -238,7 +258,9 @@ def test_report_compares_runs_and_names_a_bad_input(tmp_path, capsys):
     assert f"{tmp_path / 'junk.json'}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("before", "printed"), [(None, False), ("earlier run", False)], ids=["no results.json", "an earlier run's"])
+@pytest.mark.parametrize(
+    ("before", "printed"), [(None, False), ("earlier run", False)], ids=["no results.json", "an earlier run's"]
+)
 def test_the_results_path_is_printed_only_when_the_run_wrote_it(project, before, printed):
     """A flag pytest refuses ends the run before any results: no path to a file that is not this run's."""
     run_dir = project / "rd"
@@ -246,7 +268,13 @@ def test_the_results_path_is_printed_only_when_the_run_wrote_it(project, before,
         run_dir.mkdir()
         (run_dir / "results.json").write_text("{}")
         os.utime(run_dir / "results.json", (1_000_000_000, 1_000_000_000))
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--no-such-flag", "--run-dir", str(run_dir)], cwd=project, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--no-such-flag", "--run-dir", str(run_dir)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "unrecognized arguments: --no-such-flag" in proc.stderr
     assert ("results in" in proc.stdout) is printed
@@ -263,7 +291,16 @@ def test_written_since(tmp_path):
 
 @pytest.mark.parametrize(
     "flags",
-    [["--lf"], ["--ff"], ["-x"], ["--maxfail", "2"], ["--maxfail=2"], ["-k", "a and not b"], ["-m", "smoke or nightly"], ["--lf", "-x", "-k", "train"]],
+    [
+        ["--lf"],
+        ["--ff"],
+        ["-x"],
+        ["--maxfail", "2"],
+        ["--maxfail=2"],
+        ["-k", "a and not b"],
+        ["-m", "smoke or nightly"],
+        ["--lf", "-x", "-k", "train"],
+    ],
 )
 def test_pytests_own_flags_reach_pytest_with_its_cache_outside_the_repository(tmp_path, monkeypatch, flags):
     monkeypatch.setenv("TRAINSPEC_CACHE_DIR", str(tmp_path / "cache"))

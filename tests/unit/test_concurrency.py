@@ -8,13 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.backends.local import LocalBackend, concurrency, cpu_threads, usable_cores
-from harness.concurrency import describe_concurrency, worker_count
-from harness.devices import discover
-from harness.specfiles import spec_from_mapping
+from harness.devices.visible import discover
+from harness.planning.concurrency import describe_concurrency, worker_count
+from harness.spec.files import spec_from_mapping
 
 
 def spec(gpus: int, launcher: str = "none"):
-    return spec_from_mapping({"id": "s", "command": ["x"], "gpus": gpus, "cpu_ok": True, "launcher": launcher}, Path("s.yaml"))
+    return spec_from_mapping(
+        {"id": "s", "command": ["x"], "gpus": gpus, "cpu_ok": True, "launcher": launcher}, Path("s.yaml")
+    )
 
 
 @settings(deadline=None, max_examples=50)  # a fake inventory of 10^5 devices takes a moment to build

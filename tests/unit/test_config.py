@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import apply_settings
-from harness.config import Combination, Settings, load_settings
-from harness.structure import SpecError
+from harness.project.settings import Combination, Settings, load_settings
+from harness.spec.typed_yaml import SpecError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -49,7 +49,10 @@ fake_gpus = 2
         ("gpus = 'two'", "tool.trainspec.gpus: expected an integer, found 'two'"),
         ("tier = 'smok'", "did you mean 'smoke'?"),
         ("gpus = 1\nfake_gpus = 2", "tool.trainspec.fake_gpus: give gpus or fake_gpus, not both"),
-        ("matrix = [{ torch = '2.13.0', transformer = '5' }]", "tool.trainspec.matrix[0].transformer: unknown key; did you mean 'transformers'?"),
+        (
+            "matrix = [{ torch = '2.13.0', transformer = '5' }]",
+            "tool.trainspec.matrix[0].transformer: unknown key; did you mean 'transformers'?",
+        ),
         ("specs = [", "invalid TOML"),
     ],
 )
@@ -69,4 +72,9 @@ def test_the_command_line_wins_over_the_settings(tmp_path, monkeypatch):
     assert given.run_dir == str(tmp_path / "runs" / "latest")
     chosen_devices = argparse.Namespace(tier=None, scorer=None, gpus=1, fake_gpus=None, run_dir="mine")
     apply_settings(chosen_devices, settings)
-    assert (chosen_devices.gpus, chosen_devices.fake_gpus, chosen_devices.run_dir, chosen_devices.tier) == (1, None, "mine", "standard")
+    assert (chosen_devices.gpus, chosen_devices.fake_gpus, chosen_devices.run_dir, chosen_devices.tier) == (
+        1,
+        None,
+        "mine",
+        "standard",
+    )

@@ -1,4 +1,4 @@
-"""harness.devices: which devices a run may use, from flags, the caller's environment or the vendor tools."""
+"""harness.devices.visible: which devices a run may use, from flags, the caller's environment or the vendor tools."""
 
 from __future__ import annotations
 
@@ -11,15 +11,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import gpu_tools
 from harness.backends import skip_reason as backend_skip_reason
 from harness.backends.slurm import SlurmBackend
-from harness.devices import DEFAULT_FAKE_MEMORY, DeviceError, DeviceFacts, Inventory, child_environment, discover, parse_visible, skip_reason
-from harness.gpu_tools import amd_devices, nvidia_devices
-from harness.specfiles import spec_from_mapping
-from harness.specrules import parse_memory
+from harness.devices import vendor_tools as gpu_tools
+from harness.devices.vendor_tools import amd_devices, nvidia_devices
+from harness.devices.visible import (
+    DEFAULT_FAKE_MEMORY,
+    DeviceError,
+    DeviceFacts,
+    Inventory,
+    child_environment,
+    discover,
+    parse_visible,
+    skip_reason,
+)
+from harness.spec.files import spec_from_mapping
+from harness.spec.rules import parse_memory
 
-from ..gpu_stand_ins import A100_MIG_LIST, A100_MIG_QUERY, BROKEN_DRIVER, install_amd_smi, install_nvidia_smi, install_rocm_smi
+from ..gpu_stand_ins import (
+    A100_MIG_LIST,
+    A100_MIG_QUERY,
+    BROKEN_DRIVER,
+    install_amd_smi,
+    install_nvidia_smi,
+    install_rocm_smi,
+)
 
 UUID0 = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
 UUID1 = "GPU-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -121,7 +137,10 @@ def test_gpus_index_into_the_callers_list_never_around_it():
 
 
 def test_gpus_larger_than_the_callers_list_is_an_error():
-    with pytest.raises(DeviceError, match=r"--gpus 3 needs 3 visible devices, found 2: 2 GPUs \[4, 5\] from CUDA_VISIBLE_DEVICES; --fake-gpus 3"):
+    with pytest.raises(
+        DeviceError,
+        match=r"--gpus 3 needs 3 visible devices, found 2: 2 GPUs \[4, 5\] from CUDA_VISIBLE_DEVICES; --fake-gpus 3",
+    ):
         discover(gpus=3, environ={"CUDA_VISIBLE_DEVICES": "4,5"}, probe=no_tools)
 
 
@@ -201,7 +220,11 @@ def test_parse_visible_keeps_the_leading_valid_entries_and_names_the_rest(entrie
     assert parse_visible(value) == (tuple(prefix), tuple(e for e in stripped[len(prefix) :] if e))
 
 
-@given(st.one_of(st.integers(0, 10**6).map(str), st.from_regex(r"(GPU|MIG)-[0-9a-f]{1,8}(-[0-9a-f]{1,8}){0,4}", fullmatch=True)))
+@given(
+    st.one_of(
+        st.integers(0, 10**6).map(str), st.from_regex(r"(GPU|MIG)-[0-9a-f]{1,8}(-[0-9a-f]{1,8}){0,4}", fullmatch=True)
+    )
+)
 def test_every_index_and_identifier_is_a_valid_entry(entry):
     assert parse_visible(entry) == ((entry,), ())
 
@@ -225,8 +248,14 @@ def test_callers_visible_devices_are_handed_on_as_they_are_and_what_was_dropped_
     [
         ("", "CUDA_VISIBLE_DEVICES='' names no device"),
         (" ,", "CUDA_VISIBLE_DEVICES=' ,' names no device"),
-        ("-1", "CUDA_VISIBLE_DEVICES='-1' names no device (dropped '-1': the runtime stops at the first invalid entry)"),
-        ("abc", "CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry)"),
+        (
+            "-1",
+            "CUDA_VISIBLE_DEVICES='-1' names no device (dropped '-1': the runtime stops at the first invalid entry)",
+        ),
+        (
+            "abc",
+            "CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry)",
+        ),
     ],
 )
 def test_a_visible_list_with_no_device_means_cpu_and_says_why(value, said):
@@ -239,8 +268,14 @@ def test_callers_entries_get_nvidia_smis_facts_and_one_it_does_not_list_ends_the
     listed = facts("0", "1")
     inv = discover(environ={"CUDA_VISIBLE_DEVICES": "1,GPU-000,7,0"}, probe=tools(cuda=listed))
     assert inv.ids == ("1", "GPU-000")
-    assert [(f.id, f.uuid, f.memory_total) for f in inv.facts] == [("1", "GPU-111", 81559), ("GPU-000", "GPU-000", 81559)]
-    assert inv.source == "CUDA_VISIBLE_DEVICES (dropped '7', '0': nvidia-smi lists no such device, and the runtime stops at the first invalid entry)"
+    assert [(f.id, f.uuid, f.memory_total) for f in inv.facts] == [
+        ("1", "GPU-111", 81559),
+        ("GPU-000", "GPU-000", 81559),
+    ]
+    assert (
+        inv.source
+        == "CUDA_VISIBLE_DEVICES (dropped '7', '0': nvidia-smi lists no such device, and the runtime stops at the first invalid entry)"
+    )
 
 
 def test_an_index_and_a_uuid_of_one_device_are_a_duplicate():
@@ -261,7 +296,11 @@ def test_the_harness_never_rewrites_the_callers_variable(monkeypatch):
     ("environ", "ids", "source"),
     [
         ({"ROCR_VISIBLE_DEVICES": "2,3"}, ("2", "3"), "ROCR_VISIBLE_DEVICES"),
-        ({"HIP_VISIBLE_DEVICES": "1,x,0"}, ("1",), "HIP_VISIBLE_DEVICES (dropped 'x', '0': the runtime stops at the first invalid entry)"),
+        (
+            {"HIP_VISIBLE_DEVICES": "1,x,0"},
+            ("1",),
+            "HIP_VISIBLE_DEVICES (dropped 'x', '0': the runtime stops at the first invalid entry)",
+        ),
         (
             {"ROCR_VISIBLE_DEVICES": "4,5,GPU-ab", "HIP_VISIBLE_DEVICES": "2,0,3"},
             ("GPU-ab", "4"),
@@ -285,7 +324,12 @@ def test_amd_duplicates_are_refused_and_gpus_counts_them():
 
 def test_amd_children_get_their_devices_in_every_variable_hip_reads():
     inv = discover(environ={"ROCR_VISIBLE_DEVICES": "GPU-aa,GPU-bb,GPU-cc"}, probe=no_tools)
-    assert child_environment(("GPU-bb", "GPU-cc"), inv) == {"ROCR_VISIBLE_DEVICES": "GPU-bb,GPU-cc", "HIP_VISIBLE_DEVICES": "0,1", "CUDA_VISIBLE_DEVICES": "0,1", "TRAINSPEC_DEVICE_KIND": "rocm"}
+    assert child_environment(("GPU-bb", "GPU-cc"), inv) == {
+        "ROCR_VISIBLE_DEVICES": "GPU-bb,GPU-cc",
+        "HIP_VISIBLE_DEVICES": "0,1",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "TRAINSPEC_DEVICE_KIND": "rocm",
+    }
     assert skip_reason(spec(1), inv) is None
 
 
@@ -324,10 +368,17 @@ def test_nvidia_devices_lists_mig_instances_instead_of_their_gpu(on_path):
 
 def test_a_failing_nvidia_smi_is_a_broken_driver_never_no_gpu(on_path):
     install_nvidia_smi(on_path, code=9)
-    for call in (nvidia_devices, lambda: discover(environ={}), lambda: discover(gpus=1, environ={}), lambda: discover(environ={"CUDA_VISIBLE_DEVICES": "0"})):
+    for call in (
+        nvidia_devices,
+        lambda: discover(environ={}),
+        lambda: discover(gpus=1, environ={}),
+        lambda: discover(environ={"CUDA_VISIBLE_DEVICES": "0"}),
+    ):
         with pytest.raises(DeviceError) as error:
             call()
-        assert str(error.value).startswith(f"nvidia-smi failed (exit 9): {BROKEN_DRIVER}; fix the driver, or run without GPUs")
+        assert str(error.value).startswith(
+            f"nvidia-smi failed (exit 9): {BROKEN_DRIVER}; fix the driver, or run without GPUs"
+        )
     # Hiding every GPU, or simulating them, needs no driver.
     assert discover(environ={"CUDA_VISIBLE_DEVICES": ""}).kind == "cpu"
     assert discover(fake_gpus=1, environ={}).kind == "fake"
@@ -366,7 +417,9 @@ def test_rocm_smi_gives_uuids_and_memory(on_path):
 
 
 def test_amd_smi_stands_in_for_rocm_smi(on_path):
-    install_amd_smi(on_path, [{"gpu": 0, "bdf": "0000:0c:00.0", "uuid": "aaaa"}, {"gpu": 1, "bdf": "0000:22:00.0", "uuid": "bbbb"}])
+    install_amd_smi(
+        on_path, [{"gpu": 0, "bdf": "0000:0c:00.0", "uuid": "aaaa"}, {"gpu": 1, "bdf": "0000:22:00.0", "uuid": "bbbb"}]
+    )
     assert [(f.id, f.uuid) for f in amd_devices()] == [("0", "aaaa"), ("1", "bbbb")]
 
 
@@ -385,12 +438,26 @@ def test_a_failing_or_garbled_amd_tool_is_an_error(on_path, tool):
 # memory sizes --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "mib"), [("6GiB", 6144), ("512MiB", 512), ("512 mib", 512), ("1.5GiB", 1536), ("24GB", 22888), ("80GiB", 81920), ("1TiB", 1048576), (" 100 MB ", 95)])
+@pytest.mark.parametrize(
+    ("text", "mib"),
+    [
+        ("6GiB", 6144),
+        ("512MiB", 512),
+        ("512 mib", 512),
+        ("1.5GiB", 1536),
+        ("24GB", 22888),
+        ("80GiB", 81920),
+        ("1TiB", 1048576),
+        (" 100 MB ", 95),
+    ],
+)
 def test_parse_memory(text, mib):
     assert parse_memory(text) == mib
 
 
-@pytest.mark.parametrize("text", ["6", "six GiB", "6 apples", "-1GiB", "0GiB", "0.1MiB", "", "GiB", "1e3MiB", "6GiB extra"])
+@pytest.mark.parametrize(
+    "text", ["6", "six GiB", "6 apples", "-1GiB", "0GiB", "0.1MiB", "", "GiB", "1e3MiB", "6GiB extra"]
+)
 def test_parse_memory_refuses_garbage_with_a_clear_message(text):
     with pytest.raises(ValueError, match=r"is not a memory size"):
         parse_memory(text)
@@ -422,7 +489,10 @@ def test_skip_reason_gpu_spec_without_a_gpu():
 
 def test_a_spec_across_nodes_runs_only_on_slurm():
     across = spec(2, cpu_ok=True, nodes=2, launcher="torchrun")
-    for inventory in (discover(fake_gpus=8, environ={}), discover(environ={"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, probe=no_tools)):
+    for inventory in (
+        discover(fake_gpus=8, environ={}),
+        discover(environ={"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, probe=no_tools),
+    ):
         assert backend_skip_reason(across, inventory) == "spans 2 nodes; only --backend slurm runs it"
     assert backend_skip_reason(across, SlurmBackend.from_options({}, "").inventory({})) is None
 
@@ -430,10 +500,14 @@ def test_a_spec_across_nodes_runs_only_on_slurm():
 def test_skip_reason_too_many_devices():
     two = discover(environ={"CUDA_VISIBLE_DEVICES": "0,1"}, probe=no_tools)
     reason = skip_reason(spec(4), two)
-    assert reason is not None and reason.startswith("needs 4 devices, this run has 2 (2 GPUs [0, 1] from CUDA_VISIBLE_DEVICES)")
+    assert reason is not None and reason.startswith(
+        "needs 4 devices, this run has 2 (2 GPUs [0, 1] from CUDA_VISIBLE_DEVICES)"
+    )
     assert "--fake-gpus" not in reason
     assert skip_reason(spec(2), two) is None
-    assert skip_reason(spec(3, cpu_ok=True), discover(fake_gpus=2, environ={})).startswith("needs 3 devices, this run has 2")
+    assert skip_reason(spec(3, cpu_ok=True), discover(fake_gpus=2, environ={})).startswith(
+        "needs 3 devices, this run has 2"
+    )
 
 
 def test_skip_reason_hints_fake_gpus_for_a_multi_device_cpu_ok_spec():
@@ -444,9 +518,18 @@ def test_skip_reason_hints_fake_gpus_for_a_multi_device_cpu_ok_spec():
 @pytest.mark.parametrize(
     ("inventory", "said"),
     [
-        (lambda: discover(gpus=0, environ={}), "needs 2 devices, this run has no GPU (--gpus 0; CPU only, one run at a time, cpu_ok specs only); try --fake-gpus 2"),
-        (lambda: discover(environ={"CUDA_VISIBLE_DEVICES": ""}), "needs 2 devices, this run has no GPU (CUDA_VISIBLE_DEVICES='' names no device; CPU only"),
-        (lambda: discover(fake_gpus=1, environ={}), "needs 2 devices, this run has 1 (1 fake device [0] from --fake-gpus 1)"),
+        (
+            lambda: discover(gpus=0, environ={}),
+            "needs 2 devices, this run has no GPU (--gpus 0; CPU only, one run at a time, cpu_ok specs only); try --fake-gpus 2",
+        ),
+        (
+            lambda: discover(environ={"CUDA_VISIBLE_DEVICES": ""}),
+            "needs 2 devices, this run has no GPU (CUDA_VISIBLE_DEVICES='' names no device; CPU only",
+        ),
+        (
+            lambda: discover(fake_gpus=1, environ={}),
+            "needs 2 devices, this run has 1 (1 fake device [0] from --fake-gpus 1)",
+        ),
     ],
     ids=["--gpus 0", "none visible", "one fake"],
 )

@@ -23,5 +23,7 @@ def named_tests() -> list[tuple[str, str]]:
 def test_every_test_the_fault_table_names_exists():
     named = named_tests()
     assert len(named) >= 20
-    missing = [f"{path}::{name}" for path, name in named if not re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.M)]
+    missing = [
+        f"{path}::{name}" for path, name in named if not re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.M)
+    ]
     assert missing == []

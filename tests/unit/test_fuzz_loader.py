@@ -10,17 +10,30 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.spec import LossSpec, Spec
-from harness.specfiles import load_spec_file
-from harness.structure import SpecError
+from harness.spec.files import load_spec_file
+from harness.spec.model import LossSpec, Spec
+from harness.spec.typed_yaml import SpecError
 
 KNOWN_KEYS = [f.name for f in dataclasses.fields(Spec) if f.init and f.name not in ("source", "line", "key_lines")]
 LOSS_KEYS = [f.name for f in dataclasses.fields(LossSpec)]
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=20))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
-KEYS = st.one_of(st.sampled_from(KNOWN_KEYS + ["test_id", "dynamic_args", "gpu_requirement", "project_dir", "config"]), st.text(max_size=12))
-SPEC_LIKE = st.dictionaries(KEYS, st.one_of(VALUES, st.dictionaries(st.sampled_from(LOSS_KEYS), SCALARS, max_size=4)), max_size=10)
-settings_for_files = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=20)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+KEYS = st.one_of(
+    st.sampled_from(KNOWN_KEYS + ["test_id", "dynamic_args", "gpu_requirement", "project_dir", "config"]),
+    st.text(max_size=12),
+)
+SPEC_LIKE = st.dictionaries(
+    KEYS, st.one_of(VALUES, st.dictionaries(st.sampled_from(LOSS_KEYS), SCALARS, max_size=4)), max_size=10
+)
+settings_for_files = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def load_or_fail(path: Path) -> None:

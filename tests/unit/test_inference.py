@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from harness.inference import Server
+from harness.inference.stage import Server
 
 from ..conftest import gone
 

@@ -35,14 +35,26 @@ print("still here")
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_a_terminating_signal_is_a_keyboard_interrupt_once(name: str) -> None:
-    done = subprocess.run([sys.executable, "-c", ONCE, name], capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    done = subprocess.run(
+        [sys.executable, "-c", ONCE, name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"interrupted by {name}", "still here"]
 
 
 def test_a_handler_someone_else_set_is_left_alone() -> None:
     code = "import signal; from harness.process import interrupt_on_termination; mine = lambda *a: None; signal.signal(signal.SIGTERM, mine); interrupt_on_termination(); print(signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGHUP).__name__)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     assert done.stdout.split() == ["True", "_interrupt"], done.stderr
 
 
@@ -57,7 +69,9 @@ def terminating_interrupts():
         signal.signal(s, handler)
 
 
-def test_a_signal_that_arrives_while_the_run_starts_still_ends_the_run(tmp_path: Path, monkeypatch, terminating_interrupts) -> None:
+def test_a_signal_that_arrives_while_the_run_starts_still_ends_the_run(
+    tmp_path: Path, monkeypatch, terminating_interrupts
+) -> None:
     """SIGTERM lands between the fork and the moment the harness knows the child: it is held
     until the run is tracked, then interrupts, and the child is ended, not left running."""
     started: list[int] = []
@@ -70,7 +84,9 @@ def test_a_signal_that_arrives_while_the_run_starts_still_ends_the_run(tmp_path:
         return proc
 
     monkeypatch.setattr(harness.process.subprocess, "Popen", popen_then_signal)
-    run = Launch([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, dict(os.environ), tmp_path / "out", 60)
+    run = Launch(
+        [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, dict(os.environ), tmp_path / "out", 60
+    )
     with pytest.raises(KeyboardInterrupt):
         run_process(run)
     assert started and gone(started[0])

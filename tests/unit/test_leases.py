@@ -1,4 +1,4 @@
-"""harness.leases: a device pool shared by real, separate processes through one state file."""
+"""harness.devices.leases: a device pool shared by real, separate processes through one state file."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.files import KeptFileWarning
-from harness.leases import LeasePool
+from harness.atomic import KeptFileWarning
+from harness.devices.leases import LeasePool
 
 WORKER = r"""
 import json, sys, time
 from pathlib import Path
-from harness.leases import LeasePool
+from harness.devices.leases import LeasePool
 
 job = json.loads(sys.argv[1])
 pool = LeasePool(Path(job["state"]), tuple(job["devices"]), capacity={d: 22118 for d in job["devices"]})
@@ -61,7 +61,14 @@ class Pool:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, k: int, **job) -> subprocess.Popen:
-        job = {"state": str(self.state), "devices": list(self.devices), "k": k, "name": name, "record": str(self.dir / f"{name}.json"), **job}
+        job = {
+            "state": str(self.state),
+            "devices": list(self.devices),
+            "k": k,
+            "name": name,
+            "record": str(self.dir / f"{name}.json"),
+            **job,
+        }
         proc = subprocess.Popen([sys.executable, str(self.script), json.dumps(job)])
         self.procs[name] = proc
         return proc
@@ -254,7 +261,10 @@ def test_state_survives_a_corrupt_file(tmp_path):
     state = tmp_path / "leases.json"
     state.write_text("{not json")
     pool = LeasePool(state, ("0",))
-    with pytest.warns(KeptFileWarning, match="the device lease state is unreadable"), pool.lease(1, "after-corruption") as lease:
+    with (
+        pytest.warns(KeptFileWarning, match="the device lease state is unreadable"),
+        pool.lease(1, "after-corruption") as lease,
+    ):
         assert lease.devices == ("0",)
         assert pool.holders()["0"][0]["owner"][0] == os.getpid()
 
@@ -271,7 +281,16 @@ def test_state_survives_a_corrupt_file(tmp_path):
         b'{"holders": {"0": 7}, "queue": [], "tickets": 0, "runs": {}, "capacity": {}}',
         b'{"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
     ],
-    ids=["binary", "cut-short", "a-list", "holders-not-a-map", "holder-without-fields", "bad-counter", "holder-not-a-map", "an-older-format"],
+    ids=[
+        "binary",
+        "cut-short",
+        "a-list",
+        "holders-not-a-map",
+        "holder-without-fields",
+        "bad-counter",
+        "holder-not-a-map",
+        "an-older-format",
+    ],
 )
 def test_a_garbage_lease_state_reads_as_a_fresh_pool_with_one_warning(tmp_path, content):
     state = tmp_path / "leases.json"

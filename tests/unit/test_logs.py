@@ -1,4 +1,4 @@
-"""harness.logs: Forgather, Hugging Face, JSON-lines, CSV and TensorBoard training logs, whole or cut short."""
+"""harness.logs.formats: Forgather, Hugging Face, JSON-lines, CSV and TensorBoard training logs, whole or cut short."""
 
 from __future__ import annotations
 
@@ -11,17 +11,44 @@ from pathlib import Path
 
 import pytest
 
-from harness.logs import LogEntry, LogError, detect_format, find_log, parse_log
-from harness.spec import LogSpec
-from harness.specfiles import spec_from_mapping
-from harness.structure import SpecError
+from harness.logs.formats import LogEntry, LogError, detect_format, find_log, parse_log
+from harness.spec.files import spec_from_mapping
+from harness.spec.model import LogSpec
+from harness.spec.typed_yaml import SpecError
 
 FORGATHER_RECORDS = [
-    {"timestamp": "2025-01-01T00:00:01", "global_step": 10, "epoch": 0.1, "loss": 4.5, "grad_norm": 2.0, "learning_rate": 1e-3},
-    {"timestamp": "2025-01-01T00:00:02", "global_step": 20, "epoch": 0.2, "loss": 3.25, "grad_norm": 1.5, "learning_rate": 9e-4},
+    {
+        "timestamp": "2025-01-01T00:00:01",
+        "global_step": 10,
+        "epoch": 0.1,
+        "loss": 4.5,
+        "grad_norm": 2.0,
+        "learning_rate": 1e-3,
+    },
+    {
+        "timestamp": "2025-01-01T00:00:02",
+        "global_step": 20,
+        "epoch": 0.2,
+        "loss": 3.25,
+        "grad_norm": 1.5,
+        "learning_rate": 9e-4,
+    },
     {"timestamp": "2025-01-01T00:00:03", "global_step": 20, "epoch": 0.2, "eval_loss": 3.5},
-    {"timestamp": "2025-01-01T00:00:04", "global_step": 30, "epoch": 0.3, "loss": 2.75, "grad_norm": 1.0, "learning_rate": 8e-4},
-    {"timestamp": "2025-01-01T00:00:05", "global_step": 30, "train_runtime": 12.5, "train_samples_per_second": 80.0, "epoch": 0.3},
+    {
+        "timestamp": "2025-01-01T00:00:04",
+        "global_step": 30,
+        "epoch": 0.3,
+        "loss": 2.75,
+        "grad_norm": 1.0,
+        "learning_rate": 8e-4,
+    },
+    {
+        "timestamp": "2025-01-01T00:00:05",
+        "global_step": 30,
+        "train_runtime": 12.5,
+        "train_samples_per_second": 80.0,
+        "epoch": 0.3,
+    },
 ]
 
 HF_STATE = {
@@ -33,7 +60,14 @@ HF_STATE = {
         {"epoch": 0.33, "eval_loss": 4.8, "eval_runtime": 0.5, "step": 10},
         {"epoch": 0.66, "grad_norm": 2.2, "learning_rate": 3e-5, "loss": 4.0, "step": 20},
         {"epoch": 1.0, "grad_norm": 1.9, "learning_rate": 1e-5, "loss": 3.5, "step": 30},
-        {"epoch": 1.0, "step": 30, "total_flos": 1000.0, "train_loss": 4.1666, "train_runtime": 9.0, "train_samples_per_second": 50.0},
+        {
+            "epoch": 1.0,
+            "step": 30,
+            "total_flos": 1000.0,
+            "train_loss": 4.1666,
+            "train_runtime": 9.0,
+            "train_samples_per_second": 50.0,
+        },
     ],
     "max_steps": 30,
 }
@@ -305,18 +339,30 @@ def test_find_log_prefers_json_lines_to_csv_and_finds_csv_only_when_asked(tmp_pa
 
 @pytest.mark.parametrize(
     ("name", "text", "fmt"),
-    [("metrics.csv", "", "csv"), ("loss.txt", "step,loss\n1,2\n", "csv"), ("loss.txt", "loss\n1\n", "jsonl"), ("events.out.tfevents.1.host", "", "tensorboard")],
+    [
+        ("metrics.csv", "", "csv"),
+        ("loss.txt", "step,loss\n1,2\n", "csv"),
+        ("loss.txt", "loss\n1\n", "jsonl"),
+        ("events.out.tfevents.1.host", "", "tensorboard"),
+    ],
 )
 def test_detect_csv_and_event_files(name, text, fmt):
     assert detect_format(Path(name), text) == fmt
 
 
 def test_log_formats_in_a_spec_and_their_mistakes():
-    assert spec_from_mapping({"id": "a", "command": ["x"], "log": {"format": "csv", "loss_key": "train_loss"}}, Path("a.yaml")).log.format == "csv"
+    assert (
+        spec_from_mapping(
+            {"id": "a", "command": ["x"], "log": {"format": "csv", "loss_key": "train_loss"}}, Path("a.yaml")
+        ).log.format
+        == "csv"
+    )
     with pytest.raises(SpecError, match=r"a\.yaml.*log\.format.*'csv'"):
         spec_from_mapping({"id": "a", "command": ["x"], "log": {"format": "cvs"}}, Path("a.yaml"))
     with pytest.raises(SpecError, match=r"log\.step_key.*take the step from each event"):
-        spec_from_mapping({"id": "a", "command": ["x"], "log": {"format": "tensorboard", "step_key": "it"}}, Path("a.yaml"))
+        spec_from_mapping(
+            {"id": "a", "command": ["x"], "log": {"format": "tensorboard", "step_key": "it"}}, Path("a.yaml")
+        )
 
 
 # large logs ------------------------------------------------------------------------------------
@@ -328,7 +374,9 @@ def test_a_large_log_is_read_in_bounded_memory_and_checked_exactly(tmp_path):
     with open(path, "w") as stream:
         for step in range(1, lines + 1):
             loss = "NaN" if step == 12_345 else f"{3.0 - step / lines:.6f}"
-            stream.write(f'{{"step": {step}, "loss": {loss}, "grad_norm": {9.5 if step == 70_000 else 1.0}, "note": "{"x" * 40}"}}\n')
+            stream.write(
+                f'{{"step": {step}, "loss": {loss}, "grad_norm": {9.5 if step == 70_000 else 1.0}, "note": "{"x" * 40}"}}\n'
+            )
     tracemalloc.start()
     try:
         log = parse_log(path, LogSpec(), ("grad_norm",))
@@ -346,4 +394,8 @@ def test_a_large_log_is_read_in_bounded_memory_and_checked_exactly(tmp_path):
     assert max(log.values("grad_norm")) == 9.5 and len(log.values("grad_norm")) == lines
     curve = log.curve()
     assert len(curve) <= 10_000 and curve[0] == (1.0, log.entries[0].loss) and curve[-1] == (float(lines), 2.0)
-    assert log.curve(max_points=3) == [(1.0, log.entries[0].loss), (33_335.0, log.entries[33_334].loss), (float(lines), 2.0)]
+    assert log.curve(max_points=3) == [
+        (1.0, log.entries[0].loss),
+        (33_335.0, log.entries[33_334].loss),
+        (float(lines), 2.0),
+    ]

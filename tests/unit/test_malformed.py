@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.specfiles import load_specs
+from harness.spec.files import load_specs
 
 REPO = Path(__file__).resolve().parents[2]
 MALFORMED = REPO / "tests" / "malformed"
@@ -31,7 +31,12 @@ CASES = [
     ("cpu_ok_string.yaml", "cpu_ok", "expected true or false, found 'yes' (str)", 4),
     ("markers_string.yaml", "markers", "expected a list of strings, found 'smoke' (str)", 4),
     ("env_list.yaml", "env", "found a list", 4),
-    ("args_mapping.yaml", "args", "optimizer: expected a string, number, boolean, null or a list of those, found a mapping", 4),
+    (
+        "args_mapping.yaml",
+        "args",
+        "optimizer: expected a string, number, boolean, null or a list of those, found a mapping",
+        4,
+    ),
     ("timeout_negative.yaml", "timeout", "must be greater than 0, found -5", 4),
     ("timeout_zero.yaml", "timeout", "must be greater than 0, found 0", 4),
     ("gpus_negative.yaml", "gpus", "must be at least 0, found -1", 4),
@@ -122,9 +127,18 @@ def test_validate_a_folder_of_malformed_specs_in_a_subprocess():
 
 
 def test_validate_a_good_folder_exits_0(write, tmp_path, capsys, monkeypatch):
-    write("good/one.yaml", 'id: one\ncommand: ["{python}", "train.py", "--out", "{output_dir}"]\nmarkers: [smoke]\ncpu_ok: true\n')
-    write("good/forgather.yaml", "test_id: fg\nproject_dir: examples/tinylm\nconfig: tiny.yaml\nmarkers: [integration, slow]\n")
-    write("good/nested/pair.yaml", "- id: two\n  command: [x]\n  markers: [cuda]\n- id: three\n  command: [y]\n  gpus: 0\n")
+    write(
+        "good/one.yaml",
+        'id: one\ncommand: ["{python}", "train.py", "--out", "{output_dir}"]\nmarkers: [smoke]\ncpu_ok: true\n',
+    )
+    write(
+        "good/forgather.yaml",
+        "test_id: fg\nproject_dir: examples/tinylm\nconfig: tiny.yaml\nmarkers: [integration, slow]\n",
+    )
+    write(
+        "good/nested/pair.yaml",
+        "- id: two\n  command: [x]\n  markers: [cuda]\n- id: three\n  command: [y]\n  gpus: 0\n",
+    )
     monkeypatch.chdir(REPO)
     code = main(["validate", str(tmp_path / "good")])
     out, err = capsys.readouterr()

@@ -11,17 +11,31 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import peaks
-from harness.devices import DeviceFacts, Inventory, discover
-from harness.peaks import NvmlUsage, PeakSampler, memory_check, peaks_to_keep, run_devices, sampling, smi_usage, usage_query
-from harness.report import summary_lines
-from harness.results import SpecResult
+from harness.devices.visible import DeviceFacts, Inventory, discover
+from harness.records import SpecResult
+from harness.report.summary import summary_lines
+from harness.runner import peaks
+from harness.runner.peaks import (
+    NvmlUsage,
+    PeakSampler,
+    memory_check,
+    peaks_to_keep,
+    run_devices,
+    sampling,
+    smi_usage,
+    usage_query,
+)
 
 from ..gpu_stand_ins import install_nvidia_smi
 
 GPU0 = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
 GPU1 = "GPU-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
-CUDA = Inventory(("0", "1"), "cuda", "nvidia-smi", (DeviceFacts("0", GPU0, memory_total=81559), DeviceFacts("1", GPU1, memory_total=81559)))
+CUDA = Inventory(
+    ("0", "1"),
+    "cuda",
+    "nvidia-smi",
+    (DeviceFacts("0", GPU0, memory_total=81559), DeviceFacts("1", GPU1, memory_total=81559)),
+)
 
 
 def test_nothing_is_sampled_on_fake_devices_the_cpu_or_devices_without_a_uuid() -> None:
@@ -80,7 +94,9 @@ def test_the_sampler_keeps_the_largest_sum_of_the_run_tree_on_each_of_its_device
     assert closed == [True]
 
 
-def test_smi_usage_reads_the_compute_apps_table_and_a_failure_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_smi_usage_reads_the_compute_apps_table_and_a_failure_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     apps = tmp_path / "apps"
     apps.mkdir()
     (apps / "a.csv").write_text(f"{GPU0}, 4242, 1536\n{GPU1}, 17, [N/A]\ngarbage line\n{GPU1}, x, 12\n")
@@ -142,7 +158,9 @@ def test_a_peak_over_the_declared_memory_warns_naming_both_numbers() -> None:
     assert (fine.passed, fine.severity, fine.found) == (True, "warn", "peak 4500 MiB on device 1")
     (over,) = memory_check({"0": 6000, "1": 4000}, 5120, "5GiB")
     assert (over.passed, over.severity) == (False, "warn")
-    assert over.line().startswith("[WARN] gpu_memory: expected at most 5120 MiB per device (gpu_memory: 5GiB); found peak 6000 MiB on device 0")
+    assert over.line().startswith(
+        "[WARN] gpu_memory: expected at most 5120 MiB per device (gpu_memory: 5GiB); found peak 6000 MiB on device 0"
+    )
 
 
 def test_the_cache_keeps_a_passed_peak_and_a_failed_run_only_raises_it() -> None:
@@ -160,13 +178,21 @@ def test_the_cache_keeps_a_passed_peak_and_a_failed_run_only_raises_it() -> None
 def test_the_summary_shows_peak_memory_only_where_it_was_measured(tmp_path: Path) -> None:
     plain = summary_lines([SpecResult("a", "passed", duration=1.0, devices=["0"])], tmp_path)
     assert "peak MiB" not in plain[0]
-    lines = summary_lines([SpecResult("a", "passed", duration=1.0, devices=["0", "1"], peak_gpu_memory={"0": 6000, "1": 5800}), SpecResult("b", "passed", duration=1.0, devices=["0"])], tmp_path)
+    lines = summary_lines(
+        [
+            SpecResult("a", "passed", duration=1.0, devices=["0", "1"], peak_gpu_memory={"0": 6000, "1": 5800}),
+            SpecResult("b", "passed", duration=1.0, devices=["0"]),
+        ],
+        tmp_path,
+    )
     assert lines[0].split() == ["spec", "time", "devices", "peak", "MiB", "steps", "final", "loss", "reason"]
     assert lines[1].split()[:5] == ["PASS", "a", "1.0s", "0,1", "6000,5800"]
     assert lines[2].split()[:5] == ["PASS", "b", "1.0s", "0", "-"]
 
 
-def test_stop_does_not_wait_for_a_hung_sample_whose_late_answer_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stop_does_not_wait_for_a_hung_sample_whose_late_answer_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(peaks, "JOIN_SECONDS", 0.1)
     asked, release = threading.Event(), threading.Event()
 

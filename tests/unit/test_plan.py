@@ -1,4 +1,4 @@
-"""harness.plan: tiers, run order, skip reasons, the makespan lower bound and recorded durations."""
+"""harness.planning.plan: tiers, run order, skip reasons, the makespan lower bound and recorded durations."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.devices import DeviceFacts, Inventory, discover
-from harness.files import KeptFileWarning
-from harness.plan import DurationCache, cache_root, default_run_dir, make_plan, simulate
-from harness.specfiles import in_tier, load_specs, spec_from_mapping
-from harness.structure import SpecError
+from harness.atomic import KeptFileWarning
+from harness.caches import DurationCache, cache_root, default_run_dir
+from harness.devices.visible import DeviceFacts, Inventory, discover
+from harness.planning.plan import make_plan, simulate
+from harness.spec.files import in_tier, load_specs, spec_from_mapping
+from harness.spec.typed_yaml import SpecError
 
 
 def spec(spec_id: str, **fields):
@@ -190,7 +191,7 @@ def test_a_folder_in_place_of_the_duration_cache_never_fails(tmp_path):
 def test_duration_cache_merges_records_from_concurrent_processes(tmp_path):
     path = tmp_path / "durations.json"
     code = (
-        "import sys; from pathlib import Path; from harness.plan import DurationCache\n"
+        "import sys; from pathlib import Path; from harness.caches import DurationCache\n"
         "cache = DurationCache(Path(sys.argv[1]))\n"
         "for i in range(25):\n"
         "    cache.record({f'{sys.argv[2]}{i}': float(i)})\n"
@@ -215,7 +216,11 @@ def test_cache_root_ignores_a_relative_xdg_cache_home_and_a_missing_home(tmp_pat
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_root(tmp_path / "repo").parent == tmp_path / "home" / ".cache" / "trainspec"
     monkeypatch.delenv("HOME")
-    monkeypatch.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(RuntimeError("Could not determine home directory."))))
+    monkeypatch.setattr(
+        Path,
+        "home",
+        classmethod(lambda cls: (_ for _ in ()).throw(RuntimeError("Could not determine home directory."))),
+    )
     assert cache_root(tmp_path / "repo").parent.parent.parent == Path(tempfile.gettempdir())
 
 
@@ -238,7 +243,9 @@ def test_a_thousand_specs_load_and_plan(tmp_path):
     folder = tmp_path / "specs"
     folder.mkdir()
     for i in range(1000):
-        (folder / f"s{i:04}.yaml").write_text(f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\ncpu_ok: true\ngpus: {i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n")
+        (folder / f"s{i:04}.yaml").write_text(
+            f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\ncpu_ok: true\ngpus: {i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n"
+        )
     specs, errors = load_specs([folder])
     plan = make_plan(specs, discover(fake_gpus=4, environ={}), {})
     assert errors == [] and len(plan.runs) == 1000
@@ -293,14 +300,18 @@ def test_runs_that_can_overlap_nothing_add_up_in_the_lower_bound():
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from([0, 1, 2, 4]), st.sampled_from([None, "2GiB", "20GiB", "40GiB", "70GiB"]), st.floats(1, 100)),
+        st.tuples(
+            st.sampled_from([0, 1, 2, 4]), st.sampled_from([None, "2GiB", "20GiB", "40GiB", "70GiB"]), st.floats(1, 100)
+        ),
         min_size=1,
         max_size=14,
     )
 )
 def test_no_simulated_order_beats_the_lower_bound(jobs):
     inventory = discover(fake_gpus=4, fake_gpu_memory=80 * 1024)
-    specs = [spec(f"j{i}", cpu_ok=True, gpus=k, **({"gpu_memory": m} if m and k else {})) for i, (k, m, _) in enumerate(jobs)]
+    specs = [
+        spec(f"j{i}", cpu_ok=True, gpus=k, **({"gpu_memory": m} if m and k else {})) for i, (k, m, _) in enumerate(jobs)
+    ]
     durations = {f"j{i}": seconds for i, (_, _, seconds) in enumerate(jobs)}
     plan = make_plan(specs, inventory, durations)
     for order in (plan.runs, plan.runs[::-1]):
@@ -310,7 +321,10 @@ def test_no_simulated_order_beats_the_lower_bound(jobs):
 
 def test_a_busy_device_is_handed_out_only_within_its_free_memory():
     """Another user's job holds 30 GiB of GPU 1: its room is its memory less the headroom less that."""
-    facts = (DeviceFacts("0", "GPU-a", memory_total=81559, memory_used=0), DeviceFacts("1", "GPU-b", memory_total=81559, memory_used=30720))
+    facts = (
+        DeviceFacts("0", "GPU-a", memory_total=81559, memory_used=0),
+        DeviceFacts("1", "GPU-b", memory_total=81559, memory_used=30720),
+    )
     inventory = Inventory(("0", "1"), "cuda", "nvidia-smi", facts)
     specs = [spec(f"mid{i}", gpu_memory="30GiB") for i in range(4)] + [spec("big", gpu_memory="45GiB")]
     plan = make_plan(specs, inventory, {s.id: 10.0 for s in specs})

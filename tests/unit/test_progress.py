@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from harness.leases import LeasePool
-from harness.progress import Progress
-from harness.results import SpecResult
+from harness.devices.leases import LeasePool
+from harness.records import SpecResult
+from harness.report.progress import Progress
 
 
 class Reporter:
@@ -31,7 +31,9 @@ def test_status_names_each_running_spec_its_devices_and_elapsed_over_expected(tm
     pool = LeasePool(tmp_path / "leases.json", ("0", "1", "2"))
     wide = pool.acquire(2, "wide", expected=120.0)
     narrow = pool.acquire(1, "narrow", expected=0.0)
-    progress = Progress(Reporter(), pool, live=False, expected=lambda name: {"narrow": 30.0, "cpu_only": 5.0}.get(name, 0.0))
+    progress = Progress(
+        Reporter(), pool, live=False, expected=lambda name: {"narrow": 30.0, "cpu_only": 5.0}.get(name, 0.0)
+    )
     progress.total = 4
     progress.spec_started("cpu_only")  # gpus: 0, so no lease: known from the controller alone
     status = progress.status(now_wall=time.time() + 10)
@@ -63,7 +65,9 @@ def test_a_finished_spec_gets_one_line_with_its_outcome_and_count(tmp_path):
     progress = Progress(reporter, LeasePool(tmp_path / "leases.json", ("0",)), live=True, expected=lambda name: 0.0)
     progress.total = 2
     progress.spec_started("a")
-    progress.spec_finished(SpecResult(id="a", outcome="failed", reason="loss.final_max: 3.2\nmore", duration=12.34, devices=["0"]))
+    progress.spec_finished(
+        SpecResult(id="a", outcome="failed", reason="loss.final_max: 3.2\nmore", duration=12.34, devices=["0"])
+    )
     progress.stop()
     assert reporter.lines == ["FAIL  a  12.3s on 0  [1/2]  loss.final_max: 3.2"]
     assert reporter.rewrites[-1] == ""  # the live line is erased when the run ends
@@ -81,7 +85,13 @@ def test_every_write_gets_past_output_capture(tmp_path):
         yield
 
     reporter = Reporter()
-    progress = Progress(reporter, LeasePool(tmp_path / "leases.json", ("0",)), live=False, expected=lambda name: 0.0, uncaptured=uncaptured)
+    progress = Progress(
+        reporter,
+        LeasePool(tmp_path / "leases.json", ("0",)),
+        live=False,
+        expected=lambda name: 0.0,
+        uncaptured=uncaptured,
+    )
     progress.spec_finished(SpecResult(id="a", outcome="passed", duration=1.0))
     progress.stop()
     assert reporter.lines == ["PASS  a  1.0s on -  [1/?]"] and len(entered) == 2

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import (
+from harness.records import RunDocument, SpecResult
+from harness.report.summary import (
     combination_label,
     comparison_rows,
     render_html,
@@ -18,8 +19,7 @@ from harness.report import (
     summary_lines,
     write_run_report,
 )
-from harness.report_svg import curve_svg
-from harness.results import RunDocument, SpecResult
+from harness.report.svg import curve_svg
 
 RUN = Path("/runs/a")
 EVIL = "<script>alert('x')</script>"
@@ -80,10 +80,24 @@ def first() -> RunDocument:
                 stderr_tail=f"Traceback\n{EVIL}",
                 loss_curve=[[1, 3.0], [2, None], [3, 2.5], [4, None], [5, 2.0]],
                 checks=[
-                    {"name": "loss.final_max", "passed": False, "expected": "final loss <= 1.6", "found": "nan at step 4", "severity": "fail"},
-                    {"name": "exit_code", "passed": True, "expected": "exit code 0", "found": "exit code 0", "severity": "fail"},
+                    {
+                        "name": "loss.final_max",
+                        "passed": False,
+                        "expected": "final loss <= 1.6",
+                        "found": "nan at step 4",
+                        "severity": "fail",
+                    },
+                    {
+                        "name": "exit_code",
+                        "passed": True,
+                        "expected": "exit code 0",
+                        "found": "exit code 0",
+                        "severity": "fail",
+                    },
                 ],
-                regressions=[{"metric": "final_loss", "baseline": 1.0, "current": 1.5, "tolerance": 0.1, "severity": "fail"}],
+                regressions=[
+                    {"metric": "final_loss", "baseline": 1.0, "current": 1.5, "tolerance": 0.1, "severity": "fail"}
+                ],
             ),
             spec("gamma", "skipped", reason="needs 2 devices", final_loss=None, loss_curve=[], duration=0.0),
         ]
@@ -93,7 +107,14 @@ def first() -> RunDocument:
 @pytest.fixture
 def second() -> RunDocument:
     # Another combination: gamma did not run there, delta only ran there.
-    return document([spec("alpha", torch="2.6.0", final_loss=0.9, perplexity=3.5, duration=15.0), spec("beta", torch="2.6.0", final_loss=1.2), spec("delta", torch="2.6.0")], run_dir=Path("/runs/b"))
+    return document(
+        [
+            spec("alpha", torch="2.6.0", final_loss=0.9, perplexity=3.5, duration=15.0),
+            spec("beta", torch="2.6.0", final_loss=1.2),
+            spec("delta", torch="2.6.0"),
+        ],
+        run_dir=Path("/runs/b"),
+    )
 
 
 class Structure(HTMLParser):
@@ -163,11 +184,16 @@ def test_combination_label_prefers_what_the_children_imported(first: RunDocument
 
 def test_combination_label_falls_back_to_the_harness_pins_then_to_unknown() -> None:
     assert combination_label(document([spec("a", child_versions={})])) == "torch 9.9.9 · transformers 0.0.1"
-    assert combination_label(document([spec("a", child_versions={"torch": "2.7.0"})])) == "torch 2.7.0 · transformers 0.0.1"
+    assert (
+        combination_label(document([spec("a", child_versions={"torch": "2.7.0"})]))
+        == "torch 2.7.0 · transformers 0.0.1"
+    )
     assert combination_label(RunDocument([SpecResult("old", "passed")])) == "unknown versions"
 
 
-def test_comparison_rows_union_in_first_seen_order_with_deltas_against_the_first(first: RunDocument, second: RunDocument) -> None:
+def test_comparison_rows_union_in_first_seen_order_with_deltas_against_the_first(
+    first: RunDocument, second: RunDocument
+) -> None:
     rows = {row.spec_id: row for row in comparison_rows([first, second])}
     assert list(rows) == ["alpha", "beta", "gamma", "delta"]
     base, other = rows["alpha"].cells
@@ -188,12 +214,18 @@ def table_row(markdown: str, spec_id: str) -> list[str]:
     return [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
 
 
-def test_markdown_table_has_one_column_per_combination_and_deltas_vs_the_first(first: RunDocument, second: RunDocument) -> None:
+def test_markdown_table_has_one_column_per_combination_and_deltas_vs_the_first(
+    first: RunDocument, second: RunDocument
+) -> None:
     markdown = render_markdown([first, second])
     assert markdown.startswith("## ")
     assert "- **torch 2.5.1 · transformers 4.46.0**: ✅ 1 passed · ❌ 1 failed · ⏭️ 1 skipped" in markdown
     assert "- **torch 2.6.0 · transformers 4.46.0**: ✅ 3 passed" in markdown
-    assert table_row(markdown, "alpha") == ["`alpha`", "✅ passed · loss 1 · ppl 3 · 10.0 s", "✅ passed · loss 0.9 (Δ −0.1) · ppl 3.5 (Δ +0.5) · 15.0 s (+50%)"]
+    assert table_row(markdown, "alpha") == [
+        "`alpha`",
+        "✅ passed · loss 1 · ppl 3 · 10.0 s",
+        "✅ passed · loss 0.9 (Δ −0.1) · ppl 3.5 (Δ +0.5) · 15.0 s (+50%)",
+    ]
     assert table_row(markdown, "gamma") == ["`gamma`", "⏭️ skipped", "— not run"]
     assert table_row(markdown, "beta")[1] == "❌ failed · loss — · 10.0 s"
     assert table_row(markdown, "delta")[1] == "— not run"
@@ -215,7 +247,9 @@ def test_markdown_escapes_pipes_and_line_breaks_in_cells() -> None:
 
 
 def test_markdown_reports_regressions_of_passing_specs_apart_from_failures(first: RunDocument) -> None:
-    first.specs[0].regressions = [{"metric": "duration", "baseline": 10.0, "current": 20.0, "tolerance": 0.5, "severity": "warn"}]
+    first.specs[0].regressions = [
+        {"metric": "duration", "baseline": 10.0, "current": 20.0, "tolerance": 0.5, "severity": "warn"}
+    ]
     regressions = render_markdown([first]).split("### Regressions", 1)[1]
     assert "`alpha`" in regressions and "duration 10 → 20 (+100%, allowed +50%, warn)" in regressions
 
@@ -260,7 +294,9 @@ def test_html_links_logs_relative_to_base_dir_and_as_file_uris_elsewhere(first: 
     assert f"file://{RUN}/specs/alpha/stdout.log" in parse(render_html([first])).hrefs
 
 
-def test_html_comparison_has_a_column_per_combination_and_a_line_per_combination(first: RunDocument, second: RunDocument) -> None:
+def test_html_comparison_has_a_column_per_combination_and_a_line_per_combination(
+    first: RunDocument, second: RunDocument
+) -> None:
     parsed = parse(render_html([first, second], base_dir=RUN))
     text = " ".join(parsed.text)
     assert "torch 2.5.1 · transformers 4.46.0" in text and "torch 2.6.0 · transformers 4.46.0" in text
@@ -277,19 +313,35 @@ def test_html_tells_apart_two_runs_of_one_combination(first: RunDocument) -> Non
 
 
 def test_old_documents_without_newer_keys_still_render() -> None:
-    old = RunDocument.from_json({"format": "trainspec-results/1", "summary": {"passed": 1}, "specs": [{"id": "old", "outcome": "passed", "loss_curve": [[1, 2.0]]}, {"id": "broke"}]}, "old.json")
+    old = RunDocument.from_json(
+        {
+            "format": "trainspec-results/1",
+            "summary": {"passed": 1},
+            "specs": [{"id": "old", "outcome": "passed", "loss_curve": [[1, 2.0]]}, {"id": "broke"}],
+        },
+        "old.json",
+    )
     assert table_row(render_markdown([old]), "old")[1] == "✅ passed · loss —"
     assert "💥 error" in table_row(render_markdown([old]), "broke")[1]  # no outcome: it broke before deciding
     parsed = parse(render_html([old]))
     assert len(parsed.svgs) == 1 and parsed.svgs[0]["tags"].count("circle") == 1
-    assert "1 passed" in " ".join(parse(render_html([RunDocument.from_json({"format": "trainspec-results/1", "summary": {"passed": 1}}, "f")])).text)
+    assert "1 passed" in " ".join(
+        parse(
+            render_html([RunDocument.from_json({"format": "trainspec-results/1", "summary": {"passed": 1}}, "f")])
+        ).text
+    )
 
 
 def test_a_document_read_back_keeps_keys_this_version_does_not_know() -> None:
     data = raw([spec("a")], backend="local", argv=["--tier", "smoke"], repo_writes=[])
     document = RunDocument.from_json(data, "f")
     assert document.other == {"argv": ["--tier", "smoke"], "repo_writes": []}
-    assert document.to_json() == data | {"tier": None, "devices": {}, "interrupted": False, "specs": [SpecResult.from_json(spec("a")).to_json()]}
+    assert document.to_json() == data | {
+        "tier": None,
+        "devices": {},
+        "interrupted": False,
+        "specs": [SpecResult.from_json(spec("a")).to_json()],
+    }
 
 
 @pytest.mark.parametrize(
@@ -301,11 +353,17 @@ def test_a_document_read_back_keeps_keys_this_version_does_not_know() -> None:
         ([spec("a", duration="fast")], "specs[0] (spec 'a').duration: expected a number, found \"fast\""),
         ([spec("a", duration=True)], "specs[0] (spec 'a').duration: expected a number, found true"),
         ([spec("a", outcome="maybe")], "specs[0] (spec 'a').outcome: expected one of passed, failed, skipped, error"),
-        ([spec("a", loss_curve=[[1, 2.0], [2]])], "specs[0] (spec 'a').loss_curve[1]: expected [step, value], found [2]"),
+        (
+            [spec("a", loss_curve=[[1, 2.0], [2]])],
+            "specs[0] (spec 'a').loss_curve[1]: expected [step, value], found [2]",
+        ),
         ([spec("a", loss_curve=[[1, "x"]])], "specs[0] (spec 'a').loss_curve[0][1]: expected a number"),
         ([spec("a", final_loss=float("nan"))], "specs[0] (spec 'a').final_loss: expected a finite number, found NaN"),
         ([spec("a", checks=["junk"])], "specs[0] (spec 'a').checks[0]: expected an object"),
-        ([spec("a", regressions=[{}])], "specs[0] (spec 'a').regressions[0]: lacks baseline, current, metric, severity, tolerance"),
+        (
+            [spec("a", regressions=[{}])],
+            "specs[0] (spec 'a').regressions[0]: lacks baseline, current, metric, severity, tolerance",
+        ),
         ([spec("a", warnings="oops")], "specs[0] (spec 'a').warnings: expected a list"),
         ([spec("a", devices=["0", 1])], "specs[0] (spec 'a').devices[1]: expected a string, found 1"),
         ([spec("a", metric_curves={"lr": "x"})], "specs[0] (spec 'a').metric_curves.lr: expected a list"),
@@ -325,8 +383,12 @@ def test_documents_that_are_not_ours_are_refused() -> None:
         RunDocument.from_json(raw([], tier=3), "f.json")
 
 
-@pytest.mark.parametrize("specs", ["abc", [1, 2], [{"outcome": "passed"}], [{"id": "a", "outcome": "passed", "duration": "fast"}]])
-def test_report_command_refuses_a_results_file_of_the_wrong_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str], specs: object) -> None:
+@pytest.mark.parametrize(
+    "specs", ["abc", [1, 2], [{"outcome": "passed"}], [{"id": "a", "outcome": "passed", "duration": "fast"}]]
+)
+def test_report_command_refuses_a_results_file_of_the_wrong_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], specs: object
+) -> None:
     from harness.cli import main
 
     path = tmp_path / "results.json"
@@ -402,7 +464,9 @@ def test_svg_axis_covers_steps_that_have_no_finite_loss() -> None:
 
 
 def test_svg_several_series_get_a_legend_and_escaped_labels() -> None:
-    page = curve_svg([("torch <2.5>", [[1, 2.0], [2, 1.0]]), ("torch 2.6", [[1, 2.5], [2, 1.5]]), ("torch 2.7", [[1, None]])])
+    page = curve_svg(
+        [("torch <2.5>", [[1, 2.0], [2, 1.0]]), ("torch 2.6", [[1, 2.5], [2, 1.5]]), ("torch 2.7", [[1, None]])]
+    )
     assert "torch &lt;2.5&gt;" in page and "<2.5>" not in page
     assert "torch 2.7 (no finite loss)" in page
     svg = svg_of([("a", [[1, 2.0], [2, 1.0]]), ("b", [[1, 2.5], [2, 1.5]])])
@@ -411,7 +475,9 @@ def test_svg_several_series_get_a_legend_and_escaped_labels() -> None:
 
 
 def test_svg_survives_absurd_values_and_junk_points() -> None:
-    svg = svg_of([("a", [[1, 1e308], [2, -1e308], [3, 1.0], [4, 0.5], ["x", 1.0], [None, 2.0], [5], "junk", [True, 1.0]])])
+    svg = svg_of(
+        [("a", [[1, 1e308], [2, -1e308], [3, 1.0], [4, 0.5], ["x", 1.0], [None, 2.0], [5], "junk", [True, 1.0]])]
+    )
     assert svg["tags"].count("polyline") == 1 and len(svg["points"]) == 2
     assert_inside(svg)
 
@@ -463,7 +529,10 @@ def test_a_curve_within_a_decade_or_touching_zero_keeps_a_linear_axis(values: li
 
 
 def test_the_page_draws_every_other_logged_metric_as_a_small_chart(first: RunDocument, second: RunDocument) -> None:
-    first.specs[0].metric_curves = {"grad_norm": [[1, 2.0], [10, 1.5], [20, 1.0]], "learning_rate": [[1, 1e-3], [10, 1e-4], [20, 1e-5]]}
+    first.specs[0].metric_curves = {
+        "grad_norm": [[1, 2.0], [10, 1.5], [20, 1.0]],
+        "learning_rate": [[1, 1e-3], [10, 1e-4], [20, 1e-5]],
+    }
     second.specs[0].metric_curves = {"tokens_per_s": [[1, 900.0], [20, 950.0]]}
     page = render_html([first, second])
     parsed = parse(page)
@@ -477,12 +546,23 @@ def test_the_page_draws_every_other_logged_metric_as_a_small_chart(first: RunDoc
 
 
 def test_metric_curves_come_from_the_training_log_thinned_without_loss_or_step(tmp_path: Path) -> None:
-    from harness.logs import TrainingLog
-    from harness.results import MAX_CURVE_POINTS, metric_curves
+    from harness.logs.formats import TrainingLog
+    from harness.records import MAX_CURVE_POINTS, metric_curves
 
     log = TrainingLog(tmp_path / "log.jsonl", "jsonl", "loss", "step")
     for i in range(5000):
-        log.add({"step": i, "loss": 1.0, "epoch": i / 10, "grad_norm": 2.0 + i, "train_loss": 1.0, "learning_rate": "nan" if i == 3 else 0.1, "note": "x", "done": True})
+        log.add(
+            {
+                "step": i,
+                "loss": 1.0,
+                "epoch": i / 10,
+                "grad_norm": 2.0 + i,
+                "train_loss": 1.0,
+                "learning_rate": "nan" if i == 3 else 0.1,
+                "note": "x",
+                "done": True,
+            }
+        )
     log.add({"step": 5000, "loss": 1.0, "grad_norm": float("inf")})
     log.add({"eval_loss": 3.0})  # not a training record: none of its numbers is a training metric
     curves = metric_curves(log, skip=["train_loss"])
@@ -503,25 +583,34 @@ def test_labels_name_the_runs_in_both_reports(first: RunDocument, second: RunDoc
     assert "main" in text and "my branch" in text and "torch 2.6.0" not in text
 
 
-def test_report_command_prints_the_table_beside_the_html_and_takes_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_prints_the_table_beside_the_html_and_takes_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from harness.cli import main
-    from harness.results import write_results
+    from harness.records import write_results
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        write_results(tmp_path / name, [SpecResult(id="tiny", outcome="passed", final_loss=1.0, duration=2.0, loss_curve=[[1, 2.0], [2, 1.0]])], {})
+        write_results(
+            tmp_path / name,
+            [SpecResult(id="tiny", outcome="passed", final_loss=1.0, duration=2.0, loss_curve=[[1, 2.0], [2, 1.0]])],
+            {},
+        )
     runs = [str(tmp_path / "a"), str(tmp_path / "b")]
     assert main(["report", *runs, "--html", str(tmp_path / "r.html"), "--label", "main", "--label", "branch"]) == 0
     out = capsys.readouterr()
     assert "| `tiny` |" in out.out and "**branch**" in out.out and "wrote" in out.err
     assert "branch" in (tmp_path / "r.html").read_text()
-    for labels, message in ((["--label", "main"], "--label given 1 time for 2 results"), (["--label", "x", "--label", " "], "--label number 2 is empty")):
+    for labels, message in (
+        (["--label", "main"], "--label given 1 time for 2 results"),
+        (["--label", "x", "--label", " "], "--label number 2 is empty"),
+    ):
         assert main(["report", *runs, *labels]) == 2
         assert message in capsys.readouterr().err
 
 
 def test_the_baseline_curve_is_drawn_under_the_runs_loss_curve(first: RunDocument) -> None:
-    from harness.report_svg import BASELINE_COLOUR
+    from harness.report.svg import BASELINE_COLOUR
 
     first.specs[0].baseline_curve = [[1, 2.8], [10, 1.9], [20, 1.1]]
     page = render_html([first])
@@ -536,6 +625,8 @@ def test_the_baseline_curve_is_drawn_under_the_runs_loss_curve(first: RunDocumen
 
 
 def test_a_record_built_in_memory_with_tuples_reads_as_its_json_would() -> None:
-    record = SpecResult.from_json({"id": "a", "outcome": "passed", "loss_curve": [(1, 2.0), (2, None)], "devices": ("0",), "duration": 3})
+    record = SpecResult.from_json(
+        {"id": "a", "outcome": "passed", "loss_curve": [(1, 2.0), (2, None)], "devices": ("0",), "duration": 3}
+    )
     assert record.loss_curve == [[1.0, 2.0], [2.0, None]] and record.devices == ["0"] and record.duration == 3.0
     assert SpecResult.from_json(json.loads(json.dumps(record.to_json()))) == record

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.leases import process_key
+from harness.devices.leases import process_key
 from harness.rundir import OWNER_FILE, RunDirError, claim, release
 
 
@@ -44,8 +44,13 @@ def test_a_fresh_folder_is_created_and_claimed_then_released(tmp_path: Path) -> 
 
 
 def test_a_folder_a_live_run_holds_is_refused_naming_its_pid(tmp_path: Path, live_process) -> None:
-    (tmp_path / OWNER_FILE).write_text(json.dumps({"process": process_key(live_process.pid), "since": "2025-01-01T00:00:00"}))
-    with pytest.raises(RunDirError, match=rf"is in use by a live run \(pid {live_process.pid}, since 2025-01-01T00:00:00\); wait for it to end, or give another --run-dir"):
+    (tmp_path / OWNER_FILE).write_text(
+        json.dumps({"process": process_key(live_process.pid), "since": "2025-01-01T00:00:00"})
+    )
+    with pytest.raises(
+        RunDirError,
+        match=rf"is in use by a live run \(pid {live_process.pid}, since 2025-01-01T00:00:00\); wait for it to end, or give another --run-dir",
+    ):
         claim(tmp_path)
     release(tmp_path)  # not ours: left alone
     assert owner(tmp_path)["process"][0] == live_process.pid

@@ -15,17 +15,25 @@ import pytest
 
 from harness.backends.local import LocalBackend, cpu_threads
 from harness.backends.slurm import SlurmBackend
-from harness.checks import check_exit
-from harness.devices import discover
+from harness.checks.after_run import check_exit
+from harness.devices.visible import discover
 from harness.launch import CHILD_VERSIONS_FILE, Launch, build_argv, build_launch
 from harness.process import end_group, run_process
-from harness.specfiles import spec_from_mapping
+from harness.spec.files import spec_from_mapping
 
 from ..conftest import gone
 
 
-def launch(tmp_path: Path, code: str, *args: str, timeout: float = 20.0, cwd: Path | None = None, env: dict | None = None) -> Launch:
-    return Launch([sys.executable, "-c", code, *args], cwd or tmp_path, {**os.environ, **(env or {})}, tmp_path / "out" / "spec", timeout)
+def launch(
+    tmp_path: Path, code: str, *args: str, timeout: float = 20.0, cwd: Path | None = None, env: dict | None = None
+) -> Launch:
+    return Launch(
+        [sys.executable, "-c", code, *args],
+        cwd or tmp_path,
+        {**os.environ, **(env or {})},
+        tmp_path / "out" / "spec",
+        timeout,
+    )
 
 
 SPAWN_AND_SLEEP = r"""
@@ -48,7 +56,9 @@ def test_exit_code_duration_and_output_files(tmp_path):
     run = launch(tmp_path, code)
     outcome = run_process(run)
     assert outcome.exit_code == 3
-    assert outcome.signal is None and not outcome.timed_out and outcome.stopped_by is None and outcome.start_error is None
+    assert (
+        outcome.signal is None and not outcome.timed_out and outcome.stopped_by is None and outcome.start_error is None
+    )
     assert outcome.duration >= 0.2
     assert outcome.leftovers == []
     assert outcome.describe() == "exit code 3"
@@ -79,7 +89,9 @@ def test_on_start_gets_the_pid_of_the_group_leader(tmp_path):
 def test_timeout_kills_the_whole_group_grandchild_included(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     started = []
-    outcome = run_process(launch(tmp_path, SPAWN_AND_SLEEP, str(pid_file), "same-group", timeout=1.0), on_start=started.append)
+    outcome = run_process(
+        launch(tmp_path, SPAWN_AND_SLEEP, str(pid_file), "same-group", timeout=1.0), on_start=started.append
+    )
     assert outcome.timed_out
     assert outcome.describe().startswith("timed out after")
     # Ended at its 1 s timeout, not when the 120 s sleepers would have.
@@ -210,20 +222,47 @@ def test_end_group_of_an_empty_group_finds_nothing(tmp_path):
 
 
 def spec(**fields):
-    return spec_from_mapping({"id": "run-me", "command": ["{python}", "train.py", "--out", "{output_dir}"], **fields}, Path("s.yaml"))
+    return spec_from_mapping(
+        {"id": "run-me", "command": ["{python}", "train.py", "--out", "{output_dir}"], **fields}, Path("s.yaml")
+    )
 
 
-VALUES = {"python": "/venv/bin/python", "output_dir": "/runs/r1/specs/x", "run_dir": "/runs/r1", "repo": "/repo", "gpus": "2"}
+VALUES = {
+    "python": "/venv/bin/python",
+    "output_dir": "/runs/r1/specs/x",
+    "run_dir": "/runs/r1",
+    "repo": "/repo",
+    "gpus": "2",
+}
 
 
 def test_build_argv_fills_placeholders_and_appends_args():
     argv = build_argv(spec(args={"max_steps": 5, "data": "{repo}/data", "fast": True}), VALUES, 1)
-    assert argv == ["/venv/bin/python", "train.py", "--out", "/runs/r1/specs/x", "--max-steps", "5", "--data", "/repo/data", "--fast"]
+    assert argv == [
+        "/venv/bin/python",
+        "train.py",
+        "--out",
+        "/runs/r1/specs/x",
+        "--max-steps",
+        "5",
+        "--data",
+        "/repo/data",
+        "--fast",
+    ]
 
 
 def test_build_argv_with_torchrun_drops_a_leading_python():
     argv = build_argv(spec(launcher="torchrun", cpu_ok=True, gpus=2), VALUES, 2)
-    assert argv == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "train.py", "--out", "/runs/r1/specs/x"]
+    assert argv == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "train.py",
+        "--out",
+        "/runs/r1/specs/x",
+    ]
 
 
 def test_build_argv_with_torchrun_keeps_a_script_first():
@@ -233,15 +272,30 @@ def test_build_argv_with_torchrun_keeps_a_script_first():
 
 
 def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "CUDA_VISIBLE", "OMP_NUM"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "CUDA_VISIBLE", "OMP_NUM"))
+    }
     return {**env, "HF_HUB_OFFLINE": "caller-value"}
 
 
 def test_build_launch_environment(tmp_path):
     inventory = discover(fake_gpus=4, environ={})
-    the_spec = spec(env={"HF_DATASETS_OFFLINE": "0", "CACHE": "{run_dir}/cache", "RANK_HINT": 7, "CUDA_VISIBLE_DEVICES": "9"}, cpu_ok=True, gpus=2, cwd="examples/tinylm", timeout=42)
+    the_spec = spec(
+        env={"HF_DATASETS_OFFLINE": "0", "CACHE": "{run_dir}/cache", "RANK_HINT": 7, "CUDA_VISIBLE_DEVICES": "9"},
+        cpu_ok=True,
+        gpus=2,
+        cwd="examples/tinylm",
+        timeout=42,
+    )
     run = build_launch(
-        the_spec, repo=tmp_path, run_dir=tmp_path / "run", output_dir=tmp_path / "run" / "specs" / "run-me", placement=LocalBackend().place(the_spec, ("1", "3"), inventory), base_env=base_env()
+        the_spec,
+        repo=tmp_path,
+        run_dir=tmp_path / "run",
+        output_dir=tmp_path / "run" / "specs" / "run-me",
+        placement=LocalBackend().place(the_spec, ("1", "3"), inventory),
+        base_env=base_env(),
     )
     env = run.env
     assert env["CUDA_VISIBLE_DEVICES"] == "1,3"  # the lease decides, not the spec
@@ -263,22 +317,48 @@ def test_build_launch_environment(tmp_path):
 
 def test_build_launch_on_cpu_hides_every_gpu(tmp_path):
     cpu = discover(gpus=0, environ={})
-    run = build_launch(spec(gpus=0), repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o", placement=LocalBackend().place(spec(gpus=0), ("cpu",), cpu), base_env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    run = build_launch(
+        spec(gpus=0),
+        repo=tmp_path,
+        run_dir=tmp_path,
+        output_dir=tmp_path / "o",
+        placement=LocalBackend().place(spec(gpus=0), ("cpu",), cpu),
+        base_env={"CUDA_VISIBLE_DEVICES": "0,1"},
+    )
     assert run.env["CUDA_VISIBLE_DEVICES"] == ""
     assert run.env["TRAINSPEC_DEVICE_KIND"] == "cpu"
     assert run.env["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))
 
 
 def test_build_argv_across_nodes_leaves_the_rendezvous_to_the_allocation():
-    argv = build_argv(spec(launcher="torchrun", gpus=4, nodes=2, command="train.py --world {nodes}x{gpus}"), {**VALUES, "nodes": "2"}, 4)
-    assert argv == [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--rdzv-backend=c10d", "--nproc-per-node=4", "train.py", "--world", "2x2"]
+    argv = build_argv(
+        spec(launcher="torchrun", gpus=4, nodes=2, command="train.py --world {nodes}x{gpus}"),
+        {**VALUES, "nodes": "2"},
+        4,
+    )
+    assert argv == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--rdzv-backend=c10d",
+        "--nproc-per-node=4",
+        "train.py",
+        "--world",
+        "2x2",
+    ]
 
 
 def test_build_launch_under_slurm_counts_the_devices_the_job_asks_for(tmp_path):
     slurm = SlurmBackend.from_options({}, "")
     the_spec = spec(gpus=4, nodes=2, launcher="torchrun", command="t.py {gpus} {nodes}")
     run = build_launch(
-        the_spec, repo=tmp_path, run_dir=tmp_path, output_dir=tmp_path / "o", placement=slurm.place(the_spec, (), slurm.inventory({})), base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"}
+        the_spec,
+        repo=tmp_path,
+        run_dir=tmp_path,
+        output_dir=tmp_path / "o",
+        placement=slurm.place(the_spec, (), slurm.inventory({})),
+        base_env={"CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3"},
     )
     assert run.argv[-2:] == ["4", "2"] and (run.gpus, run.nodes) == (4, 2)
     # The job's devices and cores are Slurm's to give: the login node's must not leak in.
@@ -322,7 +402,12 @@ def test_a_launched_run_writes_no_bytecode_into_the_tree(tmp_path):
     repo = tree("repo")
     the_spec = spec(command=["{python}", "-c", "import helper; print(helper.VALUE)"], gpus=0)
     run = build_launch(
-        the_spec, repo=repo, run_dir=tmp_path / "run", output_dir=tmp_path / "run" / "out", placement=LocalBackend().place(the_spec, ("cpu",), discover(gpus=0, environ={})), base_env=base_env()
+        the_spec,
+        repo=repo,
+        run_dir=tmp_path / "run",
+        output_dir=tmp_path / "run" / "out",
+        placement=LocalBackend().place(the_spec, ("cpu",), discover(gpus=0, environ={})),
+        base_env=base_env(),
     )
     assert run_process(run).exit_code == 0
     assert run.stdout_path.read_text() == "1\n"
@@ -339,9 +424,21 @@ def test_children_record_the_library_versions_they_import(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     spec = spec_from_mapping(
-        {"id": "versions", "command": ["{python}", "-c", "import transformers"], "gpus": 0, "env": {"PYTHONPATH": str(libraries), "SHADOWED_MARK": str(tmp_path / "mark")}}, tmp_path / "spec.yaml"
+        {
+            "id": "versions",
+            "command": ["{python}", "-c", "import transformers"],
+            "gpus": 0,
+            "env": {"PYTHONPATH": str(libraries), "SHADOWED_MARK": str(tmp_path / "mark")},
+        },
+        tmp_path / "spec.yaml",
     )
-    launch = build_launch(spec, repo=tmp_path, run_dir=tmp_path, output_dir=out, placement=LocalBackend().place(spec, (), discover(gpus=0, environ={})))
+    launch = build_launch(
+        spec,
+        repo=tmp_path,
+        run_dir=tmp_path,
+        output_dir=out,
+        placement=LocalBackend().place(spec, (), discover(gpus=0, environ={})),
+    )
     assert run_process(launch).exit_code == 0
     versions = json.loads((out / CHILD_VERSIONS_FILE).read_text())
     assert versions == {"python": platform.python_version(), "torch": None, "transformers": "9.9.9", "cuda": None}
@@ -351,7 +448,15 @@ def test_children_record_the_library_versions_they_import(tmp_path):
 def test_a_child_that_imports_neither_library_records_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    spec = spec_from_mapping({"id": "plain", "command": ["{python}", "-c", "import json"], "gpus": 0}, tmp_path / "spec.yaml")
-    launch = build_launch(spec, repo=tmp_path, run_dir=tmp_path, output_dir=out, placement=LocalBackend().place(spec, (), discover(gpus=0, environ={})))
+    spec = spec_from_mapping(
+        {"id": "plain", "command": ["{python}", "-c", "import json"], "gpus": 0}, tmp_path / "spec.yaml"
+    )
+    launch = build_launch(
+        spec,
+        repo=tmp_path,
+        run_dir=tmp_path,
+        output_dir=out,
+        placement=LocalBackend().place(spec, (), discover(gpus=0, environ={})),
+    )
     assert run_process(launch).exit_code == 0
     assert not (out / CHILD_VERSIONS_FILE).exists()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_settings
-from harness.scaffold import DEFAULT_INSTALL, init, installed_versions
-from harness.schema import json_schema
-from harness.specfiles import load_spec_file
+from harness.project.scaffold import DEFAULT_INSTALL, init, installed_versions
+from harness.project.schema import json_schema
+from harness.project.settings import load_settings
+from harness.spec.files import load_spec_file
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -49,7 +49,9 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             info = site / f"{name}-{version}.dist-info"
             info.mkdir(parents=True)
             (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        monkeypatch.setattr(sys, "path", [str(site), *(p for p in sys.path if not p.endswith(("site-packages", "dist-packages")))])
+        monkeypatch.setattr(
+            sys, "path", [str(site), *(p for p in sys.path if not p.endswith(("site-packages", "dist-packages")))]
+        )
 
     return install
 
@@ -80,7 +82,10 @@ def test_existing_files_are_kept_unless_forced(tmp_path):
     done = init(tmp_path)
     assert (tmp_path / "noxfile.py").read_text() == "import nox\n"
     assert (tmp_path / "specs" / "train_smoke.yaml").read_text() == "id: mine\n"
-    assert done.kept[:2] == ["noxfile.py (it exists; --force replaces it)", "specs/train_smoke.yaml (it exists; --force replaces it)"]
+    assert done.kept[:2] == [
+        "noxfile.py (it exists; --force replaces it)",
+        "specs/train_smoke.yaml (it exists; --force replaces it)",
+    ]
     assert "define_sessions()" in done.advice[0]
     forced = init(tmp_path, force=True)
     assert "noxfile.py" in forced.wrote and "define_sessions()" in (tmp_path / "noxfile.py").read_text()
@@ -114,8 +119,14 @@ def test_init_pins_the_installed_versions_without_their_local_label(tmp_path, en
 
 def test_finding_the_installed_versions_imports_neither_library():
     """In a fresh interpreter: this test process may have imported torch through another test."""
-    code = "import sys; from harness.scaffold import installed_versions; installed_versions(); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    code = "import sys; from harness.project.scaffold import installed_versions; installed_versions(); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == "[]"
 
@@ -143,7 +154,13 @@ def test_what_the_sessions_install_follows_a_section_the_project_had(tmp_path, e
 
 def test_the_generated_noxfile_says_how_to_install_the_harness_beside_nox(tmp_path):
     init(tmp_path)
-    result = subprocess.run([sys.executable, "-c", NOX_WITHOUT_HARNESS, "-s", "smoke"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", NOX_WITHOUT_HARNESS, "-s", "smoke"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "lacks trainspec (No module named 'harness'): run `pipx inject nox trainspec`" in result.stderr

@@ -11,14 +11,20 @@ import inspect
 
 from xdist.scheduler import LoadScheduling
 
-from harness.scheduler import AHEAD, PlanScheduling
+from harness.plugin.xdist_scheduling import AHEAD, PlanScheduling
 
 
 class Config:
     """What LoadScheduling reads of pytest's config."""
 
     def __init__(self, workers: int):
-        self.options = {"tx": [f"{workers}*popen"], "numprocesses": workers, "maxschedchunk": None, "dist": "load", "px": None}
+        self.options = {
+            "tx": [f"{workers}*popen"],
+            "numprocesses": workers,
+            "maxschedchunk": None,
+            "dist": "load",
+            "px": None,
+        }
 
     def getvalue(self, name: str) -> object:
         return self.options.get(name)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.checks import CheckResult
+from harness.checks.after_run import CheckResult
 from harness.launch import Launch
-from harness.pipeline import failure_message
+from harness.runner.pipeline import failure_message
+from harness.runner.stages import write_launch
 from harness.secrets import MASK, Masker, is_secret, masker_for
-from harness.specfiles import spec_from_mapping
-from harness.stages import write_launch
+from harness.spec.files import spec_from_mapping
 
 SECRET = "s3cr3t-value"
 
@@ -39,7 +39,19 @@ def test_credential_names_are_secret(name):
     assert is_secret(name, SECRET)
 
 
-@pytest.mark.parametrize("name", ["TOKENIZERS_PARALLELISM", "GIT_AUTHOR_NAME", "KEYBOARD_LAYOUT", "MONKEY", "PATH", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED", "TRAINSPEC_SPEC_ID"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TOKENIZERS_PARALLELISM",
+        "GIT_AUTHOR_NAME",
+        "KEYBOARD_LAYOUT",
+        "MONKEY",
+        "PATH",
+        "CUDA_VISIBLE_DEVICES",
+        "PYTHONHASHSEED",
+        "TRAINSPEC_SPEC_ID",
+    ],
+)
 def test_other_names_are_not(name):
     assert not is_secret(name, SECRET)
 
@@ -57,8 +69,16 @@ def test_every_occurrence_is_masked_and_the_longest_secret_first():
 
 def test_json_like_data_is_masked_anywhere_and_nothing_else_changes():
     masker = masker_for({"HF_TOKEN": SECRET, "TOKENIZERS_PARALLELISM": "false", "HOME": "/home/me"})
-    data = {"argv": ["train.py", f"--token={SECRET}"], "env": {"HF_TOKEN": SECRET, "HOME": "/home/me"}, SECRET: [1.5, None, True, {"deep": f"a {SECRET} b"}]}
-    assert masker.data(data) == {"argv": ["train.py", f"--token={MASK}"], "env": {"HF_TOKEN": MASK, "HOME": "/home/me"}, MASK: [1.5, None, True, {"deep": f"a {MASK} b"}]}
+    data = {
+        "argv": ["train.py", f"--token={SECRET}"],
+        "env": {"HF_TOKEN": SECRET, "HOME": "/home/me"},
+        SECRET: [1.5, None, True, {"deep": f"a {SECRET} b"}],
+    }
+    assert masker.data(data) == {
+        "argv": ["train.py", f"--token={MASK}"],
+        "env": {"HF_TOKEN": MASK, "HOME": "/home/me"},
+        MASK: [1.5, None, True, {"deep": f"a {MASK} b"}],
+    }
     assert masker.text("false and /home/me") == "false and /home/me"
 
 

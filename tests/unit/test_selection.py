@@ -1,4 +1,4 @@
-"""harness.trace and harness.selection: the child's trace, watch globs, fingerprints, the cache entries, --changed-since decisions."""
+"""harness.trace and harness.planning.selection: the child's trace, watch globs, fingerprints, the cache entries, --changed-since decisions."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import selection
+from harness.atomic import KeptFileWarning
 from harness.cli import main
 from harness.context import RunContext
-from harness.devices import Inventory
-from harness.files import KeptFileWarning
+from harness.devices.visible import Inventory
 from harness.launch import CHILD_SITE
-from harness.results import SpecResult
-from harness.specfiles import spec_from_mapping
-from harness.structure import SpecError
+from harness.planning import selection
+from harness.records import SpecResult
+from harness.spec.files import spec_from_mapping
+from harness.spec.typed_yaml import SpecError
 from harness.trace import TRACE_DIR, traced_files, watch_match, watched
 
 
@@ -36,7 +36,9 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make_spec(repo: Path, **fields):
-    return spec_from_mapping({"id": "s", "command": ["{python}", "train.py"], "gpus": 0, **fields}, repo / "specs" / "s.yaml")
+    return spec_from_mapping(
+        {"id": "s", "command": ["{python}", "train.py"], "gpus": 0, **fields}, repo / "specs" / "s.yaml"
+    )
 
 
 def make_context(repo: Path, tmp_path: Path, **values) -> RunContext:
@@ -52,7 +54,12 @@ def test_the_child_traces_repository_files_it_imported_or_read_and_nothing_else(
     (repo / "config.yaml").write_text("a: 1\n")
     (outside / "elsewhere.txt").write_text("x\n")
     code = "import pkg.used, os; open('config.yaml').read(); open(os.path.join(os.pardir, 'outside', 'elsewhere.txt')).read(); open('written.txt', 'w').write('x')"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CHILD_SITE), str(repo)]), "TRAINSPEC_REPO": str(repo), "TRAINSPEC_TRACE_DIR": str(tmp_path / "trace")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(CHILD_SITE), str(repo)]),
+        "TRAINSPEC_REPO": str(repo),
+        "TRAINSPEC_TRACE_DIR": str(tmp_path / "trace"),
+    }
     subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, check=True, timeout=60)
     assert traced_files(tmp_path / "trace") == ["config.yaml", "pkg/__init__.py", "pkg/used.py"]
 
@@ -67,7 +74,9 @@ def test_traces_that_are_garbage_or_name_paths_outside_are_dropped(tmp_path: Pat
     assert traced_files(tmp_path) is None
     (tmp_path / "trace-a-1.json").write_text("{not json")
     assert traced_files(tmp_path) is None
-    (tmp_path / "trace-a-2.json").write_text(json.dumps({"files": ["ok.py", "/etc/passwd", "../up.py", "a/../../b", 3]}))
+    (tmp_path / "trace-a-2.json").write_text(
+        json.dumps({"files": ["ok.py", "/etc/passwd", "../up.py", "a/../../b", 3]})
+    )
     assert traced_files(tmp_path) == ["ok.py"]
 
 
@@ -113,7 +122,10 @@ def test_the_fingerprint_changes_with_versions_devices_files_and_the_spec(repo: 
     hashes = {"model.py": "a", "pyproject.toml": "b"}
     base = selection.fingerprint(spec, repo, hashes, selection.facts(context))
     assert selection.fingerprint(spec, repo, dict(hashes), selection.facts(context)) == base
-    context.versions = {**context.versions, "transformers": "5.0.0" if context.versions.get("transformers") != "5.0.0" else "4.0.0"}
+    context.versions = {
+        **context.versions,
+        "transformers": "5.0.0" if context.versions.get("transformers") != "5.0.0" else "4.0.0",
+    }
     assert selection.fingerprint(spec, repo, hashes, selection.facts(context)) != base
     other_devices = make_context(repo, tmp_path, fake_gpus=2)
     other_devices.inventory = Inventory(("0", "1"), "fake", "--fake-gpus 2")
@@ -172,7 +184,11 @@ def test_an_entry_of_another_shape_is_ignored_with_one_warning(repo: Path, tmp_p
     spec, context = make_spec(repo), make_context(repo, tmp_path)
     folder = tmp_path / "cache" / "selection"
     folder.mkdir(parents=True)
-    for shape in ({"dependencies": ["x"]}, {"dependencies": {}, "passes": {"f": {"at": 3}}}, {"traced": True, "dependencies": {}, "run": "r", "at": "t", "extra": 1}):
+    for shape in (
+        {"dependencies": ["x"]},
+        {"dependencies": {}, "passes": {"f": {"at": 3}}},
+        {"traced": True, "dependencies": {}, "run": "r", "at": "t", "extra": 1},
+    ):
         (folder / "s.json").write_text(json.dumps({"format": "trainspec-selection/1", **shape}))
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -188,15 +204,21 @@ def test_decisions_name_the_changed_file_that_decided(repo: Path, tmp_path: Path
     assert selection.decide(spec, repo, {"pyproject.toml"}, entry).why.startswith("pyproject.toml changed")
     assert selection.decide(spec, repo, {"specs/s.yaml"}, entry).why == "specs/s.yaml changed (its spec file)"
     assert selection.decide(spec, repo, {"scripts/go.sh"}, entry).why == "scripts/go.sh changed (watch scripts/*.sh)"
-    assert selection.decide(spec, repo, {"model.py", "data/x.txt"}, entry) == selection.Decision(True, "data/x.txt changed (and 1 more of its dependencies)")
-    assert selection.decide(spec, repo, {"README.md"}, entry) == selection.Decision(False, "none of its 2 dependencies changed")
+    assert selection.decide(spec, repo, {"model.py", "data/x.txt"}, entry) == selection.Decision(
+        True, "data/x.txt changed (and 1 more of its dependencies)"
+    )
+    assert selection.decide(spec, repo, {"README.md"}, entry) == selection.Decision(
+        False, "none of its 2 dependencies changed"
+    )
     assert selection.decide(spec, repo, {"README.md"}, None).run
     untraced = selection.Entry(False, {}, "run", "now")
     assert selection.decide(make_spec(repo), repo, {"README.md"}, untraced).run
     assert not selection.decide(spec, repo, {"README.md"}, untraced).run
 
 
-def test_changed_since_outside_git_is_bad_usage(repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_changed_since_outside_git_is_bad_usage(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(repo)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(repo.parent))
     (repo / "specs" / "s.yaml").write_text('id: s\ncommand: ["{python}", "train.py"]\ngpus: 0\n')
@@ -205,13 +227,17 @@ def test_changed_since_outside_git_is_bad_usage(repo: Path, monkeypatch: pytest.
     assert main(["plan", "--changed-since=--all"]) == 2
 
 
-def test_unchanged_days_below_one_is_bad_usage(repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unchanged_days_below_one_is_bad_usage(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(repo)
     assert main(["run", "--fake-gpus", "1", "--unchanged-days", "0", "--run-dir", "rd"]) == 2
     assert "--unchanged-days must be 1 or more" in capsys.readouterr().err
 
 
-def test_unchanged_days_in_the_settings_is_checked(repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unchanged_days_in_the_settings_is_checked(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(repo)
     (repo / "pyproject.toml").write_text("[tool.trainspec]\nunchanged_days = 'soon'\nskip_unchanged = 'yes'\n")
     assert main(["list"]) == 2

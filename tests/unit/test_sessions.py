@@ -9,7 +9,7 @@ from pathlib import Path
 import nox
 import pytest
 
-from harness.sessions import chosen_tier, define_sessions, harness_requirement, importers, pins
+from harness.project.nox_sessions import chosen_tier, define_sessions, harness_requirement, importers, pins
 
 
 @pytest.fixture
@@ -44,7 +44,9 @@ def test_pins_leave_out_what_is_not_pinned():
 def test_importers_name_the_first_project_file_importing_each_library(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "fit.py").write_text("import json\nfrom torch import nn\n")
-    (tmp_path / "train" / "notes.py").write_text('"""Uses torchvision, says: import torch later."""\nimport torchvision\n')
+    (tmp_path / "train" / "notes.py").write_text(
+        '"""Uses torchvision, says: import torch later."""\nimport torchvision\n'
+    )
     (tmp_path / "serve.py").write_text("def load():\n    import transformers\n")
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "site.py").write_text("import torch\n")
@@ -62,7 +64,9 @@ def test_importers_name_the_first_project_file_importing_each_library(tmp_path):
 
 
 def test_every_session_reuses_its_venv(tmp_path, registry):
-    (tmp_path / "pyproject.toml").write_text('[tool.trainspec]\ntorch = "2.13.0"\nmatrix = [{ torch = "2.13.0" }]\ntests = ["tests"]\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.trainspec]\ntorch = "2.13.0"\nmatrix = [{ torch = "2.13.0" }]\ntests = ["tests"]\n'
+    )
     define_sessions(tmp_path)
     assert sorted(registry) == ["full", "matrix", "smoke", "standard", "tests"]
     assert all(func.reuse_venv is True for func in registry.values())

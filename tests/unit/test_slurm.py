@@ -11,7 +11,7 @@ import pytest
 
 from harness.backends import slurm
 from harness.backends.slurm import SlurmBackend, SlurmOptions, ending, srun_argv, time_limit
-from harness.checks import check_exit
+from harness.checks.after_run import check_exit
 from harness.launch import Launch
 
 # Stand-ins: srun logs its argv, then runs the command after its options; scontrol prints the
@@ -74,7 +74,9 @@ def launch(tmp_path: Path, argv: list[str], gpus: int = 1, timeout: float = 90, 
 
 
 def test_srun_asks_for_the_spec_devices_time_and_place(tmp_path):
-    argv = srun_argv(launch(tmp_path, ["python", "train.py"], gpus=2, timeout=90), SlurmOptions("gpu", ("--account=ml",), "abc"))
+    argv = srun_argv(
+        launch(tmp_path, ["python", "train.py"], gpus=2, timeout=90), SlurmOptions("gpu", ("--account=ml",), "abc")
+    )
     assert argv == [
         "srun",
         "--job-name=trainspec-abc-tiny",
@@ -94,7 +96,9 @@ def test_srun_asks_for_the_spec_devices_time_and_place(tmp_path):
 
 
 def test_a_multi_node_job_runs_one_rendezvous_wrapped_task_per_node(tmp_path):
-    argv = srun_argv(launch(tmp_path, ["torchrun-here", "train.py"], gpus=4, nodes=3), SlurmOptions(extra=("--kill-on-bad-exit=0",)))
+    argv = srun_argv(
+        launch(tmp_path, ["torchrun-here", "train.py"], gpus=4, nodes=3), SlurmOptions(extra=("--kill-on-bad-exit=0",))
+    )
     assert "--nodes=3" in argv and "--ntasks-per-node=1" in argv and "--gres=gpu:4" in argv
     # The caller's own srun options come last among srun's, so they win over the harness's.
     assert argv.index("--kill-on-bad-exit=1") < argv.index("--kill-on-bad-exit=0")
@@ -120,14 +124,18 @@ def test_a_job_slurm_ended_says_so(cluster):
         "JobId=7 JobName=other JobState=COMPLETED Reason=None\n"
         "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) TimeLimit=00:01:00 NodeList=gpu-a[17-18]\n"
     )
-    outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(launch(cluster, [sys.executable, "-c", "raise SystemExit(143)"]))
+    outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(
+        launch(cluster, [sys.executable, "-c", "raise SystemExit(143)"])
+    )
     assert outcome.exit_code == 143
     assert outcome.describe() == "Slurm ended job 9 as TIMEOUT, reason TimeLimit, time limit 00:01:00"
     assert outcome.placement == "Slurm job 9 on gpu-a[17-18]"
 
 
 def test_a_node_failure_fails_the_spec_though_srun_exits_0(cluster):
-    (cluster / "record.txt").write_text("JobId=4 JobName=trainspec-r1-tiny JobState=NODE_FAIL Reason=NodeDown NodeList=node2\n")
+    (cluster / "record.txt").write_text(
+        "JobId=4 JobName=trainspec-r1-tiny JobState=NODE_FAIL Reason=NodeDown NodeList=node2\n"
+    )
     outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(launch(cluster, [sys.executable, "-c", "pass"]))
     exit_check = check_exit(outcome)
     assert outcome.exit_code == 0 and not exit_check.passed
@@ -135,7 +143,9 @@ def test_a_node_failure_fails_the_spec_though_srun_exits_0(cluster):
 
 
 def test_a_job_that_never_left_the_queue_was_never_placed():
-    assert slurm.placement({"JobId": "4", "JobState": "CANCELLED", "NodeList": "(null)"}) == "Slurm job 4 (never placed)"
+    assert (
+        slurm.placement({"JobId": "4", "JobState": "CANCELLED", "NodeList": "(null)"}) == "Slurm job 4 (never placed)"
+    )
     assert slurm.placement(None) == ""
 
 
@@ -158,7 +168,17 @@ def test_check_available_names_what_is_missing(monkeypatch, tmp_path):
 
 
 def test_a_job_still_completing_is_asked_again_until_it_settles(cluster, monkeypatch):
-    answers = iter([{"JobId": "5", "JobState": "COMPLETING"}, {"JobId": "5", "JobState": "COMPLETING"}, {"JobId": "5", "JobState": "TIMEOUT", "Reason": "TimeLimit"}])
+    answers = iter(
+        [
+            {"JobId": "5", "JobState": "COMPLETING"},
+            {"JobId": "5", "JobState": "COMPLETING"},
+            {"JobId": "5", "JobState": "TIMEOUT", "Reason": "TimeLimit"},
+        ]
+    )
     monkeypatch.setattr(slurm, "job_record", lambda name: next(answers))
     monkeypatch.setattr(slurm.time, "sleep", lambda seconds: None)
-    assert slurm.settled_record("trainspec-r1-tiny", 10.0) == {"JobId": "5", "JobState": "TIMEOUT", "Reason": "TimeLimit"}
+    assert slurm.settled_record("trainspec-r1-tiny", 10.0) == {
+        "JobId": "5",
+        "JobState": "TIMEOUT",
+        "Reason": "TimeLimit",
+    }

@@ -1,4 +1,4 @@
-"""harness.spec: defaults, aliases, the forgather profile, args rendering, tiers and loading folders."""
+"""harness.spec.model: defaults, aliases, the forgather profile, args rendering, tiers and loading folders."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.launch import build_argv, render_args
-from harness.spec import BUILTIN_MARKERS, Spec
-from harness.specfiles import check_markers, find_spec_files, load_spec_file, load_specs, spec_from_mapping
-from harness.structure import SpecError
+from harness.spec.files import check_markers, find_spec_files, load_spec_file, load_specs, spec_from_mapping
+from harness.spec.model import BUILTIN_MARKERS, Spec
+from harness.spec.typed_yaml import SpecError
 
 FORGATHER_INFERENCE_SPEC = """\
 test_id: my_project_inference
@@ -103,7 +103,9 @@ def test_the_forgather_profile_is_chosen_by_project_dir_and_config(write):
 
 
 def test_forgather_profile_defaults_yield_to_the_spec(write):
-    spec = load_one(write, "test_id: fg\nproject_dir: p\nconfig: c.yaml\nexpected_files: [model.safetensors]\nmarkers: [smoke]\n")
+    spec = load_one(
+        write, "test_id: fg\nproject_dir: p\nconfig: c.yaml\nexpected_files: [model.safetensors]\nmarkers: [smoke]\n"
+    )
     assert spec.expected_files == ["model.safetensors"]
     assert spec.markers == ["smoke"]
 
@@ -159,7 +161,21 @@ def test_render_args_rules():
             "flags": [True, False],
         }
     )
-    assert argv == ["--max-steps", "60", "--fast", "--tags", "a", "b", "--lr", "0.001", "--name", "x_y", "--flags", "true", "false"]
+    assert argv == [
+        "--max-steps",
+        "60",
+        "--fast",
+        "--tags",
+        "a",
+        "b",
+        "--lr",
+        "0.001",
+        "--name",
+        "x_y",
+        "--flags",
+        "true",
+        "false",
+    ]
 
 
 def test_render_args_keeps_zero_and_empty_string():
@@ -284,7 +300,10 @@ def test_placeholders_in_args_are_checked(write):
 
 
 def test_known_placeholders_and_escaped_braces_pass(write):
-    spec = load_one(write, "id: p\ncommand: ['{python}', '-c', 'print({{1: 2}})', '{output_dir}', '{run_dir}', '{repo}', '{gpus}']\n")
+    spec = load_one(
+        write,
+        "id: p\ncommand: ['{python}', '-c', 'print({{1: 2}})', '{output_dir}', '{run_dir}', '{repo}', '{gpus}']\n",
+    )
     assert spec.argv_template[2] == "print({{1: 2}})"
 
 

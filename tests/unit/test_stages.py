@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.checks import check_resume_jump
-from harness.logs import parse_log
-from harness.spec import LogSpec
-from harness.watch import StepWatcher
+from harness.checks.after_run import check_resume_jump
+from harness.checks.fail_fast import StepWatcher
+from harness.logs.formats import parse_log
+from harness.spec.model import LogSpec
 
 from .test_watch import Clock
 

@@ -1,4 +1,4 @@
-"""harness.structure: located YAML, the typed converter and its one-line errors."""
+"""harness.spec.typed_yaml: located YAML, the typed converter and its one-line errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import pytest
 
-from harness.specfiles import load_spec_file
-from harness.structure import Located, Problem, SpecError, build, convert, describe_type, load_yaml, option
+from harness.spec.files import load_spec_file
+from harness.spec.typed_yaml import Located, Problem, SpecError, build, convert, describe_type, load_yaml, option
 
 
 # A small block of our own, so the converter is tested apart from the spec's fields.

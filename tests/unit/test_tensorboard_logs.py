@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.checks import run_checks
-from harness.launch import ProcessOutcome
-from harness.logs import LogError, find_log, parse_log
-from harness.spec import LogSpec
-from harness.specfiles import spec_from_mapping
-from harness.structure import SpecError
-from harness.watch import LossWatcher
+from harness.checks.after_run import run_checks
+from harness.checks.fail_fast import LossWatcher
+from harness.logs.formats import LogError, find_log, parse_log
+from harness.process import ProcessOutcome
+from harness.spec.files import spec_from_mapping
+from harness.spec.model import LogSpec
+from harness.spec.typed_yaml import SpecError
 
-needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed (pip install trainspec[tensorboard])")
+needs_tensorboard = pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None,
+    reason="tensorboard is not installed (pip install trainspec[tensorboard])",
+)
 
 
 class Clock:
@@ -37,7 +40,9 @@ class Events:
 
         logdir.mkdir(parents=True, exist_ok=True)
         self.writer = EventFileWriter(str(logdir))
-        self.path = Path(self.writer.get_logdir()) / next(p.name for p in logdir.iterdir() if p.name.startswith("events.out.tfevents."))
+        self.path = Path(self.writer.get_logdir()) / next(
+            p.name for p in logdir.iterdir() if p.name.startswith("events.out.tfevents.")
+        )
 
     def scalars(self, step: int, tensor: bool = False, **values: float) -> Events:
         from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
@@ -46,8 +51,14 @@ class Events:
             if not tensor:
                 return summary_pb2.Summary.Value(tag=tag, simple_value=number)
             # The newer form (tf.summary.scalar, SummaryWriter(new_style=True)): a tensor of the scalars plugin.
-            metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-            return summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[number]))
+            metadata = summary_pb2.SummaryMetadata(
+                plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+            )
+            return summary_pb2.Summary.Value(
+                tag=tag,
+                metadata=metadata,
+                tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[number]),
+            )
 
         tags = [value(tag.replace("__", "/"), number) for tag, number in values.items()]
         self.writer.add_event(event_pb2.Event(step=step, wall_time=1.0, summary=summary_pb2.Summary(value=tags)))
@@ -93,7 +104,11 @@ def test_fail_fast_follows_an_event_file_as_it_grows(tmp_path):
 def test_a_spec_on_an_event_file_is_checked_end_to_end(tmp_path):
     out = tmp_path / "out"
     Events(out / "logs").scalars(1, train__loss=3.0).scalars(2, train__loss=1.5)
-    fields = {"log": {"format": "tensorboard", "loss_key": "train/loss"}, "min_steps_logged": 2, "loss": {"final_max": 2.0, "must_decrease": True}}
+    fields = {
+        "log": {"format": "tensorboard", "loss_key": "train/loss"},
+        "min_steps_logged": 2,
+        "loss": {"final_max": 2.0, "must_decrease": True},
+    }
     spec = spec_from_mapping({"id": "tb", "command": ["x"], **fields}, Path("tb.yaml"))
     stderr = tmp_path / "stderr.log"
     stderr.write_text("")
@@ -109,7 +124,10 @@ def test_without_tensorboard_the_spec_and_the_log_name_the_extra(tmp_path, monke
         spec_from_mapping({"id": "tb", "command": ["x"], "log": {"format": "tensorboard"}}, Path("tb.yaml"))
     found = tmp_path / "events.out.tfevents.1.host"
     found.write_bytes(b"\0" * 16)  # an event file that auto-detection picks up
-    with pytest.raises(LogError, match=r"^reading TensorBoard event files needs the tensorboard package: pip install trainspec\[tensorboard\]$"):
+    with pytest.raises(
+        LogError,
+        match=r"^reading TensorBoard event files needs the tensorboard package: pip install trainspec\[tensorboard\]$",
+    ):
         parse_log(found, LogSpec())
     watcher = LossWatcher(tmp_path, LogSpec(), clock=Clock())
     assert watcher.poll() is None  # fail-fast stands aside; the final check says why

@@ -30,7 +30,12 @@ class Failing(io.StringIO):
 
 @pytest.mark.parametrize(
     "error",
-    [BrokenPipeError(errno.EPIPE, "Broken pipe"), OSError(errno.EIO, "Input/output error"), OSError(errno.EBADF, "Bad file descriptor"), ValueError("I/O operation on closed file.")],
+    [
+        BrokenPipeError(errno.EPIPE, "Broken pipe"),
+        OSError(errno.EIO, "Input/output error"),
+        OSError(errno.EBADF, "Bad file descriptor"),
+        ValueError("I/O operation on closed file."),
+    ],
     ids=["the reader left (head -1)", "the terminal hung up", "a closed descriptor", "a closed stream"],
 )
 def test_a_reader_that_went_away_stops_nothing(error: Exception) -> None:
@@ -60,7 +65,12 @@ def test_a_pipe_closed_by_its_reader_sends_the_descriptor_to_devnull() -> None:
     """A real pipe whose reader has gone: the failed write, the buffer and the flush at exit all succeed."""
     code = "import sys; from harness.terminal import guard; from harness.secrets import Masker; guard(Masker(set())); print('x' * 100000); print('after'); sys.stdout.flush(); open(sys.argv[1], 'w').write(str(sys.stdout.gone))"
     marker = Path(os.environ.get("TMPDIR", "/tmp")) / f"guard-{os.getpid()}"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(marker)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=30) == 0, stderr
@@ -73,5 +83,9 @@ def test_a_pipe_closed_by_its_reader_sends_the_descriptor_to_devnull() -> None:
 def test_closed_standard_descriptors_are_refilled_before_anything_is_opened(closed: str) -> None:
     code = "import os, sys; from harness.terminal import guard; from harness.secrets import Masker; guard(Masker(set())); f = open(os.devnull); print(f.fileno() > 2, file=sys.__stderr__ or open(os.devnull, 'w')); sys.exit(0 if f.fileno() > 2 and sys.stdout is not None else 3)"
     redirects = " ".join(f"{fd}>&-" if fd != "0" else "0<&-" for fd in closed.split())
-    done = subprocess.run(["sh", "-c", f'exec "$@" {redirects}', "sh", sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}, timeout=30)
+    done = subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirects}', "sh", sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        timeout=30,
+    )
     assert done.returncode == 0

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import tree
-from harness.tree import run_dir_problem, snapshot, written
+from harness import repo_writes as tree
+from harness.repo_writes import run_dir_problem, snapshot, written
 
 
 def git_repo(folder: Path) -> Path:
@@ -16,7 +16,9 @@ def git_repo(folder: Path) -> Path:
     (folder / "tracked.txt").write_text("v1\n")
     (folder / ".gitignore").write_text("ignored/\n")
     subprocess.run(["git", "add", "."], cwd=folder, check=True)
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"], cwd=folder, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"], cwd=folder, check=True
+    )
     return folder
 
 
@@ -41,19 +43,33 @@ def test_outside_git_there_is_no_snapshot(tmp_path):
 def test_a_run_that_writes_into_the_repository_fails_and_names_the_file(tmp_path):
     repo = git_repo(tmp_path / "repo")
     (repo / "specs").mkdir()
-    (repo / "specs" / "w.yaml").write_text("id: writes_here\ncommand: ['{python}', '-c', \"open('oops.txt', 'w').write('x')\"]\ngpus: 0\nmin_steps_logged: 0\n")
-    run = subprocess.run([sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run")], cwd=repo, capture_output=True, text=True)
+    (repo / "specs" / "w.yaml").write_text(
+        "id: writes_here\ncommand: ['{python}', '-c', \"open('oops.txt', 'w').write('x')\"]\ngpus: 0\nmin_steps_logged: 0\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "the run wrote into the repository: oops.txt" in run.stdout
     assert json.loads((tmp_path / "run" / "results.json").read_text())["repo_writes"] == ["oops.txt"]
     (repo / "oops.txt").unlink()
-    allowed = subprocess.run([sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run2"), "--allow-repo-writes"], cwd=repo, capture_output=True, text=True)
+    allowed = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run2"), "--allow-repo-writes"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
 
 
 def commit_all(repo: Path) -> None:
     subprocess.run(["git", "add", "."], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "more"], cwd=repo, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "more"], cwd=repo, check=True
+    )
 
 
 def test_a_run_dir_two_levels_inside_an_untracked_folder_is_not_a_write(tmp_path):

@@ -1,4 +1,4 @@
-"""harness.watch: fail fast on live files, read incrementally, and on real runs stopped early."""
+"""harness.checks.fail_fast: fail fast on live files, read incrementally, and on real runs stopped early."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import logs, watch
-from harness.checks import check_exit, failure_reason, run_checks
+from harness.checks import fail_fast as watch
+from harness.checks.after_run import check_exit, failure_reason, run_checks
+from harness.checks.fail_fast import Appended, GrowingLog, LossWatcher, PatternWatcher, WholeFile, fail_fast_watchers
 from harness.launch import Launch
+from harness.logs import formats as logs
 from harness.process import run_process
-from harness.spec import LogSpec
-from harness.specfiles import spec_from_mapping
-from harness.watch import Appended, GrowingLog, LossWatcher, PatternWatcher, WholeFile, fail_fast_watchers
+from harness.spec.files import spec_from_mapping
+from harness.spec.model import LogSpec
 
 
 class Clock:
@@ -107,13 +108,24 @@ def jsonl(*records: str) -> str:
 
 @pytest.mark.parametrize(
     ("loss", "found"),
-    [("NaN", "nan"), ('"nan"', "'nan'"), ('"NaN"', "'NaN'"), ("null", "None"), ("Infinity", "inf"), ('"inf"', "'inf'"), ('""', "''")],
+    [
+        ("NaN", "nan"),
+        ('"nan"', "'nan'"),
+        ('"NaN"', "'NaN'"),
+        ("null", "None"),
+        ("Infinity", "inf"),
+        ('"inf"', "'inf'"),
+        ('""', "''"),
+    ],
 )
 def test_a_loss_that_is_not_a_finite_number_stops_the_run(tmp_path, loss, found):
     out = tmp_path / "out"
     out.mkdir()
     watcher = LossWatcher(out, LogSpec(), clock=Clock())
-    append(out / "train_log.jsonl", jsonl('{"step": 1, "loss": 3.0}', '{"step": 2, "eval_loss": 2.0}', f'{{"step": 3, "loss": {loss}}}'))
+    append(
+        out / "train_log.jsonl",
+        jsonl('{"step": 1, "loss": 3.0}', '{"step": 2, "eval_loss": 2.0}', f'{{"step": 3, "loss": {loss}}}'),
+    )
     assert watcher.poll() == f"loss {found} at step 3 in train_log.jsonl"
 
 
@@ -121,7 +133,10 @@ def test_records_without_the_loss_key_and_malformed_lines_do_not_stop_it(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     watcher = LossWatcher(out, LogSpec(), clock=Clock())
-    append(out / "train_log.jsonl", jsonl('{"step": 1}', "{not json", '{"step": 2, "loss": nan}', "[1, 2]", '{"step": 3, "loss": 2.5}'))
+    append(
+        out / "train_log.jsonl",
+        jsonl('{"step": 1}', "{not json", '{"step": 2, "loss": nan}', "[1, 2]", '{"step": 3, "loss": 2.5}'),
+    )
     assert watcher.poll() is None
 
 
@@ -315,20 +330,35 @@ def test_a_run_that_hangs_after_a_forbidden_line_is_stopped_after_the_grace(tmp_
     code = "import sys, time; print('rank 1: Traceback (most recent call last)', file=sys.stderr, flush=True); time.sleep(60)"
     run = launch(tmp_path, code)
     outcome = run_process(run, [PatternWatcher(run.stderr_path, ["Traceback (most recent call last)"], grace=0.5)])
-    assert outcome.stopped_by == "'Traceback (most recent call last)' at stderr line 1: rank 1: Traceback (most recent call last)"
+    assert (
+        outcome.stopped_by
+        == "'Traceback (most recent call last)' at stderr line 1: rank 1: Traceback (most recent call last)"
+    )
     assert outcome.duration < 20
 
 
 def test_a_run_stopped_at_a_nan_fails_once_with_what_it_could_not_reach_noted_under_it(tmp_path):
     run = launch(tmp_path, WRITES_NAN_THEN_HANGS, str(tmp_path / "out" / "train_log.jsonl"))
     (tmp_path / "out").mkdir()
-    the_spec = spec(loss={"final_max": 1.0, "must_decrease": True}, min_steps_logged=100, expected_files=["model.bin"], metrics={"grad_norm": {"max": 5}})
+    the_spec = spec(
+        loss={"final_max": 1.0, "must_decrease": True},
+        min_steps_logged=100,
+        expected_files=["model.bin"],
+        metrics={"grad_norm": {"max": 5}},
+    )
     outcome = run_process(run, fail_fast_watchers(the_spec, run.output_dir, run.stderr_path))
     results, _ = run_checks(the_spec, outcome, run.output_dir, run.stderr_path)
     failed = [r for r in results if not r.passed and r.severity == "fail"]
     assert [r.name for r in failed] == ["fail_fast"]
     assert failure_reason(failed) == "fail_fast: loss nan at step 4 in train_log.jsonl; the run was stopped there"
-    consequences = ["expected_files", "min_steps_logged", "loss.no_nan", "loss.final_max", "loss.must_decrease", "metrics.grad_norm"]
+    consequences = [
+        "expected_files",
+        "min_steps_logged",
+        "loss.no_nan",
+        "loss.final_max",
+        "loss.must_decrease",
+        "metrics.grad_norm",
+    ]
     assert [r.name for r in results if r.severity == "info"] == consequences
     assert [note.split(":")[0] for note in failed[0].notes] == consequences
     assert "then: min_steps_logged: 5 in train_log.jsonl" in failed[0].line()

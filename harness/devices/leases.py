@@ -1,0 +1,326 @@
+"""The device pool: a JSON file under a file lock, shared by every process that leases the same devices.
+
+Real devices are one machine's, whoever runs on them, so their pool is machine-wide (see
+`plan.lease_dir`) and keyed by device identity (the UUID where the vendor tool gives one,
+else the index): every run of the harness, and every xdist worker of each, leases from
+it. Fake devices exist only inside one run, so their pool lives in its run directory.
+
+A lease is owned by a live process (pid + start time, so a reused pid is not mistaken for
+its predecessor); a holder found dead is dropped by the next reader, which is how a worker
+killed with SIGKILL gives its devices back. A run holds its devices whole, or, when it
+declares memory per device, shares them with other declared runs while their sum fits
+(`packing.py`).
+
+Waiters are served in order of their position in their own run's plan, then arrival, so
+concurrent runs interleave (each run's n-th spec before any run's n+1-th) and none starves
+behind another. The first waiter that cannot start reserves the time its devices free up;
+a later one may start before it only if it is expected to end by then (EASY backfilling),
+so a wide or exclusive spec is never starved by a stream of small ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from filelock import FileLock
+
+from harness.atomic import KeptFileWarning, atomic_write_text, read_json
+from harness.caches import lease_dir
+from harness.devices.memory import device_capacity, device_keys
+from harness.devices.packing import Devices
+from harness.devices.visible import GPU_KINDS, Inventory
+
+POLL_SECONDS = 0.02
+HOLDER_KEYS = {"token", "owner", "name", "run", "devices", "memory", "start", "expected"}
+WAITER_KEYS = {"token", "owner", "name", "run", "k", "memory", "allowed", "priority", "ticket", "expected"}
+FIRST_WAVE_GRACE = 3.0
+
+
+def process_key(pid: int) -> list:
+    try:
+        return [pid, psutil.Process(pid).create_time()]
+    except psutil.Error:
+        return [pid, 0.0]
+
+
+def is_alive(key: list) -> bool:
+    """The same process (not a reuse of its pid) and not a zombie waiting to be reaped."""
+    pid, started = key
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class Lease:
+    """Devices held by one run until `release()` (or until its owner dies)."""
+
+    pool: LeasePool
+    devices: tuple[str, ...]
+    token: str
+    waited: float
+    memory: int | None = None
+    # Other runs' specs that held devices this lease waited for.
+    waited_for: list[str] = field(default_factory=list)
+
+    def attach(self, pgid: int) -> None:
+        """Remember the run's process group, so a clean-up can end it if its owner is gone."""
+        self.pool._update(
+            lambda state: [h.__setitem__("pgid", pgid) for h in state["holders"].values() if h["token"] == self.token]
+        )
+
+    def release(self) -> None:
+        self.pool._update(lambda state: state["holders"].pop(self.token, None))
+
+
+class LeasePool:
+    """Devices leased by any process that opens the same state file.
+
+    `devices` are this run's names for them (what its children see); `keys` their
+    machine-wide identity; `capacity` the MiB declared runs may share on each (None: unknown,
+    so each device is only held whole); `run` tells this run's waiters from other runs'.
+    """
+
+    def __init__(
+        self,
+        state_file: Path,
+        devices: tuple[str, ...],
+        first_wave: int = 0,
+        *,
+        keys: Mapping[str, str] | None = None,
+        capacity: Mapping[str, int | None] | None = None,
+        run: str = "",
+    ):
+        self.state_file = Path(state_file)
+        self.devices = devices
+        self.first_wave = first_wave
+        self.keys = {d: (keys or {}).get(d, d) for d in devices}
+        self.names = {key: device for device, key in self.keys.items()}
+        self.capacity = {self.keys[d]: (capacity or {}).get(d) for d in devices}
+        self.run = run
+        self._lock = FileLock(str(self.state_file) + ".lock")
+
+    def _read(self) -> dict:
+        """The pool's state with dead holders and waiters dropped; a state file that is not one
+        (garbage, another shape) reads as a fresh pool, with one warning, and is replaced on the next write."""
+        state: dict | None = read_json(self.state_file, "device lease state")
+        if state is None:
+            return self._fresh()
+        try:
+            if not all(HOLDER_KEYS <= h.keys() for h in state["holders"].values()) or not all(
+                WAITER_KEYS <= w.keys() for w in state["queue"]
+            ):
+                raise KeyError("a holder or waiter without its fields")
+            state["holders"] = {t: h for t, h in state["holders"].items() if is_alive(h["owner"])}
+            state["queue"] = [w for w in state["queue"] if is_alive(w["owner"])]
+            if not (
+                isinstance(state["tickets"], int)
+                and isinstance(state["runs"], dict)
+                and isinstance(state["capacity"], dict)
+            ):
+                raise TypeError("a counter of the wrong type")
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            warnings.warn(
+                f"{self.state_file}: the device lease state is unreadable ({type(error).__name__}: {error}); started afresh",
+                KeptFileWarning,
+                stacklevel=2,
+            )
+            return self._fresh()
+        return state
+
+    @staticmethod
+    def _fresh() -> dict:
+        return {"holders": {}, "queue": [], "tickets": 0, "runs": {}, "capacity": {}}
+
+    def _write(self, state: dict) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.state_file, json.dumps(state))
+
+    def _update(self, change: Callable[[dict], object]) -> dict:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            state = self._read()
+            change(state)
+            self._write(state)
+            return state
+
+    def holders(self) -> dict[str, list[dict]]:
+        """Who holds each of this run's devices now (live owners only), by this run's device name."""
+        with self._lock:
+            return self._by_device(self._read())
+
+    def _by_device(self, state: dict) -> dict[str, list[dict]]:
+        held: dict[str, list[dict]] = {}
+        for holder in state["holders"].values():
+            for key in holder["devices"]:
+                if key in self.names:
+                    held.setdefault(self.names[key], []).append(holder)
+        return held
+
+    def snapshot(self) -> dict:
+        """Holders and waiters for display, without the lock: the file is replaced whole, and a
+        progress line must not slow down the workers that lease."""
+        return self._read()
+
+    def others(self, state: dict | None = None) -> list[str]:
+        """Other runs' specs holding this run's devices: `spec on devices (pid N)`."""
+        state = self.snapshot() if state is None else state
+        return [
+            f"{h['name']} on {','.join(self.names[k] for k in h['devices'] if k in self.names)} (pid {h['owner'][0]})"
+            for h in state["holders"].values()
+            if h["run"] != self.run and any(k in self.names for k in h["devices"])
+        ]
+
+    @contextmanager
+    def lease(
+        self, count: int, name: str, priority: int = 0, expected: float = 0.0, memory: int | None = None
+    ) -> Iterator[Lease]:
+        lease = self.acquire(count, name, priority, expected, memory)
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    def acquire(
+        self, count: int, name: str, priority: int = 0, expected: float = 0.0, memory: int | None = None
+    ) -> Lease:
+        """Block until `count` distinct devices are this caller's, whole or (`memory` MiB each) shared."""
+        if count > len(self.devices):
+            raise ValueError(f"{name} needs {count} devices; the pool has {len(self.devices)}")
+        allowed = [self.keys[d] for d in self.devices]
+        if memory is not None and all(c is None for c in self.capacity.values()):
+            memory = None  # no device's memory is known: nothing can be shared safely
+        if memory is not None and not Devices.empty(self.capacity).fits_ever(count, memory, allowed):
+            best = max((c for c in self.capacity.values() if c is not None), default=0)
+            raise ValueError(
+                f"{name} declares {memory} MiB per device; the devices have at most {best} MiB free after headroom"
+            )
+        owner = process_key(os.getpid())
+        began = time.monotonic()
+        waited_for: set[str] = set()
+
+        def enqueue(state: dict) -> None:
+            state["tickets"] += 1
+            state["capacity"].update(self.capacity)
+            now = time.time()
+            # First-wave bookkeeping is per run; a run's entry is of no use after the grace.
+            state["runs"] = {r: v for r, v in state["runs"].items() if now - v["opened"] <= FIRST_WAVE_GRACE * 2}
+            state["runs"].setdefault(self.run, {"opened": now, "arrived": []})["arrived"].append(priority)
+            state["queue"].append(
+                {
+                    "token": f"{owner[0]}-{state['tickets']}",
+                    "owner": owner,
+                    "name": name,
+                    "run": self.run,
+                    "k": count,
+                    "memory": memory,
+                    "allowed": allowed,
+                    "priority": priority,
+                    "ticket": state["tickets"],
+                    "expected": expected,
+                }
+            )
+
+        token = self._update(enqueue)["queue"][-1]["token"]
+        try:
+            while True:
+                with self._lock:
+                    state = self._read()
+                    granted = self._grant(state, token, time.time())
+                    if granted is not None:
+                        self._write(state)
+                        return Lease(
+                            self,
+                            tuple(self.names[k] for k in granted),
+                            token,
+                            time.monotonic() - began,
+                            memory,
+                            sorted(waited_for),
+                        )
+                waited_for.update(self.others(state))
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C, a timeout): leave no phantom waiter behind.
+            self._update(lambda state: state.__setitem__("queue", [w for w in state["queue"] if w["token"] != token]))
+            raise
+
+    def _grant(self, state: dict, token: str, now: float) -> tuple[str, ...] | None:
+        """Take devices for `token` if the serving order lets it start now; None if it must wait."""
+        mine = next(w for w in state["queue"] if w["token"] == token)
+        if self._first_wave_missing(state, mine, now):
+            return None
+        devices = Devices.empty({**state["capacity"], **self.capacity})
+        for holder in state["holders"].values():
+            devices.take(holder["devices"], holder["memory"])
+        reserved_until: float | None = None
+        for waiter in sorted(state["queue"], key=lambda w: (w["priority"], w["ticket"])):
+            chosen = devices.choose(waiter["k"], waiter["memory"], waiter["allowed"])
+            fits = chosen is not None and (reserved_until is None or now + waiter["expected"] <= reserved_until)
+            if waiter["token"] == token:
+                if not fits or chosen is None:
+                    return None
+                state["queue"].remove(waiter)
+                state["holders"][token] = {
+                    key: waiter[key] for key in ("token", "owner", "name", "run", "memory", "expected")
+                } | {"devices": list(chosen), "start": now}
+                return chosen
+            if fits and chosen is not None:
+                devices.take(chosen, waiter["memory"])
+            elif reserved_until is None and chosen is None:
+                reserved_until = _free_by(state, devices, waiter, now)
+        return None
+
+    def _first_wave_missing(self, state: dict, mine: dict, now: float) -> bool:
+        """Whether a higher-priority spec of this run's first wave has not asked yet.
+
+        Workers start a few hundred milliseconds apart; without this, whichever asks first
+        wins, and a wide spec planned first can end up waiting behind a long narrow one.
+        """
+        run = state["runs"].get(mine["run"])
+        if run is None or now - run["opened"] > FIRST_WAVE_GRACE:
+            return False
+        arrived = set(run["arrived"])
+        return any(p not in arrived for p in range(min(mine["priority"], self.first_wave)))
+
+    def stray_groups(self) -> list[int]:
+        """Process groups of this run's leases that may outlive their owner; for the final clean-up."""
+        with self._lock:
+            holders = self._read()["holders"]
+        return sorted({h["pgid"] for h in holders.values() if "pgid" in h and h["run"] == self.run})
+
+
+def _free_by(state: dict, devices: Devices, waiter: dict, now: float) -> float:
+    """When `waiter` could start, as holders end in their expected order (now if never: it blocks no one)."""
+    ahead = devices.copy()
+    for holder in sorted(state["holders"].values(), key=lambda h: h["start"] + h["expected"]):
+        ahead.give(holder["devices"], holder["memory"])
+        if ahead.choose(waiter["k"], waiter["memory"], waiter["allowed"]) is not None:
+            return max(now, holder["start"] + holder["expected"])
+    return float("inf")
+
+
+def run_pool(inventory: Inventory, run_dir: Path, headroom: float, run: str) -> LeasePool:
+    """The pool a run leases from: the machine's for real GPUs, shared with every other run on
+    them; the run's own for fake devices and the CPU (nothing real to share, so concurrent
+    test runs do not queue behind each other)."""
+    shared = inventory.kind in GPU_KINDS
+    state = lease_dir() / "devices.json" if shared else run_dir / "leases.json"
+    # The first item of each worker (one worker per device) starts together: the first wave.
+    return LeasePool(
+        state,
+        inventory.ids,
+        first_wave=inventory.count,
+        keys=device_keys(inventory) if shared else None,
+        capacity=device_capacity(inventory, headroom),
+        run=run,
+    )

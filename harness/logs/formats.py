@@ -1,0 +1,391 @@
+"""Training logs in the formats trainers write, read into one shape: steps with a loss.
+
+Forgather's `trainer_logs.json` (a JSON array, rewritten as training goes, so possibly
+cut short), Hugging Face's `trainer_state.json` (`log_history`), JSON lines, CSV (PyTorch
+Lightning's `metrics.csv`, or any file with a header row) and TensorBoard event files. A
+log that a crash cut short is read up to its last complete record, and that is said.
+
+Logs written by appending (JSON lines, CSV, event files) are read as a stream of records,
+a piece at a time, by the same readers that follow a live run (harness/watch.py), so a
+log of millions of lines never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.logs.store import LogEntry, TrainingLog, number
+from harness.spec.model import LogSpec
+
+READ_LIMIT = 1 << 20
+# A line longer than this is no training record: dropped rather than buffered.
+LINE_LIMIT = 1 << 20
+# Bytes of a file's start remembered to notice it was rewritten (a CSV header that gained a column).
+HEAD = 4096
+NAMED_FORMATS = {"trainer_logs.json": "forgather", "trainer_state.json": "hf"}
+DEFAULT_STEP_KEYS = {"forgather": "global_step", "hf": "step", "jsonl": "step", "csv": "step", "tensorboard": "step"}
+SEARCH_ORDER = (
+    ("trainer_logs.json", "forgather"),
+    ("trainer_state.json", "hf"),
+    ("*.jsonl", "jsonl"),
+    ("metrics.csv", "csv"),
+    ("*.csv", "csv"),
+    ("events.out.tfevents.*", "tensorboard"),
+)
+APPENDED = ("jsonl", "csv", "tensorboard")
+EVENTS_PREFIX = "events.out.tfevents."
+
+
+class LogError(Exception):
+    """The training log is missing or cannot be read; the message says which and why."""
+
+
+def find_log(output_dir: Path, spec: LogSpec) -> Path | None:
+    """The log file: the spec's glob, else the first known name, shallowest then newest."""
+    patterns = [spec.path] if spec.path else [p for p, fmt in SEARCH_ORDER if spec.format in ("auto", fmt)]
+    for pattern in patterns:
+        found = [p for p in output_dir.glob(pattern if "/" in pattern else f"**/{pattern}") if p.is_file()]
+        if found:
+            return min(found, key=lambda p: (len(p.relative_to(output_dir).parts), -p.stat().st_mtime))
+    return None
+
+
+def detect_format(path: Path, text: str) -> str:
+    """The format of a log by its name, else by the start of its text."""
+    if path.name in NAMED_FORMATS:
+        return NAMED_FORMATS[path.name]
+    if path.name.startswith(EVENTS_PREFIX):
+        return "tensorboard"
+    if path.suffix == ".csv":
+        return "csv"
+    head = text.lstrip()[:1]
+    if head == "[":
+        return "forgather"
+    if head == "{":
+        return "hf" if '"log_history"' in text[:READ_LIMIT] else "jsonl"
+    return "csv" if "," in text.lstrip().partition("\n")[0] else "jsonl"
+
+
+def sniff_format(path: Path, spec: LogSpec) -> str | None:
+    """The log's format, or None while a file that only its text can name is still empty."""
+    if spec.format != "auto":
+        return spec.format
+    if path.name in NAMED_FORMATS or path.name.startswith(EVENTS_PREFIX) or path.suffix == ".csv":
+        return detect_format(path, "")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            head = stream.read(READ_LIMIT)
+    except OSError:
+        return None
+    return detect_format(path, head) if head.strip() else None
+
+
+class Appended:
+    """The text appended to a file since the last read; starts over when the file was rewritten
+    (it shrank, or its first bytes changed)."""
+
+    def __init__(self, path: Path, limit: int = READ_LIMIT):
+        self.path = path
+        self.limit = limit
+        self.offset = 0
+        self.head = b""
+        self.restarts = 0
+        self.at_end = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def read(self) -> str:
+        try:
+            with open(self.path, "rb") as stream:
+                size = os.fstat(stream.fileno()).st_size
+                if size < self.offset or (
+                    size > self.offset and self.head and stream.read(len(self.head)) != self.head
+                ):
+                    self.offset, self.head, self.restarts = 0, b"", self.restarts + 1
+                    self._decoder.reset()
+                stream.seek(self.offset)
+                data = stream.read(self.limit)
+        except OSError:
+            self.at_end = True
+            return ""
+        if len(self.head) < HEAD:
+            self.head = (self.head + data)[:HEAD]
+        self.offset += len(data)
+        self.at_end = self.offset >= size
+        return self._decoder.decode(data)
+
+
+class JsonLineRecords:
+    """Records of JSON lines. Strict (the final check) names the first malformed line unless it is
+    the last one (cut short by a crash); lenient (fail-fast) skips what it cannot read."""
+
+    def __init__(self, strict: bool, notes: list[str]):
+        self.strict = strict
+        self.notes = notes
+        self.bad: tuple[int, str] | None = None
+
+    def feed(self, lines: list[tuple[int, str]]) -> list[dict]:
+        records = []
+        for line_number, line in lines:
+            if not line.strip():
+                continue
+            if self.bad:
+                raise LogError(f"line {self.bad[0]} is not JSON: {self.bad[1]}")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                self.bad = (line_number, error.msg) if self.strict else None
+                continue
+            except RecursionError:
+                self.bad = (line_number, "nested too deeply") if self.strict else None
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            elif self.strict:
+                raise LogError(
+                    f"line {line_number}: expected every record to be a JSON object, found {type(record).__name__}"
+                )
+        return records
+
+    def end(self, number: int, rest: str) -> list[dict]:
+        records = self.feed([(number, rest)])
+        if self.bad:
+            self.notes.append(f"the last line ({self.bad[0]}) is cut short and was skipped")
+            self.bad = None
+        return records
+
+
+class CsvRecords:
+    """Records of a CSV file with a header row; an empty cell is a value not logged in that row
+    (Lightning's CSVLogger writes one row per logging call, with only that call's columns)."""
+
+    def __init__(self, strict: bool, notes: list[str]):
+        self.strict = strict
+        self.notes = notes
+        self.header: list[str] | None = None
+
+    def feed(self, lines: list[tuple[int, str]]) -> list[dict]:
+        records = []
+        for line_number, line in lines:
+            if not line.strip():
+                continue
+            row = next(csv.reader([line.rstrip("\r")]), [])
+            if self.header is None:
+                self.header = [cell.strip() for cell in row]
+                continue
+            if len(row) > len(self.header):
+                if self.strict:
+                    raise LogError(f"line {line_number} has {len(row)} fields, the header has {len(self.header)}")
+                continue
+            records.append({key: cell for key, cell in zip(self.header, row, strict=False) if cell.strip()})
+        return records
+
+    def end(self, number: int, rest: str) -> list[dict]:
+        # A last line without its newline is whole only if it has every column.
+        if not rest.strip() or self.header is None or len(next(csv.reader([rest]), [])) == len(self.header):
+            return self.feed([(number, rest)])
+        self.notes.append(f"the last line ({number}) is cut short and was skipped")
+        return []
+
+
+class Parser(Protocol):
+    def feed(self, lines: list[tuple[int, str]]) -> list[dict]: ...
+
+    def end(self, number: int, rest: str) -> list[dict]: ...
+
+
+LINE_PARSERS: dict[str, type[JsonLineRecords] | type[CsvRecords]] = {"jsonl": JsonLineRecords, "csv": CsvRecords}
+
+
+class LineLog:
+    """Records of a log written line by line, read as it grows, at most READ_LIMIT bytes a read."""
+
+    def __init__(self, path: Path, fmt: str, strict: bool):
+        self.stream = Appended(path)
+        self.fmt = fmt
+        self.strict = strict
+        self.notes: list[str] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.parser: Parser = LINE_PARSERS[self.fmt](self.strict, self.notes)
+        self.pending = ""
+        self.number = 0
+        self.skipping = False
+        self.restarts = self.stream.restarts
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stream.at_end
+
+    def read(self, final: bool = False) -> list[dict]:
+        """Records completed since the last read; `final` (the run is over, the file read to its end)
+        takes a last line without its newline too."""
+        chunk = self.stream.read()
+        if self.stream.restarts != self.restarts:
+            self._start()
+        text = self.pending + chunk
+        if self.skipping:
+            newline = text.find("\n")
+            if newline < 0:
+                self.pending = ""
+                return []
+            text, self.number, self.skipping = text[newline + 1 :], self.number + 1, False
+        cut = text.rfind("\n") + 1
+        lines = text[:cut].split("\n")[:-1]
+        numbered = list(enumerate(lines, self.number + 1))
+        self.number += len(lines)
+        self.pending = text[cut:]
+        records = self.parser.feed(numbered)
+        if final and self.stream.at_end:
+            records += self.parser.end(self.number + 1, self.pending)
+            self.pending = ""
+        elif len(self.pending) > LINE_LIMIT:
+            if self.strict:
+                raise LogError(f"line {self.number + 1} is longer than {LINE_LIMIT} bytes")
+            self.pending, self.skipping = "", True
+        return records
+
+
+class EventLog:
+    """Scalars of a TensorBoard event file, one record per event: {"step": its step, tag: value, ...}."""
+
+    BATCH = 10_000
+
+    def __init__(self, path: Path):
+        try:
+            from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+        except ImportError:
+            raise LogError(LogSpec.TENSORBOARD_MISSING) from None
+        self.loader = EventFileLoader(str(path))
+        self.events: Any = None
+        self.notes: list[str] = []
+        self.exhausted = False
+
+    def read(self, final: bool = False) -> list[dict]:
+        # The loader's generator resumes where the last one stopped; a fresh one is taken once it is spent.
+        if self.events is None:
+            self.events = self.loader.Load()
+        records = []
+        for event in self.events:
+            values = {v.tag: scalar for v in event.summary.value if (scalar := _scalar(v)) is not None}
+            if values:
+                records.append({**values, "step": event.step})
+            if len(records) >= self.BATCH:
+                self.exhausted = False
+                return records
+        self.events, self.exhausted = None, True
+        return records
+
+
+def _scalar(value: Any) -> float | None:
+    """A summary value's number: the old `simple_value`, or a one-element tensor of the scalars plugin."""
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    if value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "scalars":
+        from tensorboard.util.tensor_util import make_ndarray
+
+        array = make_ndarray(value.tensor)
+        return float(array.reshape(-1)[0]) if array.size == 1 else None
+    return None
+
+
+def open_reader(path: Path, fmt: str, strict: bool) -> LineLog | EventLog:
+    """The streaming reader of a log written by appending."""
+    return EventLog(path) if fmt == "tensorboard" else LineLog(path, fmt, strict)
+
+
+def parse_log(path: Path, spec: LogSpec, keys: tuple[str, ...] = ()) -> TrainingLog:
+    """The training entries (records that carry the loss key) of one log file, and the numbers
+    logged under `keys` (the metrics a spec bounds)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise LogError(f"cannot read {path}: {error.strerror}") from None
+    fmt = sniff_format(path, spec) or "jsonl"
+    if fmt not in APPENDED:
+        return parse_text(path, path.read_text(encoding="utf-8", errors="replace"), spec, keys)
+    log = TrainingLog(path, fmt, spec.loss_key, spec.step_key or DEFAULT_STEP_KEYS[fmt], keys)
+    reader = open_reader(path, fmt, strict=True)
+    while True:
+        for record in reader.read(final=True):
+            log.add(record)
+        if reader.exhausted:
+            break
+    log.notes += reader.notes
+    return log
+
+
+def parse_text(path: Path, text: str, spec: LogSpec, keys: tuple[str, ...] = ()) -> TrainingLog:
+    """The training entries of a log's whole text; `path` names the file and, for auto, its format."""
+    fmt = spec.format if spec.format != "auto" else detect_format(path, text)
+    notes: list[str] = []
+    if fmt == "hf":
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise LogError(f"{path.name} is not valid JSON (line {error.lineno}): {error.msg}") from None
+        if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
+            raise LogError(f"{path.name} has no log_history list")
+        records = state["log_history"]
+    elif fmt == "forgather":
+        records = _array_records(text, notes)
+    elif fmt in LINE_PARSERS:
+        parser = LINE_PARSERS[fmt](True, notes)
+        lines = text.split("\n")
+        records = parser.feed(list(enumerate(lines[:-1], 1))) + parser.end(len(lines), lines[-1])
+    else:
+        raise LogError(f"{fmt} logs are read from their file, not from text")
+    log = TrainingLog(path, fmt, spec.loss_key, spec.step_key or DEFAULT_STEP_KEYS[fmt], keys, notes)
+    for record in records:
+        if not isinstance(record, dict):
+            raise LogError(f"expected every record to be a JSON object, found {type(record).__name__}")
+        log.add(record)
+    return log
+
+
+def _array_records(text: str, notes: list[str]) -> list:
+    """Records of a JSON array, keeping every complete one when the array was cut short."""
+    decoder = json.JSONDecoder()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, list):
+        return data
+    if data is not None:
+        raise LogError(f"expected a JSON array of records, found {type(data).__name__}")
+    start = text.find("[")
+    if start < 0:
+        raise LogError("expected a JSON array of records, found no '['")
+    cut = "the log is cut short (no closing ']'); read its first {} complete records"
+    records: list = []
+    pos = start + 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            notes.append(cut.format(len(records)))
+            break
+        if text[pos] == "]":
+            break
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            notes.append(cut.format(len(records)))
+            break
+        records.append(record)
+    return records
+
+
+def entry_of(record: dict, fmt: str, spec: LogSpec) -> LogEntry | None:
+    """The training entry of one record, or None for a record without the loss key (an eval or summary)."""
+    if spec.loss_key not in record:
+        return None
+    raw = record[spec.loss_key]
+    return LogEntry(number(record.get(spec.step_key or DEFAULT_STEP_KEYS[fmt])), number(raw), raw)

@@ -1,0 +1,271 @@
+"""The offline HTML report: totals per run, the spec × run table, then one section per spec with its curves.
+
+One page, CSS and SVG inline, no script and no network, so it opens from a CI artifact.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from harness.atomic import atomic_write_text
+from harness.records import RunDocument, SpecResult
+from harness.report.rows import (
+    EMOJI,
+    FAILING,
+    Row,
+    clip,
+    comparison_rows,
+    duration,
+    fmt,
+    percent,
+    regression_text,
+    signed,
+    titles,
+    totals,
+)
+from harness.report.svg import curve_svg
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;background:#f6f8fa;margin:0}
+header,main,footer{max-width:1120px;margin:0 auto;padding:0 24px}header{padding-top:20px}footer{margin:24px auto;color:#8c959f;font-size:12px}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:0 0 12px}h3{font-size:14px;margin:16px 0 6px}
+a{color:#0969da}summary{cursor:pointer;color:#59636e}.muted{color:#59636e}.combo{margin:6px 0 12px}.combo strong{margin-right:8px}
+.badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;margin-right:4px}
+.passed{background:#dafbe1;color:#116329}.failed,.error{background:#ffebe9;color:#a40e26}.skipped,.notrun{background:#eaeef2;color:#59636e}
+table{border-collapse:collapse;background:#fff;margin:8px 0 16px}th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td small{display:block;color:#59636e;font-size:11px}tr.failing td:first-child{box-shadow:inset 4px 0 #cf222e}.why{color:#a40e26;font-size:12px;max-width:440px}
+section.spec{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px 20px;margin:16px 0}
+section.failing{border-color:#cf222e;border-left-width:6px}.top{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:flex-start}.side{flex:1;min-width:280px}
+.metrics{display:flex;flex-wrap:wrap;gap:4px 12px}
+.reason{background:#ffebe9;border-radius:6px;padding:8px 12px;margin:0 0 8px;color:#82071e;white-space:pre-wrap;overflow-wrap:anywhere}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0 0 8px}dt{color:#59636e}dd{margin:0;overflow-wrap:anywhere}
+pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;overflow:auto;max-height:320px;font-size:12px;white-space:pre-wrap}
+svg.curve{font-size:11px;fill:#59636e;max-width:100%;height:auto}svg .axis{font-size:12px}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _anchor(spec_id: str) -> str:
+    # Spec ids are already URL-safe; quoting keeps anything else from breaking the id or the href.
+    return "spec-" + quote(spec_id, safe="")
+
+
+def _href(path: str, base_dir: Path | None) -> str:
+    """Relative to the page's folder when under it, so a moved or downloaded run directory keeps working links."""
+    target = Path(os.path.abspath(path))
+    if base_dir is not None:
+        try:
+            return quote(target.relative_to(os.path.abspath(base_dir)).as_posix())
+        except ValueError:
+            pass
+    return target.as_uri()
+
+
+def _badge(outcome: str | None, text: str | None = None) -> str:
+    return f'<span class="badge {outcome if outcome in EMOJI else "notrun"}">{_e(text or outcome or "not run")}</span>'
+
+
+def _header(documents: list[RunDocument], names: list[str]) -> str:
+    combos = []
+    for name, d in zip(names, documents, strict=True):
+        ids = d.devices.get("ids")
+        meta = [
+            f"run {d.run_dir}" if d.run_dir else "",
+            d.created,
+            f"tier {d.tier}" if d.tier else "",
+            "devices " + ", ".join(map(str, ids)) if isinstance(ids, list) else "",
+        ]
+        badges = "".join(_badge(k, f"{n} {k}") for k, n in totals(d).items())
+        badges += _badge("error", "interrupted") if d.interrupted else ""
+        combos.append(
+            f'<div class="combo"><strong>{_e(name)}</strong>{badges}<div class="muted">{_e(" · ".join(filter(None, meta)))}</div></div>'
+        )
+    return f'<header id="top"><h1>trainspec report</h1>{"".join(combos)}</header>'
+
+
+def _num_td(text: str, note: str | None = None) -> str:
+    return f'<td class="num">{_e(text)}{f"<small>{_e(note)}</small>" if note else ""}</td>'
+
+
+def _table(rows: list[Row], names: list[str], with_ppl: bool) -> str:
+    """The at-a-glance table: failing specs on top with their reason, outcome cells coloured, Δ vs first under each value."""
+    columns = ["outcome", "final loss"] + (["ppl"] if with_ppl else []) + ["time"]
+    if len(names) > 1:
+        head = (
+            "<tr><th rowspan=2>spec</th>"
+            + "".join(f"<th colspan={len(columns)}>{_e(t)}</th>" for t in names)
+            + "</tr><tr>"
+        )
+    else:
+        head = "<tr><th>spec</th>"
+    head += "".join(f"<th>{c}</th>" for c in columns) * len(names) + "</tr>"
+    body = []
+    for row in rows:
+        why = next((c.reason for c in row.cells if c.outcome in FAILING and c.reason), "")
+        tds = [
+            f'<td><a href="#{_anchor(row.spec_id)}">{_e(row.spec_id)}</a>'
+            + (f'<div class="why">{_e(clip(why, 200))}</div>' if why else "")
+            + "</td>"
+        ]
+        for cell in row.cells:
+            tds.append(f'<td class="{cell.outcome or "notrun"}">{_e(cell.outcome or "not run")}</td>')
+            if cell.outcome is None:
+                tds.append(f"<td colspan={len(columns) - 1}></td>")
+                continue
+            tds.append(
+                _num_td(fmt(cell.final_loss), None if cell.loss_delta is None else f"Δ {signed(cell.loss_delta)}")
+            )
+            if with_ppl:
+                tds.append(
+                    _num_td(
+                        fmt(cell.perplexity),
+                        None if cell.perplexity_delta is None else f"Δ {signed(cell.perplexity_delta)}",
+                    )
+                )
+            tds.append(
+                _num_td(
+                    duration(cell.duration), None if cell.duration_change is None else percent(cell.duration_change)
+                )
+            )
+        body.append(f"<tr{' class=failing' if row.failing else ''}>{''.join(tds)}</tr>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _facts(spec: SpecResult, title: str | None) -> str:
+    """Beside the curve: what happened and why, and the numbers a person asks first."""
+    facts: list[tuple[str, Any]] = [
+        ("time", duration(spec.duration or None)),
+        ("final loss", fmt(spec.final_loss)),
+        ("perplexity", fmt(spec.perplexity) if spec.perplexity is not None else ""),
+        ("steps logged", spec.steps_logged),
+        ("devices", ", ".join(spec.devices) + (f" ({spec.device_kind})" if spec.device_kind else "")),
+        ("peak GPU memory", ", ".join(f"{mib} MiB on {device}" for device, mib in spec.peak_gpu_memory.items())),
+        ("placement", spec.placement),
+        ("exit code", spec.exit_code),
+        ("tier", spec.tier),
+        ("spec file", spec.file),
+    ]
+    out = [f"<h3>{_badge(spec.outcome)} {_e(title)}</h3>" if title else ""]
+    out.append(f'<p class="reason">{_e(spec.reason)}</p>' if spec.reason else "")
+    out.append("<dl>" + "".join(f"<dt>{k}</dt><dd>{_e(v)}</dd>" for k, v in facts if v not in (None, "")) + "</dl>")
+    return "".join(out)
+
+
+def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
+    """Below the curve: the evidence, in the order a person debugging the spec needs it."""
+    out = [f"<h3>{_e(title)}</h3>" if title else ""]
+    bad = [c for c in spec.checks if not c["passed"]]
+    if bad:
+        cells = "".join(
+            f'<tr><td class="{"failed" if c["severity"] == "fail" else "skipped"}">{_e(c["name"])}</td><td>{_e(c["expected"])}</td><td>{_e(c["found"])}</td></tr>'
+            for c in bad
+        )
+        out.append(
+            f"<table><thead><tr><th>failed check</th><th>expected</th><th>found</th></tr></thead><tbody>{cells}</tbody></table>"
+        )
+    if spec.checks:
+        out.append(f'<p class="muted">{len(spec.checks) - len(bad)} of {len(spec.checks)} checks passed</p>')
+    items = [f"<li>regression: {_e(regression_text(r))}</li>" for r in spec.regressions]
+    items += [f"<li>warning: {_e(w)}</li>" for w in spec.warnings]
+    out.append(f"<ul>{''.join(items)}</ul>" if items else "")
+    if spec.inference:
+        cells = "".join(
+            f'<tr><td>{_e(i["prompt"])}</td><td>{_e(i["text"])}</td><td class="num">{fmt(i["perplexity"])}</td></tr>'
+            for i in spec.inference
+        )
+        out.append(
+            f"<table><thead><tr><th>prompt</th><th>completion</th><th>perplexity</th></tr></thead><tbody>{cells}</tbody></table>"
+        )
+    if spec.stderr_tail.strip():
+        opened = " open" if spec.outcome in FAILING else ""
+        out.append(
+            f"<details{opened}><summary>stderr (last lines)</summary><pre>{_e(spec.stderr_tail)}</pre></details>"
+        )
+    if spec.command:
+        out.append(f"<details><summary>command</summary><pre>{_e(shlex.join(spec.command))}</pre></details>")
+    links = {k: v for k, v in spec.paths.items() if v} | ({"output dir": spec.output_dir} if spec.output_dir else {})
+    if links:
+        out.append(
+            '<p class="muted">files: '
+            + " · ".join(f'<a href="{_e(_href(p, base_dir))}">{_e(name)}</a>' for name, p in links.items())
+            + "</p>"
+        )
+    return "".join(out)
+
+
+def _charts(specs: list[SpecResult | None], names: list[str]) -> tuple[str, str]:
+    """The loss chart (the baseline's curve under it when the run had one) and the small multiples of the other metrics."""
+    series = [
+        (t if s and s.loss_curve else f"{t} ({'no loss logged' if s else 'not run'})", s.loss_curve if s else [])
+        for t, s in zip(names, specs, strict=True)
+    ]
+    baseline = next((s.baseline_curve for s in specs if s and s.baseline_curve), [])
+    loss = curve_svg(series, baseline=baseline) or "<p class=muted>no finite loss logged</p>"
+    metrics = list(dict.fromkeys(name for s in specs if s for name in s.metric_curves))
+    small = [
+        curve_svg(
+            [(t, s.metric_curves.get(m, []) if s else []) for t, s in zip(names, specs, strict=True)],
+            ylabel=m,
+            width=280,
+            height=150,
+        )
+        for m in metrics
+    ]
+    return loss, f'<div class="metrics">{"".join(small)}</div>' if any(small) else ""
+
+
+def _section(row: Row, documents: list[RunDocument], names: list[str], base_dir: Path | None) -> str:
+    specs = [next((s for s in d.specs if s.id == row.spec_id), None) for d in documents]
+    ran = [(t if len(documents) > 1 else None, s) for t, s in zip(names, specs, strict=True) if s is not None]
+    worst = next(
+        (c.outcome for c in row.cells if c.outcome in FAILING), next((c.outcome for c in row.cells if c.outcome), None)
+    )
+    loss, metrics = _charts(specs, names)
+    parts = [
+        f'<h2>{_badge(worst)} {_e(row.spec_id)} <a class="muted" href="#top" title="back to the table">↑</a></h2>',
+        f'<div class="top">{loss}<div class="side">{"".join(_facts(s, t) for t, s in ran)}</div></div>',
+        metrics,
+    ]
+    parts += [_details(s, t, base_dir) for t, s in ran]
+    return f'<section id="{_anchor(row.spec_id)}" class="spec{" failing" if row.failing else ""}">{"".join(parts)}</section>'
+
+
+def render_html(documents: list[RunDocument], *, base_dir: Path | None = None, labels: list[str] | None = None) -> str:
+    """A complete offline page: header with totals, the table, then one section per spec (failing first).
+
+    `labels` name the runs in order (default: their torch · transformers combination).
+    """
+    names = titles(documents, labels)
+    rows = sorted(comparison_rows(documents), key=lambda row: not row.failing)
+    with_ppl = any(c.perplexity is not None for row in rows for c in row.cells)
+    body = [
+        _header(documents, names),
+        "<main>",
+        _table(rows, names, with_ppl) if rows else '<p class="muted">no specs ran</p>',
+    ]
+    body += [_section(row, documents, names, base_dir) for row in rows]
+    body.append("</main><footer>written by trainspec from results.json</footer>")
+    title = _e("trainspec · " + " vs ".join(names))
+    head = f'<meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{title}</title><style>{CSS}</style>'
+    return f'<!doctype html>\n<html lang="en"><head>{head}</head>\n<body>\n' + "\n".join(body) + "\n</body></html>\n"
+
+
+def write_run_report(run_dir: Path, document: RunDocument | dict[str, Any]) -> Path:
+    """`run_dir/report.html`, replaced atomically so a reader never sees half a page.
+
+    A plain results.json object is accepted too (checked through the same schema) for callers that hold one.
+    """
+    if not isinstance(document, RunDocument):
+        document = RunDocument.from_json(document, str(run_dir / "results.json"))
+    path = run_dir / "report.html"
+    atomic_write_text(path, render_html([document], base_dir=run_dir))
+    return path

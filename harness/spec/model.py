@@ -1,0 +1,509 @@
+"""The spec: one YAML file per scenario, loaded into frozen dataclasses.
+
+A block per dataclass, the defaults in one place (the `option(...)` of each field), and
+runner profiles for spec files written for other suites (Forgather's `project_dir` +
+`config`), which load unchanged.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.spec.rules import (
+    arg_value_ok,
+    memory_problem,
+    patterns_problem,
+    relative_inside,
+    run_problems,
+    split_command,
+)
+from harness.spec.typed_yaml import option
+
+TIER_MARKERS = {"smoke": ("smoke", "integration"), "standard": ("integration",), "full": ("integration", "slow")}
+BUILTIN_MARKERS = {
+    "smoke": "the fastest specs: run on every change (tier smoke)",
+    "integration": "a trainspec spec of the smoke or standard tier",
+    "slow": "a spec that runs only in the full tier",
+}
+PLACEHOLDERS = {
+    "python": "the Python interpreter running the harness (the session's venv)",
+    "output_dir": "this spec's output directory inside the run directory",
+    "run_dir": "the run directory",
+    "repo": "the repository root",
+    "gpus": "how many devices the run holds (on each node)",
+    "nodes": "how many nodes the run spans",
+}
+SERVER_PLACEHOLDERS = {
+    **PLACEHOLDERS,
+    "checkpoint_dir": "the checkpoint directory the server loads",
+    "port": "a free loopback port for the server",
+}
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    path: str | None = option(
+        None,
+        doc="glob of the training log, relative to the output dir; by default the first file a known format names"
+        " (trainer_logs.json, trainer_state.json, *.jsonl, metrics.csv, *.csv, events.out.tfevents.*)",
+        example="runs/*/trainer_logs.json",
+    )
+    format: Literal["auto", "forgather", "hf", "jsonl", "csv", "tensorboard"] = option(
+        "auto",
+        doc="log format: Forgather's trainer_logs.json, Hugging Face trainer_state.json (log_history), JSON lines,"
+        " CSV with a header row (Lightning's metrics.csv), or TensorBoard event files (needs `pip install trainspec[tensorboard]`);"
+        " auto picks by file name and content",
+    )
+    loss_key: str = option(
+        "loss", doc="record key of the training loss (for tensorboard: the scalar's tag, e.g. train/loss)"
+    )
+    step_key: str | None = option(
+        None,
+        doc="record key of the step (default: global_step for forgather, step for hf, jsonl and csv; tensorboard takes each event's step)",
+    )
+
+    TENSORBOARD_MISSING = (
+        "reading TensorBoard event files needs the tensorboard package: pip install trainspec[tensorboard]"
+    )
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if self.path is not None and (why := relative_inside(self.path, "the output dir")):
+            yield "path", why
+        if self.format == "tensorboard":
+            if self.step_key is not None:
+                yield "step_key", "tensorboard logs take the step from each event; remove step_key"
+            # Looked up, not imported: validating specs stays fast.
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                yield "format", self.TENSORBOARD_MISSING
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    final_max: float | None = option(None, doc="the last logged loss must be at most this", example=2.5)
+    final_min: float | None = option(
+        None, doc="the last logged loss must be at least this (a run that scores impossibly well is suspect)"
+    )
+    no_nan: bool = option(True, doc="fail when any logged loss is NaN, inf or missing")
+    must_decrease: bool = option(False, doc="the last logged loss must be lower than the first")
+    resume_jump_max: float | None = option(
+        None,
+        doc="in a stage after the first: its first logged loss must lie within this fraction of the last loss the stage before it logged (a resume that restarted from scratch jumps back up)",
+        minimum=0,
+        exclusive_minimum=True,
+        example=0.2,
+    )
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if self.final_min is not None and self.final_max is not None and self.final_min > self.final_max:
+            yield (
+                "final_min",
+                f"final_min ({self.final_min}) is greater than final_max ({self.final_max}): no loss can pass",
+            )
+
+
+@dataclass(frozen=True)
+class MetricBound:
+    min: float | None = option(None, doc="lower bound")
+    max: float | None = option(None, doc="upper bound")
+    at: Literal["every", "final", "mean"] = option(
+        "every", doc="what is bounded: every logged value, the last one, or their mean"
+    )
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if self.min is None and self.max is None:
+            yield "max", "give min, max or both"
+        elif self.min is not None and self.max is not None and self.min > self.max:
+            yield "min", f"min ({self.min}) is greater than max ({self.max}): no value can pass"
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """How far a run may fall behind a stored baseline run (`run --baseline PATH`) before it is flagged.
+
+    Each metric has a relative tolerance (a fraction: 0.1 lets the value grow by 10 % over the
+    baseline's) and an absolute one (`<metric>_abs`, in the metric's units); a value within
+    either passes, so a tiny loss is not held to a tiny fraction of itself. The loss curve is
+    compared step by step the same way, with a fraction of steps allowed outside. Lower is
+    better for all of them, so only growth is a regression.
+    """
+
+    final_loss: float = option(0.10, doc="allowed relative rise of the final loss", minimum=0)
+    final_loss_abs: float = option(
+        0.0, doc="allowed absolute rise of the final loss; a final loss within this or `final_loss` passes", minimum=0
+    )
+    perplexity: float = option(0.25, doc="allowed relative rise of the worst completion's perplexity", minimum=0)
+    perplexity_abs: float = option(0.0, doc="allowed absolute rise of the worst completion's perplexity", minimum=0)
+    duration: float = option(0.50, doc="allowed relative rise of the run's duration", minimum=0)
+    duration_abs: float = option(0.0, doc="allowed absolute rise of the run's duration, in seconds", minimum=0)
+    curve: float = option(
+        0.05, doc="allowed relative rise of the loss at each step of the baseline's loss curve", minimum=0
+    )
+    curve_abs: float = option(
+        0.0, doc="allowed absolute rise of the loss at each step; a step within this or `curve` passes", minimum=0
+    )
+    curve_fraction: float = option(
+        0.01,
+        doc="fraction of the baseline's steps that may lie above both (or be missing) before the curve is a regression",
+        minimum=0,
+        maximum=1,
+    )
+    severity: Literal["fail", "warn"] = option(
+        "fail", doc="what a final loss, perplexity or loss curve regression does to the spec"
+    )
+    duration_severity: Literal["fail", "warn"] = option(
+        "warn", doc="what a duration regression does (timings are noisy, so a warning by default)"
+    )
+
+
+@dataclass(frozen=True)
+class StderrSpec:
+    forbidden_patterns: list[str] = option(
+        factory=lambda: ["Traceback (most recent call last)"],
+        doc="the spec fails if stderr contains any of these (substrings; `re:` starts a regular expression)",
+    )
+    warn_patterns: list[str] = option(factory=list, doc="a pytest warning is raised if stderr contains any of these")
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        for name in ("forbidden_patterns", "warn_patterns"):
+            if why := patterns_problem(getattr(self, name)):
+                yield name, why
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    server: list[str] | str | None = option(
+        None,
+        doc="command that serves the checkpoint over HTTP (placeholders {checkpoint_dir}, {port}, {python}, {output_dir}), or `builtin`: the harness serves any Hugging Face causal-LM checkpoint itself (`python -m harness serve`); forgather profile default: Forgather's tools/inference_server/server.py",
+    )
+    checkpoint: str = option("checkpoint", doc="checkpoint directory the server loads, relative to the output dir")
+    prompt: str | list[str] = option("Once upon a time", doc="one prompt, or a list of prompts")
+    max_tokens: int = option(50, doc="tokens to generate per prompt", minimum=1)
+    temperature: float = option(0.7, doc="sampling temperature", minimum=0)
+    perplexity_max: float = option(
+        500.0,
+        doc="the perplexity of prompt + completion under the scorer must be at most this",
+        minimum=0,
+        exclusive_minimum=True,
+    )
+    server_timeout: float = option(
+        60, doc="seconds to wait for the server to become healthy", minimum=0, exclusive_minimum=True
+    )
+    scorer: str | None = option(
+        None,
+        doc="reference model that scores the text: a name in the local Hugging Face cache or a path (default: the harness setting, gpt2)",
+    )
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if not self.prompts:
+            yield "prompt", "give at least one prompt"
+        if why := relative_inside(self.checkpoint, "the output dir"):
+            yield "checkpoint", why
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One step of a spec in stages (train, interrupt, resume, finalize)."""
+
+    id: str = option(
+        doc="the stage's name, unique in the spec; it leads the failure message and names its stdout/stderr files",
+        example="train",
+    )
+    command: list[str] | str = option(
+        doc="argv of the stage (a string is split shell-style); the spec's placeholders",
+        example=["{python}", "train.py", "--output-dir", "{output_dir}"],
+    )
+    args: dict[str, Any] = option(
+        factory=dict, doc="appended to the stage's command as `--key value`, as the spec's `args`"
+    )
+    env: dict[str, str | int | float] = option(factory=dict, doc="environment added to the spec's `env` for this stage")
+    timeout: float | None = option(
+        None, doc="seconds for this stage (default: the spec's timeout)", minimum=0, exclusive_minimum=True
+    )
+    launcher: Literal["none", "torchrun"] | None = option(None, doc="none or torchrun (default: the spec's launcher)")
+    interrupt_at_step: int | None = option(
+        None,
+        doc="stop the stage (SIGTERM to its process group, SIGKILL 5 s later) once its log shows this step; a stage stopped so counts as stopped as planned, and its checks apply to what it logged",
+        minimum=1,
+        example=50,
+    )
+    log: LogSpec = option(factory=LogSpec, doc="the stage's training log, as the spec's `log`")
+    loss: LossSpec | None = option(
+        None, doc="bounds on the stage's loss, as the spec's `loss` (with `resume_jump_max`)"
+    )
+    metrics: dict[str, MetricBound] = option(factory=dict, doc="bounds on the stage's other logged metrics")
+    stderr: StderrSpec | None = option(None, doc="the stage's stderr patterns (default: the spec's `stderr`)")
+    expected_files: list[str] | None = option(
+        None, doc="globs that must match files in the output dir once the stage ends"
+    )
+    min_steps_logged: int = option(
+        1, doc="at least this many entries in the stage's log; 0 with no loss block means no log is needed", minimum=0
+    )
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        if not self.argv_template:
+            yield "command", "required: the argv list (or a string) of the stage"
+        yield from run_problems(self.id, self.expected_files, self.args)
+
+    @property
+    def argv_template(self) -> list[str]:
+        return split_command(self.command) if isinstance(self.command, str) else list(self.command)
+
+
+@dataclass(frozen=True)
+class FinalizeSpec:
+    """Forgather profile: `forgather finalize` the trained model before it is served."""
+
+    quantize: str = option(
+        doc="the recipe passed as `forgather finalize SRC DEST --quantize RECIPE`; the server loads DEST",
+        example="int8",
+    )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One scenario: a command to run and what its run must show."""
+
+    id: str = option(doc="unique id; the pytest test id", aliases=("test_id",), example="tinylm_smoke")
+    command: list[str] | str | None = option(
+        None,
+        doc="argv of the run (a string is split shell-style); placeholders {python}, {output_dir}, {run_dir}, {repo}, {gpus}. With launcher torchrun: the script and its arguments",
+        example=["{python}", "train.py", "--output-dir", "{output_dir}"],
+    )
+    cwd: str = option(".", doc="where the command runs, relative to the repository root (projects run in place)")
+    args: dict[str, Any] = option(
+        factory=dict,
+        doc="appended to the command as `--key value` (underscores become dashes; true is a bare flag; false and null are left out; a list repeats values)",
+        aliases=("dynamic_args",),
+        example={"max_steps": 60},
+    )
+    env: dict[str, str | int | float] = option(factory=dict, doc="extra environment variables for the run")
+    launcher: Literal["none", "torchrun"] = option(
+        "none", doc="torchrun starts one rank per device held (gloo on CPU, nccl on GPU)"
+    )
+    gpus: int = option(
+        1, doc="devices the run needs (on each node); 0 for a CPU-only spec", aliases=("gpu_requirement",), minimum=0
+    )
+    nodes: int = option(
+        1,
+        doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and a backend that runs across nodes (listed by `python -m harness run --help`)",
+        minimum=1,
+    )
+    gpu_memory: str | None = option(
+        None,
+        doc="memory the run needs on each of its devices (`6GiB`, `512MiB`, `24GB`), so runs whose memory fits share a device; `auto`: the peak recorded on real GPUs plus the headroom (held whole until one is recorded); absent: the devices are held whole",
+        example="6GiB",
+    )
+    cpu_ok: bool = option(
+        False, doc="the run is valid on CPU, so it runs where no GPU is present (and under --fake-gpus)"
+    )
+    retries: int = option(
+        0,
+        doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every attempt kept",
+        minimum=0,
+    )
+    timeout: float = option(
+        300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True
+    )
+    fail_fast: bool = option(
+        True,
+        doc="stop the run's process group as soon as its stderr shows a forbidden pattern (after 5 s, if it has not exited by itself) or its training log a NaN, inf or missing loss (with loss.no_nan); the failed check fail_fast names the line or step",
+    )
+    tier: Literal["smoke", "standard", "full"] | None = option(
+        None, doc="smoke, standard or full (default: smoke if marked smoke, full if marked slow, else standard)"
+    )
+    markers: list[str] = option(factory=list, doc="extra pytest markers (registered in pyproject.toml; strict)")
+    log: LogSpec = option(factory=LogSpec, doc="where the training log is and how to read it")
+    loss: LossSpec | None = option(None, doc="bounds on the training loss")
+    metrics: dict[str, MetricBound] = option(
+        factory=dict, doc="bounds on other logged metrics, by record key", example={"grad_norm": {"max": 10}}
+    )
+    stderr: StderrSpec = option(factory=StderrSpec, doc="patterns that fail the spec or warn when stderr contains them")
+    expected_files: list[str] | None = option(
+        None,
+        doc="globs that must match files in the output dir; a name without `/` matches at any depth (default: none; forgather profile: trainer_logs.json)",
+    )
+    min_steps_logged: int = option(
+        1, doc="at least this many training log entries; 0 with no loss block means no log is needed", minimum=0
+    )
+    stages: list[StageSpec] | None = option(
+        None,
+        doc="instead of `command`: stages run in order in one output dir on the same devices, each with its own command and checks; the first that fails ends the spec",
+    )
+    inference: InferenceSpec | None = option(
+        None, doc="serve the trained checkpoint and score completions (full tier); runs after the last stage"
+    )
+    finalize: FinalizeSpec | None = option(
+        None, doc="forgather profile: a finalize stage run after training, whose output the inference server loads"
+    )
+    baseline: BaselineSpec = option(
+        factory=BaselineSpec, doc="tolerances against a stored run given with `run --baseline PATH`"
+    )
+    watch: list[str] = option(
+        factory=list,
+        doc="globs (relative to the repository root; `**` crosses folders) of files the run depends on that tracing cannot see, such as a shell script it runs or a C extension's sources; they count for --changed-since and --skip-unchanged",
+        example=["scripts/*.sh", "csrc/**"],
+    )
+    profile: Literal["command", "forgather"] | None = option(
+        None,
+        doc="how the command is built: command (default) or forgather (default when project_dir and config are given)",
+    )
+    project_dir: str | None = option(
+        None, doc="forgather profile: the project directory, relative to the repository root"
+    )
+    config: str | None = option(None, doc="forgather profile: the training config template")
+
+    source: Path = field(default=Path("<spec>"), compare=False)
+    line: int | None = field(default=None, compare=False)
+    key_lines: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        yield from run_problems(self.id, self.expected_files, self.args)
+        if self.profile == "forgather":
+            for name in ("project_dir", "config"):
+                if getattr(self, name) is None:
+                    yield name, "the forgather profile needs project_dir and config"
+            if self.command is not None:
+                yield (
+                    "command",
+                    "the forgather profile builds the command from project_dir and config; give one or the other",
+                )
+        else:
+            for name in ("project_dir", "config"):
+                if getattr(self, name) is not None:
+                    yield name, "only the forgather profile reads project_dir and config"
+            if self.stages is not None and self.command is not None:
+                yield "stages", "give command or stages, not both"
+            elif self.stages is None and (self.command is None or not self.argv_template):
+                yield "command", "required: the argv list (or a string) of the run, or stages"
+            if self.finalize is not None:
+                yield "finalize", "only the forgather profile reads finalize; give a stage instead"
+        if self.tier is not None:
+            for marker, tiers in (("smoke", ("smoke",)), ("slow", ("full",))):
+                if marker in self.markers and self.tier not in tiers:
+                    yield (
+                        "tier",
+                        f"tier {self.tier!r} contradicts the marker {marker!r} (which means tier {tiers[0]!r}); keep one",
+                    )
+        if why := relative_inside(self.cwd, "the repository"):
+            yield "cwd", why
+        if self.gpu_memory is not None and (why := memory_problem(self.gpu_memory)):
+            yield "gpu_memory", why
+        if self.project_dir is not None and (why := relative_inside(self.project_dir, "the repository")):
+            yield "project_dir", why
+        for pattern in self.watch:
+            if why := relative_inside(pattern, "the repository"):
+                yield "watch", why
+        for name, word, known in self._placeholder_words():
+            if word not in known:
+                yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in known)}"
+        if self.nodes > 1 and self.launcher != "torchrun":
+            yield (
+                "nodes",
+                f"a run across {self.nodes} nodes needs launcher: torchrun, whose ranks join through the allocation's rendezvous",
+            )
+        if self.launcher == "torchrun" and self.profile == "forgather":
+            yield "launcher", "forgather starts its own ranks; leave launcher at none"
+        if self.inference is not None:
+            yield from self._inference_problems(self.inference)
+        yield from self._stage_problems()
+
+    def _stage_problems(self) -> Iterable[tuple[str, str]]:
+        """Stages need names of their own, something to resume, and the checks in the stage they apply to."""
+        if self.stages is None:
+            if self.loss is not None and self.loss.resume_jump_max is not None:
+                yield "loss.resume_jump_max", "compares a stage with the stage before it; it needs stages"
+            return
+        if self.profile == "forgather":
+            yield "stages", "the forgather profile builds its own stages (train, and finalize when given)"
+        if not self.stages:
+            yield "stages", "give at least one stage"
+            return
+        for name in ("args", "loss", "metrics", "expected_files"):
+            if getattr(self, name):
+                yield name, f"with stages, give {name} in the stage it applies to"
+        seen: dict[str, int] = {}
+        for index, stage in enumerate(self.stages):
+            if stage.id in seen:
+                yield f"stages[{index}].id", f"duplicate stage id {stage.id!r}, also stages[{seen[stage.id]}]"
+            seen.setdefault(stage.id, index)
+        if self.stages[-1].interrupt_at_step is not None:
+            yield (
+                f"stages[{len(self.stages) - 1}].interrupt_at_step",
+                "the last stage cannot be interrupted: no stage after it resumes the run",
+            )
+        first = self.stages[0].loss
+        if first is not None and first.resume_jump_max is not None:
+            yield "stages[0].loss.resume_jump_max", "the first stage has no stage before it to resume from"
+
+    def _inference_problems(self, inference: InferenceSpec) -> Iterable[tuple[str, str]]:
+        """An inference stage needs a checkpoint that the training is known to save."""
+        if self.profile == "forgather":
+            if str(self.args.get("save_strategy", "no")) == "no":
+                yield (
+                    "inference",
+                    'inference needs a saved checkpoint: set dynamic_args.save_strategy (for example "steps"), not "no"',
+                )
+            return
+        if inference.server is None:
+            yield "inference", "give inference.server: the command that serves the checkpoint"
+        prefix = inference.checkpoint.rstrip("/") + "/"
+        expected = [
+            *(self.expected_files or ()),
+            *(p for stage in self.stages or () for p in stage.expected_files or ()),
+        ]
+        if inference.server is not None and not any(pattern.startswith(prefix) for pattern in expected):
+            yield (
+                "inference",
+                f"inference needs the checkpoint the training saves: list a file of it in expected_files (for example '{prefix}config.json')",
+            )
+
+    def _placeholder_words(self) -> Iterable[tuple[str, str, dict[str, str]]]:
+        server = self.inference.server if self.inference else None
+        server_parts = server if isinstance(server, list) else split_command(server) if server else []
+        texts = [("command", part, PLACEHOLDERS) for part in self.argv_template]
+        for index, stage in enumerate(self.stages or ()):
+            texts += [(f"stages[{index}].command", part, PLACEHOLDERS) for part in stage.argv_template]
+            texts += [(f"stages[{index}].args", str(v), PLACEHOLDERS) for v in stage.args.values() if arg_value_ok(v)]
+            texts += [(f"stages[{index}].env", str(v), PLACEHOLDERS) for v in stage.env.values()]
+        texts += [("args", str(v), PLACEHOLDERS) for v in self.args.values() if arg_value_ok(v)]
+        texts += [("env", str(v), PLACEHOLDERS) for v in self.env.values()]
+        texts += [("inference.server", part, SERVER_PLACEHOLDERS) for part in server_parts]
+        for name, text, known in texts:
+            try:
+                for _, word, _, _ in string.Formatter().parse(text):
+                    if word is not None:
+                        yield name, word, known
+            except ValueError as error:
+                yield name, f"<{error}>", known
+
+    @property
+    def argv_template(self) -> list[str]:
+        return split_command(self.command) if isinstance(self.command, str) else list(self.command or ())
+
+    @property
+    def effective_tier(self) -> str:
+        if self.tier is not None:
+            return self.tier
+        if "smoke" in self.markers:
+            return "smoke"
+        return "full" if "slow" in self.markers else "standard"
+
+    @property
+    def all_markers(self) -> list[str]:
+        """The tier's markers first, then the spec's own, without repeats."""
+        return list(dict.fromkeys([*TIER_MARKERS[self.effective_tier], *self.markers]))
+
+    @property
+    def needs_log(self) -> bool:
+        return self.loss is not None or bool(self.metrics) or self.min_steps_logged > 0

@@ -1,0 +1,101 @@
+"""Small rules the spec's blocks share: paths that stay inside their base, stderr patterns,
+ids, args values, and splitting a command string."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Iterable
+from typing import Any
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def relative_inside(value: str, what: str) -> str | None:
+    """Why `value` is not a relative path that stays inside its base, or None when it is."""
+    if not value:
+        return f"{what} must not be empty"
+    if value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value):
+        return f"must be relative to {what}, found the absolute path {value!r}"
+    if posixpath.normpath(value.replace("\\", "/")).split("/")[0] == "..":
+        return f"must stay inside {what}, found {value!r} which escapes it"
+    return None
+
+
+def patterns_problem(patterns: Iterable[str]) -> str | None:
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as error:
+                return f"{pattern!r} is not a valid regular expression: {error}"
+        elif not pattern:
+            return "an empty pattern would match everything"
+    return None
+
+
+def matches(pattern: str, text: str) -> bool:
+    """A stderr pattern: a plain substring, or a regular expression written `re:...`."""
+    return re.search(pattern[3:], text) is not None if pattern.startswith("re:") else pattern in text
+
+
+def split_command(command: str) -> list[str]:
+    """A command string split shell-style; unbalanced quotes leave it whole (and it fails to start, clearly)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return [command]
+
+
+def run_problems(run_id: str, expected_files: list[str] | None, args: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    """What a spec and a stage check alike: the id, the expected files, the args."""
+    if not _ID.match(run_id):
+        yield "id", f"must start with a letter or digit and hold only letters, digits, '_', '.', '-'; found {run_id!r}"
+    for pattern in expected_files or ():
+        if why := relative_inside(pattern, "the output dir"):
+            yield "expected_files", why
+    for key, value in args.items():
+        if not arg_value_ok(value):
+            found = (
+                "a mapping"
+                if isinstance(value, dict)
+                else "a nested list"
+                if isinstance(value, list)
+                else type(value).__name__
+            )
+            yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {found}"
+
+
+def arg_value_ok(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(arg_value_ok(v) and not isinstance(v, list) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+# Memory sizes as a spec (`gpu_memory`) and the command line (`--fake-gpu-memory`) write them, in MiB.
+UNITS = {"mib": 1.0, "gib": 1024.0, "tib": 1024.0**2, "mb": 1e6 / 2**20, "gb": 1e9 / 2**20, "tb": 1e12 / 2**20}
+
+
+def parse_memory(text: str) -> int:
+    """A memory size (`6GiB`, `512 MiB`, `24GB`, `1.5GiB`) in whole MiB; ValueError naming the text otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", str(text))
+    if not match or match.group(2).lower() not in UNITS:
+        raise ValueError(
+            f"{text!r} is not a memory size: write a number and a unit (MiB, GiB, MB, GB, TiB or TB), e.g. 6GiB"
+        )
+    mib = int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    if mib < 1:
+        raise ValueError(f"{text!r} is not a memory size: it must be at least 1MiB")
+    return mib
+
+
+def memory_problem(value: str) -> str | None:
+    """Why a `gpu_memory` value is not one (a size, or `auto`), or None."""
+    if value == "auto":
+        return None
+    try:
+        parse_memory(value)
+    except ValueError as error:
+        return f"{error}, or auto"
+    return None
