@@ -188,7 +188,7 @@ def run_inference(
         env = {
             **env,
             "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
+                filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")])
             ),
         }
     scorer = inference.scorer or scorer

@@ -43,7 +43,7 @@ TIER_DOCS = {
 
 def harness_requirement() -> list[str]:
     """How a session venv installs this harness: the source tree it runs from, else its release."""
-    source = Path(__file__).resolve().parents[1]
+    source = Path(__file__).resolve().parents[2]
     pyproject = source / "pyproject.toml"
     if pyproject.is_file() and 'name = "trainspec"' in pyproject.read_text(encoding="utf-8"):
         return ["-e", str(source)]
