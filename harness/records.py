@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 # unchanged: not run because it passed before with the same fingerprint (--skip-unchanged).
 Outcome = Literal["passed", "failed", "skipped", "error", "unchanged"]
 Severity = Literal["fail", "warn", "info"]
+# Why a spec failed, decided from evidence (harness.checks.failure_kind): the machine, the trainer's code,
+# the numbers, time, or the harness itself. None for a spec that did not fail.
+FailureKind = Literal["infra", "code", "numeric", "timeout", "harness"]
+FAILURE_KINDS: tuple[str, ...] = typing.get_args(FailureKind)
 RECORD_NAME = "result.json"
 FORMAT = "trainspec-results/1"
 MAX_CURVE_POINTS = 2000
@@ -127,6 +131,9 @@ class SpecResult:
     output_dir: str = ""
     command: list[str] = field(default_factory=list)
     exit_code: int | None = None
+    failure_kind: FailureKind | None = None
+    # The line that decided the kind (a stderr line, the exit signal, a failed check), for a person to verify.
+    failure_evidence: str = ""
     checks: list[CheckRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
