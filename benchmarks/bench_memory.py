@@ -1,8 +1,8 @@
 """Peak memory of reading a large training log (`nox -s bench`; not part of CI's verdict).
 
-A JSON-lines log of N lines (step, loss and grad_norm, 55 bytes a line) is read in a fresh subprocess, once the way fail-fast follows it (every poll
-of the watcher until the whole file is read) and once the way the final checks read it
-(`run_checks` with min_steps_logged, no_nan, final_max, must_decrease and a metric bound,
+A JSON-lines log of N lines (step, loss and grad_norm, 55 bytes a line) is read in a fresh subprocess,
+once the way fail-fast follows it (every poll of the watcher until the whole file is read) and once the way
+the final checks read it (`run_checks` with min_steps_logged, no_nan, final_max, must_decrease and a metric bound,
 then the thinned curve for the record). The figure is the subprocess's peak resident set
 (ru_maxrss), next to the same process reading a 10-line log, so the growth with the log's
 size shows. Issue 17: a 1e6-line (35 MB) log once took the harness to 650-730 MB.
@@ -106,7 +106,8 @@ def main() -> int:
                 row = measure(lines, phase, Path(tmp))
                 rows.append(row)
                 print(
-                    f"{lines:>9} lines ({row['log_mb']:>5} MB)  {phase:<5}  peak RSS {row['peak_mb']:7.1f} MB  {row['seconds']:6.2f} s"
+                    f"{lines:>9} lines ({row['log_mb']:>5} MB)  {phase:<5}  peak RSS {row['peak_mb']:7.1f} "
+                    f"MB  {row['seconds']:6.2f} s"
                 )
     failed = [r for r in rows if r["peak_mb"] > TARGET_MB or r.get("failed") or r.get("stopped_by")]
     for row in failed:

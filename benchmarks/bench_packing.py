@@ -84,11 +84,14 @@ def main() -> int:
     rows = [measure(seed) for seed in range(args.seeds)]
     print(f"{DEVICES} fake devices of {DEVICE_GIB} GiB, headroom 10%; makespans simulated by the lease pool's rule")
     print(
-        f"{'seed':>4} {'specs':>5} {'bound':>8} {'packed':>8} {'exclusive':>9} {'packed/bound':>12} {'exclusive/packed':>16} {'workers':>7}"
+        f"{'seed':>4} {'specs':>5} {'bound':>8} {'packed':>8} {'exclusive':>9} {'packed/bound':>12} "
+        f"{'exclusive/packed':>16} {'workers':>7}"
     )
     for r in rows:
         print(
-            f"{r['seed']:>4} {r['specs']:>5} {r['lower_bound_s']:>7.1f}s {r['packed_s']:>7.1f}s {r['exclusive_s']:>8.1f}s {r['ratio_to_bound']:>12.3f} {r['speedup_over_exclusive']:>15.2f}x {r['workers']:>7}"
+            f"{r['seed']:>4} {r['specs']:>5} {r['lower_bound_s']:>7.1f}s {r['packed_s']:>7.1f}s "
+            f"{r['exclusive_s']:>8.1f}s {r['ratio_to_bound']:>12.3f} {r['speedup_over_exclusive']:>15.2f}x "
+            f"{r['workers']:>7}"
         )
     worst = max(r["ratio_to_bound"] for r in rows)
     summary = {
@@ -103,7 +106,8 @@ def main() -> int:
         else f"ABOVE THE TARGET on {sum(r['ratio_to_bound'] > TARGET_RATIO for r in rows)} of {len(rows)} workloads"
     )
     print(
-        f"worst packed/bound {worst:.3f} (target <= {TARGET_RATIO}: {verdict}); median exclusive/packed {summary['median_speedup_over_exclusive']:.2f}x"
+        f"worst packed/bound {worst:.3f} (target <= {TARGET_RATIO}: {verdict}); median exclusive/packed "
+        f"{summary['median_speedup_over_exclusive']:.2f}x"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

@@ -11,11 +11,13 @@ from typing import Any
 
 
 class KeptFileWarning(UserWarning):
-    """A file the harness keeps could not be read (garbage, a folder in its place) or written; the run goes on without it."""
+    """A file the harness keeps could not be read (garbage, a folder in its place) or written; the run goes on without
+    it."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` whole: a temporary beside it (named by pid, so concurrent writers never share one), then a rename."""
+    """Replace `path` whole: a temporary beside it (named by pid, so concurrent writers never share one), then a
+    rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

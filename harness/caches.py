@@ -56,7 +56,8 @@ def default_run_dir(repo: Path) -> Path:
 
 
 class DurationCache:
-    """Seconds each spec last took (or, in a subclass, another number), by spec id, shared by every run of one repository.
+    """Seconds each spec last took (or, in a subclass, another number), by spec id, shared by every run of one
+    repository.
 
     A damaged cache (garbage, a folder in its place) never fails a run or a plan: it reads
     as empty with one KeptFileWarning warning, and the next record replaces it (or, for a

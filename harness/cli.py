@@ -1,7 +1,8 @@
 """`python -m harness`: list, validate, plan and run specs, with or without nox.
 
 Exit codes: 0 all passed (or valid), 1 a spec failed, 2 bad usage or bad specs,
-5 nothing ran: every spec was skipped for lack of devices (0 with --allow-skips), 130 interrupted (SIGINT, SIGTERM or SIGHUP).
+5 nothing ran: every spec was skipped for lack of devices (0 with --allow-skips),
+130 interrupted (SIGINT, SIGTERM or SIGHUP).
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
     lines += [
         "",
-        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (runs that cannot overlap in series, device-memory-seconds / devices, seconds / workers)",
+        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected "
+        f"makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (runs that cannot overlap in "
+        "series, device-memory-seconds / devices, seconds / workers)",
     ]
     return lines
 
@@ -366,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser(
         "init",
         help="add trainspec to a repository: noxfile.py, specs/, [tool.trainspec]",
-        description="Write a starter noxfile.py (or print the lines to add to an existing one), specs/ with one commented example spec and its JSON Schema, and the [tool.trainspec] section of pyproject.toml. Existing files are kept unless --force.",
+        description="Write a starter noxfile.py (or print the lines to add to an existing one), specs/ with one "
+        "commented example spec and its JSON Schema, and the [tool.trainspec] section of pyproject.toml. "
+        "Existing files are kept unless --force.",
     )
     init.add_argument(
         "dir", nargs="?", default=".", metavar="DIR", help="the repository root (default: the current directory)"
@@ -376,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report",
         help="compare runs: spec x combination table as Markdown (stdout) or HTML",
-        description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, duration, and the change against the first run given.",
+        description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, "
+        "duration, and the change against the first run given.",
     )
     report.add_argument(
         "results",
@@ -387,20 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--markdown",
         metavar="PATH",
-        help='write the Markdown here instead of printing it (for a CI job summary, print and append: >> "$GITHUB_STEP_SUMMARY")',
+        help="write the Markdown here instead of printing it (for a CI job summary, print and append: >> "
+        '"$GITHUB_STEP_SUMMARY")',
     )
     report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
     report.add_argument(
         "--label",
         action="append",
         metavar="NAME",
-        help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per result in the order given",
+        help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per "
+        "result in the order given",
     )
 
     perplexity = commands.add_parser(
         "perplexity",
         help="score texts as the inference stage does, to choose a perplexity_max",
-        description="Print perplexity, scored tokens and text, one line per text, under the reference model the inference stage would use.",
+        description="Print perplexity, scored tokens and text, one line per text, under the reference model the "
+        "inference stage would use.",
     )
     perplexity.add_argument(
         "texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)"
@@ -413,8 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve a Hugging Face causal-LM checkpoint with the OpenAI completions contract (what `inference.server: builtin` starts)",
-        description="Serve a save_pretrained checkpoint: GET /health, POST /v1/completions; each request sampled from --seed.",
+        help="serve a Hugging Face causal-LM checkpoint with the OpenAI completions contract (what "
+        "`inference.server: builtin` starts)",
+        description="Serve a save_pretrained checkpoint: GET /health, POST /v1/completions; each request sampled from "
+        "--seed.",
     )
     serve.add_argument(
         "--checkpoint", type=Path, required=True, help="folder saved by save_pretrained (model and tokenizer)"
@@ -439,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the specs through pytest; arguments it does not know go to pytest",
-        description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest (e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).",
+        description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest "
+        "(e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).",
     )
     _add_spec_options(run)
     add_to_parser(run, for_command(backends.run_options(), "run"))
@@ -452,8 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, metavar="COMMAND")
     recommend = baseline_commands.add_parser(
         "recommend",
-        help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances that pass it",
-        description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that would pass it.",
+        help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances "
+        "that pass it",
+        description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, "
+        "per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that "
+        "would pass it.",
     )
     recommend.add_argument(
         "runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two"

@@ -72,7 +72,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     for advice in done.advice:
         print(advice, end="")
     print(
-        "next: put your training command in specs/train_smoke.yaml, then run\n    python -m harness validate\n    nox -s smoke"
+        "next: put your training command in specs/train_smoke.yaml, then run\n    python -m harness "
+        "validate\n    nox -s smoke"
     )
     return EXIT_OK
 

@@ -52,7 +52,8 @@ class Option:
         return kwargs
 
     def to_argv(self, value: Any) -> list[str]:
-        """The flags that give `value` again (nothing for the default); a value that starts with a dash is joined with `=`."""
+        """The flags that give `value` again (nothing for the default); a value that starts with a dash is joined with
+        `=`."""
         if value is None or value == self.default:
             return []
         if self.action == "store_true":
@@ -85,7 +86,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "gpus",
-        "devices this run may use; it needs that many visible (default: what CUDA_VISIBLE_DEVICES or ROCR_/HIP_VISIBLE_DEVICES name, else what nvidia-smi or rocm-smi lists)",
+        "devices this run may use; it needs that many visible (default: what CUDA_VISIBLE_DEVICES or "
+        "ROCR_/HIP_VISIBLE_DEVICES name, else what nvidia-smi or rocm-smi lists)",
         type=int,
         metavar="N",
         commands=("run", "plan"),
@@ -106,7 +108,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "fake_gpu_memory",
-        "memory of each simulated device, e.g. 24GiB (units MiB, GiB, TiB, MB, GB, TB; default 80GiB); only with --fake-gpus",
+        "memory of each simulated device, e.g. 24GiB (units MiB, GiB, TiB, MB, GB, TB; default 80GiB); only "
+        "with --fake-gpus",
         metavar="SIZE",
         commands=("run", "plan"),
     ),
@@ -126,15 +129,18 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "run_dir",
-        "where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, outside the repository, printed)",
+        "where outputs, results.json and junit.xml go (default: a fresh folder under the trainspec cache, "
+        "outside the repository, printed)",
         metavar="DIR",
         setting=True,
         project_path=True,
-        setting_help="where each run's outputs go, relative to the project root (default: a fresh folder under the trainspec cache)",
+        setting_help="where each run's outputs go, relative to the project root (default: a fresh folder under the "
+        "trainspec cache)",
     ),
     Option(
         "scorer",
-        "reference model for inference perplexity: a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2); a spec's inference.scorer wins",
+        "reference model for inference perplexity: a local Hugging Face cache name or a path (default: "
+        "TRAINSPEC_SCORER, else gpt2); a spec's inference.scorer wins",
         metavar="MODEL",
         setting=True,
     ),
@@ -145,12 +151,14 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "baseline",
-        "compare with a stored results.json or run directory: final loss, perplexity or duration grown past the spec's tolerances fail or warn",
+        "compare with a stored results.json or run directory: final loss, perplexity or duration grown past "
+        "the spec's tolerances fail or warn",
         metavar="PATH",
     ),
     Option(
         "tolerance",
-        "override every spec's baseline tolerance: final_loss[_abs], perplexity[_abs], duration[_abs], curve[_abs] or curve_fraction, e.g. final_loss=0.1; repeatable",
+        "override every spec's baseline tolerance: final_loss[_abs], perplexity[_abs], duration[_abs], "
+        "curve[_abs] or curve_fraction, e.g. final_loss=0.1; repeatable",
         action="append",
         metavar="NAME=VALUE",
     ),
@@ -167,16 +175,20 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "changed_since",
-        "run only the specs whose dependencies (traced imports and reads, watch globs, the spec file, pyproject.toml, noxfile.py) changed between the git revision REF and the working tree, untracked files included; a spec never traced here runs",
+        "run only the specs whose dependencies (traced imports and reads, watch globs, the spec file, "
+        "pyproject.toml, noxfile.py) changed between the git revision REF and the working tree, untracked "
+        "files included; a spec never traced here runs",
         metavar="REF",
         commands=("run", "plan"),
     ),
     Option(
         "skip_unchanged",
-        "do not run again a spec that passed with the same fingerprint (spec, dependency contents, harness, Python, torch and transformers versions, devices); it is reported as unchanged",
+        "do not run again a spec that passed with the same fingerprint (spec, dependency contents, harness, "
+        "Python, torch and transformers versions, devices); it is reported as unchanged",
         action="store_true",
         setting=True,
-        setting_help="reuse a pass whose fingerprint still matches, as --skip-unchanged does (--no-skip-unchanged overrides it)",
+        setting_help="reuse a pass whose fingerprint still matches, as --skip-unchanged does (--no-skip-unchanged "
+        "overrides it)",
     ),
     Option(
         "no_skip_unchanged", "run every selected spec even where the settings say skip_unchanged", action="store_true"
@@ -188,7 +200,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="DAYS",
         minimum=1,
         setting=True,
-        setting_help="a pass reused by --skip-unchanged runs again once it is this many days old (default 7), so a nightly still reruns everything weekly",
+        setting_help="a pass reused by --skip-unchanged runs again once it is this many days old (default 7), so a "
+        "nightly still reruns everything weekly",
     ),
     Option(
         "workers",
@@ -212,7 +225,8 @@ def for_command(options: Iterable[Option], command: str) -> list[Option]:
 
 
 def add_to_parser(parser: Any, options: Iterable[Option]) -> None:
-    """Add options to an argparse parser or a pytest option group; exclusive ones in a mutually exclusive group (argparse)."""
+    """Add options to an argparse parser or a pytest option group; exclusive ones in a mutually exclusive group
+    (argparse)."""
     groups: dict[str, Any] = {}
     for option in options:
         target = parser

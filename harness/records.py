@@ -81,7 +81,8 @@ class _CheckCore(TypedDict):
 
 
 class CheckRecord(_CheckCore, total=False):
-    """One check as results.json keeps it; `cause` and `notes` only where a check carries them (records of older runs lack both)."""
+    """One check as results.json keeps it; `cause` and `notes` only where a check carries them (records of older runs
+    lack both)."""
 
     cause: str | None
     notes: list[str]
@@ -147,7 +148,8 @@ class SpecResult:
     stderr_tail: str = ""
     regressions: list[Regression] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    # A spec in stages: one summary per stage in order (id, outcome, exit code, steps, losses, files), those not run included.
+    # A spec in stages: one summary per stage in order (id, outcome, exit code, steps, losses, files), those not run
+    # included.
     stages: list[dict[str, Any]] = field(default_factory=list)
     flaky: bool = False
     started_at: str = ""

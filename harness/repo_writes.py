@@ -122,7 +122,13 @@ def run_dir_problem(run_dir: Path, repo: Path) -> str | None:
     (outputs among the sources, and nothing left for the unchanged check to see) nor hold it."""
     where, tree = Path(run_dir).resolve(), Path(repo).resolve()
     if where == tree:
-        return f"the run directory {run_dir} is the repository itself ({tree}); outputs would land among its sources. Choose a folder outside it, or below it"
+        return (
+            f"the run directory {run_dir} is the repository itself ({tree}); outputs would land among its "
+            "sources. Choose a folder outside it, or below it"
+        )
     if where in tree.parents:
-        return f"the run directory {run_dir} contains the repository ({tree}); outputs would land among its sources. Choose a folder outside it, or below it"
+        return (
+            f"the run directory {run_dir} contains the repository ({tree}); outputs would land among its "
+            "sources. Choose a folder outside it, or below it"
+        )
     return None

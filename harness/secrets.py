@@ -55,5 +55,6 @@ class Masker:
 
 
 def masker_for(env: Mapping[str, Any], *more: Mapping[str, Any]) -> Masker:
-    """The masker of a run's environment (and of further environments, such as specs' `env`): the values of their credential-named variables."""
+    """The masker of a run's environment (and of further environments, such as specs' `env`): the values of their
+    credential-named variables."""
     return Masker({str(value) for each in (env, *more) for name, value in each.items() if is_secret(name, str(value))})

@@ -12,11 +12,20 @@ import json
 import shlex
 from pathlib import Path
 
-BROKEN_DRIVER = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."
+BROKEN_DRIVER = (
+    "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest "
+    "NVIDIA driver is installed and running."
+)
 
 # Two H100s, the second with 30 GiB held by another user's job.
-H100_QUERY = "0, GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77, NVIDIA H100 80GB HBM3, 81559, 0\n1, GPU-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0, NVIDIA H100 80GB HBM3, 81559, 30720\n"
-H100_LIST = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)\nGPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0)\n"
+H100_QUERY = (
+    "0, GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77, NVIDIA H100 80GB HBM3, 81559, 0\n1, "
+    "GPU-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0, NVIDIA H100 80GB HBM3, 81559, 30720\n"
+)
+H100_LIST = (
+    "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)\nGPU 1: NVIDIA H100 80GB HBM3 "
+    "(UUID: GPU-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0)\n"
+)
 
 A100_MIG_QUERY = (
     "0, GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77, NVIDIA A100-SXM4-40GB, 40960, 0\n"
@@ -52,7 +61,8 @@ MI300_JSON = json.dumps(
 
 
 def _script(path: Path, cases: dict[str, tuple[str, int] | str]) -> None:
-    """A shell script answering each exact argument string with (stdout, exit code), or running the shell commands given."""
+    """A shell script answering each exact argument string with (stdout, exit code), or running the shell commands
+    given."""
     lines = ["#!/bin/sh", 'case "$*" in']
     for arguments, answer in cases.items():
         body = answer if isinstance(answer, str) else f"printf '%s' {shlex.quote(answer[0])}; exit {answer[1]}"
@@ -88,7 +98,10 @@ def install_nvidia_smi(
         hiccup = ""
         if apps_fail_every:
             count = shlex.quote(str(apps / "queries"))
-            hiccup = f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; if [ $(( n % {apps_fail_every} )) -eq 0 ]; then echo {shlex.quote(BROKEN_DRIVER)} >&2; exit 9; fi; "
+            hiccup = (
+                f"n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; if [ $(( n % "
+                f"{apps_fail_every} )) -eq 0 ]; then echo {shlex.quote(BROKEN_DRIVER)} >&2; exit 9; fi; "
+            )
         cases["--query-compute-apps=gpu_uuid,pid,used_memory --format=csv,noheader,nounits"] = (
             f"{hiccup}cat {folder}/*.csv 2>/dev/null; exit 0"
         )

@@ -27,7 +27,8 @@ class Backend(Protocol):
         """Raise BackendError (with what is missing) when runs cannot start through this backend."""
 
     def inventory(self, values: Mapping[str, Any]) -> Inventory:
-        """The devices runs may use, as the run's options ask (`gpus`, `fake_gpus`, ...); raise DeviceError for a request that cannot be met."""
+        """The devices runs may use, as the run's options ask (`gpus`, `fake_gpus`, ...); raise DeviceError for a
+        request that cannot be met."""
 
     def workers(self, specs: int, inventory: Inventory) -> int | None:
         """How many xdist workers to start for `specs` specs, or None for one per device."""

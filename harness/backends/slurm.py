@@ -109,7 +109,8 @@ def check_available() -> None:
     if probe.returncode != 0 or "UP" not in probe.stdout:
         said = (probe.stdout + probe.stderr).strip().splitlines()
         raise SlurmError(
-            f"slurmctld does not answer `scontrol ping` (SLURM_CONF={os.environ.get('SLURM_CONF', 'unset')}): {said[-1] if said else 'no output'}"
+            "slurmctld does not answer `scontrol ping` "
+            f"(SLURM_CONF={os.environ.get('SLURM_CONF', 'unset')}): {said[-1] if said else 'no output'}"
         )
 
 
@@ -196,7 +197,8 @@ class SlurmBackend:
         ),
         Option(
             "slurm_arg",
-            "one more srun option for every job (--backend slurm), written with = (e.g. --slurm-arg=--account=ml); repeatable",
+            "one more srun option for every job (--backend slurm), written with = (e.g. "
+            "--slurm-arg=--account=ml); repeatable",
             action="append",
             metavar="ARG",
         ),

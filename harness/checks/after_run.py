@@ -292,7 +292,10 @@ def check_resume_jump(stage: str, bound: float, before: TrainingLog | None, afte
         )
         return CheckResult("loss.resume_jump_max", False, expected, missing)
     jump = abs(first.loss - last.loss) / abs(last.loss) if last.loss else math.inf
-    found = f"{_fmt(first.loss)} at step {_step(first.step)} after {_fmt(last.loss)} at step {_step(last.step)}: a jump of {jump:.0%}"
+    found = (
+        f"{_fmt(first.loss)} at step {_step(first.step)} after {_fmt(last.loss)} at step {_step(last.step)}: a "
+        f"jump of {jump:.0%}"
+    )
     return CheckResult("loss.resume_jump_max", jump <= bound, expected.replace(f"{bound:g}", f"{bound:.0%}"), found)
 
 
@@ -362,7 +365,8 @@ def root_error(stderr_path: Path) -> str | None:
                     continue
                 body = line[len(prefix) :].rstrip("\r\n")
                 if error is None:
-                    # Lines of other processes interleave (logs, C++ warnings): an exception line is `Name: text` or `Name`.
+                    # Lines of other processes interleave (logs, C++ warnings): an exception line is `Name: text` or
+                    # `Name`.
                     if body.startswith((" ", "\t")) or TRACEBACK in body or not EXCEPTION_LINE.match(body.strip()):
                         continue
                     error, since_error, chained = body.strip(), 0, False
@@ -389,7 +393,8 @@ def failed_checks_line(failed: list[CheckResult]) -> str:
 
 
 def failure_reason(failed: list[CheckResult]) -> str:
-    """The record's one-line reason for a failed run: the root error when stderr shows one, then each failed check, by name."""
+    """The record's one-line reason for a failed run: the root error when stderr shows one, then each failed check, by
+    name."""
     checks = failed_checks_line(failed)
     cause = next((c.cause for c in failed if c.cause), None)
     return f"{cause} ({checks})" if cause else checks

@@ -145,7 +145,10 @@ def _compare_curve(
         return CheckResult(f"baseline.{CURVE}", True, want, "every step within"), None
     step, value, current = departed[0]
     at = f"{current:.4g}" if current is not None else "no finite loss"
-    seen = f"{len(departed)} steps ({len(departed) / len(expected):.1%}) above or missing, the first at step {step:.6g}: {at} against the baseline's {value:.4g} (allowed +{allowed})"
+    seen = (
+        f"{len(departed)} steps ({len(departed) / len(expected):.1%}) above or missing, the first at step "
+        f"{step:.6g}: {at} against the baseline's {value:.4g} (allowed +{allowed})"
+    )
     passed = len(departed) <= settings.curve_fraction * len(expected)
     check = CheckResult(f"baseline.{CURVE}", passed, want, seen, settings.severity)
     if passed:
@@ -175,7 +178,8 @@ def _round_up(value: float) -> float:
 
 
 def _spread(metric: str, values: list[float], unit: str = "") -> tuple[str, str]:
-    """What was seen and the tolerance that would have passed it twice over: relative when every value is positive, else absolute."""
+    """What was seen and the tolerance that would have passed it twice over: relative when every value is positive, else
+    absolute."""
     low, high = min(values), max(values)
     seen = f"{low:.4g}..{high:.4g}{unit}"
     if low > 0:
@@ -231,7 +235,8 @@ def recommend(documents: list[RunDocument]) -> list[str]:
     if len(rows) > 1:
         lines += [
             "",
-            f"recommended: {MARGIN:g}x the spread seen, at least {FLOOR:g}; curve at curve_fraction {default.curve_fraction:g}. "
+            f"recommended: {MARGIN:g}x the spread seen, at least {FLOOR:g}; curve at curve_fraction "
+            f"{default.curve_fraction:g}. "
             "Put them in each spec's baseline: block, or pass --tolerance NAME=VALUE for every spec.",
         ]
     return lines + notes

@@ -131,7 +131,8 @@ class LeasePool:
                 raise TypeError("a counter of the wrong type")
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             warnings.warn(
-                f"{self.state_file}: the device lease state is unreadable ({type(error).__name__}: {error}); started afresh",
+                f"{self.state_file}: the device lease state is unreadable ({type(error).__name__}: {error}); "
+                "started afresh",
                 KeptFileWarning,
                 stacklevel=2,
             )

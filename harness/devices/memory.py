@@ -65,7 +65,10 @@ def memory_skip(spec: Spec, memory: int | None, capacity: Mapping[str, int | Non
     known = sorted((c for c in capacity.values() if c is not None), reverse=True)
     if not known or len([c for c in known if c >= memory]) >= spec.gpus:
         return None
-    return f"declares gpu_memory {spec.gpu_memory} ({memory} MiB) per device on {spec.gpus}; the devices have at most {max(0, known[0])} MiB free after headroom and other processes"
+    return (
+        f"declares gpu_memory {spec.gpu_memory} ({memory} MiB) per device on {spec.gpus}; the devices have at "
+        f"most {max(0, known[0])} MiB free after headroom and other processes"
+    )
 
 
 def fit_problem(spec: Spec, inventory: Inventory, peaks: Mapping[str, float], headroom: float) -> str | None:

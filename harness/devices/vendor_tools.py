@@ -49,7 +49,8 @@ def _ask(argv: list[str], runner: Runner) -> str | None:
         done = runner(argv, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False)
     except subprocess.TimeoutExpired:
         raise DeviceError(
-            f"{argv[0]} did not answer within {TIMEOUT_SECONDS} s (a hung GPU driver?); `{' '.join(argv)}` must work for the harness to use this machine's GPUs"
+            f"{argv[0]} did not answer within {TIMEOUT_SECONDS} s (a hung GPU driver?); `{' '.join(argv)}` "
+            "must work for the harness to use this machine's GPUs"
         ) from None
     except OSError as error:
         raise DeviceError(f"{argv[0]} could not be run: {error}") from None
@@ -58,7 +59,8 @@ def _ask(argv: list[str], runner: Runner) -> str | None:
         if "no devices were found" in said.lower():
             return ""
         raise DeviceError(
-            f"{argv[0]} failed (exit {done.returncode}): {said[:400]}; fix the driver, or run without GPUs (CUDA_VISIBLE_DEVICES= or --fake-gpus N)"
+            f"{argv[0]} failed (exit {done.returncode}): {said[:400]}; fix the driver, or run without GPUs "
+            "(CUDA_VISIBLE_DEVICES= or --fake-gpus N)"
         )
     return done.stdout
 

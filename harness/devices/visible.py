@@ -98,7 +98,8 @@ def parse_visible(value: str, variable: str = "CUDA_VISIBLE_DEVICES") -> Visible
         key = str(int(entry)) if entry.isdigit() else entry.lower()
         if key in seen:
             raise DeviceError(
-                f"{variable}={value!r} names device {seen[key]} twice ({entry!r}); the runtime refuses such a list, so name each device once"
+                f"{variable}={value!r} names device {seen[key]} twice ({entry!r}); the runtime refuses such "
+                "a list, so name each device once"
             )
         seen[key] = entry
         ids.append(entry)
@@ -142,7 +143,8 @@ def _known(
         twin = next((k for k in kept if fact.uuid and k.uuid == fact.uuid), None)
         if twin is not None:
             raise DeviceError(
-                f"{variable} names one device twice ({twin.id!r} and {entry!r} are both {fact.uuid}); the runtime refuses such a list, so name each device once"
+                f"{variable} names one device twice ({twin.id!r} and {entry!r} are both {fact.uuid}); the "
+                "runtime refuses such a list, so name each device once"
             )
         kept.append(fact)
     return ids, tuple(kept), ()

@@ -40,7 +40,8 @@ def model_dir(output_dir: Path) -> Path | None:
 
 
 def checkpoint(spec: Spec, output_dir: Path) -> Path:
-    """The directory a forgather spec's server loads: the finalized model when the spec finalizes, else the trained one."""
+    """The directory a forgather spec's server loads: the finalized model when the spec finalizes, else the trained
+    one."""
     if spec.finalize is not None:
         return output_dir / FINALIZED
     fallback = output_dir / (spec.inference.checkpoint if spec.inference else "")

@@ -51,7 +51,8 @@ def load_scorer(name_or_path: str):
         )
         raise ScorerUnavailable(
             f"scorer model {name_or_path!r} is not available: looked in {looked} ({str(error).splitlines()[0][:200]}). "
-            "Nothing is downloaded at run time: point the harness at a local model with `inference.scorer: PATH` in the spec, "
+            "Nothing is downloaded at run time: point the harness at a local model with `inference.scorer: "
+            "PATH` in the spec, "
             "`--scorer PATH`, or TRAINSPEC_SCORER=PATH (any causal LM saved with save_pretrained)"
         ) from None
     model.eval()

@@ -248,7 +248,8 @@ def run_inference(
                         "inference.completion",
                         False,
                         f"a completion for {prompt!r}",
-                        f"{type(error).__name__}: {str(error)[:300]}{died}; server stderr tail:\n{tail(server.stderr_path, 15)}",
+                        f"{type(error).__name__}: {str(error)[:300]}{died}; server stderr "
+                        f"tail:\n{tail(server.stderr_path, 15)}",
                     )
                 )
                 return outcome

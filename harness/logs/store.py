@@ -133,7 +133,8 @@ class TrainingLog:
             series.add(step, float(value) if math.isfinite(value) else None)
 
     def series(self) -> dict[str, list[tuple[float | None, float | None]]]:
-        """Each other metric the training records logged, as an evenly spaced sample of (step, value); None for NaN or inf."""
+        """Each other metric the training records logged, as an evenly spaced sample of (step, value); None for NaN or
+        inf."""
         return {key: series.sample() for key, series in self._series.items()}
 
     def entry(self, index: int) -> LogEntry:
@@ -154,7 +155,8 @@ class TrainingLog:
         return self.entry(-1) if self._losses else None
 
     def values(self, key: str) -> Sequence[float]:
-        """The numbers logged under `key` in any record, in order (NaN and infinities included: bounds must see them)."""
+        """The numbers logged under `key` in any record, in order (NaN and infinities included: bounds must see
+        them)."""
         if key not in self._values:
             raise KeyError(f"{key!r} was not asked for when the log was read (parse_log's keys)")
         return self._values[key]

@@ -1,4 +1,5 @@
-"""How many runs go at once: xdist workers from the devices, the cores and the specs, and the line `plan` prints about it."""
+"""How many runs go at once: xdist workers from the devices, the cores and the specs, and the line `plan` prints about
+it."""
 
 from __future__ import annotations
 
@@ -26,5 +27,8 @@ def describe_concurrency(inventory: Inventory, workers: int) -> str:
     if runs < inventory.count:
         text += f": {cores} cores" if runs == cores else ": the specs to run"
     if not inventory.scheduled:
-        text += f"; each run's processes get OMP_NUM_THREADS={cpu_threads(1, inventory)} per device held (torchrun's ranks share their run's)"
+        text += (
+            f"; each run's processes get OMP_NUM_THREADS={cpu_threads(1, inventory)} per device held (torchrun's "
+            "ranks share their run's)"
+        )
     return text

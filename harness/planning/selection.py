@@ -214,7 +214,8 @@ def changed_files(repo: Path, ref: str) -> set[str]:
     for proc in (diff, others):
         if proc.returncode != 0:
             raise SelectionError(
-                f"--changed-since: git failed in {repo}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f'exit {proc.returncode}'}"
+                f"--changed-since: git failed in {repo}: "
+                f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f'exit {proc.returncode}'}"
             )
     return {name for name in (diff.stdout + others.stdout).split("\0") if name}
 

@@ -191,6 +191,7 @@ class Controller:
                 f" and {len(self.repo_writes) - 20} more" if len(self.repo_writes) > 20 else ""
             )
             terminalreporter.write_line(
-                f"FAIL  the run wrote into the repository: {shown} (specs must write under {{output_dir}}; --allow-repo-writes to accept)",
+                f"FAIL  the run wrote into the repository: {shown} (specs must write under {{output_dir}}; "
+                "--allow-repo-writes to accept)",
                 red=True,
             )

@@ -167,7 +167,8 @@ def require_libraries(session: nox.Session, root: Path) -> None:
         keys = " and ".join(f'{name} = "{here.get(name, "VERSION")}"' for name in used)
         files = ", ".join(f"{path} imports {name}" for name, path in used.items())
         session.error(
-            f"this session's venv has no {' and no '.join(used)} but {files}: set {keys} in [tool.trainspec] of pyproject.toml, or list a requirement that brings it in `install`"
+            f"this session's venv has no {' and no '.join(used)} but {files}: set {keys} in [tool.trainspec] "
+            "of pyproject.toml, or list a requirement that brings it in `install`"
         )
 
 

@@ -42,7 +42,8 @@ except ModuleNotFoundError as missing:
     if missing.name != "harness":
         raise
     print("noxfile.py: the environment nox runs in lacks trainspec (No module named 'harness'): "
-          "run `pipx inject nox trainspec` if pipx installed nox, else `pip install trainspec` beside nox", file=sys.stderr)
+          "run `pipx inject nox trainspec` if pipx installed nox, else `pip install trainspec` beside nox",
+          file=sys.stderr)
     raise SystemExit(2) from None
 
 {SESSION_LINES}'''
@@ -192,7 +193,8 @@ def _what_sessions_install(root: Path, versions: dict[str, str]) -> list[str]:
     if unpinned:
         keys = " and ".join(f'{name} = "VERSION"' for name in unpinned)
         lines.append(
-            f"{' and '.join(unpinned)} not found here nor pinned: if your training imports {'it' if len(unpinned) == 1 else 'them'}, set {keys} in [tool.trainspec] of pyproject.toml\n"
+            f"{' and '.join(unpinned)} not found here nor pinned: if your training imports "
+            f"{'it' if len(unpinned) == 1 else 'them'}, set {keys} in [tool.trainspec] of pyproject.toml\n"
         )
     requirements = [*pins(settings.torch, settings.transformers), *settings.install, "trainspec"]
     lines.append(f"the nox sessions will install: {' '.join(requirements)}\n")

@@ -31,21 +31,31 @@ from harness.report.rows import (
 from harness.report.svg import curve_svg
 
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;background:#f6f8fa;margin:0}
-header,main,footer{max-width:1120px;margin:0 auto;padding:0 24px}header{padding-top:20px}footer{margin:24px auto;color:#8c959f;font-size:12px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;
+background:#f6f8fa;margin:0}
+header,main,footer{max-width:1120px;margin:0 auto;padding:0 24px}header{padding-top:20px}footer{margin:24px auto;
+color:#8c959f;font-size:12px}
 h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:0 0 12px}h3{font-size:14px;margin:16px 0 6px}
-a{color:#0969da}summary{cursor:pointer;color:#59636e}.muted{color:#59636e}.combo{margin:6px 0 12px}.combo strong{margin-right:8px}
+a{color:#0969da}summary{cursor:pointer;color:#59636e}.muted{color:#59636e}.combo{margin:6px 0 12px}
+.combo strong{margin-right:8px}
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;margin-right:4px}
-.passed{background:#dafbe1;color:#116329}.failed,.error{background:#ffebe9;color:#a40e26}.skipped,.notrun{background:#eaeef2;color:#59636e}
-table{border-collapse:collapse;background:#fff;margin:8px 0 16px}th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:left;vertical-align:top}
+.passed{background:#dafbe1;color:#116329}.failed,.error{background:#ffebe9;color:#a40e26}
+.skipped,.notrun{background:#eaeef2;color:#59636e}
+table{border-collapse:collapse;background:#fff;margin:8px 0 16px}th,td{border:1px solid #d0d7de;padding:4px 10px;
+text-align:left;vertical-align:top}
 th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td small{display:block;color:#59636e;font-size:11px}tr.failing td:first-child{box-shadow:inset 4px 0 #cf222e}.why{color:#a40e26;font-size:12px;max-width:440px}
+td small{display:block;color:#59636e;font-size:11px}tr.failing td:first-child{box-shadow:inset 4px 0 #cf222e}
+.why{color:#a40e26;font-size:12px;max-width:440px}
 section.spec{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px 20px;margin:16px 0}
-section.failing{border-color:#cf222e;border-left-width:6px}.top{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:flex-start}.side{flex:1;min-width:280px}
+section.failing{border-color:#cf222e;border-left-width:6px}.top{display:flex;flex-wrap:wrap;gap:8px 24px;
+align-items:flex-start}.side{flex:1;min-width:280px}
 .metrics{display:flex;flex-wrap:wrap;gap:4px 12px}
-.reason{background:#ffebe9;border-radius:6px;padding:8px 12px;margin:0 0 8px;color:#82071e;white-space:pre-wrap;overflow-wrap:anywhere}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0 0 8px}dt{color:#59636e}dd{margin:0;overflow-wrap:anywhere}
-pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;overflow:auto;max-height:320px;font-size:12px;white-space:pre-wrap}
+.reason{background:#ffebe9;border-radius:6px;padding:8px 12px;margin:0 0 8px;color:#82071e;white-space:pre-wrap;
+overflow-wrap:anywhere}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0 0 8px}dt{color:#59636e}dd{margin:0;
+overflow-wrap:anywhere}
+pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;overflow:auto;max-height:320px;
+font-size:12px;white-space:pre-wrap}
 svg.curve{font-size:11px;fill:#59636e;max-width:100%;height:auto}svg .axis{font-size:12px}
 """
 
@@ -87,7 +97,8 @@ def _header(documents: list[RunDocument], names: list[str]) -> str:
         badges = "".join(_badge(k, f"{n} {k}") for k, n in totals(d).items())
         badges += _badge("error", "interrupted") if d.interrupted else ""
         combos.append(
-            f'<div class="combo"><strong>{_e(name)}</strong>{badges}<div class="muted">{_e(" · ".join(filter(None, meta)))}</div></div>'
+            f'<div class="combo"><strong>{_e(name)}</strong>{badges}'
+            f'<div class="muted">{_e(" · ".join(filter(None, meta)))}</div></div>'
         )
     return f'<header id="top"><h1>trainspec report</h1>{"".join(combos)}</header>'
 
@@ -97,7 +108,8 @@ def _num_td(text: str, note: str | None = None) -> str:
 
 
 def _table(rows: list[Row], names: list[str], with_ppl: bool) -> str:
-    """The at-a-glance table: failing specs on top with their reason, outcome cells coloured, Δ vs first under each value."""
+    """The at-a-glance table: failing specs on top with their reason, outcome cells coloured, Δ vs first under each
+    value."""
     columns = ["outcome", "final loss"] + (["ppl"] if with_ppl else []) + ["time"]
     if len(names) > 1:
         head = (
@@ -166,11 +178,13 @@ def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
     bad = [c for c in spec.checks if not c["passed"]]
     if bad:
         cells = "".join(
-            f'<tr><td class="{"failed" if c["severity"] == "fail" else "skipped"}">{_e(c["name"])}</td><td>{_e(c["expected"])}</td><td>{_e(c["found"])}</td></tr>'
+            f'<tr><td class="{"failed" if c["severity"] == "fail" else "skipped"}">{_e(c["name"])}</td>'
+            f"<td>{_e(c['expected'])}</td><td>{_e(c['found'])}</td></tr>"
             for c in bad
         )
         out.append(
-            f"<table><thead><tr><th>failed check</th><th>expected</th><th>found</th></tr></thead><tbody>{cells}</tbody></table>"
+            "<table><thead><tr><th>failed check</th><th>expected</th><th>found</th></tr></thead>"
+            f"<tbody>{cells}</tbody></table>"
         )
     if spec.checks:
         out.append(f'<p class="muted">{len(spec.checks) - len(bad)} of {len(spec.checks)} checks passed</p>')
@@ -203,7 +217,8 @@ def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
 
 
 def _charts(specs: list[SpecResult | None], names: list[str]) -> tuple[str, str]:
-    """The loss chart (the baseline's curve under it when the run had one) and the small multiples of the other metrics."""
+    """The loss chart (the baseline's curve under it when the run had one) and the small multiples of the other
+    metrics."""
     series = [
         (t if s and s.loss_curve else f"{t} ({'no loss logged' if s else 'not run'})", s.loss_curve if s else [])
         for t, s in zip(names, specs, strict=True)
@@ -236,7 +251,10 @@ def _section(row: Row, documents: list[RunDocument], names: list[str], base_dir:
         metrics,
     ]
     parts += [_details(s, t, base_dir) for t, s in ran]
-    return f'<section id="{_anchor(row.spec_id)}" class="spec{" failing" if row.failing else ""}">{"".join(parts)}</section>'
+    return (
+        f'<section id="{_anchor(row.spec_id)}" '
+        f'class="spec{" failing" if row.failing else ""}">{"".join(parts)}</section>'
+    )
 
 
 def render_html(documents: list[RunDocument], *, base_dir: Path | None = None, labels: list[str] | None = None) -> str:
@@ -255,7 +273,10 @@ def render_html(documents: list[RunDocument], *, base_dir: Path | None = None, l
     body += [_section(row, documents, names, base_dir) for row in rows]
     body.append("</main><footer>written by trainspec from results.json</footer>")
     title = _e("trainspec · " + " vs ".join(names))
-    head = f'<meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{title}</title><style>{CSS}</style>'
+    head = (
+        '<meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{title}</title><style>{CSS}</style>"
+    )
     return f'<!doctype html>\n<html lang="en"><head>{head}</head>\n<body>\n' + "\n".join(body) + "\n</body></html>\n"
 
 

@@ -75,7 +75,10 @@ class Progress:
         self.started.pop(record.id, None)
         self.done += 1
         devices = ",".join(record.devices) or "-"
-        line = f"{MARKS.get(record.outcome, record.outcome):5} {record.id}  {record.duration:.1f}s on {devices}  [{self.done}/{self.total or '?'}]"
+        line = (
+            f"{MARKS.get(record.outcome, record.outcome):5} {record.id}  {record.duration:.1f}s on {devices}  "
+            f"[{self.done}/{self.total or '?'}]"
+        )
         if record.outcome != "passed" and record.reason:
             line += f"  {record.reason.splitlines()[0][:100]}"
         with self._lock, self.uncaptured():
@@ -91,7 +94,8 @@ class Progress:
         waiting = [w for w in state["queue"] if w["run"] == self.pool.run]
         busy = {h["name"] for h in mine} | {w["name"] for w in waiting}
         running = [
-            f"{h['name']} [{','.join(self.pool.names.get(k, k) for k in h['devices'])}] {_seconds(now_wall - h['start'])}/{_seconds(h['expected'] or self.expected(h['name']))}"
+            f"{h['name']} [{','.join(self.pool.names.get(k, k) for k in h['devices'])}] "
+            f"{_seconds(now_wall - h['start'])}/{_seconds(h['expected'] or self.expected(h['name']))}"
             for h in mine
         ]
         # Specs without devices (gpus: 0) run without a lease; the controller saw them start.

@@ -40,7 +40,10 @@ def combination_label(document: RunDocument) -> str:
 def label_problem(labels: list[str], count: int) -> str | None:
     """Why `--label` values cannot name `count` runs, or None when they can."""
     if len(labels) != count:
-        return f"--label given {len(labels)} time{'s' * (len(labels) != 1)} for {count} result{'s' * (count != 1)}: give one per result, in the order given"
+        return (
+            f"--label given {len(labels)} time{'s' * (len(labels) != 1)} for {count} result{'s' * (count != 1)}: "
+            "give one per result, in the order given"
+        )
     if empty := [i + 1 for i, label in enumerate(labels) if not label.strip()]:
         return f"--label number {empty[0]} is empty"
     return None

@@ -65,7 +65,8 @@ def curve_svg(
     width: int = 560,
     height: int = 220,
 ) -> str:
-    """Inline SVG with one line per (label, [[step, value], ...]), a legend below when several; "" when no point has a finite value.
+    """Inline SVG with one line per (label, [[step, value], ...]), a legend below when several; "" when no point
+    has a finite value.
 
     A missing or non-finite value breaks the line instead of being bridged, so a NaN stretch
     shows as a gap (marked on the x axis) rather than as a plausible-looking segment. The y
@@ -108,12 +109,14 @@ def curve_svg(
     for tick in _ticks(x0, x1, 6 if width > 400 else 3):
         if x0 <= tick <= x1:
             out.append(
-                f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" stroke="#8c959f"/>'
+                f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" '
+                'stroke="#8c959f"/>'
                 f'<text x="{x(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{tick:.6g}</text>'
             )
     out.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle" class="axis">step</text>'
-        f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 {top + plot_h / 2:.1f})" class="axis">{label}</text>'
+        f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 '
+        f'{top + plot_h / 2:.1f})" class="axis">{label}</text>'
     )
     if any(s is not None and v is None for curve in curves[bool(baseline) :] for s, v in curve):
         out.append(
@@ -126,13 +129,16 @@ def curve_svg(
             ly = height + 16 * index + 4
             empty = f" (no finite {html.escape(ylabel)})" if curve and all(v is None for _, v in curve) else ""
             out.append(
-                f'<line x1="{left}" x2="{left + 24}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="3"{dash}/><text x="{left + 30}" y="{ly + 4}">{html.escape(name)}{empty}</text>'
+                f'<line x1="{left}" x2="{left + 24}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+                f'stroke-width="3"{dash}/><text x="{left + 30}" '
+                f'y="{ly + 4}">{html.escape(name)}{empty}</text>'
             )
     return "\n".join(out) + "\n</svg>"
 
 
 def _style(index: int) -> tuple[str, str]:
-    """Colour and dash of series `index` (-1: the baseline). Runs of one seed often coincide exactly; dashes let the first line show through."""
+    """Colour and dash of series `index` (-1: the baseline). Runs of one seed often coincide exactly; dashes let the
+    first line show through."""
     if index < 0:
         return BASELINE_COLOUR, ' stroke-dasharray="2 3"'
     return PALETTE[index % len(PALETTE)], f' stroke-dasharray="{3 + 3 * index} 4"' if index else ""
@@ -158,18 +164,22 @@ def _line(
             segments.append([])
             if index >= 0:
                 out.append(
-                    f'<path d="M{x(step):.1f} {axis_y - 5}v10" stroke="#cf222e" stroke-width="2"><title>{name}: no finite {ylabel} at step {step:.6g}</title></path>'
+                    f'<path d="M{x(step):.1f} {axis_y - 5}v10" stroke="#cf222e" '
+                    f'stroke-width="2"><title>{name}: no finite {ylabel} at step {step:.6g}</title></path>'
                 )
         else:
             segments[-1].append((x(step), y(value)))
     for segment in filter(None, segments):
         if len(segment) == 1:
             out.append(
-                f'<circle cx="{segment[0][0]:.1f}" cy="{segment[0][1]:.1f}" r="3" fill="{colour}"><title>{name}</title></circle>'
+                f'<circle cx="{segment[0][0]:.1f}" cy="{segment[0][1]:.1f}" r="3" '
+                f'fill="{colour}"><title>{name}</title></circle>'
             )
         else:
             points = " ".join(f"{px:.1f},{py:.1f}" for px, py in segment)
             out.append(
-                f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{1.5 if index < 0 else 2}"{dash} stroke-linejoin="round"><title>{name}</title></polyline>'
+                f'<polyline points="{points}" fill="none" stroke="{colour}" '
+                f'stroke-width="{1.5 if index < 0 else 2}"{dash} '
+                f'stroke-linejoin="round"><title>{name}</title></polyline>'
             )
     return out

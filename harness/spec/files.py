@@ -174,6 +174,7 @@ def check_markers(spec: Spec, registered: Iterable[str]) -> None:
             raise SpecError(
                 spec.source,
                 "markers",
-                f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers in pyproject.toml (registered: {', '.join(sorted(known))})",
+                f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers "
+                f"in pyproject.toml (registered: {', '.join(sorted(known))})",
                 spec.key_lines.get("markers", spec.line),
             )

@@ -56,7 +56,8 @@ class LogSpec:
     format: Literal["auto", "forgather", "hf", "jsonl", "csv", "tensorboard"] = option(
         "auto",
         doc="log format: Forgather's trainer_logs.json, Hugging Face trainer_state.json (log_history), JSON lines,"
-        " CSV with a header row (Lightning's metrics.csv), or TensorBoard event files (needs `pip install trainspec[tensorboard]`);"
+        " CSV with a header row (Lightning's metrics.csv), or TensorBoard event files (needs `pip install "
+        "trainspec[tensorboard]`);"
         " auto picks by file name and content",
     )
     loss_key: str = option(
@@ -64,7 +65,8 @@ class LogSpec:
     )
     step_key: str | None = option(
         None,
-        doc="record key of the step (default: global_step for forgather, step for hf, jsonl and csv; tensorboard takes each event's step)",
+        doc="record key of the step (default: global_step for forgather, step for hf, jsonl and csv; tensorboard "
+        "takes each event's step)",
     )
 
     TENSORBOARD_MISSING = (
@@ -94,7 +96,8 @@ class LossSpec:
     must_decrease: bool = option(False, doc="the last logged loss must be lower than the first")
     resume_jump_max: float | None = option(
         None,
-        doc="in a stage after the first: its first logged loss must lie within this fraction of the last loss the stage before it logged (a resume that restarted from scratch jumps back up)",
+        doc="in a stage after the first: its first logged loss must lie within this fraction of the last loss "
+        "the stage before it logged (a resume that restarted from scratch jumps back up)",
         minimum=0,
         exclusive_minimum=True,
         example=0.2,
@@ -180,7 +183,9 @@ class StderrSpec:
 class InferenceSpec:
     server: list[str] | str | None = option(
         None,
-        doc="command that serves the checkpoint over HTTP (placeholders {checkpoint_dir}, {port}, {python}, {output_dir}), or `builtin`: the harness serves any Hugging Face causal-LM checkpoint itself (`python -m harness serve`); forgather profile default: Forgather's tools/inference_server/server.py",
+        doc="command that serves the checkpoint over HTTP (placeholders {checkpoint_dir}, {port}, {python}, "
+        "{output_dir}), or `builtin`: the harness serves any Hugging Face causal-LM checkpoint itself "
+        "(`python -m harness serve`); forgather profile default: Forgather's tools/inference_server/server.py",
     )
     checkpoint: str = option("checkpoint", doc="checkpoint directory the server loads, relative to the output dir")
     prompt: str | list[str] = option("Once upon a time", doc="one prompt, or a list of prompts")
@@ -197,7 +202,8 @@ class InferenceSpec:
     )
     scorer: str | None = option(
         None,
-        doc="reference model that scores the text: a name in the local Hugging Face cache or a path (default: the harness setting, gpt2)",
+        doc="reference model that scores the text: a name in the local Hugging Face cache or a path (default: "
+        "the harness setting, gpt2)",
     )
 
     @property
@@ -233,7 +239,8 @@ class StageSpec:
     launcher: Literal["none", "torchrun"] | None = option(None, doc="none or torchrun (default: the spec's launcher)")
     interrupt_at_step: int | None = option(
         None,
-        doc="stop the stage (SIGTERM to its process group, SIGKILL 5 s later) once its log shows this step; a stage stopped so counts as stopped as planned, and its checks apply to what it logged",
+        doc="stop the stage (SIGTERM to its process group, SIGKILL 5 s later) once its log shows this step; a "
+        "stage stopped so counts as stopped as planned, and its checks apply to what it logged",
         minimum=1,
         example=50,
     )
@@ -277,13 +284,15 @@ class Spec:
     id: str = option(doc="unique id; the pytest test id", aliases=("test_id",), example="tinylm_smoke")
     command: list[str] | str | None = option(
         None,
-        doc="argv of the run (a string is split shell-style); placeholders {python}, {output_dir}, {run_dir}, {repo}, {gpus}. With launcher torchrun: the script and its arguments",
+        doc="argv of the run (a string is split shell-style); placeholders {python}, {output_dir}, {run_dir}, "
+        "{repo}, {gpus}. With launcher torchrun: the script and its arguments",
         example=["{python}", "train.py", "--output-dir", "{output_dir}"],
     )
     cwd: str = option(".", doc="where the command runs, relative to the repository root (projects run in place)")
     args: dict[str, Any] = option(
         factory=dict,
-        doc="appended to the command as `--key value` (underscores become dashes; true is a bare flag; false and null are left out; a list repeats values)",
+        doc="appended to the command as `--key value` (underscores become dashes; true is a bare flag; false and "
+        "null are left out; a list repeats values)",
         aliases=("dynamic_args",),
         example={"max_steps": 60},
     )
@@ -296,12 +305,16 @@ class Spec:
     )
     nodes: int = option(
         1,
-        doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's rendezvous, so it needs launcher torchrun and a backend that runs across nodes (listed by `python -m harness run --help`)",
+        doc="nodes the run spans: more than 1 runs one torchrun per node, joined through the allocation's "
+        "rendezvous, so it needs launcher torchrun and a backend that runs across nodes (listed by `python "
+        "-m harness run --help`)",
         minimum=1,
     )
     gpu_memory: str | None = option(
         None,
-        doc="memory the run needs on each of its devices (`6GiB`, `512MiB`, `24GB`), so runs whose memory fits share a device; `auto`: the peak recorded on real GPUs plus the headroom (held whole until one is recorded); absent: the devices are held whole",
+        doc="memory the run needs on each of its devices (`6GiB`, `512MiB`, `24GB`), so runs whose memory fits "
+        "share a device; `auto`: the peak recorded on real GPUs plus the headroom (held whole until one is "
+        "recorded); absent: the devices are held whole",
         example="6GiB",
     )
     cpu_ok: bool = option(
@@ -309,7 +322,8 @@ class Spec:
     )
     retries: int = option(
         0,
-        doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every attempt kept",
+        doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every "
+        "attempt kept",
         minimum=0,
     )
     timeout: float = option(
@@ -317,7 +331,9 @@ class Spec:
     )
     fail_fast: bool = option(
         True,
-        doc="stop the run's process group as soon as its stderr shows a forbidden pattern (after 5 s, if it has not exited by itself) or its training log a NaN, inf or missing loss (with loss.no_nan); the failed check fail_fast names the line or step",
+        doc="stop the run's process group as soon as its stderr shows a forbidden pattern (after 5 s, if it has "
+        "not exited by itself) or its training log a NaN, inf or missing loss (with loss.no_nan); the failed "
+        "check fail_fast names the line or step",
     )
     tier: Literal["smoke", "standard", "full"] | None = option(
         None, doc="smoke, standard or full (default: smoke if marked smoke, full if marked slow, else standard)"
@@ -331,14 +347,16 @@ class Spec:
     stderr: StderrSpec = option(factory=StderrSpec, doc="patterns that fail the spec or warn when stderr contains them")
     expected_files: list[str] | None = option(
         None,
-        doc="globs that must match files in the output dir; a name without `/` matches at any depth (default: none; forgather profile: trainer_logs.json)",
+        doc="globs that must match files in the output dir; a name without `/` matches at any depth (default: "
+        "none; forgather profile: trainer_logs.json)",
     )
     min_steps_logged: int = option(
         1, doc="at least this many training log entries; 0 with no loss block means no log is needed", minimum=0
     )
     stages: list[StageSpec] | None = option(
         None,
-        doc="instead of `command`: stages run in order in one output dir on the same devices, each with its own command and checks; the first that fails ends the spec",
+        doc="instead of `command`: stages run in order in one output dir on the same devices, each with its own "
+        "command and checks; the first that fails ends the spec",
     )
     inference: InferenceSpec | None = option(
         None, doc="serve the trained checkpoint and score completions (full tier); runs after the last stage"
@@ -351,7 +369,9 @@ class Spec:
     )
     watch: list[str] = option(
         factory=list,
-        doc="globs (relative to the repository root; `**` crosses folders) of files the run depends on that tracing cannot see, such as a shell script it runs or a C extension's sources; they count for --changed-since and --skip-unchanged",
+        doc="globs (relative to the repository root; `**` crosses folders) of files the run depends on that "
+        "tracing cannot see, such as a shell script it runs or a C extension's sources; they count for "
+        "--changed-since and --skip-unchanged",
         example=["scripts/*.sh", "csrc/**"],
     )
     profile: Literal["command", "forgather"] | None = option(
@@ -393,7 +413,8 @@ class Spec:
                 if marker in self.markers and self.tier not in tiers:
                     yield (
                         "tier",
-                        f"tier {self.tier!r} contradicts the marker {marker!r} (which means tier {tiers[0]!r}); keep one",
+                        f"tier {self.tier!r} contradicts the marker {marker!r} (which means tier "
+                        f"{tiers[0]!r}); keep one",
                     )
         if why := relative_inside(self.cwd, "the repository"):
             yield "cwd", why
@@ -410,7 +431,8 @@ class Spec:
         if self.nodes > 1 and self.launcher != "torchrun":
             yield (
                 "nodes",
-                f"a run across {self.nodes} nodes needs launcher: torchrun, whose ranks join through the allocation's rendezvous",
+                f"a run across {self.nodes} nodes needs launcher: torchrun, whose ranks join through the "
+                "allocation's rendezvous",
             )
         if self.launcher == "torchrun" and self.profile == "forgather":
             yield "launcher", "forgather starts its own ranks; leave launcher at none"
@@ -452,7 +474,8 @@ class Spec:
             if str(self.args.get("save_strategy", "no")) == "no":
                 yield (
                     "inference",
-                    'inference needs a saved checkpoint: set dynamic_args.save_strategy (for example "steps"), not "no"',
+                    "inference needs a saved checkpoint: set dynamic_args.save_strategy (for example "
+                    '"steps"), not "no"',
                 )
             return
         if inference.server is None:
@@ -465,7 +488,8 @@ class Spec:
         if inference.server is not None and not any(pattern.startswith(prefix) for pattern in expected):
             yield (
                 "inference",
-                f"inference needs the checkpoint the training saves: list a file of it in expected_files (for example '{prefix}config.json')",
+                "inference needs the checkpoint the training saves: list a file of it in expected_files "
+                f"(for example '{prefix}config.json')",
             )
 
     def _placeholder_words(self) -> Iterable[tuple[str, str, dict[str, str]]]:

@@ -20,7 +20,10 @@ id: through_the_wrapper
 gpus: 2
 timeout: 60
 min_steps_logged: 0
-command: ["{python}", "-c", "import os; print('devices', {gpus}, os.environ['WRAPPED_HOST'], os.environ.get('CUDA_VISIBLE_DEVICES'))"]
+command:
+  - "{python}"
+  - "-c"
+  - "import os; print('devices', {gpus}, os.environ['WRAPPED_HOST'], os.environ.get('CUDA_VISIBLE_DEVICES'))"
 """
 
 

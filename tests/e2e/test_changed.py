@@ -192,7 +192,8 @@ def test_a_torchrun_trace_includes_a_module_only_rank_one_imported(harness, tmp_
     (repo / "ranks.py").write_text(TORCHRUN_SCRIPT)
     (repo / "rank_one_only.py").write_text("VALUE = 1\n")
     (repo / "specs" / "ddp.yaml").write_text(
-        'id: ddp\nlauncher: torchrun\ncommand: ["ranks.py", "{output_dir}"]\ngpus: 2\ncpu_ok: true\ntimeout: 120\nloss: {final_max: 1.0}\nmin_steps_logged: 3\n'
+        'id: ddp\nlauncher: torchrun\ncommand: ["ranks.py", "{output_dir}"]\ngpus: 2\ncpu_ok: true\ntimeout: '
+        "120\nloss: {final_max: 1.0}\nmin_steps_logged: 3\n"
     )
     git(repo, "init", "-q")
     run = harness("run", "--fake-gpus", "2", cwd=repo)

@@ -89,7 +89,10 @@ def test_exit_1(harness, tmp_path: Path) -> None:
 
 def test_sigsegv(harness, tmp_path: Path) -> None:
     # No core file: the test must not write one wherever it runs.
-    code = "import os, resource, signal; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); os.kill(os.getpid(), signal.SIGSEGV)"
+    code = (
+        "import os, resource, signal; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); os.kill(os.getpid(), "
+        "signal.SIGSEGV)"
+    )
     spec, _ = run_one(harness, tmp_path, "segfaults", code)
     assert spec["outcome"] == "failed" and spec["reason"] == "exit_code: killed by signal SIGSEGV"
     assert spec["exit_code"] is None
@@ -123,7 +126,9 @@ def test_hang_past_the_timeout(harness, tmp_path: Path) -> None:
 
 GRANDCHILD_LEFT_BEHIND = r"""
 import subprocess, sys
-subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", sys.argv[1]], start_new_session=sys.argv[3] == "own-session")
+subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(120)", sys.argv[1]], start_new_session=sys.argv[3] == "own-session"
+)
 print("exiting, my child still runs", flush=True)
 """
 
@@ -330,7 +335,9 @@ def group_members(pgid: int) -> list[int]:
 
 SLEEPER_WITH_A_GRANDCHILD = """
 import subprocess, sys, time
-subprocess.Popen([sys.executable, "-c", "import time; time.sleep(121)", sys.argv[1], "grand" + "child"], start_new_session=True)
+subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(121)", sys.argv[1], "grand" + "child"], start_new_session=True
+)
 time.sleep(120)
 """
 
@@ -373,7 +380,8 @@ def interrupt_mid_run(tmp_path: Path, devices: int, to_group: bool, signum: sign
         # Nothing outlives the harness: how long it takes to write its records depends on the
         # machine's load, so the bound is on what is left once it has exited.
         print(
-            f"harness exited {exited - interrupted:.2f} s after {signum.name}; everything gone {time.monotonic() - exited:.2f} s later"
+            f"harness exited {exited - interrupted:.2f} s after {signum.name}; everything gone "
+            f"{time.monotonic() - exited:.2f} s later"
         )
         assert time.monotonic() - exited < 5, (tagged(tag), group_members(harness.pid))
         assert harness.returncode == 130, output
@@ -464,7 +472,8 @@ def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path:
         "command": [
             "{python}",
             "-c",
-            "import os, sys; first = not os.path.exists(sys.argv[1]); open(sys.argv[1], 'w').close(); sys.exit(1 if first else 0)",
+            "import os, sys; first = not os.path.exists(sys.argv[1]); open(sys.argv[1], 'w').close(); "
+            "sys.exit(1 if first else 0)",
             str(marker),
         ],
     }
@@ -505,7 +514,9 @@ def device_project(tmp_path: Path) -> Path:
     folder = tmp_path / "project"
     (folder / "specs").mkdir(parents=True)
     (folder / "record_env.py").write_text(
-        "import json, os, sys\nseen = {k: v for k, v in os.environ.items() if k.endswith(('_VISIBLE_DEVICES', 'DEVICE_KIND'))}\njson.dump(seen, open(os.path.join(sys.argv[1], 'env.json'), 'w'))\n"
+        "import json, os, sys\nseen = {k: v for k, v in os.environ.items() if "
+        "k.endswith(('_VISIBLE_DEVICES', 'DEVICE_KIND'))}\njson.dump(seen, open(os.path.join(sys.argv[1], "
+        "'env.json'), 'w'))\n"
     )
     spec = {
         "id": "on_a_gpu",
@@ -540,12 +551,14 @@ def plan(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complete
         (
             None,
             "12",
-            "error: --gpus 12 needs 12 visible devices, found 0 (no GPU found: nvidia-smi lists none; rocm-smi or amd-smi lists none); --fake-gpus 12 simulates devices without a GPU",
+            "error: --gpus 12 needs 12 visible devices, found 0 (no GPU found: nvidia-smi lists none; "
+            "rocm-smi or amd-smi lists none); --fake-gpus 12 simulates devices without a GPU",
         ),
         (
             {},
             "3",
-            "error: --gpus 3 needs 3 visible devices, found 2: 2 GPUs [0, 1] from nvidia-smi, 81559 MiB each (busy: 1 has 30720 MiB in use); --fake-gpus 3 simulates devices without a GPU",
+            "error: --gpus 3 needs 3 visible devices, found 2: 2 GPUs [0, 1] from nvidia-smi, 81559 MiB each "
+            "(busy: 1 has 30720 MiB in use); --fake-gpus 3 simulates devices without a GPU",
         ),
     ],
 )
@@ -564,31 +577,36 @@ def test_gpus_beyond_the_visible_devices_is_refused(tmp_path: Path, nvidia: dict
             "CUDA_VISIBLE_DEVICES",
             "0,0",
             2,
-            "error: CUDA_VISIBLE_DEVICES='0,0' names device 0 twice ('0'); the runtime refuses such a list, so name each device once",
+            "error: CUDA_VISIBLE_DEVICES='0,0' names device 0 twice ('0'); the runtime refuses such a list, "
+            "so name each device once",
         ),
         (
             "HIP_VISIBLE_DEVICES",
             "1,1",
             2,
-            "error: HIP_VISIBLE_DEVICES='1,1' names device 1 twice ('1'); the runtime refuses such a list, so name each device once",
+            "error: HIP_VISIBLE_DEVICES='1,1' names device 1 twice ('1'); the runtime refuses such a list, "
+            "so name each device once",
         ),
         (
             "CUDA_VISIBLE_DEVICES",
             "abc",
             0,
-            "devices: no GPU (CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops at the first invalid entry); CPU only",
+            "devices: no GPU (CUDA_VISIBLE_DEVICES='abc' names no device (dropped 'abc': the runtime stops "
+            "at the first invalid entry); CPU only",
         ),
         (
             "CUDA_VISIBLE_DEVICES",
             "1,-1,0",
             0,
-            "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '-1', '0': the runtime stops at the first invalid entry), 81559 MiB",
+            "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '-1', '0': the runtime stops at the first "
+            "invalid entry), 81559 MiB",
         ),
         (
             "CUDA_VISIBLE_DEVICES",
             "1,7",
             0,
-            "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '7': nvidia-smi lists no such device, and the runtime stops at the first invalid entry)",
+            "devices: 1 GPU [1] from CUDA_VISIBLE_DEVICES (dropped '7': nvidia-smi lists no such device, and "
+            "the runtime stops at the first invalid entry)",
         ),
     ],
 )
@@ -602,7 +620,10 @@ def test_visible_devices_are_read_as_the_runtime_reads_them(
 
 def test_a_broken_nvidia_driver_is_an_error_never_no_gpu(tmp_path: Path) -> None:
     project, broken = device_project(tmp_path), machine(tmp_path, nvidia={"code": 9})
-    said = f"error: nvidia-smi failed (exit 9): {BROKEN_DRIVER}; fix the driver, or run without GPUs (CUDA_VISIBLE_DEVICES= or --fake-gpus N)"
+    said = (
+        f"error: nvidia-smi failed (exit 9): {BROKEN_DRIVER}; fix the driver, or run without GPUs "
+        "(CUDA_VISIBLE_DEVICES= or --fake-gpus N)"
+    )
     for args in (("plan",), ("run", "--run-dir", str(tmp_path / "run"))):
         done = harness_in(project, broken, *args)
         assert (done.returncode, done.stderr.strip()) == (2, said), done.stdout
@@ -614,8 +635,8 @@ def test_a_broken_nvidia_driver_is_an_error_never_no_gpu(tmp_path: Path) -> None
 def test_amd_gpus_are_found_by_rocm_smi_and_children_get_the_amd_variables(harness, tmp_path: Path) -> None:
     amd = machine(tmp_path, rocm=MI300_JSON)
     assert (
-        "devices: 2 AMD GPUs [0, 1] from rocm-smi or amd-smi, 196288 MiB each (busy: 0 has 282 MiB in use; 1 has 10240 MiB in use)"
-        in plan(tmp_path / "plan", amd).stdout
+        "devices: 2 AMD GPUs [0, 1] from rocm-smi or amd-smi, 196288 MiB each (busy: 0 has 282 MiB in use; 1 "
+        "has 10240 MiB in use)" in plan(tmp_path / "plan", amd).stdout
     )
     run = harness(
         "run", cwd=device_project(tmp_path / "run"), env={**amd, "ROCR_VISIBLE_DEVICES": "GPU-2cb7b3e2c1a0f5d1,0"}

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.e2e
 
 FAKE_SERVER = Path(__file__).with_name("fake_server.py")
 # Stands in for a training run that saves a checkpoint. Braces are doubled: single ones are placeholders.
-SAVES_CHECKPOINT = "import pathlib, sys; c = pathlib.Path(sys.argv[1], 'checkpoint'); c.mkdir(); (c / 'config.json').write_text('{{}}')"
+SAVES_CHECKPOINT = (
+    "import pathlib, sys; c = pathlib.Path(sys.argv[1], 'checkpoint'); c.mkdir(); (c / "
+    "'config.json').write_text('{{}}')"
+)
 SAVES_NOTHING = "pass"
 
 

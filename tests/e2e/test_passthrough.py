@@ -65,7 +65,8 @@ def test_pytests_selection_and_stop_flags_pass_through(
 
 def test_a_skipped_multi_device_spec_points_at_its_file_and_line_and_the_real_inventory(harness, project: Path) -> None:
     (project / "specs" / "wide.yaml").write_text(
-        "# needs two devices\n\nid: wide\ncommand: ['{python}', '-c', 'pass']\ngpus: 2\ncpu_ok: true\nmin_steps_logged: 0\n"
+        "# needs two devices\n\nid: wide\ncommand: ['{python}', '-c', 'pass']\ngpus: 2\ncpu_ok: "
+        "true\nmin_steps_logged: 0\n"
     )
     run = harness("run", "-k", "wide or good", cwd=project, env={"CUDA_VISIBLE_DEVICES": ""})
     assert run.code == 0, run.output

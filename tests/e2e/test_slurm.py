@@ -40,7 +40,8 @@ def _missing() -> str | None:
 
 
 def cannot_run(reason: str) -> None:
-    """Skip on a laptop without Slurm; fail where CI promised a cluster (TRAINSPEC_REQUIRE_SLURM=1), so CI never goes green by skipping."""
+    """Skip on a laptop without Slurm; fail where CI promised a cluster (TRAINSPEC_REQUIRE_SLURM=1), so CI never goes
+    green by skipping."""
     if os.environ.get("TRAINSPEC_REQUIRE_SLURM") == "1":
         pytest.fail(f"TRAINSPEC_REQUIRE_SLURM=1 but the Slurm tests cannot run: {reason}", pytrace=False)
     pytest.skip(reason)
@@ -232,7 +233,8 @@ def wait_for_jobs(cluster: dict[str, str], count: int) -> list[str]:
 def test_fail_fast_stops_a_job_at_its_first_nan(harness, cluster, tmp_path: Path) -> None:
     writes_nan = (
         "import json, pathlib, sys, time; rows = [dict(step=1, loss=2.0), dict(step=2, loss=float('nan'))]; "
-        "pathlib.Path(sys.argv[1], 'train_log.jsonl').write_text(''.join(json.dumps(r) + chr(10) for r in rows)); time.sleep(300)"
+        "pathlib.Path(sys.argv[1], 'train_log.jsonl').write_text(''.join(json.dumps(r) + chr(10) for r in "
+        "rows)); time.sleep(300)"
     )
     spec = {
         "id": "diverges",

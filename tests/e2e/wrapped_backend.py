@@ -22,7 +22,10 @@ from harness.process import ProcessOutcome, Watcher, run_process
 from harness.spec.model import Spec
 
 # Prints where it runs, then becomes the command (as `ssh host cmd` or `docker exec` would).
-WRAPPER = "import os, sys; print(f'wrapped on {os.environ[\"WRAPPED_HOST\"]}', file=sys.stderr, flush=True); os.execvp(sys.argv[1], sys.argv[1:])"
+WRAPPER = (
+    "import os, sys; print(f'wrapped on {os.environ[\"WRAPPED_HOST\"]}', file=sys.stderr, flush=True); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 class WrappedBackend:

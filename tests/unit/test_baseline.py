@@ -290,7 +290,8 @@ def test_a_spike_with_the_same_final_loss_fails_naming_its_first_step_and_the_cl
     assert check.expected == "at most 1% of the baseline's 100 steps above its loss + 5%"
     assert (
         check.found
-        == f"21 steps (21.0%) above or missing, the first at step 40: {spike[39][1]:.4g} against the baseline's {clean[39][1]:.4g} (allowed +5%)"
+        == f"21 steps (21.0%) above or missing, the first at step 40: {spike[39][1]:.4g} against the baseline's "
+        f"{clean[39][1]:.4g} (allowed +5%)"
     )
     assert regression == {
         "metric": "loss_curve",

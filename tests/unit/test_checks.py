@@ -440,7 +440,8 @@ def test_run_checks_in_reading_order(tmp_path):
 # collective: each rank's traceback under its [rankN]: prefix, interleaved, then torchrun's own
 # traceback and its summary, which names no exception.
 TORCHRUN_STDERR = """\
-W0101 12:00:00.000000 4242 torch/distributed/run.py:793] Setting OMP_NUM_THREADS environment variable for each process to be 1 in default
+W0101 12:00:00.000000 4242 torch/distributed/run.py:793] Setting OMP_NUM_THREADS environment variable for each \
+process to be 1 in default
 [rank1]: Traceback (most recent call last):
 [rank0]:[W101 12:00:05.000000 ProcessGroupGloo.cpp:1234] Warning: a rank waits in allreduce
 [rank1]:   File "/work/examples/tinylm/train.py", line 212, in <module>
@@ -450,10 +451,12 @@ W0101 12:00:00.000000 4242 torch/distributed/run.py:793] Setting OMP_NUM_THREADS
 [rank1]:     loss = step(model, batch)
 [rank1]:            ^^^^^^^^^^^^^^^^^^
 [rank0]:   File "/work/examples/tinylm/train.py", line 212, in <module>
-[rank1]: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; 77.01 GiB already allocated; LONG
+[rank1]: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; \
+77.01 GiB already allocated; LONG
 [rank0]:     main()
 [rank0]: RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500
-E0101 12:00:06.000000 4242 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: 1) local_rank: 1 (pid: 4244) of binary: /venv/bin/python
+E0101 12:00:06.000000 4242 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: 1) local_rank: 1 \
+(pid: 4244) of binary: /venv/bin/python
 Traceback (most recent call last):
   File "/venv/bin/torchrun", line 8, in <module>
     sys.exit(main())
@@ -488,9 +491,8 @@ def test_the_root_error_is_the_first_failing_ranks_exception_not_torchruns_summa
     stderr = tmp_path / "stderr.log"
     stderr.write_text(TORCHRUN_STDERR)
     oom = (
-        "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; 77.01 GiB already allocated; "
-        + "x" * 300
-        + ")"
+        "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.15 GiB total capacity; "
+        "77.01 GiB already allocated; " + "x" * 300 + ")"
     )
     assert root_error(stderr) == oom
     results, _ = run_checks(spec(), ok_outcome(exit_code=1), tmp_path / "out", stderr)
@@ -535,7 +537,8 @@ def test_no_root_error_without_a_traceback_or_for_a_run_stopped_at_a_nan(tmp_pat
     assert root_error(stderr) is None
     # What torchrun prints as the harness stops it is no cause of the NaN that made it stop.
     stderr.write_text(
-        "Traceback (most recent call last):\ntorch.distributed.elastic.multiprocessing.api.SignalException: Process 7 got signal: 15\n"
+        "Traceback (most recent call last):\ntorch.distributed.elastic.multiprocessing.api.SignalException: "
+        "Process 7 got signal: 15\n"
     )
     stopped = ok_outcome(exit_code=None, signal=15, stopped_by="loss nan at step 4 in train_log.jsonl")
     results, _ = run_checks(spec(), stopped, tmp_path / "out", stderr)
@@ -575,7 +578,8 @@ def test_a_run_that_was_not_stopped_keeps_every_failure_its_own():
 
 
 def test_a_launcher_error_is_never_the_root_error(tmp_path: Path):
-    """torchrun's ChildFailedError only says a rank failed; a rank that exited without a traceback leaves no root error."""
+    """torchrun's ChildFailedError only says a rank failed; a rank that exited without a traceback leaves no root
+    error."""
     stderr = tmp_path / "stderr.log"
     launcher_only = [
         "rank 1 gives up",

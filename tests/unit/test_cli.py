@@ -124,7 +124,8 @@ def test_plan_with_more_gpus_than_the_caller_allows(project, monkeypatch, capsys
     err = capsys.readouterr().err
     assert (
         err.strip()
-        == "error: --gpus 3 needs 3 visible devices, found 1: 1 GPU [0] from CUDA_VISIBLE_DEVICES; --fake-gpus 3 simulates devices without a GPU"
+        == "error: --gpus 3 needs 3 visible devices, found 1: 1 GPU [0] from CUDA_VISIBLE_DEVICES; --fake-gpus "
+        "3 simulates devices without a GPU"
     )
 
 
@@ -213,7 +214,9 @@ def test_registered_markers(tmp_path):
 def test_the_harness_core_never_imports_torch():
     code = (
         "import sys\n"
-        "import harness.cli, harness.plugin, harness.runner.pipeline, harness.planning.plan, harness.process, harness.backends, harness.devices.leases, harness.checks.after_run, harness.records\n"
+        "import harness.cli, harness.plugin, harness.runner.pipeline, harness.planning.plan, "
+        "harness.process, harness.backends, harness.devices.leases, harness.checks.after_run, "
+        "harness.records\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

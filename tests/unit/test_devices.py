@@ -274,7 +274,8 @@ def test_callers_entries_get_nvidia_smis_facts_and_one_it_does_not_list_ends_the
     ]
     assert (
         inv.source
-        == "CUDA_VISIBLE_DEVICES (dropped '7', '0': nvidia-smi lists no such device, and the runtime stops at the first invalid entry)"
+        == "CUDA_VISIBLE_DEVICES (dropped '7', '0': nvidia-smi lists no such device, and the runtime stops at "
+        "the first invalid entry)"
     )
 
 
@@ -304,7 +305,8 @@ def test_the_harness_never_rewrites_the_callers_variable(monkeypatch):
         (
             {"ROCR_VISIBLE_DEVICES": "4,5,GPU-ab", "HIP_VISIBLE_DEVICES": "2,0,3"},
             ("GPU-ab", "4"),
-            "HIP_VISIBLE_DEVICES within ROCR_VISIBLE_DEVICES (dropped '3': HIP_VISIBLE_DEVICES indexes into ROCR_VISIBLE_DEVICES, which has no such entry)",
+            "HIP_VISIBLE_DEVICES within ROCR_VISIBLE_DEVICES (dropped '3': HIP_VISIBLE_DEVICES indexes into "
+            "ROCR_VISIBLE_DEVICES, which has no such entry)",
         ),
         ({"ROCR_VISIBLE_DEVICES": "4,5", "CUDA_VISIBLE_DEVICES": "0,0"}, ("4", "5"), "ROCR_VISIBLE_DEVICES"),
     ],
@@ -520,7 +522,8 @@ def test_skip_reason_hints_fake_gpus_for_a_multi_device_cpu_ok_spec():
     [
         (
             lambda: discover(gpus=0, environ={}),
-            "needs 2 devices, this run has no GPU (--gpus 0; CPU only, one run at a time, cpu_ok specs only); try --fake-gpus 2",
+            "needs 2 devices, this run has no GPU (--gpus 0; CPU only, one run at a time, cpu_ok specs "
+            "only); try --fake-gpus 2",
         ),
         (
             lambda: discover(environ={"CUDA_VISIBLE_DEVICES": ""}),

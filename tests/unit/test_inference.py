@@ -17,7 +17,11 @@ from ..conftest import gone
 # outside the server's group and no longer its descendant (a daemonising server does this).
 DOUBLE_FORK = r"""
 import subprocess, sys, time
-sleeper = "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); open(sys.argv[1], 'w').write(str(p.pid))"
+sleeper = (
+    "import subprocess, sys; "
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); "
+    "open(sys.argv[1], 'w').write(str(p.pid))"
+)
 subprocess.run([sys.executable, "-c", sleeper, sys.argv[1]], check=True)
 time.sleep(120)
 """

@@ -47,7 +47,11 @@ def test_a_terminating_signal_is_a_keyboard_interrupt_once(name: str) -> None:
 
 
 def test_a_handler_someone_else_set_is_left_alone() -> None:
-    code = "import signal; from harness.process import interrupt_on_termination; mine = lambda *a: None; signal.signal(signal.SIGTERM, mine); interrupt_on_termination(); print(signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGHUP).__name__)"
+    code = (
+        "import signal; from harness.process import interrupt_on_termination; mine = lambda *a: None; "
+        "signal.signal(signal.SIGTERM, mine); interrupt_on_termination(); print(signal.getsignal(signal.SIGTERM) "
+        "is mine, signal.getsignal(signal.SIGHUP).__name__)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

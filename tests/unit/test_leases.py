@@ -35,7 +35,8 @@ else:
     time.sleep(job.get("hold", 0.0))
 end = time.time()
 lease.release()
-Path(job["record"]).write_text(json.dumps({"name": job["name"], "devices": list(lease.devices), "start": start, "end": end}))
+record = {"name": job["name"], "devices": list(lease.devices), "start": start, "end": end}
+Path(job["record"]).write_text(json.dumps(record))
 """
 
 

@@ -283,7 +283,10 @@ def test_find_log_ignores_folders_named_like_logs(tmp_path):
 # CSV -----------------------------------------------------------------------------------------
 
 # PyTorch Lightning's CSVLogger: one row per logging call, empty cells for what that call did not log.
-LIGHTNING_CSV = "epoch,step,train_loss,val_loss,lr-AdamW\r\n0,9,2.5,,0.001\r\n0,19,2.25,,0.001\r\n0,19,,2.4,\r\n1,29,2.0,,0.0009\r\n"
+LIGHTNING_CSV = (
+    "epoch,step,train_loss,val_loss,lr-AdamW\r\n"
+    "0,9,2.5,,0.001\r\n0,19,2.25,,0.001\r\n0,19,,2.4,\r\n1,29,2.0,,0.0009\r\n"
+)
 
 
 def test_a_lightning_metrics_csv(tmp_path):
@@ -375,7 +378,8 @@ def test_a_large_log_is_read_in_bounded_memory_and_checked_exactly(tmp_path):
         for step in range(1, lines + 1):
             loss = "NaN" if step == 12_345 else f"{3.0 - step / lines:.6f}"
             stream.write(
-                f'{{"step": {step}, "loss": {loss}, "grad_norm": {9.5 if step == 70_000 else 1.0}, "note": "{"x" * 40}"}}\n'
+                f'{{"step": {step}, "loss": {loss}, "grad_norm": {9.5 if step == 70_000 else 1.0}, "note": '
+                f'"{"x" * 40}"}}\n'
             )
     tracemalloc.start()
     try:

@@ -244,7 +244,8 @@ def test_a_thousand_specs_load_and_plan(tmp_path):
     folder.mkdir()
     for i in range(1000):
         (folder / f"s{i:04}.yaml").write_text(
-            f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\ncpu_ok: true\ngpus: {i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n"
+            f"id: s{i}\ncommand: ['{{python}}', 'train.py', '--out', '{{output_dir}}']\ncpu_ok: true\ngpus: "
+            f"{i % 3}\ntimeout: {60 + i}\nloss: {{final_max: 3}}\n"
         )
     specs, errors = load_specs([folder])
     plan = make_plan(specs, discover(fake_gpus=4, environ={}), {})

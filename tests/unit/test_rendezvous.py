@@ -87,7 +87,8 @@ def job_environment(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "scontrol").write_text(
-        f"#!{sys.executable}\nimport sys\nprint('node7' if sys.argv[2] == 'hostnames' else 'NodeName=node7 NodeAddr=127.0.0.7 State=IDLE')\n"
+        f"#!{sys.executable}\nimport sys\nprint('node7' if sys.argv[2] == 'hostnames' else 'NodeName=node7 "
+        "NodeAddr=127.0.0.7 State=IDLE')\n"
     )
     (bin_dir / "scontrol").chmod(0o755)
     return {

@@ -49,7 +49,8 @@ def test_a_folder_a_live_run_holds_is_refused_naming_its_pid(tmp_path: Path, liv
     )
     with pytest.raises(
         RunDirError,
-        match=rf"is in use by a live run \(pid {live_process.pid}, since 2025-01-01T00:00:00\); wait for it to end, or give another --run-dir",
+        match=rf"is in use by a live run \(pid {live_process.pid}, since 2025-01-01T00:00:00\); wait for it to "
+        r"end, or give another --run-dir",
     ):
         claim(tmp_path)
     release(tmp_path)  # not ours: left alone

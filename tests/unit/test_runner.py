@@ -1,4 +1,5 @@
-"""harness.process and harness.launch: real commands in their own process group, killed whole on timeout or when asked."""
+"""harness.process and harness.launch: real commands in their own process group, killed whole on timeout or when
+asked."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def launch(
 
 SPAWN_AND_SLEEP = r"""
 import subprocess, sys, time
-grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=(sys.argv[2] == "leave-group"))
+grandchild = subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=(sys.argv[2] == "leave-group")
+)
 open(sys.argv[1], "w").write(str(grandchild.pid))
 time.sleep(120)
 """
@@ -204,7 +207,10 @@ def test_watchers_that_say_nothing_let_the_run_finish(tmp_path):
 
 
 def test_end_group_escalates_to_sigkill_after_the_grace(tmp_path):
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+        "time.sleep(120)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout.readline() == "ready\n"
     began = time.monotonic()

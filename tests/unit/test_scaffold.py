@@ -119,7 +119,10 @@ def test_init_pins_the_installed_versions_without_their_local_label(tmp_path, en
 
 def test_finding_the_installed_versions_imports_neither_library():
     """In a fresh interpreter: this test process may have imported torch through another test."""
-    code = "import sys; from harness.project.scaffold import installed_versions; installed_versions(); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    code = (
+        "import sys; from harness.project.scaffold import installed_versions; installed_versions(); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
     found = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -137,7 +140,8 @@ def test_init_says_in_one_line_what_to_set_for_a_library_it_did_not_find(tmp_pat
     done = init(repo)
     assert load_settings(repo).torch is None and '# torch = "VERSION"' in (repo / "pyproject.toml").read_text()
     assert done.advice == [
-        'torch not found here nor pinned: if your training imports it, set torch = "VERSION" in [tool.trainspec] of pyproject.toml\n',
+        'torch not found here nor pinned: if your training imports it, set torch = "VERSION" in '
+        "[tool.trainspec] of pyproject.toml\n",
         "the nox sessions will install: transformers==4.57.6 numpy trainspec\n",
     ]
 

@@ -1,4 +1,5 @@
-"""harness.trace and harness.planning.selection: the child's trace, watch globs, fingerprints, the cache entries, --changed-since decisions."""
+"""harness.trace and harness.planning.selection: the child's trace, watch globs, fingerprints, the cache entries,
+--changed-since decisions."""
 
 from __future__ import annotations
 
@@ -53,7 +54,10 @@ def test_the_child_traces_repository_files_it_imported_or_read_and_nothing_else(
     (repo / "pkg" / "used.py").write_text("")
     (repo / "config.yaml").write_text("a: 1\n")
     (outside / "elsewhere.txt").write_text("x\n")
-    code = "import pkg.used, os; open('config.yaml').read(); open(os.path.join(os.pardir, 'outside', 'elsewhere.txt')).read(); open('written.txt', 'w').write('x')"
+    code = (
+        "import pkg.used, os; open('config.yaml').read(); open(os.path.join(os.pardir, 'outside', "
+        "'elsewhere.txt')).read(); open('written.txt', 'w').write('x')"
+    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(CHILD_SITE), str(repo)]),

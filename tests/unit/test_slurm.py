@@ -38,7 +38,8 @@ elif os.path.exists(os.environ["SCONTROL_RECORD"]):
 import os, re, sys
 names = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("--name=")]
 if names and os.path.exists(os.environ["SCONTROL_RECORD"]):
-    print("\\n".join(m.group(1) for m in (re.match(r"JobId=(\\d+) JobName=(\\S+)", line) for line in open(os.environ["SCONTROL_RECORD"])) if m and m.group(2) == names[0]))
+    jobs = (re.match(r"JobId=(\\d+) JobName=(\\S+)", line) for line in open(os.environ["SCONTROL_RECORD"]))
+    print("\\n".join(m.group(1) for m in jobs if m and m.group(2) == names[0]))
 else:
     print(os.environ.get("QUEUE", ""))
 """,
@@ -122,7 +123,8 @@ def test_a_job_runs_through_srun_and_is_cancelled_by_name_afterwards(cluster):
 def test_a_job_slurm_ended_says_so(cluster):
     (cluster / "record.txt").write_text(
         "JobId=7 JobName=other JobState=COMPLETED Reason=None\n"
-        "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) TimeLimit=00:01:00 NodeList=gpu-a[17-18]\n"
+        "JobId=9 JobName=trainspec-r1-tiny UserId=me(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) "
+        "TimeLimit=00:01:00 NodeList=gpu-a[17-18]\n"
     )
     outcome = SlurmBackend(SlurmOptions(run_tag="r1")).run(
         launch(cluster, [sys.executable, "-c", "raise SystemExit(143)"])

@@ -63,7 +63,11 @@ def test_everything_written_is_masked_and_the_masker_can_grow() -> None:
 
 def test_a_pipe_closed_by_its_reader_sends_the_descriptor_to_devnull() -> None:
     """A real pipe whose reader has gone: the failed write, the buffer and the flush at exit all succeed."""
-    code = "import sys; from harness.terminal import guard; from harness.secrets import Masker; guard(Masker(set())); print('x' * 100000); print('after'); sys.stdout.flush(); open(sys.argv[1], 'w').write(str(sys.stdout.gone))"
+    code = (
+        "import sys; from harness.terminal import guard; from harness.secrets import Masker; "
+        "guard(Masker(set())); print('x' * 100000); print('after'); sys.stdout.flush(); open(sys.argv[1], "
+        "'w').write(str(sys.stdout.gone))"
+    )
     marker = Path(os.environ.get("TMPDIR", "/tmp")) / f"guard-{os.getpid()}"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(marker)],
@@ -81,7 +85,11 @@ def test_a_pipe_closed_by_its_reader_sends_the_descriptor_to_devnull() -> None:
 
 @pytest.mark.parametrize("closed", ["1", "2", "0 1 2"])
 def test_closed_standard_descriptors_are_refilled_before_anything_is_opened(closed: str) -> None:
-    code = "import os, sys; from harness.terminal import guard; from harness.secrets import Masker; guard(Masker(set())); f = open(os.devnull); print(f.fileno() > 2, file=sys.__stderr__ or open(os.devnull, 'w')); sys.exit(0 if f.fileno() > 2 and sys.stdout is not None else 3)"
+    code = (
+        "import os, sys; from harness.terminal import guard; from harness.secrets import Masker; "
+        "guard(Masker(set())); f = open(os.devnull); print(f.fileno() > 2, file=sys.__stderr__ or "
+        "open(os.devnull, 'w')); sys.exit(0 if f.fileno() > 2 and sys.stdout is not None else 3)"
+    )
     redirects = " ".join(f"{fd}>&-" if fd != "0" else "0<&-" for fd in closed.split())
     done = subprocess.run(
         ["sh", "-c", f'exec "$@" {redirects}', "sh", sys.executable, "-c", code],

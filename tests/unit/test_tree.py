@@ -44,7 +44,8 @@ def test_a_run_that_writes_into_the_repository_fails_and_names_the_file(tmp_path
     repo = git_repo(tmp_path / "repo")
     (repo / "specs").mkdir()
     (repo / "specs" / "w.yaml").write_text(
-        "id: writes_here\ncommand: ['{python}', '-c', \"open('oops.txt', 'w').write('x')\"]\ngpus: 0\nmin_steps_logged: 0\n"
+        "id: writes_here\ncommand: ['{python}', '-c', \"open('oops.txt', 'w').write('x')\"]\ngpus: "
+        "0\nmin_steps_logged: 0\n"
     )
     run = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run")],

@@ -315,7 +315,8 @@ def test_a_run_that_logs_nan_is_stopped_at_once(tmp_path):
     assert outcome.duration < run.timeout
     result = check_exit(outcome)
     assert result.line() == (
-        "[FAIL] fail_fast: expected no forbidden stderr pattern and no NaN, inf or missing loss while it runs; found loss nan at step 4 in train_log.jsonl; the run was stopped there"
+        "[FAIL] fail_fast: expected no forbidden stderr pattern and no NaN, inf or missing loss while it "
+        "runs; found loss nan at step 4 in train_log.jsonl; the run was stopped there"
     )
 
 
@@ -327,7 +328,10 @@ def test_a_crash_that_exits_by_itself_keeps_its_exit_code(tmp_path):
 
 
 def test_a_run_that_hangs_after_a_forbidden_line_is_stopped_after_the_grace(tmp_path):
-    code = "import sys, time; print('rank 1: Traceback (most recent call last)', file=sys.stderr, flush=True); time.sleep(60)"
+    code = (
+        "import sys, time; print('rank 1: Traceback (most recent call last)', file=sys.stderr, flush=True); "
+        "time.sleep(60)"
+    )
     run = launch(tmp_path, code)
     outcome = run_process(run, [PatternWatcher(run.stderr_path, ["Traceback (most recent call last)"], grace=0.5)])
     assert (
