@@ -26,7 +26,7 @@ def session(*posargs: str) -> types.SimpleNamespace:
 
 def test_a_source_checkout_is_installed_editable():
     requirement = harness_requirement()
-    assert requirement[0] == "-e" and (Path(requirement[1]) / "harness" / "sessions.py").is_file()
+    assert requirement[0] == "-e" and (Path(requirement[1]) / "harness" / "project" / "nox_sessions.py").is_file()
 
 
 def test_the_last_tier_in_the_posargs_wins_as_argparse_reads_it():
