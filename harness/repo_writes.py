@@ -85,7 +85,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return info.st_size, info.st_mtime_ns
 
 
-def written(before: Snapshot, after: Snapshot, repo: Path, allowed: list[Path]) -> list[str]:
+def repo_writes_since(before: Snapshot, after: Snapshot, repo: Path, allowed: list[Path]) -> list[str]:
     """Paths that appeared, changed or went away during the run, outside the allowed folders (the run dir).
 
     A folder is judged by the files inside it, never by its own entry, so a run dir two

@@ -99,7 +99,7 @@ def watch_match(path: str, patterns: Iterable[str]) -> str | None:
     return next((p for p in patterns if watch_regex(p).match(path)), None)
 
 
-def watched(repo: Path, patterns: Iterable[str]) -> list[str]:
+def watched_files(repo: Path, patterns: Iterable[str]) -> list[str]:
     """The files in the tree that the watch globs name now."""
     found: set[str] = set()
     for pattern in patterns:
@@ -117,12 +117,12 @@ def spec_file(spec: Spec, repo: Path) -> str | None:
         return None
 
 
-def untraced(spec: Spec, repo: Path) -> list[str]:
+def untraced_files(spec: Spec, repo: Path) -> list[str]:
     """What counts without a trace: the watch globs' files now, the pins there are, and the spec file."""
     own = spec_file(spec, repo)
-    return [*watched(repo, spec.watch), *(pin for pin in PINS if (repo / pin).is_file()), *([own] if own else [])]
+    return [*watched_files(repo, spec.watch), *(pin for pin in PINS if (repo / pin).is_file()), *([own] if own else [])]
 
 
 def dependencies(spec: Spec, repo: Path, traced: Iterable[str]) -> dict[str, str]:
     """What the spec depends on now, with content hashes: traced ∪ watch ∪ its spec file ∪ the pins."""
-    return hash_files(repo, [*traced, *untraced(spec, repo)])
+    return hash_files(repo, [*traced, *untraced_files(spec, repo)])

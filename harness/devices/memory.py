@@ -31,7 +31,7 @@ def headroom_of(value: object) -> float:
     return float(value)
 
 
-def declared(spec: Spec, peaks: Mapping[str, float], headroom: float) -> int | None:
+def memory_request(spec: Spec, peaks: Mapping[str, float], headroom: float) -> int | None:
     """MiB the spec asks for on each device; None: it holds its devices whole."""
     if spec.gpu_memory is None:
         return None
@@ -74,5 +74,5 @@ def memory_skip(spec: Spec, memory: int | None, capacity: Mapping[str, int | Non
 def fit_problem(spec: Spec, inventory: Inventory, peaks: Mapping[str, float], headroom: float) -> str | None:
     """Why the spec's declared memory can never fit this run's devices, or None."""
     return memory_skip(
-        spec, declared(spec, peaks, headroom) if spec.gpus else None, device_capacity(inventory, headroom)
+        spec, memory_request(spec, peaks, headroom) if spec.gpus else None, device_capacity(inventory, headroom)
     )

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from harness.backends import skip_reason
-from harness.devices.memory import DEFAULT_HEADROOM, declared, device_capacity, memory_skip
+from harness.devices.memory import DEFAULT_HEADROOM, device_capacity, memory_request, memory_skip
 from harness.devices.packing import Devices
 from harness.devices.visible import Inventory
 from harness.spec.files import in_tier
@@ -227,7 +227,7 @@ def make_plan(
             continue
         recorded = spec.id in durations
         expected = durations[spec.id] if recorded else spec.timeout
-        memory = declared(spec, peaks or {}, headroom) if spec.gpus else None
+        memory = memory_request(spec, peaks or {}, headroom) if spec.gpus else None
         skip = skip_reason(spec, inventory) or memory_skip(spec, memory, capacity)
         planned.append(Planned(spec, spec.gpus, expected, recorded, skip, memory=memory))
     runnable = [p for p in planned if p.skip is None]

@@ -34,7 +34,7 @@ from harness.trace import (
     hash_files,
     spec_file,
     traced_files,
-    untraced,
+    untraced_files,
     watch_match,
 )
 
@@ -107,7 +107,7 @@ def _save(repo: Path, spec_id: str, entry: Entry) -> None:
 # ---------------------------------------------------------------- fingerprints
 
 
-def facts(context: RunContext) -> dict[str, Any]:
+def environment_facts(context: RunContext) -> dict[str, Any]:
     """What a pass depends on besides the files: the harness, the libraries, the devices, the checking options."""
     inventory = context.inventory
     baseline = context.baseline
@@ -153,7 +153,7 @@ def record_run(spec: Spec, context: RunContext, record: SpecResult, output_dir: 
     earlier = load_entry(context.repo, spec.id)
     passes = dict(earlier.passes) if earlier else {}
     if _knowable(traced is not None, spec):
-        key = fingerprint(spec, context.repo, deps, facts(context))
+        key = fingerprint(spec, context.repo, deps, environment_facts(context))
         passes.pop(key, None)
         if record.outcome == "passed":
             passes[key] = {"run": str(context.run_dir), "at": now}
@@ -175,8 +175,8 @@ def reusable(spec: Spec, context: RunContext) -> str | None:
     entry = load_entry(context.repo, spec.id)
     if entry is None or not entry.passes:
         return None
-    hashes = hash_files(context.repo, [*entry.dependencies, *untraced(spec, context.repo)])
-    passed = entry.passes.get(fingerprint(spec, context.repo, hashes, facts(context)))
+    hashes = hash_files(context.repo, [*entry.dependencies, *untraced_files(spec, context.repo)])
+    passed = entry.passes.get(fingerprint(spec, context.repo, hashes, environment_facts(context)))
     if passed is None:
         return None
     days = context.values.get("unchanged_days") or DEFAULT_DAYS

@@ -14,7 +14,7 @@ import pytest
 from harness.context import RunContext
 from harness.planning.plan import make_plan
 from harness.planning.selection import SelectionError, decisions
-from harness.runner.pipeline import run_spec, skipped, unchanged
+from harness.runner.pipeline import run_spec, skipped_record, unchanged_record
 from harness.secrets import masker_for
 from harness.spec.files import check_markers, load_spec_file, marker_names, split_duplicates
 from harness.spec.model import SPEC_SUFFIXES, Spec
@@ -128,7 +128,7 @@ class SpecItem(pytest.Item):
         return self.path, (self.spec.line or 1) - 1, f"spec {self.spec.id}"
 
     def setup(self) -> None:
-        record = skipped(self.spec, self.context) or unchanged(self.spec, self.context)
+        record = skipped_record(self.spec, self.context) or unchanged_record(self.spec, self.context)
         if record is not None:
             self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
             pytest.skip(record.reason)

@@ -20,7 +20,7 @@ from harness.plugin.collect import RECORD_PROPERTY
 from harness.plugin.xdist_scheduling import PlanScheduling
 from harness.process import end_group
 from harness.records import SpecResult, gather, load_document, write_results
-from harness.repo_writes import Snapshot, snapshot, written
+from harness.repo_writes import Snapshot, repo_writes_since, snapshot
 from harness.report.progress import Progress
 from harness.report.summary import summary_lines, write_run_report
 from harness.rundir import release
@@ -166,7 +166,7 @@ class Controller:
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
         }
         if self.tree_before is not None and (after := snapshot(context.repo, skip=[context.run_dir])) is not None:
-            self.repo_writes = written(self.tree_before, after, context.repo, [context.run_dir])
+            self.repo_writes = repo_writes_since(self.tree_before, after, context.repo, [context.run_dir])
             meta["repo_writes"] = self.repo_writes
             if self.repo_writes:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED

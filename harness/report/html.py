@@ -24,9 +24,9 @@ from harness.report.rows import (
     fmt,
     percent,
     regression_text,
-    signed,
     titles,
     totals,
+    with_sign,
 )
 from harness.report.svg import curve_svg
 
@@ -134,13 +134,13 @@ def _table(rows: list[Row], names: list[str], with_ppl: bool) -> str:
                 tds.append(f"<td colspan={len(columns) - 1}></td>")
                 continue
             tds.append(
-                _num_td(fmt(cell.final_loss), None if cell.loss_delta is None else f"Δ {signed(cell.loss_delta)}")
+                _num_td(fmt(cell.final_loss), None if cell.loss_delta is None else f"Δ {with_sign(cell.loss_delta)}")
             )
             if with_ppl:
                 tds.append(
                     _num_td(
                         fmt(cell.perplexity),
-                        None if cell.perplexity_delta is None else f"Δ {signed(cell.perplexity_delta)}",
+                        None if cell.perplexity_delta is None else f"Δ {with_sign(cell.perplexity_delta)}",
                     )
                 )
             tds.append(

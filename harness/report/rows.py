@@ -133,7 +133,7 @@ def fmt(value: float | None) -> str:
     return NOT_RUN if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
-def signed(value: float) -> str:
+def with_sign(value: float) -> str:
     return "±0" if value == 0 else f"{value:+.3g}".replace("-", "−")
 
 
@@ -152,7 +152,7 @@ def percent(change: float) -> str:
 
 
 def delta_note(delta: float | None) -> str:
-    return "" if delta is None else f" (Δ {signed(delta)})"
+    return "" if delta is None else f" (Δ {with_sign(delta)})"
 
 
 def regression_text(regression: Regression) -> str:

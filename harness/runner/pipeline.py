@@ -19,7 +19,7 @@ from harness.checks.after_run import CheckResult, failure_reason, tail
 from harness.checks.baseline import compare
 from harness.context import RunContext
 from harness.devices.leases import Lease
-from harness.devices.memory import declared, fit_problem
+from harness.devices.memory import fit_problem, memory_request
 from harness.inference.stage import run_inference
 from harness.launch import CHILD_VERSIONS_FILE, Launch, placeholder_values
 from harness.logs.formats import TrainingLog
@@ -66,7 +66,7 @@ def base_record(spec: Spec, context: RunContext, outcome: str, reason: str = "")
     )
 
 
-def skipped(spec: Spec, context: RunContext) -> SpecResult | None:
+def skipped_record(spec: Spec, context: RunContext) -> SpecResult | None:
     """The record of a spec that cannot run with this run's devices, or None when it can."""
     reason = backends.skip_reason(spec, context.inventory) or fit_problem(
         spec, context.inventory, context.recorded_peaks, context.headroom
@@ -74,7 +74,7 @@ def skipped(spec: Spec, context: RunContext) -> SpecResult | None:
     return base_record(spec, context, "skipped", reason) if reason else None
 
 
-def unchanged(spec: Spec, context: RunContext) -> SpecResult | None:
+def unchanged_record(spec: Spec, context: RunContext) -> SpecResult | None:
     """With --skip-unchanged, the record of a spec whose last pass still holds; None when it must run."""
     if not context.values.get("skip_unchanged") or context.values.get("no_skip_unchanged"):
         return None
@@ -168,7 +168,7 @@ def _lease(spec: Spec, context: RunContext, priority: int, expected: float) -> L
     if not spec.gpus or not context.backend.leases_devices:
         return None
     return context.pool.acquire(
-        spec.gpus, spec.id, priority, expected, declared(spec, context.recorded_peaks, context.headroom)
+        spec.gpus, spec.id, priority, expected, memory_request(spec, context.recorded_peaks, context.headroom)
     )
 
 

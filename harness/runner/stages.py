@@ -44,7 +44,7 @@ class StagedRun:
     stages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def planned(spec: Spec) -> list[StageSpec | StageFactory] | None:
+def spec_stages(spec: Spec) -> list[StageSpec | StageFactory] | None:
     """The stages of a spec, or None for a spec that is one command."""
     if spec.stages is not None:
         return list(spec.stages)
@@ -94,7 +94,7 @@ def run_stages(
     spec: Spec, context: RunContext, output_dir: Path, placement: Placement, on_start: Callable[[int], None] | None
 ) -> StagedRun:
     """Run the spec's command, or its stages in order until one fails."""
-    stages = planned(spec)
+    stages = spec_stages(spec)
     if stages is None:
         launch, outcome, checks, log = _run_one(spec, context, output_dir, placement, on_start, "", None)
         return StagedRun(launch, outcome, checks, log, _masker([launch]))

@@ -54,7 +54,7 @@ def tools(cuda=None, rocm=None):
     return lambda kind: {"cuda": cuda, "rocm": rocm}[kind]
 
 
-def facts(*ids: str, memory: int = 81559) -> tuple[DeviceFacts, ...]:
+def device_facts(*ids: str, memory: int = 81559) -> tuple[DeviceFacts, ...]:
     return tuple(DeviceFacts(i, f"GPU-{i}{i}{i}", "NVIDIA H100", memory, 0, int(i)) for i in ids)
 
 
@@ -111,9 +111,9 @@ def test_gpus_zero_means_cpu():
 
 
 def test_gpus_takes_the_first_n_devices_nvidia_smi_lists_with_their_facts():
-    inv = discover(gpus=2, environ={}, probe=tools(cuda=facts("0", "1", "2")))
+    inv = discover(gpus=2, environ={}, probe=tools(cuda=device_facts("0", "1", "2")))
     assert (inv.ids, inv.kind, inv.source) == (("0", "1"), "cuda", "--gpus 2 of nvidia-smi")
-    assert inv.fact("1") == facts("1")[0]
+    assert inv.fact("1") == device_facts("1")[0]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_gpus_takes_the_first_n_devices_nvidia_smi_lists_with_their_facts():
     [
         (no_tools, "found 0 (no GPU found: no nvidia-smi, rocm-smi or amd-smi on PATH)"),
         (tools(cuda=()), "found 0 (no GPU found: nvidia-smi lists none)"),
-        (tools(cuda=facts("0", "1")), "found 2: 2 GPUs [0, 1] from nvidia-smi"),
+        (tools(cuda=device_facts("0", "1")), "found 2: 2 GPUs [0, 1] from nvidia-smi"),
     ],
 )
 def test_gpus_beyond_what_is_visible_is_an_error_naming_the_count_and_fake_gpus(probe, found):
@@ -265,7 +265,7 @@ def test_a_visible_list_with_no_device_means_cpu_and_says_why(value, said):
 
 
 def test_callers_entries_get_nvidia_smis_facts_and_one_it_does_not_list_ends_the_list():
-    listed = facts("0", "1")
+    listed = device_facts("0", "1")
     inv = discover(environ={"CUDA_VISIBLE_DEVICES": "1,GPU-000,7,0"}, probe=tools(cuda=listed))
     assert inv.ids == ("1", "GPU-000")
     assert [(f.id, f.uuid, f.memory_total) for f in inv.facts] == [
@@ -281,7 +281,7 @@ def test_callers_entries_get_nvidia_smis_facts_and_one_it_does_not_list_ends_the
 
 def test_an_index_and_a_uuid_of_one_device_are_a_duplicate():
     with pytest.raises(DeviceError, match=r"names one device twice \('0' and 'GPU-000' are both GPU-000\)"):
-        discover(environ={"CUDA_VISIBLE_DEVICES": "0,GPU-000"}, probe=tools(cuda=facts("0", "1")))
+        discover(environ={"CUDA_VISIBLE_DEVICES": "0,GPU-000"}, probe=tools(cuda=device_facts("0", "1")))
 
 
 def test_the_harness_never_rewrites_the_callers_variable(monkeypatch):
@@ -336,7 +336,7 @@ def test_amd_children_get_their_devices_in_every_variable_hip_reads():
 
 
 def test_without_nvidia_smi_rocm_smi_decides():
-    inv = discover(environ={}, probe=tools(cuda=None, rocm=facts("0", "1")))
+    inv = discover(environ={}, probe=tools(cuda=None, rocm=device_facts("0", "1")))
     assert (inv.ids, inv.kind, inv.source) == (("0", "1"), "rocm", "rocm-smi or amd-smi")
 
 

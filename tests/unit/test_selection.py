@@ -23,7 +23,7 @@ from harness.planning import selection
 from harness.records import SpecResult
 from harness.spec.files import spec_from_mapping
 from harness.spec.typed_yaml import SpecError
-from harness.trace import TRACE_DIR, traced_files, watch_match, watched
+from harness.trace import TRACE_DIR, traced_files, watch_match, watched_files
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_watch_globs_find_the_files_in_the_tree(repo: Path) -> None:
     (repo / "csrc" / "deep").mkdir(parents=True)
     (repo / "csrc" / "deep" / "k.cu").write_text("")
     (repo / "csrc" / "top.cu").write_text("")
-    assert watched(repo, ["csrc/**/*.cu"]) == ["csrc/deep/k.cu", "csrc/top.cu"]
+    assert watched_files(repo, ["csrc/**/*.cu"]) == ["csrc/deep/k.cu", "csrc/top.cu"]
 
 
 @pytest.mark.parametrize("pattern", ["/etc/*", "../sibling/*", ""])
@@ -124,17 +124,17 @@ def test_the_fingerprint_changes_with_versions_devices_files_and_the_spec(repo: 
     spec = make_spec(repo)
     context = make_context(repo, tmp_path)
     hashes = {"model.py": "a", "pyproject.toml": "b"}
-    base = selection.fingerprint(spec, repo, hashes, selection.facts(context))
-    assert selection.fingerprint(spec, repo, dict(hashes), selection.facts(context)) == base
+    base = selection.fingerprint(spec, repo, hashes, selection.environment_facts(context))
+    assert selection.fingerprint(spec, repo, dict(hashes), selection.environment_facts(context)) == base
     context.versions = {
         **context.versions,
         "transformers": "5.0.0" if context.versions.get("transformers") != "5.0.0" else "4.0.0",
     }
-    assert selection.fingerprint(spec, repo, hashes, selection.facts(context)) != base
+    assert selection.fingerprint(spec, repo, hashes, selection.environment_facts(context)) != base
     other_devices = make_context(repo, tmp_path, fake_gpus=2)
     other_devices.inventory = Inventory(("0", "1"), "fake", "--fake-gpus 2")
-    assert selection.fingerprint(spec, repo, hashes, selection.facts(other_devices)) != base
-    fresh = selection.facts(make_context(repo, tmp_path))
+    assert selection.fingerprint(spec, repo, hashes, selection.environment_facts(other_devices)) != base
+    fresh = selection.environment_facts(make_context(repo, tmp_path))
     assert selection.fingerprint(spec, repo, {**hashes, "model.py": "c"}, fresh) != base
     assert selection.fingerprint(replace(spec, timeout=99), repo, hashes, fresh) != base
     # Where the spec was found is not what it says: a neighbour moving its lines changes nothing.
@@ -142,9 +142,9 @@ def test_the_fingerprint_changes_with_versions_devices_files_and_the_spec(repo: 
 
 
 def test_the_harness_version_is_in_the_facts(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    before = selection.facts(make_context(repo, tmp_path))
+    before = selection.environment_facts(make_context(repo, tmp_path))
     monkeypatch.setattr(selection, "__version__", "99.0")
-    assert selection.facts(make_context(repo, tmp_path)) != before
+    assert selection.environment_facts(make_context(repo, tmp_path)) != before
 
 
 def _passed_run(spec, context: RunContext, tmp_path: Path, outcome: str = "passed") -> None:

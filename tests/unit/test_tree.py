@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from harness import repo_writes as tree
-from harness.repo_writes import run_dir_problem, snapshot, written
+from harness.repo_writes import repo_writes_since, run_dir_problem, snapshot
 
 
 def git_repo(folder: Path) -> Path:
@@ -33,7 +33,7 @@ def test_new_and_changed_paths_are_named_and_ignored_or_allowed_ones_are_not(tmp
     (repo / "runs").mkdir()
     (repo / "runs" / "results.json").write_text("{}")
     after = snapshot(repo)
-    assert written(before, after, repo, [repo / "runs"]) == ["new.txt", "tracked.txt"]
+    assert repo_writes_since(before, after, repo, [repo / "runs"]) == ["new.txt", "tracked.txt"]
 
 
 def test_outside_git_there_is_no_snapshot(tmp_path):
@@ -82,9 +82,9 @@ def test_a_run_dir_two_levels_inside_an_untracked_folder_is_not_a_write(tmp_path
     (run_dir / "specs" / "result.json").write_text("{}")
     (run_dir / "results.json").write_text("{}")
     after = snapshot(repo)
-    assert written(before, after, repo, [run_dir]) == []
+    assert repo_writes_since(before, after, repo, [run_dir]) == []
     (repo / "out" / "stray.txt").write_text("x")
-    assert written(before, snapshot(repo), repo, [run_dir]) == ["out/stray.txt"]
+    assert repo_writes_since(before, snapshot(repo), repo, [run_dir]) == ["out/stray.txt"]
 
 
 def test_a_run_dir_created_after_the_first_snapshot_is_not_a_write_either(tmp_path):
@@ -93,7 +93,7 @@ def test_a_run_dir_created_after_the_first_snapshot_is_not_a_write_either(tmp_pa
     run_dir = repo / "out" / "runs" / "r1"
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text("{}")
-    assert written(before, snapshot(repo), repo, [run_dir]) == []
+    assert repo_writes_since(before, snapshot(repo), repo, [run_dir]) == []
 
 
 def test_writes_inside_an_untracked_folder_that_already_existed_are_seen(tmp_path):
@@ -110,7 +110,11 @@ def test_writes_inside_an_untracked_folder_that_already_existed_are_seen(tmp_pat
     (repo / "data" / "sub" / "grows.txt").write_text("12")
     (repo / "data" / "sub" / "goes.txt").unlink()
     (repo / "data" / "sub" / "cache.pyc").write_text("ignored by a pattern")
-    assert written(before, snapshot(repo), repo, []) == ["data/sub/goes.txt", "data/sub/grows.txt", "data/sub/new.txt"]
+    assert repo_writes_since(before, snapshot(repo), repo, []) == [
+        "data/sub/goes.txt",
+        "data/sub/grows.txt",
+        "data/sub/new.txt",
+    ]
 
 
 def test_a_new_folder_is_named_once(tmp_path):
@@ -119,7 +123,7 @@ def test_a_new_folder_is_named_once(tmp_path):
     (repo / "checkpoints" / "step-1").mkdir(parents=True)
     for name in ("model.bin", "optimizer.bin"):
         (repo / "checkpoints" / "step-1" / name).write_text("x")
-    assert written(before, snapshot(repo), repo, []) == ["checkpoints/"]
+    assert repo_writes_since(before, snapshot(repo), repo, []) == ["checkpoints/"]
 
 
 def test_files_past_the_bound_are_unseen_but_never_reported_as_gone(tmp_path, monkeypatch):
@@ -132,7 +136,7 @@ def test_files_past_the_bound_are_unseen_but_never_reported_as_gone(tmp_path, mo
     assert sorted(before) == ["data/", "data/b", "data/c", "data/d"]
     (repo / "data" / "a").write_text("new, first in order: pushes data/d past the bound")
     (repo / "data" / "z").write_text("past the bound: unseen")
-    assert written(before, snapshot(repo), repo, []) == ["data/a"]
+    assert repo_writes_since(before, snapshot(repo), repo, []) == ["data/a"]
 
 
 def test_skipped_folders_are_not_listed(tmp_path):
