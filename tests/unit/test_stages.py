@@ -10,7 +10,7 @@ from harness.checks.fail_fast import StepWatcher
 from harness.logs.formats import parse_log
 from harness.spec.model import LogSpec
 
-from .test_watch import Clock
+from .test_fail_fast import Clock
 
 
 def _log(path: Path, steps: list[tuple[int, float]]) -> Path:

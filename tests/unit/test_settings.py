@@ -1,4 +1,4 @@
-"""[tool.trainspec]: defaults, checks with named keys, and the command line winning."""
+"""harness.project.settings: [tool.trainspec] defaults, checks with named keys, and the command line winning."""
 
 from __future__ import annotations
 

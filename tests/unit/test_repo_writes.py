@@ -1,4 +1,4 @@
-"""The repository-unchanged proof: git-based before/after comparison and its verdict on a run."""
+"""harness.repo_writes: the proof that a run did not write into the repository, git-based before and after."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The nox helpers: where the harness is installed from, and which tier a session runs."""
+"""harness.project.nox_sessions: where the harness is installed from, and which tier a session runs."""
 
 from __future__ import annotations
 
