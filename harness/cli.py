@@ -24,6 +24,7 @@ from harness.commands import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    build_parser,
     cmd_baseline,
     cmd_init,
     cmd_perplexity,
@@ -34,7 +35,7 @@ from harness.commands import (
 from harness.devices.leases import run_pool
 from harness.devices.memory import DEFAULT_HEADROOM, headroom_of
 from harness.devices.visible import GPU_KINDS, DeviceError, Inventory
-from harness.options import RUN_OPTIONS, TIERS, add_to_parser, for_command
+from harness.options import RUN_OPTIONS, TIERS
 from harness.planning import selection
 from harness.planning.concurrency import describe_concurrency, worker_count
 from harness.planning.plan import Plan, make_plan
@@ -113,12 +114,6 @@ def _inventory(args: argparse.Namespace, backend: backends.Backend) -> Inventory
         return backend.inventory(_option_values(args))
     except DeviceError as error:
         raise UsageError(str(error)) from None
-
-
-def _add_spec_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--specs", action="append", metavar="PATH", help="spec file or folder (repeatable; default: specs/)"
-    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -322,158 +317,6 @@ def _relative(path: Path) -> str:
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     print("\n".join(table(rows)))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    listing = commands.add_parser(
-        "list",
-        help="print every spec: id, tier, devices, markers, file",
-        description="Print every spec: id, tier, devices, markers and file.",
-    )
-    _add_spec_options(listing)
-
-    validate = commands.add_parser(
-        "validate",
-        help="check spec files or folders; exit 0 when all are valid, 2 otherwise",
-        description="Check spec files or folders. Exit 0 when all are valid, 2 otherwise, with one line per problem.",
-    )
-    validate.add_argument("paths", nargs="*", metavar="PATH", help="spec files or folders (default: specs/)")
-
-    plan = commands.add_parser(
-        "plan",
-        help="which specs run, on how many devices, in what order, and the makespan lower bound",
-        description="Show the run plan without running anything.",
-    )
-    _add_spec_options(plan)
-    add_to_parser(plan, for_command(backends.run_options(), "plan"))
-
-    schema = commands.add_parser(
-        "schema",
-        help="print the JSON Schema of the spec format (or the field reference)",
-        description="Print the JSON Schema of a spec file, generated from the loader's own definitions.",
-    )
-    schema.add_argument(
-        "--markdown", action="store_true", help="print the field reference table (docs/spec-reference.md) instead"
-    )
-    schema.add_argument(
-        "--settings",
-        action="store_true",
-        help="print the [tool.trainspec] keys of pyproject.toml instead (docs/adoption.md)",
-    )
-
-    init = commands.add_parser(
-        "init",
-        help="add trainspec to a repository: noxfile.py, specs/, [tool.trainspec]",
-        description="Write a starter noxfile.py (or print the lines to add to an existing one), specs/ with one "
-        "commented example spec and its JSON Schema, and the [tool.trainspec] section of pyproject.toml. "
-        "Existing files are kept unless --force.",
-    )
-    init.add_argument(
-        "dir", nargs="?", default=".", metavar="DIR", help="the repository root (default: the current directory)"
-    )
-    init.add_argument("--force", action="store_true", help="replace existing files")
-
-    report = commands.add_parser(
-        "report",
-        help="compare runs: spec x combination table as Markdown (stdout) or HTML",
-        description="One table of spec x run (e.g. torch x transformers combination): outcome, final loss, perplexity, "
-        "duration, and the change against the first run given.",
-    )
-    report.add_argument(
-        "results",
-        nargs="+",
-        metavar="RESULTS_OR_DIR",
-        help="results.json files or run directories; the first is the reference",
-    )
-    report.add_argument(
-        "--markdown",
-        metavar="PATH",
-        help="write the Markdown here instead of printing it (for a CI job summary, print and append: >> "
-        '"$GITHUB_STEP_SUMMARY")',
-    )
-    report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
-    report.add_argument(
-        "--label",
-        action="append",
-        metavar="NAME",
-        help="name a run in the table and charts instead of its torch/transformers versions; repeatable, one per "
-        "result in the order given",
-    )
-
-    perplexity = commands.add_parser(
-        "perplexity",
-        help="score texts as the inference stage does, to choose a perplexity_max",
-        description="Print perplexity, scored tokens and text, one line per text, under the reference model the "
-        "inference stage would use.",
-    )
-    perplexity.add_argument(
-        "texts", nargs="*", metavar="TEXT", help="texts to score (default: one per line from stdin)"
-    )
-    perplexity.add_argument(
-        "--scorer",
-        metavar="MODEL",
-        help="a local Hugging Face cache name or a path (default: TRAINSPEC_SCORER, else gpt2)",
-    )
-
-    serve = commands.add_parser(
-        "serve",
-        help="serve a Hugging Face causal-LM checkpoint with the OpenAI completions contract (what "
-        "`inference.server: builtin` starts)",
-        description="Serve a save_pretrained checkpoint: GET /health, POST /v1/completions; each request sampled from "
-        "--seed.",
-    )
-    serve.add_argument(
-        "--checkpoint", type=Path, required=True, help="folder saved by save_pretrained (model and tokenizer)"
-    )
-    serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one (printed)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a --host that is not a loopback address (the server has no authentication)",
-    )
-    serve.add_argument(
-        "--seed", type=int, default=0, help="sampling seed, reset for every request (default: %(default)s)"
-    )
-    serve.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="auto uses CUDA when it is visible (default: %(default)s)",
-    )
-
-    run = commands.add_parser(
-        "run",
-        help="run the specs through pytest; arguments it does not know go to pytest",
-        description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest "
-        "(e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).",
-    )
-    _add_spec_options(run)
-    add_to_parser(run, for_command(backends.run_options(), "run"))
-
-    baseline = commands.add_parser(
-        "baseline",
-        help="work with baseline runs: recommend tolerances from repeated runs",
-        description="Tools for `run --baseline`.",
-    )
-    baseline_commands = baseline.add_subparsers(dest="baseline_command", required=True, metavar="COMMAND")
-    recommend = baseline_commands.add_parser(
-        "recommend",
-        help="the spread of final loss, duration and loss curve across runs of the same specs, and tolerances "
-        "that pass it",
-        description="Read two or more runs of the same specs (e.g. the same commit run repeatedly) and print, "
-        "per spec, the spread seen in final loss, duration and loss curve, with `baseline:` tolerances that "
-        "would pass it.",
-    )
-    recommend.add_argument(
-        "runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two"
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

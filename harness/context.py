@@ -20,9 +20,10 @@ from harness.devices.leases import run_pool
 from harness.devices.memory import headroom_of
 from harness.devices.visible import DeviceError, Inventory
 from harness.inference.perplexity import DEFAULT_SCORER
-from harness.records import SpecResult, environment_versions
+from harness.records import SpecResult
 from harness.repo_writes import run_dir_problem
 from harness.rundir import RunDirError, claim
+from harness.trace import environment_versions
 
 
 class ContextError(Exception):

@@ -13,12 +13,8 @@ and the field, instead of deep inside a renderer.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
-import importlib.util
 import json
 import math
-import platform
-import re
 import types
 import typing
 from collections.abc import Iterable
@@ -323,48 +319,6 @@ def metric_curves(log: TrainingLog, skip: Iterable[str] = ()) -> dict[str, list[
 
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _torch_cuda() -> str | None:
-    """torch's CUDA build, read from torch/version.py without importing torch."""
-    try:
-        spec = importlib.util.find_spec("torch")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    try:
-        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
-    except OSError:
-        return None
-    match = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
-    return match.group(1) if match else None
-
-
-def environment_versions() -> dict[str, str | None]:
-    """Versions installed in the environment the runs use (no import of torch)."""
-    return {
-        "python": platform.python_version(),
-        "torch": _package_version("torch"),
-        "transformers": _package_version("transformers"),
-        "cuda": _torch_cuda(),
-    }
-
-
-def read_child_versions(path: Path) -> dict[str, str | None]:
-    """What the child recorded it imported (harness/child_site); empty when it imported neither library."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return {key: data.get(key) for key in ("python", "torch", "transformers", "cuda")} if isinstance(data, dict) else {}
 
 
 def gather(run_dir: Path) -> list[SpecResult]:

@@ -3,14 +3,18 @@
 Each Python process a spec starts writes one trace at exit (harness/child_site/sitecustomize.py:
 the modules it imported and the files it opened for reading, repository-relative). Here they
 are merged with what tracing cannot see (the spec's `watch` globs), the spec file itself and
-the pins every run shares (`PINS`), and each file gets a content hash.
+the pins every run shares (`PINS`), and each file gets a content hash. Also here: the library
+versions a run used, those installed and those a child recorded it imported.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
+import platform
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -126,3 +130,48 @@ def untraced_files(spec: Spec, repo: Path) -> list[str]:
 def dependencies(spec: Spec, repo: Path, traced: Iterable[str]) -> dict[str, str]:
     """What the spec depends on now, with content hashes: traced ∪ watch ∪ its spec file ∪ the pins."""
     return hash_files(repo, [*traced, *untraced_files(spec, repo)])
+
+
+# ---------------------------------------------------------------- library versions
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_cuda() -> str | None:
+    """torch's CUDA build, read from torch/version.py without importing torch."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return match.group(1) if match else None
+
+
+def environment_versions() -> dict[str, str | None]:
+    """Versions installed in the environment the runs use (no import of torch)."""
+    return {
+        "python": platform.python_version(),
+        "torch": _package_version("torch"),
+        "transformers": _package_version("transformers"),
+        "cuda": _torch_cuda(),
+    }
+
+
+def read_child_versions(path: Path) -> dict[str, str | None]:
+    """What the child recorded it imported (harness/child_site); empty when it imported neither library."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {key: data.get(key) for key in ("python", "torch", "transformers", "cuda")} if isinstance(data, dict) else {}

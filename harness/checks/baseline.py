@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.checks.after_run import CheckResult
 from harness.records import Regression, RunDocument, SpecResult, load_document
 from harness.report.summary import table
-from harness.spec.model import BaselineSpec
+from harness.spec.sections import BaselineSpec
 
 METRICS = ("final_loss", "perplexity", "duration")
 CURVE = "loss_curve"

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.checks.after_run import PatternScanner, first_bad_loss
+from harness.checks.after_run import first_bad_loss
+from harness.checks.stderr import PatternScanner
 from harness.logs.formats import (
     APPENDED,
     Appended,
@@ -34,7 +35,8 @@ from harness.logs.formats import (
     sniff_format,
 )
 from harness.process import Watcher
-from harness.spec.model import LogSpec, Spec
+from harness.spec.model import Spec
+from harness.spec.sections import LogSpec
 
 DISCOVER_SECONDS = 1.0
 # A traceback usually means the process is on its way out: it gets this long to exit by

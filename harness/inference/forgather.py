@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.spec.model import Spec, StageSpec
+from harness.spec.model import Spec
+from harness.spec.sections import StageSpec
 
 SERVER = [
     "{python}",

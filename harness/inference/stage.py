@@ -19,13 +19,15 @@ from typing import cast
 
 import requests
 
-from harness.checks.after_run import CheckResult, tail
+from harness.checks.after_run import CheckResult
+from harness.checks.stderr import tail
 from harness.inference import forgather, perplexity
 from harness.launch import render
 from harness.process import adopt_orphans, children_now, descendants, die_with_parent, end_group, orphans_since, reap
 from harness.records import InferenceRecord
-from harness.spec.model import InferenceSpec, Spec
+from harness.spec.model import Spec
 from harness.spec.rules import split_command
+from harness.spec.sections import InferenceSpec
 
 HOST = "127.0.0.1"
 PORT_ATTEMPTS = 3

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.logs.store import LogEntry, TrainingLog, number
-from harness.spec.model import LogSpec
+from harness.spec.sections import LogSpec
 
 READ_LIMIT = 1 << 20
 # A line longer than this is no training record: dropped rather than buffered.

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import backends
-from harness.checks.after_run import CheckResult, failure_reason, tail
+from harness.checks.after_run import CheckResult, failure_reason
 from harness.checks.baseline import compare
+from harness.checks.stderr import tail
 from harness.context import RunContext
 from harness.devices.leases import Lease
 from harness.devices.memory import fit_problem, memory_request
@@ -25,11 +26,12 @@ from harness.launch import CHILD_VERSIONS_FILE, Launch, placeholder_values
 from harness.logs.formats import TrainingLog
 from harness.planning import selection
 from harness.process import ProcessOutcome
-from harness.records import SpecResult, metric_curves, read_child_versions, thin_curve
+from harness.records import SpecResult, metric_curves, thin_curve
 from harness.runner.peaks import memory_check, sampling
 from harness.runner.stages import run_stages
 from harness.secrets import Masker
 from harness.spec.model import Spec
+from harness.trace import read_child_versions
 
 TAIL_LINES = 20
 

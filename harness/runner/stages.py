@@ -26,7 +26,8 @@ from harness.launch import Launch, Placement, build_launch
 from harness.logs.formats import TrainingLog
 from harness.process import ProcessOutcome
 from harness.secrets import Masker, masker_for
-from harness.spec.model import Spec, StageSpec
+from harness.spec.model import Spec
+from harness.spec.sections import StageSpec
 
 # A stage built once the stages before it have run (finalize reads where training left the model).
 StageFactory = Callable[[Path], StageSpec]

@@ -14,7 +14,7 @@ import pytest
 
 from harness.checks.baseline import BaselineError, compare, load_baseline, parse_tolerances, recommend
 from harness.records import RunDocument, SpecResult, write_results
-from harness.spec.model import BaselineSpec
+from harness.spec.sections import BaselineSpec
 
 REPO = Path(__file__).resolve().parents[2]
 

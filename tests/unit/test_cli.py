@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, main, pytest_arguments, written_since
+from harness.cli import main, pytest_arguments, written_since
+from harness.commands import build_parser
 from harness.devices.visible import discover
 from harness.spec.files import registered_markers
 

@@ -16,7 +16,7 @@ from harness.launch import Launch
 from harness.logs import formats as logs
 from harness.process import run_process
 from harness.spec.files import spec_from_mapping
-from harness.spec.model import LogSpec
+from harness.spec.sections import LogSpec
 
 
 class Clock:

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.spec.files import load_spec_file
-from harness.spec.model import LossSpec, Spec
+from harness.spec.model import Spec
+from harness.spec.sections import LossSpec
 from harness.spec.typed_yaml import SpecError
 
 KNOWN_KEYS = [f.name for f in dataclasses.fields(Spec) if f.init and f.name not in ("source", "line", "key_lines")]

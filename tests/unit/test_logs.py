@@ -13,7 +13,7 @@ import pytest
 
 from harness.logs.formats import LogEntry, LogError, detect_format, find_log, parse_log
 from harness.spec.files import spec_from_mapping
-from harness.spec.model import LogSpec
+from harness.spec.sections import LogSpec
 from harness.spec.typed_yaml import SpecError
 
 FORGATHER_RECORDS = [

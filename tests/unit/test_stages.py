@@ -8,7 +8,7 @@ from pathlib import Path
 from harness.checks.after_run import check_resume_jump
 from harness.checks.fail_fast import StepWatcher
 from harness.logs.formats import parse_log
-from harness.spec.model import LogSpec
+from harness.spec.sections import LogSpec
 
 from .test_fail_fast import Clock
 

@@ -15,7 +15,7 @@ from harness.checks.fail_fast import LossWatcher
 from harness.logs.formats import LogError, find_log, parse_log
 from harness.process import ProcessOutcome
 from harness.spec.files import spec_from_mapping
-from harness.spec.model import LogSpec
+from harness.spec.sections import LogSpec
 from harness.spec.typed_yaml import SpecError
 
 needs_tensorboard = pytest.mark.skipif(
