@@ -132,7 +132,7 @@ class Server:
         reap(orphans)
 
 
-# `inference.server: builtin`: the harness's own server (harness/serve.py), run by the spec's interpreter.
+# `inference.server: builtin`: the harness's own server (harness/inference/server.py), run by the spec's interpreter.
 BUILTIN_SERVER = ["{python}", "-m", "harness", "serve", "--checkpoint", "{checkpoint_dir}", "--port", "{port}"]
 
 

@@ -6,7 +6,7 @@ Lightning's `metrics.csv`, or any file with a header row) and TensorBoard event 
 log that a crash cut short is read up to its last complete record, and that is said.
 
 Logs written by appending (JSON lines, CSV, event files) are read as a stream of records,
-a piece at a time, by the same readers that follow a live run (harness/watch.py), so a
+a piece at a time, by the same readers that follow a live run (harness/checks/fail_fast.py), so a
 log of millions of lines never sits in memory whole.
 """
 

@@ -1,6 +1,6 @@
 """The spec format described from the loader's own definitions: JSON Schema and a field table.
 
-Both are generated from the dataclasses in `spec.py`, so the reference in docs/ and the
+Both are generated from the dataclasses in `spec/model.py` and `spec/sections.py`, so the reference in docs/ and the
 schema an editor uses cannot drift from what the loader accepts.
 """
 

@@ -1,7 +1,7 @@
 """What both reports show, worked out once from typed run documents: labels, totals, the spec × run rows.
 
-The Markdown summary (`report.py`) and the HTML page (`report_html.py`) format these; the
-documents arrive checked by `results.RunDocument.from_json`, so nothing here guesses at types.
+The Markdown summary (`report/summary.py`) and the HTML page (`report/html.py`) format these; the
+documents arrive checked by `records.RunDocument.from_json`, so nothing here guesses at types.
 """
 
 from __future__ import annotations

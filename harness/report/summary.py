@@ -1,9 +1,10 @@
-"""What a person reads: the terminal summary, a Markdown CI summary and (in `report_html`) an offline HTML page.
+"""What a person reads: the terminal summary, a Markdown CI summary and (in `report/html.py`) an offline HTML
+page.
 
 Everything is a pure function of `results.json` documents read through the typed schema of
-`results.py`, so the same code renders a fresh run, an old run read back from disk, or several
+`records.py`, so the same code renders a fresh run, an old run read back from disk, or several
 runs side by side (one per torch × transformers combination). The shared rows and labels are
-in `report_data`, the charts in `report_svg`.
+in `report/rows.py`, the charts in `report/svg.py`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The field reference in docs/ is generated from the loader's own definitions; keep it current."""
+"""docs/: the field and settings references match the loader's own definitions, and every path the docs name exists."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from harness.project.schema import markdown_reference, settings_reference
@@ -28,3 +29,16 @@ def test_settings_reference_matches_the_loader():
         "docs/adoption.md is stale: replace the table between its markers with the output of `python -m "
         "harness schema --settings`"
     )
+
+
+def test_every_path_the_docs_name_exists():
+    """A file moved or renamed takes its mentions in docs/ and README.md with it."""
+    root = REFERENCE.parents[1]
+    named = re.compile(r"\b(?:harness|tests|benchmarks|examples)/[\w./<>-]*\w")
+    missing = [
+        f"{doc.relative_to(root)}: {path}"
+        for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        for path in sorted(set(named.findall(doc.read_text(encoding="utf-8"))))
+        if "<" not in path and not (root / path).exists() and not any(root.glob(path))
+    ]
+    assert missing == []

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from harness.backends import skip_reason as backend_skip_reason
 from harness.backends.slurm import SlurmBackend
-from harness.devices import vendor_tools as gpu_tools
+from harness.devices import vendor_tools
 from harness.devices.vendor_tools import amd_devices, nvidia_devices
 from harness.devices.visible import (
     DEFAULT_FAKE_MEMORY,
@@ -394,7 +394,7 @@ def test_nvidia_smi_that_finds_no_device_means_no_gpu(on_path):
 
 
 def test_a_hung_or_unrunnable_tool_is_an_error(monkeypatch):
-    monkeypatch.setattr(gpu_tools.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(vendor_tools.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def hangs(argv, **kwargs):
         raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
