@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness.project.nox_sessions import define_sessions, install, pins  # noqa: E402
 
-TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3", "tensorboard>=2.12")
+# psycopg: the history tests run against a real PostgreSQL server too (tests/postgres_server.py).
+TEST_REQUIREMENTS = ("hypothesis>=6", "nox>=2024.3", "tensorboard>=2.12", "psycopg[binary]>=3.1")
 # Pinned so a new release cannot turn CI red overnight; bump them together with the fixes.
 LINT_REQUIREMENTS = ("ruff==0.17.6", "mypy==2.4.1", "types-PyYAML", "types-requests", "types-psutil")
 nox.options.sessions = ["smoke", "tests"]

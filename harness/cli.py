@@ -35,6 +35,7 @@ from harness.commands import (
 from harness.devices.leases import run_pool
 from harness.devices.memory import DEFAULT_HEADROOM, headroom_of
 from harness.devices.visible import GPU_KINDS, DeviceError, Inventory
+from harness.history import cli as history_cli
 from harness.options import RUN_OPTIONS, TIERS
 from harness.planning import selection
 from harness.planning.concurrency import describe_concurrency, worker_count
@@ -340,8 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "report": cmd_report,
             "init": cmd_init,
             "baseline": cmd_baseline,
+            "history": history_cli.cmd_history,
+            "bisect": history_cli.cmd_bisect,
         }[args.command](args)
-    except (UsageError, SpecError, selection.SelectionError) as error:
+    except (UsageError, SpecError, selection.SelectionError, history_cli.CommandError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from harness import backends
+from harness.history import cli as history_cli
 from harness.options import add_to_parser, for_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN, EXIT_INTERRUPTED = 0, 1, 2, 5, 130
@@ -277,4 +278,5 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument(
         "runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two"
     )
+    history_cli.add_parsers(commands)
     return parser

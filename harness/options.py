@@ -204,6 +204,30 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "nightly still reruns everything weekly",
     ),
     Option(
+        "history",
+        "where the run history is kept: a file path or a URL (sqlite:////abs/path, postgresql://user@host/db); "
+        "default: history.sqlite under the trainspec cache",
+        metavar="PATH_OR_URL",
+        commands=("run", "history"),
+        setting=True,
+        setting_help="the run history: a SQLite file (relative to the project root) or a PostgreSQL URL "
+        "(default: history.sqlite under the trainspec cache)",
+    ),
+    Option("no_history", "do not append this run to the run history", action="store_true"),
+    Option(
+        "fail_on_drift",
+        "fail the run when a spec's metric drifted: a sustained shift over recent commits in the run history",
+        action="store_true",
+        setting=True,
+    ),
+    Option(
+        "quarantine",
+        "run specs the history knows as flaky, but do not let their failure fail the run (a numeric failure still "
+        "does); a spec leaves quarantine after a clean streak",
+        action="store_true",
+        setting=True,
+    ),
+    Option(
         "workers",
         "parallel pytest-xdist workers (default: one per device, none for a single device; a backend may ask for more)",
         type=int,

@@ -151,6 +151,9 @@ class SpecResult:
     started_at: str = ""
     # Repository-relative path -> content hash of every file the run used (harness.trace).
     dependencies: dict[str, str] = field(default_factory=dict)
+    # What --skip-unchanged keys a pass by (harness.planning.selection.fingerprint); "" where nothing says what
+    # the run read. The run history tells flaky specs by it.
+    fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,6 +207,10 @@ class RunDocument:
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("specs", "other")}
         return {**data, **self.other, "specs": [spec.to_json() for spec in self.specs]}
+
+    def write(self, path: Path) -> None:
+        """Replace `path` (a results.json) with this document, atomically."""
+        _write_json(path, self.to_json())
 
 
 # ---------------------------------------------------------------- checking JSON against the annotations
@@ -297,10 +304,12 @@ def _build(cls: Any, data: object, where: str, rest: str | None = None) -> Any:
 # ---------------------------------------------------------------- curves
 
 
-def thin_curve(points: list[tuple[float | None, float | None]]) -> list[list[float | None]]:
-    """At most MAX_CURVE_POINTS points, always keeping the last, so records stay small."""
-    step = max(1, -(-len(points) // MAX_CURVE_POINTS))
-    kept = points[::step]
+def thin_curve(
+    points: typing.Sequence[typing.Sequence[float | None]], limit: int = MAX_CURVE_POINTS
+) -> list[list[float | None]]:
+    """At most `limit` points, always keeping the last, so records stay small."""
+    step = max(1, -(-len(points) // limit))
+    kept = list(points[::step])
     if points and kept[-1] is not points[-1]:
         kept.append(points[-1])
     return [[s, None if v is None or v != v or v in (float("inf"), float("-inf")) else v] for s, v in kept]

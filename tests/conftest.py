@@ -95,3 +95,22 @@ def forgather_on_path(folder: Path) -> Path:
     shutil.copy(REPO / "tests" / "e2e" / "forgather_stand_in.py", stand_in)
     stand_in.chmod(0o755)
     return bin_dir
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A real PostgreSQL server for this test session (tests/postgres_server.py); skips where there is none."""
+    from tests.postgres_server import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty history store on each engine: a SQLite file, a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.sqlite'}"
+    from tests.postgres_server import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres_server_url"), f"h{os.getpid()}_{tmp_path.name}".lower())

@@ -154,6 +154,8 @@ def record_run(spec: Spec, context: RunContext, record: SpecResult, output_dir: 
     passes = dict(earlier.passes) if earlier else {}
     if _knowable(traced is not None, spec):
         key = fingerprint(spec, context.repo, deps, environment_facts(context))
+        # The run history tells flaky specs (passed and failed on one fingerprint) by it.
+        record.fingerprint = key
         passes.pop(key, None)
         if record.outcome == "passed":
             passes[key] = {"run": str(context.run_dir), "at": now}

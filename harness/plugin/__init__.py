@@ -16,6 +16,7 @@ import pytest
 
 from harness import backends, terminal
 from harness.context import ContextError, RunContext, create
+from harness.history.location import LocationError, from_values
 from harness.options import add_to_parser
 from harness.plugin.collect import STASH, pytest_collect_file, pytest_collection_modifyitems, pytest_runtest_makereport
 from harness.plugin.controller import Controller
@@ -72,8 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
     roots = [(p if p.is_absolute() else invocation / p).resolve() for p in roots]
     values = {option.name: config.getoption(option.name) for option in backends.run_options() if option.pytest}
     try:
+        from_values(values, repo)
         context = create(values, repo, roots)
-    except ContextError as error:
+    except (ContextError, LocationError) as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[STASH] = context
     config.pluginmanager.register(Controller(context), "trainspec-controller")

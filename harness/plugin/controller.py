@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Generator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,6 +30,9 @@ from harness.spec.files import load_spec_file
 from harness.spec.model import SPEC_SUFFIXES
 from harness.spec.typed_yaml import SpecError
 
+if TYPE_CHECKING:
+    from harness.history.hook import RunHistory
+
 
 def _is_spec(nodeid: str) -> bool:
     return nodeid.split("::", 1)[0].endswith(SPEC_SUFFIXES)
@@ -46,6 +49,7 @@ class Controller:
         self._nodeids: dict[str, str] = {}
         self.tree_before: Snapshot | None = None
         self.repo_writes: list[str] = []
+        self.history: RunHistory | None = None
         # A reused --run-dir holds records of earlier runs: only this run's are gathered.
         self.started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -171,6 +175,13 @@ class Controller:
             if self.repo_writes:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
+        # Imported here: the SQL toolkit is the controller's cost only, never a worker's.
+        from harness.history.hook import after_run
+
+        self.history = after_run(path, context.values, context.repo)
+        session.exitstatus = self.history.exit_status(
+            int(session.exitstatus), list(self.records.values()), bool(self.repo_writes)
+        )
         write_run_report(context.run_dir, load_document(path))
         context.durations.record(
             {r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0}
@@ -186,6 +197,8 @@ class Controller:
         terminalreporter.section("trainspec")
         for line in summary_lines(sorted(self.records.values(), key=lambda r: r.id), self.context.run_dir):
             terminalreporter.write_line(line)
+        for line in self.history.summary_lines() if self.history else []:
+            terminalreporter.write_line(line, yellow=not line.startswith("FLAKY"))
         if self.repo_writes:
             shown = ", ".join(self.repo_writes[:20]) + (
                 f" and {len(self.repo_writes) - 20} more" if len(self.repo_writes) > 20 else ""

@@ -22,6 +22,7 @@ LAYERS = [
     "commands",  # the other subcommands: schema, report, init, perplexity, serve, baseline
     "project",  # the adopting project: [tool.trainspec] settings, nox sessions, scaffold, JSON Schema
     "plugin",  # the pytest plugin: collection, the xdist controller and its scheduling
+    "history",  # the run history: the store, drift, flaky, bisect; the controller and the command line use it
     "runner",  # one spec run end to end: stages, peaks, the record
     "planning",  # tiers, run order, --changed-since/--skip-unchanged selection, concurrency
     "context",  # the run context every worker gets

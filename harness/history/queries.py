@@ -1,0 +1,60 @@
+"""Reading the history back: each spec's runs in commit order, for `harness history` and the report's trends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from harness.history.analysis import metric_value
+from harness.history.store import Store
+from harness.history.tables import spec_runs
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+@dataclass
+class Point:
+    commit: str | None
+    created: str
+    outcome: str
+    failure_kind: str | None
+    value: float | None
+    change: float | None  # against the previous point with a value, relative
+
+
+def spec_ids(store: Store) -> list[str]:
+    return [row["spec_id"] for row in store.query(sa.select(spec_runs.c.spec_id).distinct().order_by("spec_id"))]
+
+
+def series(store: Store, spec_id: str, metric: str, last: int) -> list[Point]:
+    """The spec's last `last` runs, oldest commit first, with `metric` and its change run to run."""
+    query = (
+        sa.select(spec_runs)
+        .where(spec_runs.c.spec_id == spec_id)
+        .order_by(spec_runs.c.commit_time.desc().nulls_last(), spec_runs.c.created.desc(), spec_runs.c.id.desc())
+        .limit(last)
+    )
+    rows: list[dict[str, Any]] = list(reversed(store.query(query)))
+    points: list[Point] = []
+    previous: float | None = None
+    for row in rows:
+        value = metric_value(row, metric)
+        change = (value - previous) / abs(previous) if value is not None and previous else None
+        points.append(Point(row["commit"], row["created"], row["outcome"], row["failure_kind"], value, change))
+        previous = value if value is not None else previous
+    return points
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One character per run, its height the value between the series' least and most; a space where none."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = high - low
+    return "".join(
+        " " if v is None else SPARKS[0 if not span else min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))]
+        for v in values
+    )
