@@ -40,7 +40,7 @@ from harness.options import RUN_OPTIONS, TIERS
 from harness.planning import selection
 from harness.planning.concurrency import describe_concurrency, worker_count
 from harness.planning.plan import Plan, make_plan
-from harness.process import interrupt_on_termination
+from harness.process.interrupts import interrupt_on_termination
 from harness.project.settings import Settings, load_settings
 from harness.repo_writes import run_dir_problem
 from harness.report.summary import nothing_ran, table

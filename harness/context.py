@@ -85,6 +85,11 @@ class RunContext:
         """Put down by the controller when the run is interrupted, before it ends what still runs."""
         return self.run_dir / ".interrupted"
 
+    @property
+    def groups_dir(self) -> Path:
+        """One file per running process group of this run (`process.track_groups`): what the controller ends last."""
+        return self.run_dir / "groups"
+
     def to_wire(self) -> dict[str, Any]:
         return {
             "repo": str(self.repo),

@@ -9,8 +9,10 @@ raises DeviceError quoting the tool, so a GPU run never passes by skipping every
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,12 +43,49 @@ class DeviceFacts:
     index: int | None = None
 
 
+def run_tool(argv: list[str], *, timeout: float, **_: object) -> subprocess.CompletedProcess:
+    """`subprocess.run` in a process group of its own, its stdout and stderr as bytes: a tool that is a
+    wrapper script leaves no hung child behind when it is cut off, because the whole group is killed."""
+    with subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.communicate()
+            raise
+        # The tool has answered; a child it left behind in its group is of no use to anyone.
+        _kill_group(proc.pid)
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _text(tool: str, data: bytes | str) -> str:
+    """The tool's output as text; DeviceError quoting it when it is not text (a tool that prints garbage)."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise DeviceError(
+            f"{tool} printed something that is not text: {data[:40]!r}; "
+            "fix the driver, or run without GPUs (CUDA_VISIBLE_DEVICES= or --fake-gpus N)"
+        ) from None
+
+
 def _ask(argv: list[str], runner: Runner) -> str | None:
     """The tool's stdout; None when the tool is not installed; DeviceError when it fails."""
     if shutil.which(argv[0]) is None:
         return None
     try:
-        done = runner(argv, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False)
+        done = runner(argv, capture_output=True, timeout=TIMEOUT_SECONDS, check=False)
     except subprocess.TimeoutExpired:
         raise DeviceError(
             f"{argv[0]} did not answer within {TIMEOUT_SECONDS} s (a hung GPU driver?); `{' '.join(argv)}` "
@@ -54,15 +93,16 @@ def _ask(argv: list[str], runner: Runner) -> str | None:
         ) from None
     except OSError as error:
         raise DeviceError(f"{argv[0]} could not be run: {error}") from None
+    stdout = _text(argv[0], done.stdout)
     if done.returncode != 0:
-        said = " ".join(f"{done.stdout}\n{done.stderr}".split()) or "no message"
+        said = " ".join(f"{stdout}\n{_text(argv[0], done.stderr)}".split()) or "no message"
         if "no devices were found" in said.lower():
             return ""
         raise DeviceError(
             f"{argv[0]} failed (exit {done.returncode}): {said[:400]}; fix the driver, or run without GPUs "
             "(CUDA_VISIBLE_DEVICES= or --fake-gpus N)"
         )
-    return done.stdout
+    return stdout
 
 
 def _mib(text: str) -> int | None:
@@ -73,7 +113,7 @@ def _mib(text: str) -> int | None:
         return None
 
 
-def nvidia_devices(runner: Runner = subprocess.run) -> tuple[DeviceFacts, ...] | None:
+def nvidia_devices(runner: Runner = run_tool) -> tuple[DeviceFacts, ...] | None:
     """Every GPU nvidia-smi lists, with its UUID and memory; a GPU split into MIG instances is
     listed as its instances (by MIG UUID, memory unknown). None when nvidia-smi is not installed."""
     table = _ask(QUERY, runner)
@@ -111,7 +151,7 @@ def _bytes_to_mib(value: object) -> int | None:
         return None
 
 
-def amd_devices(runner: Runner = subprocess.run) -> tuple[DeviceFacts, ...] | None:
+def amd_devices(runner: Runner = run_tool) -> tuple[DeviceFacts, ...] | None:
     """Every GPU rocm-smi lists (UUID, name, VRAM), else amd-smi's list (UUIDs only); None when neither is installed."""
     report = _ask(ROCM_QUERY, runner)
     if report is not None:

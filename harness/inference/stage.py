@@ -23,7 +23,17 @@ from harness.checks.after_run import CheckResult
 from harness.checks.stderr import tail
 from harness.inference import forgather, perplexity
 from harness.launch import render
-from harness.process import adopt_orphans, children_now, descendants, die_with_parent, end_group, orphans_since, reap
+from harness.process import (
+    adopt_orphans,
+    children_now,
+    descendants,
+    die_with_parent,
+    end_group,
+    orphans_since,
+    reap,
+    track,
+    untrack,
+)
 from harness.records import InferenceRecord
 from harness.spec.model import Spec
 from harness.spec.rules import split_command
@@ -92,6 +102,7 @@ class Server:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+        track(self.proc.pid)
 
     @property
     def url(self) -> str:
@@ -130,6 +141,7 @@ class Server:
         end_group(self.proc.pid, [*descendants(self.proc.pid), *orphans])
         self.proc.wait()
         reap(orphans)
+        untrack(self.proc.pid)
 
 
 # `inference.server: builtin`: the harness's own server (harness/inference/server.py), run by the spec's interpreter.

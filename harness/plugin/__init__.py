@@ -20,7 +20,8 @@ from harness.history.location import LocationError, from_values
 from harness.options import add_to_parser
 from harness.plugin.collect import STASH, pytest_collect_file, pytest_collection_modifyitems, pytest_runtest_makereport
 from harness.plugin.controller import Controller
-from harness.process import interrupt_on_termination
+from harness.process import track_groups
+from harness.process.interrupts import interrupt_on_termination
 from harness.secrets import masker_for
 from harness.spec.files import named_spec_files
 from harness.spec.model import BUILTIN_MARKERS
@@ -55,13 +56,15 @@ def _is_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in BUILTIN_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
-    # Workers too: a SIGTERM to the whole group reaches each, as Ctrl-C does.
-    interrupt_on_termination()
     if _is_worker(config):
         # A worker's stderr is the controller's terminal: it may go away, and must stay masked.
         terminal.guard(masker_for(os.environ))
         config.stash[STASH] = RunContext.from_wire(config.workerinput["trainspec"])  # type: ignore[attr-defined]  # xdist sets workerinput on workers
+        # A SIGTERM to the whole group reaches each worker, as Ctrl-C does; one to a worker alone is its spec's crash.
+        interrupt_on_termination(config.stash[STASH].interrupted_marker, worker=True)
+        track_groups(config.stash[STASH].groups_dir)
         return
+    interrupt_on_termination()
     invocation = config.invocation_params.dir
     repo = Path(config.getoption("repo") or invocation).resolve()
     roots = (
@@ -78,6 +81,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ContextError, LocationError) as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[STASH] = context
+    interrupt_on_termination(context.interrupted_marker)
+    track_groups(context.groups_dir)
     config.pluginmanager.register(Controller(context), "trainspec-controller")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import warnings
@@ -14,7 +15,8 @@ import pytest
 from harness.context import RunContext
 from harness.planning.plan import make_plan
 from harness.planning.selection import SelectionError, decisions
-from harness.runner.pipeline import run_spec, skipped_record, unchanged_record
+from harness.process.interrupts import Signalled
+from harness.runner.pipeline import ended_early, run_spec, skipped_record, unchanged_record
 from harness.secrets import masker_for
 from harness.spec.files import check_markers, load_spec_file, marker_names, split_duplicates
 from harness.spec.model import SPEC_SUFFIXES, Spec
@@ -134,7 +136,18 @@ class SpecItem(pytest.Item):
             pytest.skip(record.reason)
 
     def runtest(self) -> None:
-        run = run_spec(self.spec, self.context, priority=self.planned_priority, expected=self.expected)
+        began = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        try:
+            run = run_spec(self.spec, self.context, priority=self.planned_priority, expected=self.expected)
+        except Signalled as signalled:
+            # The run is already ended (its group was cleaned up on the way out); the other specs go on.
+            record = ended_early(self.spec, self.context, began, str(signalled))
+            self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
+            raise SpecFailure(f"spec {self.spec.id} ({self.spec.source}): {signalled}") from None
+        except KeyboardInterrupt:
+            # The stand-in record stays, with the attempts that had failed before (`retries`).
+            ended_early(self.spec, self.context, began)
+            raise
         self.user_properties.append((RECORD_PROPERTY, json.dumps(run.record.to_json())))
         for line in run.warnings:
             # Attributed to the spec file, so pytest's summary points at the spec, not at us.

@@ -18,7 +18,7 @@ import pytest
 from harness.context import RunContext
 from harness.plugin.collect import RECORD_PROPERTY
 from harness.plugin.xdist_scheduling import PlanScheduling
-from harness.process import end_group
+from harness.process import end_tracked_groups
 from harness.records import SpecResult, gather, load_document, write_results
 from harness.repo_writes import Snapshot, repo_writes_since, snapshot
 from harness.report.progress import Progress
@@ -155,8 +155,8 @@ class Controller:
         context.backend.cancel_all()
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             context.interrupted_marker.touch()
-        for pgid in context.pool.stray_groups():
-            end_group(pgid)
+        # What a worker could not end: it was killed, or xdist tore it down while its run ignored SIGTERM.
+        end_tracked_groups(context.groups_dir)
         on_disk = {r.id: r for r in gather(context.run_dir) if r.started_at >= self.started_at}
         self.records = {**on_disk, **self.records}
         if not self.records:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from harness.checks.after_run import CheckResult
+from harness.devices.vendor_tools import run_tool
 from harness.devices.visible import Inventory
 from harness.process import descendants
 from harness.records import SpecResult
@@ -37,13 +38,14 @@ Query = Callable[[], Usage | None]
 def smi_usage() -> Usage | None:
     """What `nvidia-smi --query-compute-apps` lists; None when it fails or does not answer."""
     try:
-        done = subprocess.run(APPS_QUERY, capture_output=True, text=True, timeout=SAMPLE_TIMEOUT_SECONDS, check=False)
+        done = run_tool(APPS_QUERY, timeout=SAMPLE_TIMEOUT_SECONDS)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:
         return None
     rows = []
-    for line in done.stdout.splitlines():
+    # Garbage bytes make lines that are not rows, skipped below like any other garbage.
+    for line in done.stdout.decode(errors="replace").splitlines():
         cells = [cell.strip() for cell in line.split(",")]
         # `[N/A]` memory (a MIG instance, a driver without per-process accounting) says nothing.
         if len(cells) == 3 and cells[1].isdigit() and cells[2].isdigit():

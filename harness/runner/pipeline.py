@@ -9,6 +9,7 @@ serve and score it (inference), compare with the baseline, mask secrets, and wri
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -248,6 +249,33 @@ def _attempt_summary(record: SpecResult, number: int) -> dict:
         "duration": record.duration,
         "output_dir": record.output_dir,
     }
+
+
+def ended_early(spec: Spec, context: RunContext, since: str, reason: str | None = None) -> SpecResult:
+    """The record of a spec whose run was cut short (the harness interrupted, its worker signalled): its
+    stand-in (or `reason`) with the failed attempts it had already moved aside, written in its output dir."""
+    output_dir = context.output_dir(spec.id)
+    try:
+        record = SpecResult.from_json(json.loads((output_dir / "result.json").read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        record = base_record(spec, context, "error")
+    if reason is not None:
+        record.outcome, record.reason = "error", reason
+    kept = []
+    for folder in (context.run_dir / "attempts" / spec.id).glob("*"):
+        try:
+            earlier = SpecResult.from_json(json.loads((folder / "result.json").read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        # A reused run dir may hold an earlier run's attempts of the same spec.
+        if folder.name.isdigit() and earlier.started_at >= since:
+            kept.append(_attempt_summary(earlier, int(folder.name)))
+    if kept:
+        kept.sort(key=lambda attempt: attempt["attempt"])
+        record.attempts = [*kept, _attempt_summary(record, len(kept) + 1)]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record.write(output_dir)
+    return record
 
 
 def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, output_dir: Path, masker: Masker) -> str:

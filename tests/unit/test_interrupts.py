@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 import harness.process
+import harness.process.interrupts
 from harness.launch import Launch
-from harness.process import interrupt_on_termination, run_process
+from harness.process import run_process
+from harness.process.interrupts import interrupt_on_termination
 
 from ..conftest import gone
 
 ONCE = r"""
 import os, signal, sys
-from harness.process import interrupt_on_termination
+from harness.process.interrupts import interrupt_on_termination
 interrupt_on_termination()
 signum = getattr(signal, sys.argv[1])
 try:
@@ -48,7 +50,7 @@ def test_a_terminating_signal_is_a_keyboard_interrupt_once(name: str) -> None:
 
 def test_a_handler_someone_else_set_is_left_alone() -> None:
     code = (
-        "import signal; from harness.process import interrupt_on_termination; mine = lambda *a: None; "
+        "import signal; from harness.process.interrupts import interrupt_on_termination; mine = lambda *a: None; "
         "signal.signal(signal.SIGTERM, mine); interrupt_on_termination(); print(signal.getsignal(signal.SIGTERM) "
         "is mine, signal.getsignal(signal.SIGHUP).__name__)"
     )
@@ -64,7 +66,7 @@ def test_a_handler_someone_else_set_is_left_alone() -> None:
 
 @pytest.fixture
 def terminating_interrupts():
-    saved = {s: signal.getsignal(s) for s in harness.process.TERMINATING}
+    saved = {s: signal.getsignal(s) for s in harness.process.interrupts.TERMINATING}
     for s in saved:
         signal.signal(s, signal.SIG_DFL)
     interrupt_on_termination()

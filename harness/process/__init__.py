@@ -10,27 +10,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import psutil
 
 from harness.launch import Launch
+from harness.process.interrupts import interruptions_held, running
 
 GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.01
 CENSUS_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-# What CI cancellation, `timeout`, a cluster scheduler's preemption (SIGTERM) and a closed terminal or SSH
-# session (SIGHUP) send: the harness stops on them as on Ctrl-C.
-TERMINATING = (signal.SIGTERM, signal.SIGHUP)
-STOPPING = {signal.SIGINT, *TERMINATING}
 
 
 @dataclass(frozen=True)
@@ -68,23 +67,6 @@ class Watcher(Protocol):
     def poll(self) -> str | None: ...
 
 
-@contextlib.contextmanager
-def _interruptions_held(pending: list[int]) -> Iterator[None]:
-    """While a run starts, a stopping signal is only noted in `pending`: raised between the fork and
-    `proc`, it would leave a started run that nobody ends. A handler rather than a signal mask,
-    because a process-wide signal may land on any thread (xdist workers have several) while Python
-    runs its handler in the main thread. Outside the main thread nothing is held: handlers never run there."""
-    try:
-        previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in STOPPING}
-    except ValueError:
-        previous = {}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
 def die_with_parent() -> None:
     """In the child: get SIGTERM if the harness worker dies, even by SIGKILL (Linux)."""
     try:
@@ -106,31 +88,6 @@ def adopt_orphans() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-
-
-def _ignore_further(signum: int, frame: object) -> None:
-    """A handler, not SIG_IGN: an ignored signal stays ignored across exec, in every child started after."""
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    # Once: a second SIGTERM (a supervisor repeating itself) must not cut the clean-up and the records short.
-    for other in TERMINATING:
-        signal.signal(other, _ignore_further)
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def interrupt_on_termination() -> None:
-    """Make SIGTERM and SIGHUP raise KeyboardInterrupt, as SIGINT does: pytest then stops the
-    session, every run's group is ended on the way out, and the records are written.
-
-    In the main thread only (Python's rule for handlers); left alone where someone set their own.
-    """
-    for signum in TERMINATING:
-        try:
-            if signal.getsignal(signum) in (signal.SIG_DFL, _interrupt):
-                signal.signal(signum, _interrupt)
-        except ValueError:
-            return
 
 
 def _children() -> dict[int, psutil.Process]:
@@ -171,9 +128,13 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 
 def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GRACE_SECONDS) -> list[str]:
     """SIGTERM the group (and strays that left it), SIGKILL what is left after `grace`; names what was found."""
-    victims = {
-        p.pid: p for p in [*_group_members(pgid), *extra] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    }
+    return end_groups([pgid], extra, grace)
+
+
+def end_groups(pgids: Sequence[int], extra: Sequence[psutil.Process] = (), grace: float = GRACE_SECONDS) -> list[str]:
+    """`end_group` for several groups at once: one grace for all of them, not one each."""
+    members = [p for pgid in pgids for p in _group_members(pgid)]
+    victims = {p.pid: p for p in [*members, *extra] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
     if not victims:
         return []
     names = []
@@ -182,7 +143,8 @@ def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GR
             names.append(f"{proc.pid} {proc.name()}")
         except psutil.Error:
             names.append(str(proc.pid))
-    _signal_group(pgid, signal.SIGTERM)
+    for pgid in pgids:
+        _signal_group(pgid, signal.SIGTERM)
     for proc in victims.values():
         try:
             proc.send_signal(signal.SIGTERM)
@@ -194,9 +156,68 @@ def end_group(pgid: int, extra: Sequence[psutil.Process] = (), grace: float = GR
             proc.kill()
         except psutil.Error:
             pass
-    _signal_group(pgid, signal.SIGKILL)
+    for pgid in pgids:
+        _signal_group(pgid, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace)
     return names
+
+
+def group_key(pgid: int) -> list:
+    """A process group's identity: its id and its leader's start time (a later group may reuse the id)."""
+    try:
+        return [pgid, psutil.Process(pgid).create_time()]
+    except psutil.Error:
+        return [pgid, 0.0]
+
+
+def group_alive(key: Sequence) -> bool:
+    """Whether any process of the group `key` still lives, its leader dead or not. A leader of another
+    start time means the id was reused, which the kernel allows only once the group was empty."""
+    pgid, started = int(key[0]), float(key[1])
+    try:
+        if psutil.Process(pgid).create_time() != started:
+            return False
+    except psutil.Error:
+        pass
+    return bool(_group_members(pgid))
+
+
+# Where this process notes each run's group while it runs (`track_groups`); None: nowhere.
+_tracked_in: list[Path] = []
+
+
+def track_groups(folder: Path) -> None:
+    """Note every run's process group in `folder` while it runs, so that the controller can end what a
+    worker could not (a worker killed, or torn down mid-clean-up by xdist while a run ignores SIGTERM)."""
+    _tracked_in[:] = [folder]
+
+
+def track(pid: int) -> None:
+    if _tracked_in:
+        try:
+            _tracked_in[0].mkdir(parents=True, exist_ok=True)
+            (_tracked_in[0] / str(pid)).write_text(json.dumps(group_key(pid)))
+        except OSError:
+            pass  # a full or read-only disk: the run's own clean-up still ends it
+
+
+def untrack(pid: int) -> None:
+    if _tracked_in:
+        with contextlib.suppress(OSError):
+            (_tracked_in[0] / str(pid)).unlink()
+
+
+def end_tracked_groups(folder: Path) -> list[str]:
+    """End every group noted in `folder` that still has a live process; for the end of a run."""
+    keys = []
+    for path in folder.glob("*") if folder.is_dir() else []:
+        try:
+            key = json.loads(path.read_text())
+            if group_alive(key):
+                keys.append(int(key[0]))
+        except (OSError, ValueError, TypeError, IndexError):
+            pass
+    return end_groups(keys) if keys else []
 
 
 def _signal_group(pgid: int, signum: int) -> bool:
@@ -219,6 +240,11 @@ def run_process(
     launch: Launch, watchers: Sequence[Watcher] = (), on_start: Callable[[int], None] | None = None
 ) -> ProcessOutcome:
     """Start the launch in a new session, wait for it under its timeout and watchers, clean up its group."""
+    with running():
+        return _run_process(launch, watchers, on_start)
+
+
+def _run_process(launch: Launch, watchers: Sequence[Watcher], on_start: Callable[[int], None] | None) -> ProcessOutcome:
     launch.output_dir.mkdir(parents=True, exist_ok=True)
     adopt_orphans()
     # Children of ours that appear during the run and are not the command are its orphans.
@@ -226,7 +252,7 @@ def run_process(
     began, started = time.monotonic(), time.time()
     pending: list[int] = []
     try:
-        with _interruptions_held(pending), open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
+        with interruptions_held(pending), open(launch.stdout_path, "wb") as out, open(launch.stderr_path, "wb") as err:
             proc = subprocess.Popen(
                 launch.argv,
                 cwd=launch.cwd,
@@ -247,6 +273,7 @@ def run_process(
     timed_out, stopped_by, known = False, None, {}
     next_census = began + CENSUS_SECONDS
     try:
+        track(proc.pid)
         if pending:
             # Now that the run is tracked, the interruption goes to its real handler; the finally below ends the run.
             signal.raise_signal(pending[0])
@@ -282,6 +309,7 @@ def run_process(
         strays = [p for p in [*known.values(), *orphans] if p.is_running()]
         leftovers = end_group(proc.pid, strays) if strays or _signal_group(proc.pid, 0) else []
         reap(orphans)
+        untrack(proc.pid)
     duration = time.monotonic() - began
     code = proc.returncode
     return ProcessOutcome(

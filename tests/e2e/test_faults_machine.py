@@ -1,0 +1,216 @@
+"""The fault suite, continued: signals and processes, the machine-wide lease pool, disks, the
+environment and the repository, as a careful attacker or an unlucky user meets them.
+
+Each case runs the real harness on real processes, then checks that nothing of the run is
+left (by a tag in every command line), that results.json is written and names the cause,
+and that the output holds no traceback. docs/faults.md lists every case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.records import load_results
+
+from ..conftest import tagged
+from .test_faults import harness_env, machine, new_tag, record, write_spec
+
+pytestmark = pytest.mark.e2e
+
+IGNORES_SIGNALS = (
+    "import signal, time\n"
+    "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
+    "    signal.signal(s, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def cpu_spec(folder: Path, spec_id: str, code: str, tag: str, **fields) -> Path:
+    """A `gpus: 0` spec (no lease: only the harness knows its process group)."""
+    return write_spec(folder, spec_id, code, tag, gpus=0, **fields)
+
+
+def no_traceback(output: str) -> None:
+    assert "Traceback" not in output and "INTERNALERROR" not in output, output
+
+
+def wait_until(condition, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+
+
+def kill_tagged(tag: str) -> None:
+    for line in tagged(tag):
+        try:
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start(project: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", *args],
+        cwd=project,
+        env=env or harness_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+# signals and processes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["sigint-harness-pid-only", "sigterm-harness-pid-only", "sigterm-group"],
+)
+def test_cpu_runs_that_ignore_every_signal_are_ended_when_the_harness_is_interrupted(
+    tmp_path: Path, signum: signal.Signals, to_group: bool
+) -> None:
+    """Two `gpus: 0` specs under xdist whose children ignore TERM, INT and HUP: once the harness has
+    exited (130, results.json written), neither is running."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    for name in ("deaf_one", "deaf_two"):
+        cpu_spec(project / "specs", name, IGNORES_SIGNALS, tag, timeout=200)
+    run_dir = tmp_path / "run"
+    harness = start(project, tmp_path, "--fake-gpus", "2", "--run-dir", str(run_dir))
+    try:
+        wait_until(lambda: len(tagged(tag)) == 2, harness)
+        (os.killpg if to_group else os.kill)(harness.pid, signum)
+        output = harness.communicate(timeout=120)[0]
+        assert harness.returncode == 130, output
+        assert tagged(tag) == []
+        results = load_results(run_dir)
+        assert results["interrupted"] is True
+        assert {record(results, name)["outcome"] for name in ("deaf_one", "deaf_two")} == {"error"}
+    finally:
+        if harness.poll() is None:
+            os.killpg(harness.pid, signal.SIGKILL)
+            harness.wait()
+        kill_tagged(tag)
+
+
+def test_a_spec_that_sigterms_its_own_worker_crashes_alone(tmp_path: Path) -> None:
+    """`kill $PPID` from a run under xdist: that spec is a crash, the specs after it run and are recorded."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    kills = "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); time.sleep(60)"
+    cpu_spec(project / "specs", "kills_its_worker", kills, tag, timeout=300)
+    for name, timeout in (("second", 200), ("third", 100), ("fourth", 90)):
+        cpu_spec(project / "specs", name, "import time; time.sleep(1); print('done')", tag, timeout=timeout)
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "2", "--run-dir", str(run_dir)],
+        cwd=project,
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    no_traceback(output)
+    assert tagged(tag) == []
+    results = load_results(run_dir)
+    assert results["interrupted"] is False
+    crashed = record(results, "kills_its_worker")
+    assert crashed["outcome"] == "error" and crashed["reason"].startswith(
+        "crashed: its harness worker got SIGTERM from outside the harness"
+    ), crashed
+    assert [record(results, name)["outcome"] for name in ("second", "third", "fourth")] == ["passed"] * 3
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        ('sh -c "sleep 300; echo {tag}" &\nwait\n', "nvidia-smi did not answer within 20 s"),
+        (
+            "printf '\\377\\376'; head -c 2048 /dev/urandom\n",
+            "nvidia-smi printed something that is not text: b'\\xff\\xfe",
+        ),
+    ],
+    ids=["a-wrapper-whose-child-hangs", "random-bytes"],
+)
+def test_an_nvidia_smi_that_hangs_in_a_child_or_prints_random_bytes(tmp_path: Path, script: str, said: str) -> None:
+    """Exit 2 with one line quoting the tool; a hung wrapper's child is killed with it (its whole group)."""
+    tag = new_tag()
+    env = {**harness_env(tmp_path), **machine(tmp_path)}
+    (tmp_path / "tools" / "nvidia-smi").write_text("#!/bin/sh\n" + script.format(tag=tag))
+    cpu_spec(tmp_path / "project" / "specs", "quick", "print('done')", tag)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run")],
+        cwd=tmp_path / "project",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert [line for line in output.splitlines() if said in line], output
+    no_traceback(output)
+    time.sleep(0.5)
+    assert tagged(tag) == []
+
+
+# Attempts 1 to 3 fail as the machine does (retried by default), the fourth hangs until it is interrupted.
+FAILS_THREE_TIMES = """
+import os, sys, time
+n = len(os.listdir(sys.argv[3]))
+open(os.path.join(sys.argv[3], str(n)), "w").close()
+if n < 3:
+    sys.exit("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+time.sleep(300)
+"""
+
+
+def test_sigint_after_three_failed_attempts_keeps_them_in_the_record(tmp_path: Path) -> None:
+    tag = new_tag()
+    counter = tmp_path / "attempts-started"
+    counter.mkdir()
+    project = tmp_path / "project"
+    path = cpu_spec(project / "specs", "retried", FAILS_THREE_TIMES, tag, retries=5, timeout=400)
+    spec = yaml.safe_load(path.read_text())
+    spec["command"].append(str(counter))
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "run"
+    harness = start(project, tmp_path, "--fake-gpus", "1", "--run-dir", str(run_dir))
+    try:
+        wait_until(lambda: len(os.listdir(counter)) == 4 and bool(tagged(tag)), harness)
+        os.killpg(harness.pid, signal.SIGINT)
+        output = harness.communicate(timeout=120)[0]
+        assert harness.returncode == 130, output
+        assert tagged(tag) == []
+        retried = record(load_results(run_dir), "retried")
+        assert [(a["attempt"], a["outcome"]) for a in retried["attempts"]] == [
+            (1, "failed"),
+            (2, "failed"),
+            (3, "failed"),
+            (4, "error"),
+        ], retried
+        assert retried["attempts"][3]["reason"].startswith("interrupted: ")
+        assert all(Path(a["output_dir"], "stderr.log").exists() for a in retried["attempts"][:3])
+        assert (
+            json.loads((run_dir / "specs" / "retried" / "result.json").read_text())["attempts"] == retried["attempts"]
+        )
+    finally:
+        if harness.poll() is None:
+            os.killpg(harness.pid, signal.SIGKILL)
+            harness.wait()
+        kill_tagged(tag)
