@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from harness.atomic import atomic_write_text
+from harness.spec.model import FailureKind
 
 if TYPE_CHECKING:
     from harness.logs.formats import TrainingLog
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
 # unchanged: not run because it passed before with the same fingerprint (--skip-unchanged).
 Outcome = Literal["passed", "failed", "skipped", "error", "unchanged"]
 Severity = Literal["fail", "warn", "info"]
-# Why a spec failed, decided from evidence (harness.checks.failure_kind): the machine, the trainer's code,
-# the numbers, time, or the harness itself. None for a spec that did not fail.
-FailureKind = Literal["infra", "code", "numeric", "timeout", "harness"]
-FAILURE_KINDS: tuple[str, ...] = typing.get_args(FailureKind)
 RECORD_NAME = "result.json"
 FORMAT = "trainspec-results/1"
 MAX_CURVE_POINTS = 2000

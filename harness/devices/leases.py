@@ -193,9 +193,19 @@ class LeasePool:
             lease.release()
 
     def acquire(
-        self, count: int, name: str, priority: int = 0, expected: float = 0.0, memory: int | None = None
+        self,
+        count: int,
+        name: str,
+        priority: int = 0,
+        expected: float = 0.0,
+        memory: int | None = None,
+        *,
+        avoid: tuple[str, ...] = (),
     ) -> Lease:
-        """Block until `count` distinct devices are this caller's, whole or (`memory` MiB each) shared."""
+        """Block until `count` distinct devices are this caller's, whole or (`memory` MiB each) shared.
+
+        Devices in `avoid` (a retry after the machine failed on them) are taken last: others when
+        they are free, these rather than waiting."""
         if count > len(self.devices):
             raise ValueError(f"{name} needs {count} devices; the pool has {len(self.devices)}")
         allowed = [self.keys[d] for d in self.devices]
@@ -226,6 +236,7 @@ class LeasePool:
                     "k": count,
                     "memory": memory,
                     "allowed": allowed,
+                    "avoid": [self.keys[d] for d in avoid if d in self.keys],
                     "priority": priority,
                     "ticket": state["tickets"],
                     "expected": expected,
@@ -265,7 +276,7 @@ class LeasePool:
             devices.take(holder["devices"], holder["memory"])
         reserved_until: float | None = None
         for waiter in sorted(state["queue"], key=lambda w: (w["priority"], w["ticket"])):
-            chosen = devices.choose(waiter["k"], waiter["memory"], waiter["allowed"])
+            chosen = devices.choose(waiter["k"], waiter["memory"], waiter["allowed"], waiter.get("avoid", ()))
             fits = chosen is not None and (reserved_until is None or now + waiter["expected"] <= reserved_until)
             if waiter["token"] == token:
                 if not fits or chosen is None:

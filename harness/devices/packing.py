@@ -39,8 +39,10 @@ class Devices:
     def idle(self, device: str) -> bool:
         return not self.holders.get(device)
 
-    def choose(self, k: int, memory: int | None, allowed: Sequence[str] | None = None) -> tuple[str, ...] | None:
-        """k distinct devices this run may take now, or None.
+    def choose(
+        self, k: int, memory: int | None, allowed: Sequence[str] | None = None, avoid: Sequence[str] = ()
+    ) -> tuple[str, ...] | None:
+        """k distinct devices this run may take now, or None; those in `avoid` only when no other fits.
 
         Declared runs go where the least room that still fits is left (best fit), so whole
         devices stay free for runs that hold them whole; simulated over mixed workloads
@@ -48,9 +50,11 @@ class Devices:
         """
         candidates = [d for d in (self.capacity if allowed is None else allowed) if d in self.capacity]
         if memory is None:
-            fitting = [d for d in candidates if self.idle(d)]
+            fitting = sorted((d for d in candidates if self.idle(d)), key=lambda d: d in avoid)
         else:
-            fitting = sorted((d for d in candidates if self.room(d) >= memory), key=lambda d: self.room(d))
+            fitting = sorted(
+                (d for d in candidates if self.room(d) >= memory), key=lambda d: (d in avoid, self.room(d))
+            )
         return tuple(fitting[:k]) if len(fitting) >= k else None
 
     def take(self, devices: Iterable[str], memory: int | None) -> None:

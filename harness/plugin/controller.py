@@ -21,6 +21,8 @@ from harness.plugin.xdist_scheduling import PlanScheduling
 from harness.process import end_tracked_groups
 from harness.records import SpecResult, gather, load_document, write_results
 from harness.repo_writes import Snapshot, repo_writes_since, snapshot
+from harness.report.junit import mark_kinds
+from harness.report.kinds import failures_by_kind
 from harness.report.progress import Progress
 from harness.report.summary import summary_lines, write_run_report
 from harness.rundir import release
@@ -142,7 +144,12 @@ class Controller:
             text = str(report.longrepr or "").strip()
             reason = text.splitlines()[-1][:500] if text else "the worker running it died"
             self.records[spec_id] = SpecResult(
-                id=spec_id, outcome="error", reason=reason, output_dir=str(self.context.output_dir(spec_id))
+                id=spec_id,
+                outcome="error",
+                reason=reason,
+                output_dir=str(self.context.output_dir(spec_id)),
+                failure_kind="harness",
+                failure_evidence=f"the harness failed running the spec: {reason}",
             )
         if self.progress and not known and spec_id in self.records:
             self.progress.spec_finished(self.records[spec_id])
@@ -168,6 +175,7 @@ class Controller:
             "versions": context.versions,
             "argv": masker_for(os.environ).data(sys.argv[1:]),
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
+            "failures_by_kind": failures_by_kind(self.records.values()),
         }
         if self.tree_before is not None and (after := snapshot(context.repo, skip=[context.run_dir])) is not None:
             self.repo_writes = repo_writes_since(self.tree_before, after, context.repo, [context.run_dir])
@@ -189,6 +197,10 @@ class Controller:
         context.peaks.record(peaks_to_keep(self.records.values(), context.peaks.load()))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # pytest's junitxml has written its file by now (at the session's end).
+        xmlpath = getattr(config.option, "xmlpath", None)
+        if xmlpath and self.records:
+            mark_kinds(Path(xmlpath), self.records)
         release(self.context.run_dir)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

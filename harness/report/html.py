@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from harness.atomic import atomic_write_text
 from harness.records import RunDocument, SpecResult
+from harness.report.kinds import failures_by_kind, recovered
 from harness.report.rows import (
     EMOJI,
     FAILING,
@@ -96,9 +97,15 @@ def _header(documents: list[RunDocument], names: list[str]) -> str:
         ]
         badges = "".join(_badge(k, f"{n} {k}") for k, n in totals(d).items())
         badges += _badge("error", "interrupted") if d.interrupted else ""
+        kinds = " · ".join(
+            f"{_e(kind)}: " + ", ".join(f'<a href="#{_anchor(i)}">{_e(i)}</a>' for i in ids)
+            for kind, ids in failures_by_kind(d.specs).items()
+        )
+        facts = _e(" · ".join(filter(None, meta)))
         combos.append(
-            f'<div class="combo"><strong>{_e(name)}</strong>{badges}'
-            f'<div class="muted">{_e(" · ".join(filter(None, meta)))}</div></div>'
+            f'<div class="combo"><strong>{_e(name)}</strong>{badges}<div class="muted">{facts}</div>'
+            + (f'<div class="kinds">failed by kind: {kinds}</div>' if kinds else "")
+            + "</div>"
         )
     return f'<header id="top"><h1>trainspec report</h1>{"".join(combos)}</header>'
 
@@ -122,7 +129,10 @@ def _table(rows: list[Row], names: list[str], with_ppl: bool) -> str:
     head += "".join(f"<th>{c}</th>" for c in columns) * len(names) + "</tr>"
     body = []
     for row in rows:
-        why = next((c.reason for c in row.cells if c.outcome in FAILING and c.reason), "")
+        why = next(
+            (f"{c.kind}: {c.reason}" if c.kind else c.reason for c in row.cells if c.outcome in FAILING and c.reason),
+            "",
+        )
         tds = [
             f'<td><a href="#{_anchor(row.spec_id)}">{_e(row.spec_id)}</a>'
             + (f'<div class="why">{_e(clip(why, 200))}</div>' if why else "")
@@ -155,6 +165,8 @@ def _table(rows: list[Row], names: list[str], with_ppl: bool) -> str:
 def _facts(spec: SpecResult, title: str | None) -> str:
     """Beside the curve: what happened and why, and the numbers a person asks first."""
     facts: list[tuple[str, Any]] = [
+        ("failure kind", f"{spec.failure_kind} ({spec.failure_evidence})" if spec.failure_kind else ""),
+        ("retried", recovered(spec)),
         ("time", duration(spec.duration or None)),
         ("final loss", fmt(spec.final_loss)),
         ("perplexity", fmt(spec.perplexity) if spec.perplexity is not None else ""),
@@ -188,7 +200,15 @@ def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
         )
     if spec.checks:
         out.append(f'<p class="muted">{len(spec.checks) - len(bad)} of {len(spec.checks)} checks passed</p>')
-    items = [f"<li>regression: {_e(regression_text(r))}</li>" for r in spec.regressions]
+    items = [
+        f"<li>attempt {a.get('attempt')}: {_e(a.get('outcome'))}"
+        + (f" ({_e(a['failure_kind'])})" if a.get("failure_kind") else "")
+        + (f" on {_e(', '.join(a['devices']))}" if a.get("devices") else "")
+        + (f": {_e(a.get('reason'))}" if a.get("reason") else "")
+        + "</li>"
+        for a in spec.attempts
+    ]
+    items += [f"<li>regression: {_e(regression_text(r))}</li>" for r in spec.regressions]
     items += [f"<li>warning: {_e(w)}</li>" for w in spec.warnings]
     out.append(f"<ul>{''.join(items)}</ul>" if items else "")
     if spec.inference:

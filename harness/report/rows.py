@@ -78,6 +78,7 @@ class Cell:
     loss_delta: float | None = None
     perplexity_delta: float | None = None
     duration_change: float | None = None  # a fraction: 0.25 is 25 % slower than the first
+    kind: str | None = None  # the failure kind of a failed spec
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def comparison_rows(documents: list[RunDocument]) -> list[Row]:
                     _delta(spec.final_loss, paired.final_loss) if paired else None,
                     _delta(spec.perplexity, paired.perplexity) if paired else None,
                     secs / paired.duration - 1 if paired and secs is not None and paired.duration else None,
+                    spec.failure_kind,
                 )
             )
         rows.append(Row(spec_id, cells))

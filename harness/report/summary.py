@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.records import RunDocument, SpecResult
 from harness.report.html import render_html, write_run_report
+from harness.report.kinds import failures_by_kind, kind_lines, recovered
 from harness.report.rows import (
     EMOJI,
     FAILING,
@@ -67,6 +68,8 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
             if measured
             else []
         )
+        # A failure's kind leads its reason; a pass on a retry says what it recovered from.
+        reason = f"[{r.failure_kind}] {r.reason}" if r.failure_kind and r.outcome in FAILING else r.reason
         rows.append(
             (
                 "FLAKY" if r.flaky else MARKS.get(r.outcome, r.outcome),
@@ -76,7 +79,7 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
                 *peaks,
                 str(r.steps_logged or "-"),
                 loss,
-                r.reason[:120],
+                (recovered(r) or reason)[:120],
             )
         )
     # pytest's own line counts a reused spec among the skips; this one keeps them apart, and always counts the skips.
@@ -84,6 +87,7 @@ def summary_lines(records: list[SpecResult], run_dir: Path) -> list[str]:
     totals = ", ".join(f"{counts[o]} {o}" for o in MARKS if counts[o] and o != "skipped") or "none run"
     return [
         *table(rows),
+        *kind_lines(records),
         f"{totals}, {counts['skipped']} skipped",
         f"results: {run_dir / 'results.json'}",
         f"report: {run_dir / 'report.html'}",
@@ -140,12 +144,16 @@ def render_markdown(documents: list[RunDocument], labels: list[str] | None = Non
     failures, regressions = [], []
     for name, document in zip(names, documents, strict=True):
         where = f" ({_md(name)})" if len(documents) > 1 else ""
+        by_id = {spec.id: spec for spec in document.specs}
+        # Failures grouped by kind, so the machine's are told from the code's and the numbers' at a glance.
+        for kind, ids in failures_by_kind(document.specs).items():
+            for spec in (by_id[spec_id] for spec_id in ids):
+                found = [f"  - regression: {_md(regression_text(r))}" for r in spec.regressions]
+                reason = _md(clip(spec.reason or "no reason recorded", 500))
+                failures += [f"- {EMOJI[spec.outcome]} **{kind}** `{_md(spec.id)}`{where}: {reason}", *found]
         for spec in document.specs:
             found = [f"  - regression: {_md(regression_text(r))}" for r in spec.regressions]
-            if spec.outcome in FAILING:
-                reason = _md(clip(spec.reason or "no reason recorded", 500))
-                failures += [f"- {EMOJI[spec.outcome]} `{_md(spec.id)}`{where}: {reason}", *found]
-            elif found:
+            if spec.outcome not in FAILING and found:
                 regressions += [f"- ⚠️ `{_md(spec.id)}`{where}", *found]
     for heading, items in (("Failures", failures), ("Regressions", regressions)):
         if items:

@@ -18,6 +18,7 @@ from pathlib import Path
 from harness import backends
 from harness.checks.after_run import CheckResult, failure_reason
 from harness.checks.baseline import compare
+from harness.checks.failure_kind import classify_run
 from harness.checks.stderr import tail
 from harness.context import RunContext
 from harness.devices.leases import Lease
@@ -86,14 +87,23 @@ def unchanged_record(spec: Spec, context: RunContext) -> SpecResult | None:
 
 
 def run_spec(spec: Spec, context: RunContext, *, priority: int = 0, expected: float | None = None) -> SpecRun:
-    """Run the spec; with `retries: N`, run a failed one again up to N times, keeping every attempt."""
+    """Run the spec; with `retries: N`, run a failed one again up to N times while its failure is of a
+    kind in `retry_on` (by default the machine's or time's), keeping every attempt. After an infra
+    failure the next attempt prefers other devices than the ones that failed."""
     output_dir = context.output_dir(spec.id)
     earlier: list[dict] = []
+    avoid: tuple[str, ...] = ()
     while True:
-        attempt = _attempt(spec, context, output_dir, priority, spec.timeout if expected is None else expected)
+        attempt = _attempt(spec, context, output_dir, priority, spec.timeout if expected is None else expected, avoid)
         record = attempt.record
         if not attempt.failed or len(earlier) >= spec.retries:
             break
+        if record.failure_kind not in spec.retry_on:
+            record.warnings.append(
+                f"not retried: a {record.failure_kind} failure (retry_on: {', '.join(spec.retry_on) or 'nothing'})"
+            )
+            break
+        avoid = tuple(record.devices) if record.failure_kind == "infra" else ()
         # The failed attempt's outputs move aside (outside specs/, so only the last is gathered).
         kept = context.run_dir / "attempts" / spec.id / str(len(earlier) + 1)
         shutil.rmtree(kept, ignore_errors=True)
@@ -106,9 +116,7 @@ def run_spec(spec: Spec, context: RunContext, *, priority: int = 0, expected: fl
         record.attempts = [*earlier, _attempt_summary(record, len(earlier) + 1)]
         record.flaky = not attempt.failed
         if record.flaky:
-            record.warnings.append(
-                f"flaky: passed on attempt {len(earlier) + 1} after {len(earlier)} failed ({earlier[0]['reason']})"
-            )
+            record.warnings.append(recovered_line(earlier, record))
     record.dependencies = selection.record_run(spec, context, record, output_dir)
     record.write(output_dir)
     masker = attempt.masker
@@ -120,7 +128,9 @@ def run_spec(spec: Spec, context: RunContext, *, priority: int = 0, expected: fl
     return SpecRun(record, failure, [masker.text(f"{spec.id}: {check.line()}") for check in attempt.warned])
 
 
-def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, expected: float) -> _Attempt:
+def _attempt(
+    spec: Spec, context: RunContext, output_dir: Path, priority: int, expected: float, avoid: tuple[str, ...] = ()
+) -> _Attempt:
     """One run of the spec, checked and masked."""
     if output_dir.exists():
         shutil.rmtree(output_dir)
@@ -134,7 +144,7 @@ def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, e
         "error",
         "interrupted: the harness stopped before this run finished; nothing of it was left running",
     ).write(output_dir)
-    lease = _lease(spec, context, priority, expected)
+    lease = _lease(spec, context, priority, expected, avoid)
     devices = lease.devices if lease else ()
     try:
         placement = context.backend.place(spec, devices, context.inventory)
@@ -163,15 +173,23 @@ def _attempt(spec: Spec, context: RunContext, output_dir: Path, priority: int, e
     if failed:
         record.outcome = "failed"
         record.reason = failure_reason(failed)
+        verdict = classify_run(outcome, failed, launch.stderr_path)
+        record.failure_kind, record.failure_evidence = verdict.kind, verdict.evidence
     return _Attempt(SpecResult.from_json(masker.data(record.to_json())), failed, warned, launch, masker)
 
 
-def _lease(spec: Spec, context: RunContext, priority: int, expected: float) -> Lease | None:
-    """Devices from the machine's pool, unless the backend's scheduler places the run."""
+def _lease(spec: Spec, context: RunContext, priority: int, expected: float, avoid: tuple[str, ...]) -> Lease | None:
+    """Devices from the machine's pool, unless the backend's scheduler places the run; others than
+    `avoid` when they are free."""
     if not spec.gpus or not context.backend.leases_devices:
         return None
     return context.pool.acquire(
-        spec.gpus, spec.id, priority, expected, memory_request(spec, context.recorded_peaks, context.headroom)
+        spec.gpus,
+        spec.id,
+        priority,
+        expected,
+        memory_request(spec, context.recorded_peaks, context.headroom),
+        avoid=avoid,
     )
 
 
@@ -248,6 +266,9 @@ def _attempt_summary(record: SpecResult, number: int) -> dict:
         "reason": record.reason,
         "duration": record.duration,
         "output_dir": record.output_dir,
+        "devices": record.devices,
+        "failure_kind": record.failure_kind,
+        "failure_evidence": record.failure_evidence,
     }
 
 
@@ -276,6 +297,23 @@ def ended_early(spec: Spec, context: RunContext, since: str, reason: str | None 
     output_dir.mkdir(parents=True, exist_ok=True)
     record.write(output_dir)
     return record
+
+
+def recovered_line(earlier: list[dict], record: SpecResult) -> str:
+    """The warning of a spec that passed on a retry, naming the kind it recovered from: a numeric
+    failure that a rerun passed is news of its own (the numbers differ from run to run), never a plain flaky."""
+    kinds = list(dict.fromkeys(str(a["failure_kind"]) for a in earlier))
+    first = earlier[0]
+    moved = (
+        f" on {','.join(record.devices)} (attempt 1 on {','.join(first['devices'])})"
+        if record.devices and record.devices != first["devices"]
+        else ""
+    )
+    what = "numeric flaky" if "numeric" in kinds else f"{'/'.join(kinds)} retry"
+    return (
+        f"{what}: passed on attempt {len(earlier) + 1}{moved} after {len(earlier)} failed"
+        f" ({first['failure_kind']}: {first['reason']})"
+    )
 
 
 def failure_message(spec: Spec, failed: list[CheckResult], stderr_path: Path, output_dir: Path, masker: Masker) -> str:

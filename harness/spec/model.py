@@ -32,6 +32,13 @@ from harness.spec.sections import (
 )
 from harness.spec.typed_yaml import option
 
+# Why a run failed, decided from evidence by harness.checks.failure_kind: the machine, the trainer's code,
+# the numbers, time, or the harness itself. Here, at the bottom, because a spec names kinds in `retry_on`.
+FailureKind = Literal["infra", "code", "numeric", "timeout", "harness"]
+FAILURE_KINDS: tuple[str, ...] = FailureKind.__args__  # type: ignore[attr-defined]
+# Failures a rerun can fix; a numeric one rerun until it passes is a regression hidden.
+RETRIED_BY_DEFAULT = ("infra", "timeout")
+
 TIER_MARKERS = {"smoke": ("smoke", "integration"), "standard": ("integration",), "full": ("integration", "slow")}
 BUILTIN_MARKERS = {
     "smoke": "the fastest specs: run on every change (tier smoke)",
@@ -99,9 +106,21 @@ class Spec:
     )
     retries: int = option(
         0,
-        doc="run a failed spec again up to this many times; a pass after a failure is reported as flaky, every "
-        "attempt kept",
+        doc=(
+            "run a failed spec again up to this many times, when its failure is of a kind in `retry_on`; "
+            "a pass after a failure is reported as flaky, with the kind it recovered from, every attempt kept"
+        ),
         minimum=0,
+    )
+    retry_on: list[FailureKind] = option(
+        factory=lambda: list(RETRIED_BY_DEFAULT),
+        doc=(
+            "the failure kinds `retries` reruns: infra (the machine: device out of memory, lost device, collective "
+            "timeout, port in use, full disk, failed node, OOM killer), timeout, code, numeric (NaN, a loss, metric, "
+            "curve or perplexity bound), harness. Default: infra and timeout, so a retry never turns a numeric "
+            "regression green"
+        ),
+        example=["infra", "timeout"],
     )
     timeout: float = option(
         300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True

@@ -461,7 +461,8 @@ def test_secrets_stay_out_of_everything_the_harness_writes(harness, tmp_path: Pa
 
 
 def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path: Path) -> None:
-    """`retries: 1`: the first attempt fails, the second passes; the spec is flaky, both outcomes kept."""
+    """`retries: 1` with `retry_on: [code]`: the first attempt fails, the second passes; the spec is
+    flaky, both outcomes kept. (Without `retry_on`, an exit 1 that shows no machine fault is code, not retried.)"""
     marker = tmp_path / "ran-once"
     spec = {
         "id": "flaky",
@@ -469,6 +470,7 @@ def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path:
         "timeout": 30,
         "min_steps_logged": 0,
         "retries": 1,
+        "retry_on": ["code"],
         "command": [
             "{python}",
             "-c",
@@ -487,7 +489,8 @@ def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path:
     assert [(a["attempt"], a["outcome"]) for a in record["attempts"]] == [(1, "failed"), (2, "passed")]
     assert record["attempts"][0]["reason"] == "exit_code: exit code 1"
     assert Path(record["attempts"][0]["output_dir"], "stderr.log").exists()
-    assert any(w.startswith("flaky: passed on attempt 2") for w in record["warnings"])
+    assert [a["failure_kind"] for a in record["attempts"]] == ["code", None]
+    assert any(w.startswith("code retry: passed on attempt 2") for w in record["warnings"])
     assert re.search(r"^FLAKY\s+flaky\s", run.output, re.M), run.output
 
 

@@ -351,3 +351,22 @@ def test_runs_naming_one_device_differently_share_one_pool_by_its_identity(tmp_p
     assert list(by_uuid.holders()) == [uuid]
     held.release()
     assert by_uuid.others() == []
+
+
+def test_a_retry_that_avoids_its_devices_gets_others_when_free_and_its_own_rather_than_wait(tmp_path: Path):
+    """After the machine failed a run on device 0, its retry takes 1 when 1 is free, and 0 when only 0 is."""
+    pool = LeasePool(tmp_path / "leases.json", ("0", "1"))
+    with pool.lease(1, "first") as first:
+        assert first.devices == ("0",)
+    retry = pool.acquire(1, "retry", avoid=("0",))
+    assert retry.devices == ("1",)
+    retry.release()
+    with pool.lease(1, "other", memory=None) as other:
+        assert other.devices == ("0",)
+        retry = pool.acquire(1, "retry", avoid=("1",))
+        assert retry.devices == ("1",)  # the avoided device, free, rather than waiting for the other
+        retry.release()
+    shared = LeasePool(tmp_path / "shared.json", ("0", "1"), capacity={"0": 1000, "1": 1000})
+    declared = shared.acquire(1, "declared", memory=500, avoid=("0",))
+    assert declared.devices == ("1",)
+    declared.release()

@@ -71,6 +71,8 @@ CASES = [
     ("empty_list.yaml", None, "an empty list holds no spec", 1),
     ("list_second_bad.yaml", "gpus", "expected an integer, found 'two' (str)", 6),
     ("marker_unregistered.yaml", "markers", "'nightlyy' is not a registered marker", 4),
+    ("retry_on_unknown_kind.yaml", "retry_on[1]", "found 'numerc' (str) (did you mean 'numeric'?)", 5),
+    ("retry_on_string.yaml", "retry_on", "expected a list of 'infra', 'code', 'numeric', 'timeout', 'harness'", 5),
 ]
 
 
