@@ -36,6 +36,7 @@ from harness.devices.leases import run_pool
 from harness.devices.memory import DEFAULT_HEADROOM, headroom_of
 from harness.devices.visible import GPU_KINDS, DeviceError, Inventory
 from harness.history import cli as history_cli
+from harness.history import location as history_location
 from harness.options import RUN_OPTIONS, TIERS
 from harness.planning import selection
 from harness.planning.concurrency import describe_concurrency, worker_count
@@ -266,6 +267,10 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     inventory = _inventory(args, backend)
     if args.changed_since:
         selection.changed_files(repo, args.changed_since)  # a bad REF is bad usage, said before pytest starts
+    try:
+        history_location.from_values(vars(args), repo)
+    except history_location.LocationError as error:
+        raise UsageError(str(error)) from None
     plan = _plan(args, specs, inventory)
     # Specs that share a device run side by side, one worker each: the plan says how many go at once.
     workers = worker_count(args.workers, backend, inventory, plan.workers, len(plan.runs))

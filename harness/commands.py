@@ -15,6 +15,8 @@ from harness import backends
 from harness.history import cli as history_cli
 from harness.options import add_to_parser, for_command
 
+# Runs per spec the report's trend charts draw.
+HISTORY_RUNS = 50
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN, EXIT_INTERRUPTED = 0, 1, 2, 5, 130
 
 
@@ -46,13 +48,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     labels = args.label or None
     if labels and (why := label_problem(labels, len(documents))):
         raise UsageError(why)
+    if args.trends is not None and not args.html:
+        raise UsageError("report --history draws each spec's trend into the HTML report: give --html PATH too")
     if args.markdown:
         _write_report(Path(args.markdown), render_markdown(documents, labels))
     else:
         print(render_markdown(documents, labels))
     if args.html:
-        _write_report(Path(args.html), render_html(documents, base_dir=Path(args.html).resolve().parent, labels=labels))
+        trends = (
+            _trends(args.trends, [spec.id for d in documents for spec in d.specs]) if args.trends is not None else None
+        )
+        page = render_html(documents, base_dir=Path(args.html).resolve().parent, labels=labels, trends=trends)
+        _write_report(Path(args.html), page)
     return EXIT_OK
+
+
+def _trends(where: str, spec_ids: list[str]) -> dict[str, list[tuple[str, str, list[list[float | None]]]]]:
+    """Each spec's trend over its past runs, from the history at `where` ("" for the settings' or the default)."""
+    from harness.history.location import LocationError, resolve
+    from harness.history.queries import trends
+    from harness.history.store import StoreError, open_store
+    from harness.project.settings import load_settings
+
+    try:
+        url = resolve(where or load_settings(Path.cwd()).history, Path.cwd())
+        if url.startswith("sqlite:") and not Path(url.removeprefix("sqlite:///")).exists():
+            raise UsageError(f"report --history: no run history at {url.removeprefix('sqlite:///')}")
+        store = open_store(url)
+        try:
+            return trends(store, list(dict.fromkeys(spec_ids)), HISTORY_RUNS)
+        finally:
+            store.close()
+    except (LocationError, StoreError) as error:
+        raise UsageError(f"report --history: {error}") from None
 
 
 def _write_report(path: Path, text: str) -> None:
@@ -202,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
         '"$GITHUB_STEP_SUMMARY")',
     )
     report.add_argument("--html", metavar="PATH", help="write an offline HTML report here, loss curves included")
+    report.add_argument(
+        "--history",
+        nargs="?",
+        const="",
+        dest="trends",
+        metavar="PATH_OR_URL",
+        help=f"add each spec's trend over its last {HISTORY_RUNS} runs (final loss, duration) from the run history to "
+        "the HTML report (default store: the history setting, else history.sqlite under the trainspec cache)",
+    )
     report.add_argument(
         "--label",
         action="append",

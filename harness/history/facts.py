@@ -82,6 +82,11 @@ def _last_finite(curve: list[list[float | None]]) -> float | None:
     return None
 
 
+def _rounded(curve: list[list[float | None]]) -> list[list[float | None]]:
+    """Six significant digits: a trend's shape, in half the bytes of a float's full repr."""
+    return [[step, None if value is None else float(f"{value:.6g}")] for step, value in curve]
+
+
 def spec_row(record: SpecResult) -> dict[str, Any]:
     metrics = {
         name: value for name, curve in record.metric_curves.items() if (value := _last_finite(curve)) is not None
@@ -99,7 +104,7 @@ def spec_row(record: SpecResult) -> dict[str, Any]:
         "fingerprint": record.fingerprint or None,
         "retried_pass": record.flaky,
         "metrics": json.dumps(metrics, sort_keys=True),
-        "loss_curve": json.dumps(thin_curve(record.loss_curve, CURVE_POINTS)),
+        "loss_curve": json.dumps(_rounded(thin_curve(record.loss_curve, CURVE_POINTS))),
     }
 
 

@@ -19,10 +19,17 @@ SCHEMES = {
     "postgresql+psycopg": "postgresql+psycopg",
 }
 DEFAULT_NAME = "history.sqlite"
+# pyproject.toml's `history` extra says the same.
+POSTGRES_DRIVER = "psycopg[binary]>=3.1"
 
 
 class LocationError(ValueError):
     """A `--history` value that names no store: bad usage, one line."""
+
+
+def driver_requirements(value: str | None) -> list[str]:
+    """What a venv that runs the specs must install to reach the store `value` names (the SQLite driver is built in)."""
+    return [POSTGRES_DRIVER] if value and value.partition("://")[0].lower().startswith("postgres") else []
 
 
 def default_path(repo: Path) -> Path:

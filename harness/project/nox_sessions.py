@@ -28,6 +28,7 @@ import nox
 from filelock import FileLock
 from nox.virtualenv import ProcessEnv, VirtualEnv
 
+from harness.history.location import driver_requirements
 from harness.project.scaffold import LIBRARIES, installed_versions, pins
 from harness.project.settings import Settings, load_settings
 
@@ -208,7 +209,14 @@ def define_sessions(
 
 def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOptions | None) -> None:
     def session_function(session: nox.Session) -> None:
-        install(session, *pins(settings.torch, settings.transformers), *settings.install, root=root, shared=True)
+        install(
+            session,
+            *pins(settings.torch, settings.transformers),
+            *settings.install,
+            *driver_requirements(settings.history),
+            root=root,
+            shared=True,
+        )
         require_libraries(session, root)
         extra = run_options(session, settings.transformers, chosen_tier(session, tier)) if run_options else []
         run_tier(session, tier, *extra)
@@ -219,7 +227,14 @@ def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOpt
 
 def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | None) -> None:
     def session_function(session: nox.Session, torch: str | None, transformers: str | None) -> None:
-        install(session, *pins(torch, transformers), *settings.install, root=root, shared=True)
+        install(
+            session,
+            *pins(torch, transformers),
+            *settings.install,
+            *driver_requirements(settings.history),
+            root=root,
+            shared=True,
+        )
         require_libraries(session, root)
         run_dir = Path(session.cache_dir).resolve() / "matrix" / f"torch-{torch}_transformers-{transformers}"
         tier = chosen_tier(session, settings.matrix_tier)

@@ -31,6 +31,9 @@ from harness.report.rows import (
 )
 from harness.report.svg import curve_svg
 
+# Per spec id: (metric, label, [[run number, value], ...]) over its past runs, from the run history.
+Trends = dict[str, list[tuple[str, str, list[list[float | None]]]]]
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;
 background:#f6f8fa;margin:0}
@@ -85,6 +88,25 @@ def _badge(outcome: str | None, text: str | None = None) -> str:
     return f'<span class="badge {outcome if outcome in EMOJI else "notrun"}">{_e(text or outcome or "not run")}</span>'
 
 
+def _history_notes(document: RunDocument) -> str:
+    """What the run history said of this run (results.json's `history`): drift, new failures, flaky specs."""
+    found = document.other.get("history")
+    if not isinstance(found, dict):
+        return ""
+    quarantined = set(found.get("quarantined") or [])
+    notes = [f"drift {d.get('spec')}: {d.get('text')}" for d in found.get("drift") or [] if isinstance(d, dict)]
+    notes += [
+        f"new failure {spec}: it passed the last time on the same code" for spec in found.get("new_failures") or []
+    ]
+    notes += [
+        f"flaky {f.get('spec')}: {f.get('text')}" + (" (quarantined)" if f.get("spec") in quarantined else "")
+        for f in found.get("flaky") or []
+        if isinstance(f, dict)
+    ]
+    notes += [f"history not recorded: {found['warning']}"] if found.get("warning") else []
+    return f'<div class="reason">{_e(chr(10).join(notes))}</div>' if notes else ""
+
+
 def _header(documents: list[RunDocument], names: list[str]) -> str:
     combos = []
     for name, d in zip(names, documents, strict=True):
@@ -105,6 +127,7 @@ def _header(documents: list[RunDocument], names: list[str]) -> str:
         combos.append(
             f'<div class="combo"><strong>{_e(name)}</strong>{badges}<div class="muted">{facts}</div>'
             + (f'<div class="kinds">failed by kind: {kinds}</div>' if kinds else "")
+            + _history_notes(d)
             + "</div>"
         )
     return f'<header id="top"><h1>trainspec report</h1>{"".join(combos)}</header>'
@@ -258,7 +281,9 @@ def _charts(specs: list[SpecResult | None], names: list[str]) -> tuple[str, str]
     return loss, f'<div class="metrics">{"".join(small)}</div>' if any(small) else ""
 
 
-def _section(row: Row, documents: list[RunDocument], names: list[str], base_dir: Path | None) -> str:
+def _section(
+    row: Row, documents: list[RunDocument], names: list[str], base_dir: Path | None, trends: Trends | None = None
+) -> str:
     specs = [next((s for s in d.specs if s.id == row.spec_id), None) for d in documents]
     ran = [(t if len(documents) > 1 else None, s) for t, s in zip(names, specs, strict=True) if s is not None]
     worst = next(
@@ -270,6 +295,12 @@ def _section(row: Row, documents: list[RunDocument], names: list[str], base_dir:
         f'<div class="top">{loss}<div class="side">{"".join(_facts(s, t) for t, s in ran)}</div></div>',
         metrics,
     ]
+    if trends and (
+        charts := [
+            curve_svg([(label, points)], ylabel=m, xlabel="run") for m, label, points in trends.get(row.spec_id, [])
+        ]
+    ):
+        parts.append(f'<h3>over its past runs</h3><div class="metrics">{"".join(charts)}</div>')
     parts += [_details(s, t, base_dir) for t, s in ran]
     return (
         f'<section id="{_anchor(row.spec_id)}" '
@@ -277,10 +308,17 @@ def _section(row: Row, documents: list[RunDocument], names: list[str], base_dir:
     )
 
 
-def render_html(documents: list[RunDocument], *, base_dir: Path | None = None, labels: list[str] | None = None) -> str:
+def render_html(
+    documents: list[RunDocument],
+    *,
+    base_dir: Path | None = None,
+    labels: list[str] | None = None,
+    trends: Trends | None = None,
+) -> str:
     """A complete offline page: header with totals, the table, then one section per spec (failing first).
 
-    `labels` name the runs in order (default: their torch · transformers combination).
+    `labels` name the runs in order (default: their torch · transformers combination). `trends`: per spec id,
+    (metric, label, [[run number, value], ...]) from the run history, drawn in the spec's section.
     """
     names = titles(documents, labels)
     rows = sorted(comparison_rows(documents), key=lambda row: not row.failing)
@@ -290,7 +328,7 @@ def render_html(documents: list[RunDocument], *, base_dir: Path | None = None, l
         "<main>",
         _table(rows, names, with_ppl) if rows else '<p class="muted">no specs ran</p>',
     ]
-    body += [_section(row, documents, names, base_dir) for row in rows]
+    body += [_section(row, documents, names, base_dir, trends) for row in rows]
     body.append("</main><footer>written by trainspec from results.json</footer>")
     title = _e("trainspec · " + " vs ".join(names))
     head = (

@@ -61,6 +61,7 @@ def curve_svg(
     series: Sequence[tuple[str, Points]],
     *,
     ylabel: str = "loss",
+    xlabel: str = "step",
     baseline: Points = (),
     width: int = 560,
     height: int = 220,
@@ -114,7 +115,8 @@ def curve_svg(
                 f'<text x="{x(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{tick:.6g}</text>'
             )
     out.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle" class="axis">step</text>'
+        f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" text-anchor="middle" class="axis">'
+        f"{html.escape(xlabel)}</text>"
         f'<text x="12" y="{top + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 '
         f'{top + plot_h / 2:.1f})" class="axis">{label}</text>'
     )
