@@ -37,6 +37,7 @@ from harness.devices.memory import DEFAULT_HEADROOM, headroom_of
 from harness.devices.visible import GPU_KINDS, DeviceError, Inventory
 from harness.history import cli as history_cli
 from harness.history import location as history_location
+from harness.logs import cli as logs_cli
 from harness.options import RUN_OPTIONS, TIERS
 from harness.planning import selection
 from harness.planning.concurrency import describe_concurrency, worker_count
@@ -348,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "baseline": cmd_baseline,
             "history": history_cli.cmd_history,
             "bisect": history_cli.cmd_bisect,
+            "logs": logs_cli.cmd_logs,
         }[args.command](args)
     except (UsageError, SpecError, selection.SelectionError, history_cli.CommandError) as error:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness import backends
 from harness.history import cli as history_cli
+from harness.logs import cli as logs_cli
 from harness.options import add_to_parser, for_command
 
 # Runs per spec the report's trend charts draw.
@@ -316,4 +317,5 @@ def build_parser() -> argparse.ArgumentParser:
         "runs", nargs="+", metavar="RESULTS_OR_DIR", help="results.json files or run directories, at least two"
     )
     history_cli.add_parsers(commands)
+    logs_cli.add_parsers(commands)
     return parser

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.spec.files import PROFILES
 from harness.spec.model import Spec
+from harness.spec.rules import flat_args
 from harness.trace import TRACE_DIR
 
 # First on every child's PYTHONPATH: its sitecustomize records the versions the child imports.
@@ -65,7 +66,9 @@ def render(text: str, values: dict[str, str]) -> str:
 def build_argv(spec: Spec, values: dict[str, str], nproc: int) -> list[str]:
     """The spec's command with placeholders filled and args appended; torchrun in front if asked."""
     template = PROFILES[spec.profile or "command"].build_command(spec)
-    argv = [render(part, values) for part in template] + [render(part, values) for part in render_args(spec.args)]
+    argv = [render(part, values) for part in template] + [
+        render(part, values) for part in render_args(spec.args, spec.args_style)
+    ]
     if spec.launcher == "torchrun":
         if template and template[0] == "{python}":
             argv = argv[1:]
@@ -131,13 +134,22 @@ def build_launch(
     )
 
 
-def render_args(args: dict[str, Any]) -> list[str]:
-    """`{max_steps: 60, fast: true}` → `--max-steps 60 --fast`."""
+def render_args(args: dict[str, Any], style: str = "dashes") -> list[str]:
+    """`{max_steps: 60, fast: true}` as a style writes it: dashes `--max-steps 60 --fast`, equals
+    `--max_steps=60 --fast=True`, hydra `max_steps=60 fast=true` (nested mappings as `a.b=value`).
+    null is left out in every style, false too with dashes (a flag not given)."""
+    if style == "hydra":
+        return [f"{key}={_hydra_text(value)}" for key, value in flat_args(args).items() if value is not None]
     argv: list[str] = []
     for key, value in args.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
+        if value is None or (value is False and style == "dashes"):
             continue
+        if style == "equals":
+            # absl and nanoGPT's configurator read True/False (literal_eval); lists comma-separated as absl's.
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            argv.append(f"--{key}={text}")
+            continue
+        flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
         elif isinstance(value, list):
@@ -149,3 +161,9 @@ def render_args(args: dict[str, Any]) -> list[str]:
 
 def _arg_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _hydra_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_text(v) for v in value) + "]"
+    return "null" if value is None else _arg_text(value)

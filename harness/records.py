@@ -141,9 +141,11 @@ class SpecResult:
     stderr_tail: str = ""
     regressions: list[Regression] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    # A spec in stages: one summary per stage in order (id, outcome, exit code, steps, losses, files), those not run
-    # included.
+    # A spec in stages: one summary per stage in order (id, outcome, exit code, steps, losses, files, curves, the
+    # step an interrupt stopped it at), those not run included.
     stages: list[dict[str, Any]] = field(default_factory=list)
+    # [min, max] its checks hold the final loss ("loss") and each bounded metric to, drawn on their charts.
+    bounds: dict[str, list[float | None]] = field(default_factory=dict)
     flaky: bool = False
     started_at: str = ""
     # Repository-relative path -> content hash of every file the run used (harness.trace).

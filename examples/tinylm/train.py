@@ -81,10 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--log-format",
-        choices=("jsonl", "forgather"),
+        choices=("jsonl", "forgather", "text"),
         default="jsonl",
-        help="jsonl: OUTPUT_DIR/train_log.jsonl; forgather: OUTPUT_DIR/runs/run_N/trainer_logs.json "
-        "(default: %(default)s)",
+        help="jsonl: OUTPUT_DIR/train_log.jsonl; forgather: OUTPUT_DIR/runs/run_N/trainer_logs.json; "
+        "text: no log file, only the progress lines on stdout (default: %(default)s)",
     )
     parser.add_argument(
         "--save-model",
@@ -170,6 +170,16 @@ class JsonlLog:
 
     def write_summary(self, global_step: int, train_runtime: float, train_loss: float) -> None:
         """Write nothing: this format has no summary record."""
+
+
+class StdoutLog:
+    """No log file: the progress lines printed on stdout are the whole log, as many trainers keep it."""
+
+    def write_step(self, record: StepRecord) -> None:
+        """Write nothing: the step's line is printed anyway."""
+
+    def write_summary(self, global_step: int, train_runtime: float, train_loss: float) -> None:
+        """Write nothing: the summary line is printed anyway."""
 
 
 class ForgatherLog:
@@ -270,9 +280,13 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         for _ in range(first_step - 1):
             next(data)
 
-    log: JsonlLog | ForgatherLog | None = None
+    log: JsonlLog | ForgatherLog | StdoutLog | None = None
     if is_main:
-        log = JsonlLog(args.output_dir, args.log_name) if args.log_format == "jsonl" else ForgatherLog(args.output_dir)
+        log = {
+            "jsonl": lambda: JsonlLog(args.output_dir, args.log_name),
+            "forgather": lambda: ForgatherLog(args.output_dir),
+            "text": StdoutLog,
+        }[args.log_format]()
         print(
             f"tinylm: {count_parameters(model):,} parameters, vocab {len(tokenizer)}, "
             f"{len(blocks)} sequences of {args.seq_len} tokens per rank, world size {world_size}, device {device}",

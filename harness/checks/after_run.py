@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal, cast
 
 from harness.checks.stderr import root_error, scan_file
-from harness.logs.formats import SEARCH_ORDER, LogEntry, LogError, TrainingLog, find_log, parse_log
+from harness.logs.formats import SEARCH_ORDER, LogEntry, LogError, TrainingLog, find_log, log_globs, parse_log
+from harness.logs.sniff import sniff
 from harness.process import ProcessOutcome
 from harness.records import CheckRecord
 from harness.spec.model import Spec
@@ -115,20 +116,28 @@ def check_files(spec: Spec, output_dir: Path) -> list[CheckResult]:
     return results
 
 
-def read_log(spec: Spec, output_dir: Path) -> tuple[TrainingLog | None, str | None]:
-    """The parsed training log, or why there is none."""
+def read_log(spec: Spec, output_dir: Path, streams: Sequence[Path] = ()) -> tuple[TrainingLog | None, str | None]:
+    """The parsed training log, or why there is none: the files and formats tried and, when the run's
+    stdout or stderr prints a loss as text, the `log:` that would read it."""
     path = find_log(output_dir, spec.log)
     if path is None:
-        wanted = (
-            repr(spec.log.path)
-            if spec.log.path
-            else ", ".join(p for p, fmt in SEARCH_ORDER if spec.log.format in ("auto", fmt))
+        formats = spec.log.format if spec.log.format != "auto" else ", ".join(dict.fromkeys(f for _, f in SEARCH_ORDER))
+        problem = (
+            f"no training log ({', '.join(map(repr, log_globs(spec.log)))}; formats tried: {formats}) in {output_dir}"
         )
-        return None, f"no training log ({wanted}) in {output_dir}"
+        return None, problem + _sniffed(streams)
     try:
         return parse_log(path, spec.log, tuple(spec.metrics)), None
     except LogError as error:
-        return None, f"{path}: {error}"
+        return None, f"{path}: {error}" + _sniffed([path, *streams])
+
+
+def _sniffed(paths: Sequence[Path]) -> str:
+    """The first of `paths` that prints a loss as text, as a `log:` that reads it; "" when none does."""
+    for path in dict.fromkeys(paths):
+        if path.is_file() and (hint := sniff(path).suggestion()):
+            return f"; {hint}"
+    return ""
 
 
 def check_log(spec: Spec, log: TrainingLog | None, log_problem: str | None) -> list[CheckResult]:
@@ -268,10 +277,11 @@ def failure_reason(failed: list[CheckResult]) -> str:
 
 
 def run_checks(
-    spec: Spec, outcome: ProcessOutcome, output_dir: Path, stderr_path: Path
+    spec: Spec, outcome: ProcessOutcome, output_dir: Path, stderr_path: Path, stdout_path: Path | None = None
 ) -> tuple[list[CheckResult], TrainingLog | None]:
     """Every check the spec asks for, in the order a person reads them."""
-    log, problem = read_log(spec, output_dir) if spec.needs_log or output_dir.exists() else (None, None)
+    streams = [p for p in (stdout_path, stderr_path) if p is not None]
+    log, problem = read_log(spec, output_dir, streams) if spec.needs_log or output_dir.exists() else (None, None)
     results = [
         check_exit(outcome),
         *check_leftovers(outcome),

@@ -77,7 +77,7 @@ class GrowingLog:
         self.spec = spec
         self.fmt = fmt
         try:
-            self.reader: LineLog | EventLog | None = open_reader(path, fmt, strict=False)
+            self.reader: LineLog | EventLog | None = open_reader(path, fmt, strict=False, spec=spec)
         except LogError:
             self.reader = None  # the final log check says why it cannot be read
 

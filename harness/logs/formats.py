@@ -2,10 +2,12 @@
 
 Forgather's `trainer_logs.json` (a JSON array, rewritten as training goes, so possibly
 cut short), Hugging Face's `trainer_state.json` (`log_history`), JSON lines, CSV (PyTorch
-Lightning's `metrics.csv`, or any file with a header row) and TensorBoard event files. A
-log that a crash cut short is read up to its last complete record, and that is said.
+Lightning's `metrics.csv`, or any file with a header row), TensorBoard event files, and text
+read with regular expressions (harness/logs/text.py: a spec's patterns, or a preset for a
+well-known trainer). A log that a crash cut short is read up to its last complete record,
+and that is said.
 
-Logs written by appending (JSON lines, CSV, event files) are read as a stream of records,
+Logs written by appending (JSON lines, CSV, event files, text) are read as a stream of records,
 a piece at a time, by the same readers that follow a live run (harness/checks/fail_fast.py), so a
 log of millions of lines never sits in memory whole.
 """
@@ -16,10 +18,13 @@ import codecs
 import csv
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from harness.logs.store import LogEntry, TrainingLog, number
+from harness.logs.events import EventLog
+from harness.logs.store import LogEntry, LogError, TrainingLog, number
+from harness.logs.text import TEXT_FORMATS, TextRecords
 from harness.spec.sections import LogSpec
 
 READ_LIMIT = 1 << 20
@@ -28,7 +33,10 @@ LINE_LIMIT = 1 << 20
 # Bytes of a file's start remembered to notice it was rewritten (a CSV header that gained a column).
 HEAD = 4096
 NAMED_FORMATS = {"trainer_logs.json": "forgather", "trainer_state.json": "hf"}
-DEFAULT_STEP_KEYS = {"forgather": "global_step", "hf": "step", "jsonl": "step", "csv": "step", "tensorboard": "step"}
+DEFAULT_STEP_KEYS = {
+    "forgather": "global_step",
+    **dict.fromkeys(("hf", "jsonl", "csv", "tensorboard", *TEXT_FORMATS), "step"),
+}
 SEARCH_ORDER = (
     ("trainer_logs.json", "forgather"),
     ("trainer_state.json", "hf"),
@@ -37,17 +45,23 @@ SEARCH_ORDER = (
     ("*.csv", "csv"),
     ("events.out.tfevents.*", "tensorboard"),
 )
-APPENDED = ("jsonl", "csv", "tensorboard")
+APPENDED = ("jsonl", "csv", "tensorboard", *TEXT_FORMATS)
+# A text log read from a run's own streams: the file each is written to (a stage's are named after it).
+STREAM_FILES = {"stdout": "stdout.log", "stderr": "stderr.log"}
 EVENTS_PREFIX = "events.out.tfevents."
 
 
-class LogError(Exception):
-    """The training log is missing or cannot be read; the message says which and why."""
+def log_globs(spec: LogSpec) -> list[str]:
+    """Where a spec's log is looked for, in order: its glob (or a text log's source), else the known names."""
+    if spec.format in TEXT_FORMATS:
+        source = spec.source or "stdout"
+        return [STREAM_FILES.get(source, source)]
+    return [spec.path] if spec.path else [p for p, fmt in SEARCH_ORDER if spec.format in ("auto", fmt)]
 
 
 def find_log(output_dir: Path, spec: LogSpec) -> Path | None:
     """The log file: the spec's glob, else the first known name, shallowest then newest."""
-    patterns = [spec.path] if spec.path else [p for p, fmt in SEARCH_ORDER if spec.format in ("auto", fmt)]
+    patterns = log_globs(spec)
     for pattern in patterns:
         found = [p for p in output_dir.glob(pattern if "/" in pattern else f"**/{pattern}") if p.is_file()]
         if found:
@@ -201,18 +215,26 @@ class Parser(Protocol):
 LINE_PARSERS: dict[str, type[JsonLineRecords] | type[CsvRecords]] = {"jsonl": JsonLineRecords, "csv": CsvRecords}
 
 
+def line_parser(fmt: str, spec: LogSpec | None, strict: bool, notes: list[str]) -> Parser:
+    """The parser of a line format; the text formats read with the spec's patterns."""
+    if fmt in TEXT_FORMATS:
+        spec = spec or LogSpec(format=fmt)  # type: ignore[arg-type]
+        return TextRecords(fmt, spec.patterns, spec.step_key or DEFAULT_STEP_KEYS[fmt], strict, notes)
+    return LINE_PARSERS[fmt](strict, notes)
+
+
 class LineLog:
     """Records of a log written line by line, read as it grows, at most READ_LIMIT bytes a read."""
 
-    def __init__(self, path: Path, fmt: str, strict: bool):
+    def __init__(self, path: Path, fmt: str, strict: bool, spec: LogSpec | None = None):
         self.stream = Appended(path)
-        self.fmt = fmt
+        self.make_parser: Callable[[], Parser] = lambda: line_parser(fmt, spec, strict, self.notes)
         self.strict = strict
         self.notes: list[str] = []
         self._start()
 
     def _start(self) -> None:
-        self.parser: Parser = LINE_PARSERS[self.fmt](self.strict, self.notes)
+        self.parser = self.make_parser()
         self.pending = ""
         self.number = 0
         self.skipping = False
@@ -251,52 +273,9 @@ class LineLog:
         return records
 
 
-class EventLog:
-    """Scalars of a TensorBoard event file, one record per event: {"step": its step, tag: value, ...}."""
-
-    BATCH = 10_000
-
-    def __init__(self, path: Path):
-        try:
-            from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-        except ImportError:
-            raise LogError(LogSpec.TENSORBOARD_MISSING) from None
-        self.loader = EventFileLoader(str(path))
-        self.events: Any = None
-        self.notes: list[str] = []
-        self.exhausted = False
-
-    def read(self, final: bool = False) -> list[dict]:
-        # The loader's generator resumes where the last one stopped; a fresh one is taken once it is spent.
-        if self.events is None:
-            self.events = self.loader.Load()
-        records = []
-        for event in self.events:
-            values = {v.tag: scalar for v in event.summary.value if (scalar := _scalar(v)) is not None}
-            if values:
-                records.append({**values, "step": event.step})
-            if len(records) >= self.BATCH:
-                self.exhausted = False
-                return records
-        self.events, self.exhausted = None, True
-        return records
-
-
-def _scalar(value: Any) -> float | None:
-    """A summary value's number: the old `simple_value`, or a one-element tensor of the scalars plugin."""
-    if value.HasField("simple_value"):
-        return float(value.simple_value)
-    if value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "scalars":
-        from tensorboard.util.tensor_util import make_ndarray
-
-        array = make_ndarray(value.tensor)
-        return float(array.reshape(-1)[0]) if array.size == 1 else None
-    return None
-
-
-def open_reader(path: Path, fmt: str, strict: bool) -> LineLog | EventLog:
+def open_reader(path: Path, fmt: str, strict: bool, spec: LogSpec | None = None) -> LineLog | EventLog:
     """The streaming reader of a log written by appending."""
-    return EventLog(path) if fmt == "tensorboard" else LineLog(path, fmt, strict)
+    return EventLog(path) if fmt == "tensorboard" else LineLog(path, fmt, strict, spec)
 
 
 def parse_log(path: Path, spec: LogSpec, keys: tuple[str, ...] = ()) -> TrainingLog:
@@ -311,7 +290,7 @@ def parse_log(path: Path, spec: LogSpec, keys: tuple[str, ...] = ()) -> Training
     if fmt not in APPENDED:
         return parse_text(path, path.read_text(encoding="utf-8", errors="replace"), spec, keys)
     log = TrainingLog(path, fmt, spec.loss_key, spec.step_key or DEFAULT_STEP_KEYS[fmt], keys)
-    reader = open_reader(path, fmt, strict=True)
+    reader = open_reader(path, fmt, strict=True, spec=spec)
     while True:
         for record in reader.read(final=True):
             log.add(record)
@@ -335,8 +314,8 @@ def parse_text(path: Path, text: str, spec: LogSpec, keys: tuple[str, ...] = ())
         records = state["log_history"]
     elif fmt == "forgather":
         records = _array_records(text, notes)
-    elif fmt in LINE_PARSERS:
-        parser = LINE_PARSERS[fmt](True, notes)
+    elif fmt in LINE_PARSERS or fmt in TEXT_FORMATS:
+        parser = line_parser(fmt, spec, True, notes)
         lines = text.split("\n")
         records = parser.feed(list(enumerate(lines[:-1], 1))) + parser.end(len(lines), lines[-1])
     else:

@@ -24,6 +24,10 @@ SERIES_POINTS = 2_000
 NOT_SERIES = frozenset({"step", "global_step", "epoch"})
 
 
+class LogError(Exception):
+    """The training log is missing or cannot be read; the message says which and why."""
+
+
 class Series:
     """One metric's (step, value) pairs, decimated as the log grows: memory stays bounded and the sample even."""
 
@@ -101,6 +105,8 @@ class TrainingLog:
         self._losses = array("d")
         self._raw: dict[int, Any] = {}
         self._values = {key: array("d") for key in keys}
+        # The keys asked for by their steps too: a bounded eval metric is charted with its bound.
+        self._checked = {key: Series() for key in keys}
         self._series: dict[str, Series] = {}
 
     def add(self, record: dict) -> None:
@@ -108,6 +114,7 @@ class TrainingLog:
             value = number(record.get(key))
             if value is not None:
                 values.append(value)
+                self._checked[key].add(number(record.get(self.step_key)), value if math.isfinite(value) else None)
         if self.loss_key not in record:
             return
         raw = record[self.loss_key]
@@ -133,9 +140,10 @@ class TrainingLog:
             series.add(step, float(value) if math.isfinite(value) else None)
 
     def series(self) -> dict[str, list[tuple[float | None, float | None]]]:
-        """Each other metric the training records logged, as an evenly spaced sample of (step, value); None for NaN or
-        inf."""
-        return {key: series.sample() for key, series in self._series.items()}
+        """Each metric asked for (in any record), then each other one the training records logged, as an evenly
+        spaced sample of (step, value); None for NaN or inf."""
+        checked = {key: series.sample() for key, series in self._checked.items() if series.seen}
+        return checked | {key: series.sample() for key, series in self._series.items() if key not in checked}
 
     def entry(self, index: int) -> LogEntry:
         index = range(len(self._losses))[index]

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from harness.atomic import atomic_write_text
 from harness.records import RunDocument, SpecResult
+from harness.report.charts import spec_charts
 from harness.report.kinds import failures_by_kind, recovered
 from harness.report.rows import (
     EMOJI,
@@ -259,28 +260,6 @@ def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
     return "".join(out)
 
 
-def _charts(specs: list[SpecResult | None], names: list[str]) -> tuple[str, str]:
-    """The loss chart (the baseline's curve under it when the run had one) and the small multiples of the other
-    metrics."""
-    series = [
-        (t if s and s.loss_curve else f"{t} ({'no loss logged' if s else 'not run'})", s.loss_curve if s else [])
-        for t, s in zip(names, specs, strict=True)
-    ]
-    baseline = next((s.baseline_curve for s in specs if s and s.baseline_curve), [])
-    loss = curve_svg(series, baseline=baseline) or "<p class=muted>no finite loss logged</p>"
-    metrics = list(dict.fromkeys(name for s in specs if s for name in s.metric_curves))
-    small = [
-        curve_svg(
-            [(t, s.metric_curves.get(m, []) if s else []) for t, s in zip(names, specs, strict=True)],
-            ylabel=m,
-            width=280,
-            height=150,
-        )
-        for m in metrics
-    ]
-    return loss, f'<div class="metrics">{"".join(small)}</div>' if any(small) else ""
-
-
 def _section(
     row: Row, documents: list[RunDocument], names: list[str], base_dir: Path | None, trends: Trends | None = None
 ) -> str:
@@ -289,7 +268,7 @@ def _section(
     worst = next(
         (c.outcome for c in row.cells if c.outcome in FAILING), next((c.outcome for c in row.cells if c.outcome), None)
     )
-    loss, metrics = _charts(specs, names)
+    loss, metrics = spec_charts(specs, names)
     parts = [
         f'<h2>{_badge(worst)} {_e(row.spec_id)} <a class="muted" href="#top" title="back to the table">↑</a></h2>',
         f'<div class="top">{loss}<div class="side">{"".join(_facts(s, t) for t, s in ran)}</div></div>',

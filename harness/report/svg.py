@@ -1,4 +1,4 @@
-"""Inline SVG line charts for the HTML report: the loss curve of a spec across runs, and its other metrics.
+"""Inline SVG line charts for the HTML report: the loss curve of a spec across runs or stages, and its other metrics.
 
 Standard library only, so the page opens from a CI artifact with no network.
 """
@@ -8,12 +8,31 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 # Colour-blind-safe (Okabe–Ito) and no red, which the page keeps for failures.
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#7f6b00")
 BASELINE_COLOUR = "#6e7781"
+BOUND_COLOUR = "#cf222e"
 Points = Sequence[Sequence[float | None]]
 Scale = Callable[[float], float]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A vertical line at a step (a stage that starts, a planned interrupt), labelled; `kind` is its CSS class."""
+
+    step: float
+    label: str
+    kind: str = "mark"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A horizontal line at a value a check holds the curve to (`loss.final_max 1.5`)."""
+
+    value: float
+    label: str
 
 
 def _plottable(value: object) -> float | None:
@@ -65,6 +84,8 @@ def curve_svg(
     baseline: Points = (),
     width: int = 560,
     height: int = 220,
+    marks: Sequence[Mark] = (),
+    bounds: Sequence[Bound] = (),
 ) -> str:
     """Inline SVG with one line per (label, [[step, value], ...]), a legend below when several; "" when no point
     has a finite value.
@@ -72,7 +93,9 @@ def curve_svg(
     A missing or non-finite value breaks the line instead of being bridged, so a NaN stretch
     shows as a gap (marked on the x axis) rather than as a plausible-looking segment. The y
     axis turns logarithmic when the values span more than a decade. `baseline`, when given,
-    is drawn first in grey, under the runs.
+    is drawn first in grey, under the runs. `marks` are vertical lines at steps (stage boundaries,
+    an interrupt), `bounds` horizontal lines at the values checks hold the curve to; a bound far
+    off the values is named under the chart instead of squashing the curve.
     """
     named = [("baseline", baseline)] * bool(baseline) + list(series)
     curves = [[(_plottable(p[0]), _plottable(p[1])) for p in points if len(p) >= 2] for _, points in named]
@@ -81,12 +104,14 @@ def curve_svg(
     log = spans_decades([v for curve in curves for _, v in curve if v is not None])
     curves = [[(s, math.log10(v) if log and v is not None else v) for s, v in curve] for curve in curves]
     finite = [v for curve in curves for s, v in curve if s is not None and v is not None]
+    shown, off = _near_bounds(bounds, finite, log)
+    finite += [value for value, _ in shown]
     legend = 16 * len(named) if len(named) > 1 else 0
     left, right, top, bottom = 56, 14, 10, 34
     plot_w, plot_h = width - left - right, height - top - bottom
     # Steps without a finite value still widen the x axis: a run that diverged at step 10 of 60
     # must look like one, not like a lone point.
-    x0, x1 = _span([s for curve in curves for s, _ in curve if s is not None], 0.0, 1.0)
+    x0, x1 = _span([s for curve in curves for s, _ in curve if s is not None] + [m.step for m in marks], 0.0, 1.0)
     y0, y1 = _span(finite, 0.05, abs(finite[0]) * 0.05 or 1.0)
 
     def x(step: float) -> float:
@@ -124,6 +149,8 @@ def curve_svg(
         out.append(
             f'<text x="{left}" y="{top + plot_h + 30}" fill="#cf222e">| {html.escape(ylabel)} NaN or missing</text>'
         )
+    out += _marks(marks, x, top, plot_h)
+    out += _bounds(shown, off, left, plot_w, y, top + plot_h + 30)
     for index, ((name, _), curve) in enumerate(zip(named, curves, strict=True)):
         out += _line(curve, index - bool(baseline), html.escape(name), x, y, top + plot_h, html.escape(ylabel))
         if legend:
@@ -184,4 +211,50 @@ def _line(
                 f'stroke-width="{1.5 if index < 0 else 2}"{dash} '
                 f'stroke-linejoin="round"><title>{name}</title></polyline>'
             )
+    return out
+
+
+def _near_bounds(bounds: Sequence[Bound], values: list[float], log: bool) -> tuple[list[tuple[float, str]], list[str]]:
+    """The bounds drawn (value on the chart's axis, label) and those named only: a bound further from the
+    values than their own spread would squash the curve into a line."""
+    spread = (max(values) - min(values)) or abs(values[0]) or 1.0
+    shown, off = [], []
+    for bound in bounds:
+        value = math.log10(bound.value) if log and bound.value > 0 else None if log else bound.value
+        if value is not None and min(values) - spread <= value <= max(values) + spread:
+            shown.append((value, bound.label))
+        else:
+            off.append(bound.label)
+    return shown, off
+
+
+def _marks(marks: Sequence[Mark], x: Scale, top: float, plot_h: float) -> list[str]:
+    out = []
+    for mark in marks:
+        label = html.escape(mark.label)
+        out.append(
+            f'<g class="{html.escape(mark.kind)}"><line x1="{x(mark.step):.1f}" x2="{x(mark.step):.1f}" y1="{top}"'
+            f' y2="{top + plot_h}" stroke="#57606a" stroke-dasharray="4 3"/><text x="{x(mark.step) + 3:.1f}"'
+            f' y="{top + 11}">{label}</text><title>{label}</title></g>'
+        )
+    return out
+
+
+def _bounds(
+    shown: list[tuple[float, str]], off: list[str], left: float, plot_w: float, y: Scale, below: float
+) -> list[str]:
+    out = []
+    for value, label in shown:
+        text = html.escape(label)
+        out.append(
+            f'<g class="bound"><line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}"'
+            f' stroke="{BOUND_COLOUR}" stroke-dasharray="6 3"/><text x="{left + plot_w - 4}" y="{y(value) - 3:.1f}"'
+            f' text-anchor="end" fill="{BOUND_COLOUR}">{text}</text></g>'
+        )
+    if off:
+        names = html.escape(", ".join(off))
+        out.append(
+            f'<text class="bound" x="{left + plot_w}" y="{below}" text-anchor="end" fill="{BOUND_COLOUR}">'
+            f"{names} (off the chart)</text>"
+        )
     return out

@@ -30,7 +30,7 @@ from harness.planning import selection
 from harness.process import ProcessOutcome
 from harness.records import SpecResult, metric_curves, thin_curve
 from harness.runner.peaks import memory_check, sampling
-from harness.runner.stages import run_stages
+from harness.runner.stages import chart_bounds, run_stages
 from harness.secrets import Masker
 from harness.spec.model import Spec
 from harness.trace import read_child_versions
@@ -152,6 +152,7 @@ def _attempt(
             staged = run_stages(spec, context, output_dir, placement, sampler.on_start)
         launch, outcome, checks, log, masker = staged.launch, staged.outcome, staged.checks, staged.log, staged.masker
         record.stages = staged.stages
+        record.bounds = chart_bounds(spec)
         record.peak_gpu_memory = sampler.peaks
         checks += memory_check(sampler.peaks, lease.memory if lease else None, spec.gpu_memory)
         if spec.inference is not None:

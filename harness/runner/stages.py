@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from harness.inference import forgather
 from harness.launch import Launch, Placement, build_launch
 from harness.logs.formats import TrainingLog
 from harness.process import ProcessOutcome
+from harness.records import metric_curves, thin_curve
 from harness.secrets import Masker, masker_for
 from harness.spec.model import Spec
 from harness.spec.sections import StageSpec
@@ -73,10 +75,11 @@ def stage_spec(spec: Spec, stage: StageSpec) -> Spec:
         spec,
         command=stage.command,
         args=stage.args,
+        args_style=stage.args_style or spec.args_style,
         env={**spec.env, **stage.env},
         timeout=stage.timeout or spec.timeout,
         launcher=stage.launcher or spec.launcher,
-        log=stage.log,
+        log=stage.log or spec.log,
         loss=stage.loss,
         metrics=stage.metrics,
         stderr=stage.stderr or spec.stderr,
@@ -142,6 +145,8 @@ def _run_one(
         build_launch(spec, repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, placement=placement),
         stage=stage,
     )
+    # A text log on stdout or stderr is this run's own stream (a stage's file is named after it).
+    spec = replace(spec, log=spec.log.on_streams(launch.stdout_path.name, launch.stderr_path.name))
     write_launch(launch, _masker([launch]))
     watchers = fail_fast_watchers(spec, output_dir, launch.stderr_path)
     interrupt = StepWatcher(output_dir, spec.log, interrupt_at) if interrupt_at is not None else None
@@ -151,12 +156,12 @@ def _run_one(
         # spec was interrupted, as its stand-in record already says, not failed.
         raise KeyboardInterrupt
     if interrupt is None:
-        checks, log = run_checks(spec, outcome, output_dir, launch.stderr_path)
+        checks, log = run_checks(spec, outcome, output_dir, launch.stderr_path, launch.stdout_path)
         return launch, outcome, checks, log
     planned_stop = interrupt.reached is not None and outcome.stopped_by == interrupt.poll()
     # A stage stopped as planned is judged on what it logged, as a run that ended well.
     judged = replace(outcome, exit_code=0, signal=None, stopped_by=None) if planned_stop else outcome
-    checks, log = run_checks(spec, judged, output_dir, launch.stderr_path)
+    checks, log = run_checks(spec, judged, output_dir, launch.stderr_path, launch.stdout_path)
     if planned_stop:
         checks[0] = CheckResult(
             "interrupt_at_step", True, f"stopped once the log shows step {interrupt_at}", str(outcome.stopped_by)
@@ -181,6 +186,10 @@ def _stage_record(
 ) -> dict[str, Any]:
     interrupted = bool(checks) and checks[0].name == "interrupt_at_step" and checks[0].passed
     entries = log.entries if log is not None else []
+    curves = {
+        "loss_curve": thin_curve(log.curve()) if log is not None else [],
+        "metric_curves": metric_curves(log, skip=[k for k in (log.loss_key, log.step_key) if k]) if log else {},
+    }
     return {
         "id": stage.id,
         "outcome": "failed" if failed else "interrupted" if interrupted else "passed",
@@ -195,7 +204,26 @@ def _stage_record(
         "first_loss": entries[0].loss if entries else None,
         "final_loss": log.final.loss if log is not None and log.final else None,
         "checks": [c.as_dict() for c in checks],
+        **curves,
+        # The step the log showed when the planned interrupt stopped the stage (the report marks it).
+        "interrupted_at": reached_step(checks[0].found) if interrupted else None,
     }
+
+
+def reached_step(found: str) -> float | None:
+    """The step an interrupt check says the log showed."""
+    match = re.search(r"the log showed step (\S+) ", found)
+    return float(match.group(1)) if match else None
+
+
+def chart_bounds(spec: Spec) -> dict[str, list[float | None]]:
+    """The bounds a spec's checks (and its stages') put on the final loss and on its metrics, [min, max] by key."""
+    bounds: dict[str, list[float | None]] = {}
+    for loss, metrics in [(spec.loss, spec.metrics), *((s.loss, s.metrics) for s in spec.stages or ())]:
+        if loss is not None and (loss.final_min is not None or loss.final_max is not None):
+            bounds["loss"] = [loss.final_min, loss.final_max]
+        bounds.update({key: [bound.min, bound.max] for key, bound in metrics.items()})
+    return bounds
 
 
 def _masker(launches: list[Launch]) -> Masker:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.spec.rules import (
-    arg_value_ok,
+    flat_args,
     memory_problem,
     relative_inside,
     run_problems,
     split_command,
 )
 from harness.spec.sections import (
+    ArgsStyle,
     BaselineSpec,
     FinalizeSpec,
     InferenceSpec,
@@ -79,6 +80,12 @@ class Spec:
         "null are left out; a list repeats values)",
         aliases=("dynamic_args",),
         example={"max_steps": 60},
+    )
+    args_style: ArgsStyle = option(
+        "dashes",
+        doc="how args are written: dashes `--max-steps 60` (argparse), equals `--max_steps=60` (absl, nanoGPT's"
+        " configurator: underscores kept, true and false written True and False), hydra `max_steps=60` (Hydra,"
+        " OmegaConf: a nested mapping becomes `optim.lr=0.1`)",
     )
     env: dict[str, str | int | float] = option(factory=dict, doc="extra environment variables for the run")
     launcher: Literal["none", "torchrun"] = option(
@@ -184,7 +191,7 @@ class Spec:
     key_lines: dict[str, int] = field(default_factory=dict, compare=False)
 
     def check(self) -> Iterable[tuple[str, str]]:
-        yield from run_problems(self.id, self.expected_files, self.args)
+        yield from run_problems(self.id, self.expected_files, self.args, self.args_style)
         if self.profile == "forgather":
             for name in ("project_dir", "config"):
                 if getattr(self, name) is None:
@@ -294,9 +301,9 @@ class Spec:
         texts = [("command", part, PLACEHOLDERS) for part in self.argv_template]
         for index, stage in enumerate(self.stages or ()):
             texts += [(f"stages[{index}].command", part, PLACEHOLDERS) for part in stage.argv_template]
-            texts += [(f"stages[{index}].args", str(v), PLACEHOLDERS) for v in stage.args.values() if arg_value_ok(v)]
+            texts += [(f"stages[{index}].args", str(v), PLACEHOLDERS) for v in flat_args(stage.args).values()]
             texts += [(f"stages[{index}].env", str(v), PLACEHOLDERS) for v in stage.env.values()]
-        texts += [("args", str(v), PLACEHOLDERS) for v in self.args.values() if arg_value_ok(v)]
+        texts += [("args", str(v), PLACEHOLDERS) for v in flat_args(self.args).values()]
         texts += [("env", str(v), PLACEHOLDERS) for v in self.env.values()]
         texts += [("inference.server", part, SERVER_PLACEHOLDERS) for part in server_parts]
         for name, text, known in texts:

@@ -23,13 +23,20 @@ def relative_inside(value: str, what: str) -> str | None:
     return None
 
 
+def regex_problem(pattern: str, shown: str | None = None) -> str | None:
+    """Why `pattern` is not a regular expression, or None."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return f"{shown or repr(pattern)} is not a valid regular expression: {error}"
+    return None
+
+
 def patterns_problem(patterns: Iterable[str]) -> str | None:
     for pattern in patterns:
         if pattern.startswith("re:"):
-            try:
-                re.compile(pattern[3:])
-            except re.error as error:
-                return f"{pattern!r} is not a valid regular expression: {error}"
+            if why := regex_problem(pattern[3:], repr(pattern)):
+                return why
         elif not pattern:
             return "an empty pattern would match everything"
     return None
@@ -48,14 +55,16 @@ def split_command(command: str) -> list[str]:
         return [command]
 
 
-def run_problems(run_id: str, expected_files: list[str] | None, args: dict[str, Any]) -> Iterable[tuple[str, str]]:
+def run_problems(
+    run_id: str, expected_files: list[str] | None, args: dict[str, Any], style: str | None = None
+) -> Iterable[tuple[str, str]]:
     """What a spec and a stage check alike: the id, the expected files, the args."""
     if not _ID.match(run_id):
         yield "id", f"must start with a letter or digit and hold only letters, digits, '_', '.', '-'; found {run_id!r}"
     for pattern in expected_files or ():
         if why := relative_inside(pattern, "the output dir"):
             yield "expected_files", why
-    for key, value in args.items():
+    for key, value in (flat_args(args) if style == "hydra" else args).items():
         if not arg_value_ok(value):
             found = (
                 "a mapping"
@@ -64,13 +73,25 @@ def run_problems(run_id: str, expected_files: list[str] | None, args: dict[str, 
                 if isinstance(value, list)
                 else type(value).__name__
             )
-            yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {found}"
+            nested = " (a mapping only with args_style: hydra, as a.b=value)" if isinstance(value, dict) else ""
+            yield "args", f"{key}: expected a string, number, boolean, null or a list of those, found {found}{nested}"
 
 
 def arg_value_ok(value: Any) -> bool:
     if isinstance(value, list):
         return all(arg_value_ok(v) and not isinstance(v, list) for v in value)
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+def flat_args(args: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings flattened to dotted keys (`{optim: {lr: 0.1}}` -> `{optim.lr: 0.1}`), as Hydra writes them."""
+    flat: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, dict):
+            flat.update(flat_args(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 # Memory sizes as a spec (`gpu_memory`) and the command line (`--fake-gpu-memory`) write them, in MiB.

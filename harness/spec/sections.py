@@ -1,19 +1,24 @@
-"""The blocks of a spec: its training log, loss and metric bounds, baseline tolerances, stderr patterns,
-inference, stages and the Forgather finalize step; each a frozen dataclass with its defaults and docs."""
+"""The blocks of a spec: its training log (files, or text read with patterns or a preset), loss and metric
+bounds, baseline tolerances, stderr patterns, inference, stages and the Forgather finalize step; each a frozen
+dataclass with its defaults and docs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from harness.spec.rules import (
     patterns_problem,
+    regex_problem,
     relative_inside,
     run_problems,
     split_command,
 )
 from harness.spec.typed_yaml import option
+
+ArgsStyle = Literal["dashes", "equals", "hydra"]
 
 
 @dataclass(frozen=True)
@@ -24,29 +29,64 @@ class LogSpec:
         " (trainer_logs.json, trainer_state.json, *.jsonl, metrics.csv, *.csv, events.out.tfevents.*)",
         example="runs/*/trainer_logs.json",
     )
-    format: Literal["auto", "forgather", "hf", "jsonl", "csv", "tensorboard"] = option(
+    format: Literal[
+        "auto", "forgather", "hf", "jsonl", "csv", "tensorboard", "text", "nanogpt", "torchtitan", "megatron", "llmc"
+    ] = option(
         "auto",
         doc="log format: Forgather's trainer_logs.json, Hugging Face trainer_state.json (log_history), JSON lines,"
-        " CSV with a header row (Lightning's metrics.csv), or TensorBoard event files (needs `pip install "
-        "trainspec[tensorboard]`);"
-        " auto picks by file name and content",
+        " CSV with a header row (Lightning's metrics.csv), TensorBoard event files (needs the tensorboard extra),"
+        " text read with your `patterns`, or the text a known trainer prints: nanogpt, torchtitan, megatron, llmc"
+        " (docs/trainer-logs.md); auto picks by file name and content",
+    )
+    source: str | None = option(
+        None,
+        doc="text formats: where the lines are: stdout (the default), stderr, or a glob of a file relative to the"
+        " output dir; with stages, each stage reads its own stdout or stderr",
+        example="stdout",
+    )
+    patterns: list[str] = option(
+        factory=list,
+        doc="text formats: regular expressions searched in each line (ANSI colour codes stripped); each named group"
+        " is a record key, the loss's named as loss_key; a `step` group gives the step, else the n-th line a"
+        " pattern matches is step n; with a preset, added to its own (an eval line). Every group must match"
+        " somewhere in the log",
+        example=[r"iter (?P<step>\d+): loss (?P<loss>\S+)"],
     )
     loss_key: str = option(
         "loss", doc="record key of the training loss (for tensorboard: the scalar's tag, e.g. train/loss)"
     )
     step_key: str | None = option(
         None,
-        doc="record key of the step (default: global_step for forgather, step for hf, jsonl and csv; tensorboard "
-        "takes each event's step)",
+        doc="record key of the step (default: global_step for forgather, step for the others; tensorboard takes"
+        " each event's step)",
     )
 
     TENSORBOARD_MISSING = (
-        "reading TensorBoard event files needs the tensorboard package: pip install trainspec[tensorboard]"
+        "reading TensorBoard event files needs the tensorboard package: pip install tensorboard"
+        " (or the harness's tensorboard extra)"
     )
+    PRESETS = ("nanogpt", "torchtitan", "megatron", "llmc")
+    STREAMS = ("stdout", "stderr")
+
+    @property
+    def is_text(self) -> bool:
+        return self.format == "text" or self.format in self.PRESETS
+
+    def on_streams(self, stdout: str, stderr: str) -> LogSpec:
+        """This log with a stdout or stderr source naming the file a run's stream is written to (a stage's own)."""
+        if not self.is_text or (self.source or "stdout") not in self.STREAMS:
+            return self
+        return replace(self, source=stdout if (self.source or "stdout") == "stdout" else stderr)
 
     def check(self) -> Iterable[tuple[str, str]]:
         if self.path is not None and (why := relative_inside(self.path, "the output dir")):
             yield "path", why
+        if self.is_text:
+            yield from self._text_problems()
+        else:
+            for name in ("source", "patterns"):
+                if getattr(self, name):
+                    yield name, f"only the text formats (text, {', '.join(self.PRESETS)}) read {name}"
         if self.format == "tensorboard":
             if self.step_key is not None:
                 yield "step_key", "tensorboard logs take the step from each event; remove step_key"
@@ -55,6 +95,31 @@ class LogSpec:
 
             if importlib.util.find_spec("tensorboard") is None:
                 yield "format", self.TENSORBOARD_MISSING
+
+    def _text_problems(self) -> Iterable[tuple[str, str]]:
+        if self.path is not None:
+            yield "path", "a text log is read from `source` (stdout, stderr or a glob of a file); give source instead"
+        if self.source is not None and self.source not in self.STREAMS:
+            if why := relative_inside(self.source, "the output dir"):
+                yield "source", why
+        if self.format == "text" and not self.patterns:
+            yield (
+                "patterns",
+                "format text needs patterns: regular expressions whose named groups are the numbers,"
+                r" e.g. 'loss (?P<loss>\S+)'; `python -m harness logs sniff FILE` proposes some",
+            )
+        groups: set[str] = set()
+        for index, pattern in enumerate(self.patterns):
+            if why := regex_problem(pattern):
+                yield f"patterns[{index}]", why
+                return
+            groups.update(re.compile(pattern).groupindex)
+        if self.format == "text" and self.patterns and self.loss_key not in groups:
+            yield (
+                "patterns",
+                f"no pattern has a group named {self.loss_key!r} (loss_key): name the loss (?P<{self.loss_key}>...)"
+                f" or set loss_key to one of {sorted(groups)}",
+            )
 
 
 @dataclass(frozen=True)
@@ -203,6 +268,7 @@ class StageSpec:
     args: dict[str, Any] = option(
         factory=dict, doc="appended to the stage's command as `--key value`, as the spec's `args`"
     )
+    args_style: ArgsStyle | None = option(None, doc="how the stage's args are written (default: the spec's)")
     env: dict[str, str | int | float] = option(factory=dict, doc="environment added to the spec's `env` for this stage")
     timeout: float | None = option(
         None, doc="seconds for this stage (default: the spec's timeout)", minimum=0, exclusive_minimum=True
@@ -215,7 +281,7 @@ class StageSpec:
         minimum=1,
         example=50,
     )
-    log: LogSpec = option(factory=LogSpec, doc="the stage's training log, as the spec's `log`")
+    log: LogSpec | None = option(None, doc="the stage's training log, as the spec's `log` (default: the spec's)")
     loss: LossSpec | None = option(
         None, doc="bounds on the stage's loss, as the spec's `loss` (with `resume_jump_max`)"
     )
@@ -231,7 +297,7 @@ class StageSpec:
     def check(self) -> Iterable[tuple[str, str]]:
         if not self.argv_template:
             yield "command", "required: the argv list (or a string) of the stage"
-        yield from run_problems(self.id, self.expected_files, self.args)
+        yield from run_problems(self.id, self.expected_files, self.args, self.args_style)
 
     @property
     def argv_template(self) -> list[str]:

@@ -256,3 +256,39 @@ def test_a_child_that_imports_neither_library_records_nothing(tmp_path):
     )
     assert run_process(launch).exit_code == 0
     assert not (out / CHILD_VERSIONS_FILE).exists()
+
+
+def test_args_styles():
+    args = {"out_dir": "{output_dir}", "max_iters": 60, "compile": False, "fast": True, "skip": None, "ids": [1, 2]}
+    values = {**VALUES, "output_dir": "/o"}
+    assert build_argv(spec(args=args), values, 1)[4:] == [
+        *["--out-dir", "/o", "--max-iters", "60", "--fast", "--ids", "1", "2"],
+    ]
+    assert build_argv(spec(args=args, args_style="equals"), values, 1)[4:] == [
+        *["--out_dir=/o", "--max_iters=60", "--compile=False", "--fast=True", "--ids=1,2"],
+    ]
+    nested = {**args, "optim": {"lr": 0.1, "betas": [0.9, 0.95]}}
+    assert build_argv(spec(args=nested, args_style="hydra"), values, 1)[4:] == [
+        *["out_dir=/o", "max_iters=60", "compile=false", "fast=true", "ids=[1,2]"],
+        *["optim.lr=0.1", "optim.betas=[0.9,0.95]"],
+    ]
+
+
+def test_a_stage_takes_the_spec_s_args_style_and_log_unless_it_has_its_own():
+    from harness.runner.stages import stage_spec
+
+    staged = spec_from_mapping(
+        {
+            "id": "s",
+            "args_style": "equals",
+            "log": {"format": "nanogpt"},
+            "stages": [
+                {"id": "train", "command": ["x"], "args": {"max_iters": 5}},
+                {"id": "resume", "command": ["x"], "args_style": "hydra", "log": {"format": "llmc"}},
+            ],
+        },
+        Path("s.yaml"),
+    )
+    train, resume = (stage_spec(staged, stage) for stage in staged.stages)
+    assert (train.args_style, train.log.format) == ("equals", "nanogpt")
+    assert (resume.args_style, resume.log.format) == ("hydra", "llmc")

@@ -20,7 +20,7 @@ MALFORMED = REPO / "tests" / "malformed"
 
 CASES = [
     ("unknown_key_close.yaml", "timout", "unknown key; did you mean 'timeout'?", 4),
-    ("unknown_key_far.yaml", "frobnicate", "unknown key; known keys: args, baseline, command", 4),
+    ("unknown_key_far.yaml", "frobnicate", "unknown key; known keys: args, args_style, baseline, command", 4),
     ("nested_unknown_key.yaml", "loss.final_maxx", "did you mean 'final_max'?", 5),
     ("duplicate_key.yaml", "timeout", "duplicate key (first at line 4)", 5),
     ("missing_id.yaml", "id", "required field is missing", 2),
@@ -73,6 +73,15 @@ CASES = [
     ("marker_unregistered.yaml", "markers", "'nightlyy' is not a registered marker", 4),
     ("retry_on_unknown_kind.yaml", "retry_on[1]", "found 'numerc' (str) (did you mean 'numeric'?)", 5),
     ("retry_on_string.yaml", "retry_on", "expected a list of 'infra', 'code', 'numeric', 'timeout', 'harness'", 5),
+    ("log_pattern_invalid.yaml", "log.patterns[0]", "is not a valid regular expression: missing ), unterminated", 6),
+    ("args_style_unknown.yaml", "args_style", "did you mean 'equals'?", 4),
+    (
+        "args_nested_without_hydra.yaml",
+        "args",
+        "optim: expected a string, number, boolean, null or a list of those, found a mapping"
+        " (a mapping only with args_style: hydra",
+        5,
+    ),
 ]
 
 

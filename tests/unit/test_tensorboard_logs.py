@@ -1,6 +1,6 @@
 """TensorBoard event files as training logs: read by tag, followed as they grow, and a clear
 error where the tensorboard package is missing. Event files are written with tensorboard's own
-writer; the tests that need it skip where it is not installed (`pip install trainspec[tensorboard]`)."""
+writer; the tests that need it skip where it is not installed (`pip install tensorboard`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from harness.spec.typed_yaml import SpecError
 
 needs_tensorboard = pytest.mark.skipif(
     importlib.util.find_spec("tensorboard") is None,
-    reason="tensorboard is not installed (pip install trainspec[tensorboard])",
+    reason="tensorboard is not installed (pip install tensorboard)",
 )
 
 
@@ -120,13 +120,14 @@ def test_a_spec_on_an_event_file_is_checked_end_to_end(tmp_path):
 def test_without_tensorboard_the_spec_and_the_log_name_the_extra(tmp_path, monkeypatch):
     for name in [n for n in sys.modules if n == "tensorboard" or n.startswith("tensorboard.")] or ["tensorboard"]:
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed, though an earlier test imported it
-    with pytest.raises(SpecError, match=r"tb\.yaml.*log\.format.*pip install trainspec\[tensorboard\]"):
+    with pytest.raises(SpecError, match=r"tb\.yaml.*log\.format.*pip install tensorboard"):
         spec_from_mapping({"id": "tb", "command": ["x"], "log": {"format": "tensorboard"}}, Path("tb.yaml"))
     found = tmp_path / "events.out.tfevents.1.host"
     found.write_bytes(b"\0" * 16)  # an event file that auto-detection picks up
     with pytest.raises(
         LogError,
-        match=r"^reading TensorBoard event files needs the tensorboard package: pip install trainspec\[tensorboard\]$",
+        match=r"^reading TensorBoard event files needs the tensorboard package: pip install tensorboard \(or the"
+        r" harness.s tensorboard extra\)$",
     ):
         parse_log(found, LogSpec())
     watcher = LossWatcher(tmp_path, LogSpec(), clock=Clock())
