@@ -125,6 +125,8 @@ def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunCon
     if problem := run_dir_problem(run_dir, repo):
         raise ContextError(problem)
     values["run_dir"] = str(run_dir)
+    if problem := run_pool(inventory, run_dir, 0.0, "").problem():
+        raise ContextError(problem)
     try:
         claim(run_dir)
     except RunDirError as error:

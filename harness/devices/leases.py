@@ -6,8 +6,13 @@ else the index): every run of the harness, and every xdist worker of each, lease
 it. Fake devices exist only inside one run, so their pool lives in its run directory.
 
 A lease is owned by a live process (pid + start time, so a reused pid is not mistaken for
-its predecessor); a holder found dead is dropped by the next reader, which is how a worker
-killed with SIGKILL gives its devices back. A run holds its devices whole, or, when it
+its predecessor) and by its run's process group once it starts: it lives while either has a
+live process, so a harness killed with SIGKILL whose run ignores SIGTERM does not give its
+device to the next run while that run still computes on it. A holder found dead is dropped by
+the next reader, which is how a worker killed with SIGKILL gives its devices back. Each holder
+is a file of its own beside the state file (`<state>.held/<token>.json`), the one truth about
+who holds what: the state file (the queue, and a copy of the holders for display) may be
+deleted, garbled or made unwritable without a device being handed out twice. A run holds its devices whole, or, when it
 declares memory per device, shares them with other declared runs while their sum fits
 (`packing.py`).
 
@@ -23,42 +28,30 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from filelock import FileLock
 
 from harness.atomic import KeptFileWarning, atomic_write_text, read_json
 from harness.caches import lease_dir
+from harness.devices.holders import is_alive, process_key, read_holders, write_holders
 from harness.devices.memory import device_capacity, device_keys
 from harness.devices.packing import Devices
 from harness.devices.visible import GPU_KINDS, Inventory
+from harness.process import group_key
 
 POLL_SECONDS = 0.02
-HOLDER_KEYS = {"token", "owner", "name", "run", "devices", "memory", "start", "expected"}
 WAITER_KEYS = {"token", "owner", "name", "run", "k", "memory", "allowed", "priority", "ticket", "expected"}
 FIRST_WAVE_GRACE = 3.0
 
 
-def process_key(pid: int) -> list:
-    try:
-        return [pid, psutil.Process(pid).create_time()]
-    except psutil.Error:
-        return [pid, 0.0]
-
-
-def is_alive(key: list) -> bool:
-    """The same process (not a reuse of its pid) and not a zombie waiting to be reaped."""
-    pid, started = key
-    try:
-        process = psutil.Process(pid)
-        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+class LeaseError(Exception):
+    """The pool's files cannot be written (a lease folder that is a file, read-only, immutable): one line."""
 
 
 @dataclass
@@ -74,13 +67,24 @@ class Lease:
     waited_for: list[str] = field(default_factory=list)
 
     def attach(self, pgid: int) -> None:
-        """Remember the run's process group, so a clean-up can end it if its owner is gone."""
-        self.pool._update(
-            lambda state: [h.__setitem__("pgid", pgid) for h in state["holders"].values() if h["token"] == self.token]
-        )
+        """Tie the lease to the run's process group too: it outlives its owner while the run lives."""
+        group = group_key(pgid)
+        try:
+            self.pool._update(
+                lambda state: [
+                    h.__setitem__("group", group) for h in state["holders"].values() if h["token"] == self.token
+                ]
+            )
+        except LeaseError:
+            pass  # the holder's own file was written first; only the shared copy is stale
 
     def release(self) -> None:
-        self.pool._update(lambda state: state["holders"].pop(self.token, None))
+        try:
+            self.pool._update(lambda state: state["holders"].pop(self.token, None))
+        except LeaseError as error:
+            # The holder's own file says who holds what: once it is gone the devices are free.
+            (self.pool.held_dir / f"{self.token}.json").unlink(missing_ok=True)
+            warnings.warn(f"{error}; the lease was given back through its own file", KeptFileWarning, stacklevel=2)
 
 
 class LeasePool:
@@ -108,20 +112,53 @@ class LeasePool:
         self.names = {key: device for device, key in self.keys.items()}
         self.capacity = {self.keys[d]: (capacity or {}).get(d) for d in devices}
         self.run = run
+        self.held_dir = self.state_file.with_suffix(".held")
         self._lock = FileLock(str(self.state_file) + ".lock")
+
+    def problem(self) -> str | None:
+        """Why this pool's folder cannot hold leases (a file, not writable), in one line; None when it can."""
+        folder = self.state_file.parent
+        fix = "point TRAINSPEC_LEASE_DIR at a folder every run on this machine can write"
+        if folder.exists() and not folder.is_dir():
+            return f"the device lease folder {folder} is a file; {fix}"
+        probe = folder / f".probe-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            return f"the device lease folder {folder} is not writable: {error.strerror or error}; {fix}"
+        return None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self._lock.acquire()
+        except OSError as error:
+            raise LeaseError(self._cannot("lock", error)) from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _cannot(self, what: str, error: OSError) -> str:
+        return f"{self.state_file}: cannot {what} the device lease state ({error.strerror or error})"
 
     def _read(self) -> dict:
         """The pool's state with dead holders and waiters dropped; a state file that is not one
-        (garbage, another shape) reads as a fresh pool, with one warning, and is replaced on the next write."""
+        (garbage, another shape) reads as a fresh queue, with one warning, and is replaced on the next write.
+        The holders always come from their own files, whatever became of the state file."""
+        state = self._read_queue()
+        state["holders"] = read_holders(self.held_dir)
+        return state
+
+    def _read_queue(self) -> dict:
         state: dict | None = read_json(self.state_file, "device lease state")
         if state is None:
             return self._fresh()
         try:
-            if not all(HOLDER_KEYS <= h.keys() for h in state["holders"].values()) or not all(
-                WAITER_KEYS <= w.keys() for w in state["queue"]
-            ):
-                raise KeyError("a holder or waiter without its fields")
-            state["holders"] = {t: h for t, h in state["holders"].items() if is_alive(h["owner"])}
+            if not all(WAITER_KEYS <= w.keys() for w in state["queue"]):
+                raise KeyError("a waiter without its fields")
             state["queue"] = [w for w in state["queue"] if is_alive(w["owner"])]
             if not (
                 isinstance(state["tickets"], int)
@@ -144,12 +181,19 @@ class LeasePool:
         return {"holders": {}, "queue": [], "tickets": 0, "runs": {}, "capacity": {}}
 
     def _write(self, state: dict) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.state_file, json.dumps(state))
+        """The holders' own files first (the truth), then the state file; LeaseError when either cannot be written."""
+        try:
+            write_holders(self.held_dir, state["holders"])
+        except OSError as error:
+            raise LeaseError(self._cannot("write", error)) from None
+        try:
+            atomic_write_text(self.state_file, json.dumps(state))
+        except OSError as error:
+            self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
+            raise LeaseError(self._cannot("write", error)) from None
 
     def _update(self, change: Callable[[dict], object]) -> dict:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
+        with self._locked():
             state = self._read()
             change(state)
             self._write(state)
@@ -157,7 +201,7 @@ class LeasePool:
 
     def holders(self) -> dict[str, list[dict]]:
         """Who holds each of this run's devices now (live owners only), by this run's device name."""
-        with self._lock:
+        with self._locked():
             return self._by_device(self._read())
 
     def _by_device(self, state: dict) -> dict[str, list[dict]]:
@@ -220,6 +264,9 @@ class LeasePool:
         began = time.monotonic()
         waited_for: set[str] = set()
 
+        # Unique whatever the state file went through: a ticket count restarted from 0 must not name a holder.
+        token = f"{owner[0]}-{uuid.uuid4().hex[:8]}"
+
         def enqueue(state: dict) -> None:
             state["tickets"] += 1
             state["capacity"].update(self.capacity)
@@ -229,7 +276,7 @@ class LeasePool:
             state["runs"].setdefault(self.run, {"opened": now, "arrived": []})["arrived"].append(priority)
             state["queue"].append(
                 {
-                    "token": f"{owner[0]}-{state['tickets']}",
+                    "token": token,
                     "owner": owner,
                     "name": name,
                     "run": self.run,
@@ -243,14 +290,18 @@ class LeasePool:
                 }
             )
 
-        token = self._update(enqueue)["queue"][-1]["token"]
+        self._update(enqueue)
         try:
             while True:
-                with self._lock:
+                with self._locked():
                     state = self._read()
+                    lost = not any(w["token"] == token for w in state["queue"])
+                    if lost:
+                        enqueue(state)  # the state file was deleted or replaced: ask again
                     granted = self._grant(state, token, time.time())
-                    if granted is not None:
+                    if granted is not None or lost:
                         self._write(state)
+                    if granted is not None:
                         return Lease(
                             self,
                             tuple(self.names[k] for k in granted),
@@ -303,12 +354,6 @@ class LeasePool:
             return False
         arrived = set(run["arrived"])
         return any(p not in arrived for p in range(min(mine["priority"], self.first_wave)))
-
-    def stray_groups(self) -> list[int]:
-        """Process groups of this run's leases that may outlive their owner; for the final clean-up."""
-        with self._lock:
-            holders = self._read()["holders"]
-        return sorted({h["pgid"] for h in holders.values() if "pgid" in h and h["run"] == self.run})
 
 
 def _free_by(state: dict, devices: Devices, waiter: dict, now: float) -> float:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.context import RunContext
+from harness.devices.leases import LeaseError
 from harness.planning.plan import make_plan
 from harness.planning.selection import SelectionError, decisions
 from harness.process.interrupts import Signalled
@@ -139,11 +140,11 @@ class SpecItem(pytest.Item):
         began = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         try:
             run = run_spec(self.spec, self.context, priority=self.planned_priority, expected=self.expected)
-        except Signalled as signalled:
+        except (Signalled, LeaseError) as error:
             # The run is already ended (its group was cleaned up on the way out); the other specs go on.
-            record = ended_early(self.spec, self.context, began, str(signalled))
+            record = ended_early(self.spec, self.context, began, str(error))
             self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
-            raise SpecFailure(f"spec {self.spec.id} ({self.spec.source}): {signalled}") from None
+            raise SpecFailure(f"spec {self.spec.id} ({self.spec.source}): {error}") from None
         except KeyboardInterrupt:
             # The stand-in record stays, with the attempts that had failed before (`retries`).
             ended_early(self.spec, self.context, began)

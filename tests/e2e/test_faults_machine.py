@@ -214,3 +214,169 @@ def test_sigint_after_three_failed_attempts_keeps_them_in_the_record(tmp_path: P
             os.killpg(harness.pid, signal.SIGKILL)
             harness.wait()
         kill_tagged(tag)
+
+
+# leases (the machine-wide pool) ------------------------------------------------------------
+
+# Notes the devices it was given, then ignores SIGTERM (the parent-death signal of a killed harness)
+# and computes until the file it is told of appears.
+HOLDS_A_GPU = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(sys.argv[3], "a") as trace:
+    trace.write(sys.argv[4] + " " + os.environ["CUDA_VISIBLE_DEVICES"] + " " + str(time.time()) + "\\n")
+while not os.path.exists(sys.argv[5]):
+    time.sleep(0.05)
+"""
+
+
+def gpu_machine(tmp_path: Path) -> dict[str, str]:
+    """Two stand-in H100s and a machine-wide lease folder of the test's own."""
+    return {**harness_env(tmp_path), **machine(tmp_path, nvidia={}), "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases")}
+
+
+def gpu_spec(project: Path, spec_id: str, tag: str, trace: Path, until: Path) -> None:
+    path = write_spec(project / "specs", spec_id, HOLDS_A_GPU, tag, timeout=300)
+    spec = yaml.safe_load(path.read_text())
+    spec["command"] += [str(trace), spec_id, str(until)]
+    spec.pop("cpu_ok")
+    path.write_text(yaml.safe_dump(spec))
+
+
+def started(trace: Path) -> dict[str, tuple[str, float]]:
+    lines = trace.read_text().splitlines() if trace.exists() else []
+    return {name: (device, float(at)) for name, device, at in (line.split() for line in lines)}
+
+
+def test_a_lease_outlives_a_harness_killed_while_its_run_lives(tmp_path: Path) -> None:
+    """`kill -9` the harness while its run ignores SIGTERM: a second run waits for GPU 0 until that run ends."""
+    tag, env, trace = new_tag(), gpu_machine(tmp_path), tmp_path / "trace"
+    gpu_spec(tmp_path / "first", "first", tag, trace, tmp_path / "never")
+    gpu_spec(tmp_path / "second", "second", tag, trace, tmp_path / "second-may-end")
+    (tmp_path / "second-may-end").touch()
+    first = start(tmp_path / "first", tmp_path, "--gpus", "1", "--run-dir", str(tmp_path / "run1"), env=env)
+    second = None
+    try:
+        wait_until(lambda: "first" in started(trace), first)
+        first.kill()
+        first.communicate()
+        second = start(tmp_path / "second", tmp_path, "--gpus", "1", "--run-dir", str(tmp_path / "run2"), env=env)
+        time.sleep(5)
+        assert "second" not in started(trace), "the second run was given the GPU the first run's process still uses"
+        ended = time.time()
+        kill_tagged(tag)  # the first run's process ends: its lease with it
+        output = second.communicate(timeout=120)[0]
+        assert second.returncode == 0, output
+        assert started(trace)["second"][1] >= ended
+        assert record(load_results(tmp_path / "run2"), "second")["lease_wait"] >= 3
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        kill_tagged(tag)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbage"])
+def test_a_lease_state_deleted_or_garbled_mid_run_never_double_books(tmp_path: Path, damage: str) -> None:
+    """The holders' own files are the truth: the second run waits for GPU 0 until the first gives it back."""
+    tag, env, trace = new_tag(), gpu_machine(tmp_path), tmp_path / "trace"
+    release = tmp_path / "first-may-end"
+    gpu_spec(tmp_path / "first", "first", tag, trace, release)
+    gpu_spec(tmp_path / "second", "second", tag, trace, release)
+    first = start(tmp_path / "first", tmp_path, "--gpus", "1", "--run-dir", str(tmp_path / "run1"), env=env)
+    second = None
+    try:
+        wait_until(lambda: "first" in started(trace), first)
+        state = tmp_path / "leases" / "devices.json"
+        if damage == "deleted":
+            state.unlink()
+        else:
+            state.write_bytes(b"\x00\xffnot a lease state")
+        second = start(tmp_path / "second", tmp_path, "--gpus", "1", "--run-dir", str(tmp_path / "run2"), env=env)
+        time.sleep(5)
+        assert "second" not in started(trace), "a device still held was handed to a second run"
+        ended = time.time()
+        release.touch()
+        outputs = [proc.communicate(timeout=120)[0] for proc in (first, second)]
+        assert (first.returncode, second.returncode) == (0, 0), outputs
+        no_traceback(outputs[1])
+        assert started(trace)["second"][1] >= ended
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        kill_tagged(tag)
+
+
+def test_a_lease_state_made_immutable_mid_run_keeps_a_passed_spec_passed(tmp_path: Path) -> None:
+    """`chattr +i` on the state file while a spec runs: it still passes; the next spec cannot lease and is
+    an error that says why, in one line; results.json is written."""
+    tag = new_tag()
+    project = tmp_path / "project"
+    flag = tmp_path / "first-may-end"
+    write_spec(
+        project / "specs",
+        "first",
+        "import os, sys, time\nwhile not os.path.exists(sys.argv[3]): time.sleep(0.05)",
+        tag,
+        timeout=300,
+    )
+    spec = yaml.safe_load((project / "specs" / "first.yaml").read_text())
+    spec["command"].append(str(flag))
+    (project / "specs" / "first.yaml").write_text(yaml.safe_dump(spec))
+    write_spec(project / "specs", "second", "print('done')", tag, timeout=200)
+    run_dir = tmp_path / "run"
+    harness = start(project, tmp_path, "--fake-gpus", "1", "--run-dir", str(run_dir))
+    state = run_dir / "leases.json"
+    try:
+        wait_until(lambda: bool(tagged(tag)), harness)
+        if subprocess.run(["chattr", "+i", str(state)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i needs root and a file system that supports it")
+        flag.touch()
+        output = harness.communicate(timeout=120)[0]
+        assert harness.returncode == 1, output
+        no_traceback(output)
+        results = load_results(run_dir)
+        assert record(results, "first")["outcome"] == "passed"
+        second = record(results, "second")
+        assert (second["outcome"], second["reason"]) == (
+            "error",
+            f"{state}: cannot write the device lease state (Operation not permitted)",
+        ), second
+        assert tagged(tag) == []
+    finally:
+        subprocess.run(["chattr", "-i", str(state)], capture_output=True)
+        if harness.poll() is None:
+            os.killpg(harness.pid, signal.SIGKILL)
+            harness.wait()
+        kill_tagged(tag)
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [("file", "is a file; point TRAINSPEC_LEASE_DIR at a folder"), ("/proc/trainspec", "is not writable: ")],
+    ids=["a-file", "not-writable"],
+)
+def test_a_lease_folder_that_is_a_file_or_not_writable_is_exit_2_in_one_line(
+    tmp_path: Path, where: str, said: str
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    lease_dir = where if where.startswith("/") else str(tmp_path / where)
+    env = {**gpu_machine(tmp_path), "TRAINSPEC_LEASE_DIR": lease_dir}
+    tag = new_tag()
+    gpu_spec(tmp_path / "project", "on_a_gpu", tag, tmp_path / "trace", tmp_path / "never")
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--gpus", "1", "--run-dir", str(tmp_path / "run")],
+        cwd=tmp_path / "project",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert len([line for line in output.splitlines() if f"the device lease folder {lease_dir} {said}" in line]) == 1
+    no_traceback(output)
+    assert tagged(tag) == []

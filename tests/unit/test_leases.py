@@ -16,7 +16,10 @@ import psutil
 import pytest
 
 from harness.atomic import KeptFileWarning
-from harness.devices.leases import LeasePool
+from harness.devices.holders import read_holders
+from harness.devices.leases import LeaseError, LeasePool
+
+from ..conftest import gone
 
 WORKER = r"""
 import json, sys, time
@@ -144,13 +147,15 @@ def test_a_k_device_request_gets_k_distinct_devices(tmp_path):
         pool.acquire(5, "too-many")
 
 
-def test_attach_records_the_process_group_for_the_final_clean_up(tmp_path):
+def test_attach_ties_the_lease_to_the_runs_process_group(tmp_path):
     pool = LeasePool(tmp_path / "leases.json", ("0", "1"))
     lease = pool.acquire(2, "run")
-    lease.attach(424242)
-    assert pool.stray_groups() == [424242]
+    lease.attach(os.getpgid(0))
+    [holder] = [h for held in pool.holders().values() for h in held][:1]
+    assert holder["group"] == [os.getpgid(0), psutil.Process(os.getpgid(0)).create_time()]
+    assert json.loads((tmp_path / "leases.held" / f"{lease.token}.json").read_text())["group"] == holder["group"]
     lease.release()
-    assert pool.stray_groups() == []
+    assert pool.holders() == {} and list((tmp_path / "leases.held").iterdir()) == []
 
 
 def test_a_holder_killed_with_sigkill_gives_its_devices_back(pool_dir):
@@ -277,9 +282,7 @@ def test_state_survives_a_corrupt_file(tmp_path):
         b"{oops",
         b"[]",
         b'{"holders": 3}',
-        b'{"holders": {"0": {"owner": "me"}}, "queue": [], "tickets": 0, "runs": {}, "capacity": {}}',
         b'{"holders": {}, "queue": [], "tickets": "x", "runs": {}, "capacity": {}}',
-        b'{"holders": {"0": 7}, "queue": [], "tickets": 0, "runs": {}, "capacity": {}}',
         b'{"holders": {}, "queue": [], "tickets": 0, "arrived": [], "opened": 0}',
     ],
     ids=[
@@ -287,9 +290,7 @@ def test_state_survives_a_corrupt_file(tmp_path):
         "cut-short",
         "a-list",
         "holders-not-a-map",
-        "holder-without-fields",
         "bad-counter",
-        "holder-not-a-map",
         "an-older-format",
     ],
 )
@@ -299,7 +300,6 @@ def test_a_garbage_lease_state_reads_as_a_fresh_pool_with_one_warning(tmp_path, 
     pool = LeasePool(state, ("0", "1"))
     with pytest.warns(KeptFileWarning, match="device lease state is unreadable") as caught:
         assert pool.holders() == {}
-        assert pool.stray_groups() == []
     assert len(caught) >= 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KeptFileWarning)
@@ -370,3 +370,92 @@ def test_a_retry_that_avoids_its_devices_gets_others_when_free_and_its_own_rathe
     declared = shared.acquire(1, "declared", memory=500, avoid=("0",))
     assert declared.devices == ("1",)
     declared.release()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbage", "holders-emptied"])
+def test_a_lost_or_garbled_state_file_never_hands_out_a_held_device(tmp_path, damage):
+    """The holders' own files are the truth: what the state file says (or does not) changes nothing."""
+    state = tmp_path / "leases.json"
+    pool = LeasePool(state, ("0",))
+    held = pool.acquire(1, "holder")
+    if damage == "deleted":
+        state.unlink()
+    elif damage == "garbage":
+        state.write_bytes(b"\x00garbage")
+    else:
+        state.write_text(json.dumps({**json.loads(state.read_text()), "holders": {}}))
+    other = LeasePool(state, ("0",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KeptFileWarning)
+        assert other.holders()["0"][0]["name"] == "holder"
+    workers = Pool(tmp_path, ("0",))
+    workers.start("waiter", 1)
+    try:
+        time.sleep(1.5)
+        assert not workers.acquired("waiter"), "the waiter got a device that is held"
+        held.release()
+        workers.finish()
+    finally:
+        workers.kill_all()
+    assert workers.record("waiter")["devices"] == ["0"]
+
+
+def test_a_lease_outlives_its_owner_while_its_runs_group_lives(tmp_path):
+    """A harness killed with SIGKILL leaves a run that ignores SIGTERM: its device stays held until the run ends."""
+    state = tmp_path / "leases.json"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_OF_A_RUN, str(state)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    run_pid = int(owner.stdout.readline())
+    owner.kill()
+    owner.wait()
+    pool = LeasePool(state, ("0",))
+    try:
+        assert pool.holders()["0"][0]["name"] == "run"
+    finally:
+        os.killpg(run_pid, signal.SIGKILL)
+    wait_for(lambda: gone(run_pid) and pool.holders() == {}, what="the lease to end with its run")
+
+
+# Leases device 0, starts a run in a group of its own (as the harness does) and ties the lease to it.
+OWNER_OF_A_RUN = """
+import subprocess, sys, time
+from harness.devices.leases import LeasePool
+lease = LeasePool(sys.argv[1], ("0",)).acquire(1, "run")
+run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+lease.attach(run.pid)
+print(run.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_state_file_that_cannot_be_replaced_costs_a_warning_on_release_and_an_error_on_acquire(tmp_path):
+    """A folder in place of the state file (as an immutable file does, it refuses the rename): the device
+    is still given back through its holder's file; a new lease is one clear error, never a raw OSError."""
+    state = tmp_path / "leases.json"
+    pool = LeasePool(state, ("0",))
+    lease = pool.acquire(1, "holder")
+    state.unlink()
+    state.mkdir()
+    with pytest.warns(KeptFileWarning, match="cannot write the device lease state .*given back through its own file"):
+        lease.release()
+    assert read_holders(tmp_path / "leases.held") == {}
+    with pytest.raises(LeaseError, match=r"leases.json: cannot write the device lease state \(Is a directory\)"):
+        pool.acquire(1, "next")
+
+
+def test_a_lease_folder_that_is_a_file_or_not_writable_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert LeasePool(tmp_path / "file" / "devices.json", ("0",)).problem() == (
+        f"the device lease folder {tmp_path / 'file'} is a file; "
+        "point TRAINSPEC_LEASE_DIR at a folder every run on this machine can write"
+    )
+    assert (
+        LeasePool(Path("/proc/trainspec/devices.json"), ("0",))
+        .problem()
+        .startswith("the device lease folder /proc/trainspec is not writable: ")
+    )
+    assert LeasePool(tmp_path / "new" / "devices.json", ("0",)).problem() is None
