@@ -35,7 +35,8 @@ TARGET = 1.0
 def fill(url: str, run_count: int, spec_count: int) -> None:
     store = open_store(url)
     rng = random.Random(0)
-    curve = json.dumps([[s, 2.0 / s] for s in range(1, 101)])
+    # As facts.spec_row stores it: 100 points, six significant digits.
+    curve = json.dumps([[s, float(f"{2.0 / s:.6g}")] for s in range(1, 101)])
     batch = 500
     with store.engine.begin() as connection:
         for first in range(0, run_count, batch):

@@ -20,6 +20,8 @@ from harness.records import SpecResult
 
 # Columns a trend or a drift can follow; any metric the training log carried is read from the metrics column.
 COLUMNS = ("final_loss", "perplexity", "duration", "peak_gpu_memory")
+# Every column but the loss curve: the largest, and neither a trend nor a drift reads it.
+WITHOUT_CURVE = [column for column in spec_runs.c if column.name != "loss_curve"]
 FLAKY_WINDOW = 20
 # Passes in a row on unchanged code after which a flaky spec's failure fails the run again.
 CLEAN_STREAK = 5
@@ -68,7 +70,7 @@ def metric_value(row: dict[str, Any], metric: str) -> float | None:
 def comparable_runs(store: Store, spec_id: str, device_kind: str, versions_key: str) -> list[dict[str, Any]]:
     """The spec's last WINDOW runs on this device kind and these versions, oldest commit first."""
     query = (
-        sa.select(spec_runs)
+        sa.select(*WITHOUT_CURVE)
         .where(
             spec_runs.c.spec_id == spec_id,
             spec_runs.c.device_kind == device_kind,

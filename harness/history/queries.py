@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from harness.history.analysis import metric_value
+from harness.history.analysis import WITHOUT_CURVE, metric_value
 from harness.history.store import Store
 from harness.history.tables import spec_runs
 
@@ -39,10 +39,8 @@ def spec_ids(store: Store) -> list[str]:
 
 def series(store: Store, spec_id: str, metric: str, last: int) -> list[Point]:
     """The spec's last `last` runs, oldest commit first, with `metric` and its change run to run."""
-    # Not the loss curve: the largest column, and no trend needs it.
-    wanted = [column for column in spec_runs.c if column.name != "loss_curve"]
     query = (
-        sa.select(*wanted)
+        sa.select(*WITHOUT_CURVE)
         .where(spec_runs.c.spec_id == spec_id)
         .order_by(spec_runs.c.commit_time.desc().nulls_last(), spec_runs.c.created.desc(), spec_runs.c.id.desc())
         .limit(last)

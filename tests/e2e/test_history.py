@@ -192,3 +192,42 @@ def test_quarantine_forgives_a_flaky_failure_but_never_a_numeric_one(tmp_path: P
     assert numeric.returncode == 1, numeric.stdout + numeric.stderr
     assert "FLAKY shaky: failed 2 of the last 4 runs on unchanged code" in numeric.stdout
     assert "quarantined" not in numeric.stdout
+
+
+def test_runs_append_to_a_postgresql_history(tmp_path: Path, postgres_server_url: str) -> None:
+    from tests.postgres_server import fresh_database
+
+    url = fresh_database(postgres_server_url, f"e2e_{os.getpid()}")
+    repo = tmp_path / "project"
+    make_project(repo)
+    for _ in range(2):
+        done = _harness(repo, tmp_path, "run", "--history", url)
+        assert done.returncode == 0 and "history not recorded" not in done.stdout, done.stdout + done.stderr
+    shown = _harness(repo, tmp_path, "history", "--history", url, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert [round(p["value"], 9) for p in json.loads(shown.stdout)["specs"]["tiny"]] == [0.3, 0.3]
+    assert not (tmp_path / "cache" / "history.sqlite").exists()
+
+
+def test_bisect_skips_a_commit_whose_spec_does_not_load(tmp_path: Path) -> None:
+    repo = tmp_path / "project"
+    make_project(repo)
+    commits = [git(repo, "rev-parse", "HEAD")]
+    spec = repo / "specs" / "tiny.yaml"
+    for n in range(2, 7):
+        if n == 3:
+            spec.write_text(spec.read_text().replace("gpus: 0", "gpus: [broken"))
+        if n == 4:
+            spec.write_text(SPEC.format(name="tiny"))
+        if n == 5:
+            (repo / "level.py").write_text("LEVEL = 0.4\n")
+        (repo / "notes.txt").write_text(f"note {n}\n")
+        git(repo, "add", ".")
+        git(repo, "commit", "-qm", f"commit {n}")
+        commits.append(git(repo, "rev-parse", "HEAD"))
+    done = _harness(repo, tmp_path, "bisect", "tiny", "--good", commits[0], "--bad", commits[5], "--runs", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith(f"first bad commit: {commits[4]} commit 5 ("), done.stdout
+    tested = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
+    assert "skipped: no loadable spec tiny at this commit" in tested[commits[2][:10]]
+    assert "2/2" in done.stdout and "0/2" in done.stdout

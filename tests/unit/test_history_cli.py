@@ -111,3 +111,21 @@ def test_the_run_report_shows_what_the_history_found(tmp_path: Path) -> None:
 def test_sparkline() -> None:
     assert sparkline([1.0, None, 2.0, 1.5]) == "▁ █▅"
     assert sparkline([3.0, 3.0]) == "▁▁" and sparkline([None]) == ""
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("history = 5", "tool.trainspec.history: expected a string, found 5"),
+        ('history = "mysql://h/db"', "--history 'mysql://h/db': unknown scheme 'mysql'"),
+        ('quarantine = "yes"', "tool.trainspec.quarantine: expected true or false"),
+    ],
+)
+def test_bad_settings_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], setting: str, said: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text(f"[tool.trainspec]\n{setting}\n")
+    assert main(["history"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1, err
