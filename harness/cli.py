@@ -47,6 +47,7 @@ from harness.project.settings import Settings, load_settings
 from harness.repo_writes import run_dir_problem
 from harness.report.summary import nothing_ran, table
 from harness.secrets import masker_for
+from harness.spec.compared import with_partners
 from harness.spec.files import check_markers, load_specs, named_spec_files, registered_markers
 from harness.spec.model import Spec
 from harness.spec.typed_yaml import SpecError
@@ -165,6 +166,8 @@ def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
     if plan.skipped:
         lines += ["", "skipped:"]
         lines += [f"  {p.spec.id}: {p.skip}" for p in plan.skipped]
+    if plan.notes:
+        lines += ["", "pulled in:", *(f"  {note}" for note in plan.notes)]
     lines += [
         "",
         f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected "
@@ -195,7 +198,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.changed_since:
         chosen = selection.decisions(specs, Path.cwd(), args.changed_since)
         print("\n".join(selection.describe(specs, chosen, args.changed_since)))
-        specs = [spec for spec in specs if chosen[spec.id].run]
+        running = with_partners(specs, {spec.id for spec in specs if chosen[spec.id].run})
+        specs = [spec for spec in specs if spec.id in running]
     backend = _backend(args)
     plan = _plan(args, specs, _inventory(args, backend))
     print(

@@ -146,6 +146,8 @@ class SpecResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
     # [min, max] its checks hold the final loss ("loss") and each bounded metric to, drawn on their charts.
     bounds: dict[str, list[float | None]] = field(default_factory=dict)
+    # Curves compared with another spec's or a repeat's (harness.checks.parity.Comparison), on both sides' records.
+    parity: list[dict[str, Any]] = field(default_factory=list)
     flaky: bool = False
     started_at: str = ""
     # Repository-relative path -> content hash of every file the run used (harness.trace).

@@ -109,15 +109,6 @@ def token_blocks(tokenizer: PreTrainedTokenizerFast, sentences: list[str], seq_l
     return torch.tensor(stream[: num_blocks * seq_len], dtype=torch.long).view(num_blocks, seq_len)
 
 
-def shard(blocks: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Give each rank its own rows, all ranks the same number of them.
-
-    Equal shard sizes keep every rank's epoch boundaries in step.
-    """
-    usable = len(blocks) - len(blocks) % world_size
-    return blocks[rank:usable:world_size]
-
-
 def batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
     """Yield `batch_size` rows at a time, reshuffled every epoch, for ever.
 

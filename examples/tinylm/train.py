@@ -2,9 +2,15 @@
 
 This is the "system under test" for trainspec: small enough to finish in
 seconds on a CPU, yet it does what real training scripts do (seeded data
-order, AdamW with warmup and cosine decay, gradient clipping, torchrun/DDP,
-live metric logs, save_pretrained checkpoints), and it can fail on purpose
-(--fail-at-step, --stop-logging-at) so that specs can show they catch it.
+order, AdamW or SGD with warmup and cosine decay, gradient clipping and
+accumulation, torchrun/DDP, live metric logs, save_pretrained checkpoints),
+and it can fail on purpose (--fail-at-step, --stop-logging-at,
+--fault-sum-grads) so that specs can show they catch it.
+
+Every step trains on one global batch of batch-size x world-size x
+grad-accum sequences, drawn in the same order whatever the split: each rank
+takes its own consecutive micro-batches of it. So 2 ranks with accumulation 1
+and 1 process with accumulation 2 compute the same gradients (parity).
 
 Run it as `python examples/tinylm/train.py --output-dir DIR` or under
 `torchrun --nproc-per-node N`. It writes nothing outside --output-dir.
@@ -13,7 +19,9 @@ Run it as `python examples/tinylm/train.py --output-dir DIR` or under
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -32,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import get_cosine_schedule_with_warmup
 from transformers import logging as hf_logging
 
-from corpus import batches, build_tokenizer, generate_sentences, shard, token_blocks
+from corpus import batches, build_tokenizer, generate_sentences, token_blocks
 from model import build_model, count_parameters
 
 RESUME_STATE = "resume_state.pt"
@@ -43,6 +51,11 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _seed(text: str) -> int:
+    # A seed from the clock makes a run that no other run repeats: what a reproducibility check must catch.
+    return time.time_ns() % 2**31 if text == "clock" else int(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +76,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seq-len", type=_positive_int, default=32, help="tokens per training sequence (default: %(default)s)"
     )
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default: %(default)s)")
+    parser.add_argument(
+        "--grad-accum",
+        type=_positive_int,
+        default=1,
+        help="micro-batches of --batch-size accumulated per step on each rank (default: %(default)s)",
+    )
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
+    parser.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=1.0,
+        help="clip the gradient norm to this; 0 turns clipping off (default: %(default)s)",
+    )
     parser.add_argument(
         "--warmup-steps",
         type=int,
@@ -71,7 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="steps of linear warmup before the cosine decay (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed for weight init and data order (default: %(default)s)"
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed for weight init and data order, or `clock` for one from the time (default: %(default)s)",
     )
     parser.add_argument(
         "--log-every",
@@ -118,6 +147,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="N",
         help="fault injection: raise RuntimeError at step N, before its update",
+    )
+    parser.add_argument(
+        "--fault-sum-grads",
+        action="store_true",
+        help="fault injection: under torchrun, sum the ranks' gradients instead of averaging them",
     )
     parser.add_argument(
         "--stop-logging-at",
@@ -260,17 +294,25 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
 
     sentences = generate_sentences()
     tokenizer = build_tokenizer(sentences)
-    blocks = shard(token_blocks(tokenizer, sentences, args.seq_len), rank, world_size)
-    if len(blocks) < args.batch_size:
-        raise ValueError(f"rank {rank} holds {len(blocks)} sequences, fewer than --batch-size {args.batch_size}")
-    steps_per_epoch = len(blocks) // args.batch_size
-    data = batches(blocks, args.batch_size, args.seed)
+    blocks = token_blocks(tokenizer, sentences, args.seq_len)
+    micro_batches = world_size * args.grad_accum
+    global_batch = args.batch_size * micro_batches
+    if len(blocks) < global_batch:
+        raise ValueError(f"{len(blocks)} sequences, fewer than one global batch of {global_batch}")
+    steps_per_epoch = len(blocks) // global_batch
+    data = batches(blocks, global_batch, args.seed)
 
     torch.manual_seed(args.seed)
     model = build_model(tokenizer, args.seq_len).to(device)
     # DDP averages gradients across ranks, so every rank takes the same step.
     trained = DistributedDataParallel(model) if world_size > 1 else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    if world_size > 1 and args.fault_sum_grads:
+        trained.register_comm_hook(None, _sum_hook)
+    optimizer = (
+        torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+        if args.optimizer == "adamw"
+        else torch.optim.SGD(model.parameters(), lr=args.lr)
+    )
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_steps, args.max_steps)
 
     first_step = 1
@@ -298,7 +340,7 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         # hangs: training and the stdout progress lines go on.
         return args.stop_logging_at is None or step <= args.stop_logging_at
 
-    tokens_per_step = args.batch_size * args.seq_len * world_size
+    tokens_per_step = global_batch * args.seq_len
     loss_sum = torch.zeros((), device=device)  # summed on device: one sync per log, not per step
     steps_in_interval = 0
     total_loss = 0.0
@@ -307,25 +349,32 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         if step == args.fail_at_step:
             raise RuntimeError(f"injected failure at step {step}")
         batch = next(data).to(device)
-        loss = trained(input_ids=batch, labels=batch, use_cache=False).loss
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        mine = batch.view(micro_batches, args.batch_size, -1)[rank * args.grad_accum : (rank + 1) * args.grad_accum]
+        for index, micro in enumerate(mine):
+            # DDP averages across ranks when the last micro-batch's backward runs; the earlier ones only accumulate.
+            last = index == args.grad_accum - 1
+            with contextlib.nullcontext() if last or world_size == 1 else trained.no_sync():
+                loss = trained(input_ids=micro, labels=micro, use_cache=False).loss
+                (loss / args.grad_accum).backward()
+            loss_sum += loss.detach()
+        # An infinite bound still measures the norm, and scales by exactly 1.
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=args.max_grad_norm or math.inf)
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.detach()
         steps_in_interval += 1
 
         if args.save_every and step % args.save_every == 0 and is_main:
             save_state(args.output_dir, step, model, optimizer, scheduler)
-        if step % args.log_every != 0 and step not in (first_step, args.max_steps):
+        # A resumed run logs on the same steps as an uninterrupted one, each entry the mean of the same steps.
+        if step % args.log_every != 0 and step not in (1, args.max_steps):
             continue
         # Every rank reaches this all_reduce at the same steps; the logged loss
         # is the mean over ranks and over the steps since the last entry.
         if world_size > 1:
             dist.all_reduce(loss_sum)
-        mean_loss = loss_sum.item() / (steps_in_interval * world_size)
+        mean_loss = loss_sum.item() / (steps_in_interval * micro_batches)
         total_loss += mean_loss * steps_in_interval
         now = time.perf_counter()
         record = StepRecord(
@@ -359,6 +408,12 @@ def train(args: argparse.Namespace, device: torch.device, rank: int, world_size:
         checkpoint = args.output_dir / "checkpoint"
         model.save_pretrained(checkpoint)
         tokenizer.save_pretrained(checkpoint)
+
+
+def _sum_hook(state, bucket):  # noqa: ANN001, ANN201 - DDP checks real annotations; these would be strings here
+    """The injected bug: all-reduce the gradients without dividing by the world size (DDP's own hook divides)."""
+    work = dist.all_reduce(bucket.buffer(), async_op=True)
+    return work.get_future().then(lambda future: future.value()[0])
 
 
 def save_state(

@@ -17,6 +17,7 @@ from harness.backends import skip_reason
 from harness.devices.memory import DEFAULT_HEADROOM, device_capacity, memory_request, memory_skip
 from harness.devices.packing import Devices
 from harness.devices.visible import Inventory
+from harness.spec.compared import groups
 from harness.spec.files import in_tier
 from harness.spec.model import Spec
 
@@ -43,6 +44,8 @@ class Plan:
     simulated: float = 0.0
     capacity: dict[str, int | None] = field(default_factory=dict)
     workers: int = 1
+    # Why a spec outside the tier runs (the partner of a compared spec).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def lower_bound(self) -> float:
@@ -222,8 +225,17 @@ def make_plan(
     """
     capacity = device_capacity(inventory, headroom)
     planned = []
+    group_of = groups(specs)
+    in_run = {spec.id for spec in specs if in_tier(spec, tier)}
+    # A comparison needs both sides in one run: a partner outside the tier comes along.
+    partners_of = {other: spec_id for spec_id in sorted(in_run) for other in group_of.get(spec_id, ())}
+    notes = [
+        f"{spec.id}: outside tier {tier}, runs as the partner of {partners_of[spec.id]} (parity or repeat)"
+        for spec in specs
+        if spec.id not in in_run and spec.id in partners_of
+    ]
     for spec in specs:
-        if not in_tier(spec, tier):
+        if spec.id not in in_run and spec.id not in partners_of:
             continue
         recorded = spec.id in durations
         expected = durations[spec.id] if recorded else spec.timeout
@@ -269,6 +281,11 @@ def make_plan(
             best_name, best, best_schedule = name, order, schedule
     improved, best, best_schedule = _move_last_earlier(best, best_schedule, capacity, workers, budget)
     best_name += ", last-ending runs moved earlier" if improved else ""
+    together = side_by_side(best, group_of)
+    if [id(p) for p in together] != [id(p) for p in best]:
+        best = together
+        best_schedule = simulate([(p.devices, p.expected, p.memory) for p in best], capacity, workers)
+        best_name += ", compared specs side by side"
     runs = [
         replace(p, priority=i, placed=best_schedule.placed[i][0], start=best_schedule.placed[i][1])
         for i, p in enumerate(best)
@@ -281,4 +298,23 @@ def make_plan(
         best_schedule.makespan if runs else 0.0,
         capacity,
         workers,
+        notes,
     )
+
+
+def side_by_side(order: list[Planned], group_of: Mapping[str, set[str]]) -> list[Planned]:
+    """The order with the specs compared with each other (parity, repeats) moved up to the first of
+    them, longest first: they start together and so finish close together, on the same code and machine."""
+    out: list[Planned] = []
+    placed: set[int] = set()
+    for p in order:
+        if id(p) in placed:
+            continue
+        group = group_of.get(p.spec.id)
+        if group is None:
+            out.append(p)
+            continue
+        members = sorted((q for q in order if q.spec.id in group), key=lambda q: -q.expected)
+        out += members
+        placed.update(id(q) for q in members)
+    return out

@@ -19,7 +19,8 @@ from harness.planning.selection import SelectionError, decisions
 from harness.process.interrupts import Signalled
 from harness.runner.pipeline import ended_early, run_spec, skipped_record, unchanged_record
 from harness.secrets import masker_for
-from harness.spec.files import check_markers, load_spec_file, marker_names, split_duplicates
+from harness.spec.compared import groups, with_partners
+from harness.spec.files import check_markers, load_spec_file, marker_names, parity_cycles, split_duplicates
 from harness.spec.model import SPEC_SUFFIXES, Spec
 from harness.spec.typed_yaml import SpecError
 
@@ -68,9 +69,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     specs = [item for item in items if isinstance(item, SpecItem)]
     if not specs:
         return
-    _, duplicates = split_duplicates(item.spec for item in specs)
-    if duplicates:
-        raise pytest.UsageError(str(duplicates[0]))
+    unique, duplicates = split_duplicates(item.spec for item in specs)
+    if problems := duplicates + parity_cycles(unique):
+        raise pytest.UsageError(str(problems[0]))
     plan = make_plan(
         [item.spec for item in specs],
         context.inventory,
@@ -85,14 +86,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             decided = decisions([p.spec for p in planned.values()], context.repo, context.values["changed_since"])
         except SelectionError as error:
             raise pytest.UsageError(str(error)) from None
-        planned = {spec_id: p for spec_id, p in planned.items() if decided[spec_id].run}
+        running = with_partners(unique, {spec_id for spec_id in planned if decided[spec_id].run})
+        planned = {spec_id: p for spec_id, p in planned.items() if spec_id in running}
     deselected = [item for item in specs if item.spec.id not in planned]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
     kept = [item for item in specs if item.spec.id in planned]
+    compared = groups(unique)
     for item in kept:
         item.planned_priority = planned[item.spec.id].priority
         item.expected = planned[item.spec.id].expected
+        item.compared = item.spec.id in compared
     kept.sort(key=lambda item: (planned[item.spec.id].skip is None, item.planned_priority))
     others = [item for item in items if not isinstance(item, SpecItem)]
     items[:] = kept + others
@@ -122,6 +126,8 @@ class SpecItem(pytest.Item):
         self.spec = spec
         self.planned_priority = 0
         self.expected = spec.timeout
+        # Compared with another spec (parity, repeats): its check needs a fresh curve of every side.
+        self.compared = False
 
     @property
     def context(self) -> RunContext:
@@ -131,7 +137,9 @@ class SpecItem(pytest.Item):
         return self.path, (self.spec.line or 1) - 1, f"spec {self.spec.id}"
 
     def setup(self) -> None:
-        record = skipped_record(self.spec, self.context) or unchanged_record(self.spec, self.context)
+        record = skipped_record(self.spec, self.context) or (
+            None if self.compared else unchanged_record(self.spec, self.context)
+        )
         if record is not None:
             self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
             pytest.skip(record.reason)

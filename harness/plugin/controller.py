@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.checks.parity import Comparison, Comparisons, apply
 from harness.context import RunContext
 from harness.plugin.collect import RECORD_PROPERTY
 from harness.plugin.xdist_scheduling import PlanScheduling
@@ -29,7 +30,7 @@ from harness.rundir import release
 from harness.runner.peaks import peaks_to_keep
 from harness.secrets import masker_for
 from harness.spec.files import load_spec_file
-from harness.spec.model import SPEC_SUFFIXES
+from harness.spec.model import SPEC_SUFFIXES, Spec
 from harness.spec.typed_yaml import SpecError
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ class Controller:
         self.history: RunHistory | None = None
         # A reused --run-dir holds records of earlier runs: only this run's are gathered.
         self.started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        self.comparisons = Comparisons(self._spec_of)
+        self._loaded: dict[str, dict[str, Spec]] = {}
+        self._config: pytest.Config | None = None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> PlanScheduling:
@@ -87,7 +91,47 @@ class Controller:
 
         return expected
 
+    def _spec_of(self, spec_id: str) -> Spec | None:
+        """The spec behind a record, read from the file the record names (once per file)."""
+        record = self.records.get(spec_id)
+        if record is None or not record.file:
+            return None
+        if record.file not in self._loaded:
+            try:
+                self._loaded[record.file] = {s.id: s for s in load_spec_file(Path(record.file))}
+            except SpecError:
+                self._loaded[record.file] = {}
+        return self._loaded[record.file].get(spec_id)
+
+    def _settle(self, comparison: Comparison) -> bool:
+        """A comparison into both records (rewritten on disk too) and, when it failed, into pytest's
+        reports as a test of its own (`<spec nodeid>::parity[PARTNER]`): junit.xml and the exit status see it."""
+        failed = apply(comparison, self.records)
+        for spec_id in {comparison.spec, comparison.partner}:
+            record = self.records.get(spec_id)
+            if record is not None and record.output_dir and Path(record.output_dir).is_dir():
+                record.write(Path(record.output_dir))
+        if failed and self._config is not None:
+            owner = self.records[comparison.spec]
+            nodeid = (
+                f"{self._nodeids.get(owner.id) or f'{owner.file}::{owner.id}'}::{comparison.kind}[{comparison.partner}]"
+            )
+            text = f"spec {owner.id} ({owner.file}) failed its comparison:\n  {comparison.check().line()}"
+            for when, outcome in (("call", "failed"), ("teardown", "passed")):
+                report = pytest.TestReport(
+                    nodeid,
+                    (owner.file, 0, f"{comparison.kind} {owner.id} == {comparison.partner}"),
+                    {},
+                    outcome,  # type: ignore[arg-type]  # a literal of the two
+                    text if outcome == "failed" else None,
+                    when,  # type: ignore[arg-type]
+                )
+                report.trainspec_comparison = True  # type: ignore[attr-defined]  # ours: not a spec's own report
+                self._config.hook.pytest_runtest_logreport(report=report)
+        return failed
+
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._config = session.config
         # Left by an interrupted run in the same run dir, it would turn this run's crashes into interruptions.
         self.context.interrupted_marker.unlink(missing_ok=True)
         self.tree_before = (
@@ -133,12 +177,17 @@ class Controller:
         return category, letter, word
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if getattr(report, "trainspec_comparison", False):
+            return
         spec_id = report.nodeid.rsplit("::", 1)[-1]
         known = spec_id in self.records
+        arrived: SpecResult | None = None
         for name, value in report.user_properties:
             if name == RECORD_PROPERTY:
-                record = SpecResult.from_json(json.loads(str(value)))
-                self.records[record.id] = record
+                arrived = SpecResult.from_json(json.loads(str(value)))
+                if arrived.id not in self.records:
+                    self.records[arrived.id] = arrived
+                    self._nodeids.setdefault(arrived.id, report.nodeid)
         if report.failed and spec_id not in self.records:
             # A worker that died mid-run sends a bare report: record it rather than lose the spec.
             text = str(report.longrepr or "").strip()
@@ -153,6 +202,9 @@ class Controller:
             )
         if self.progress and not known and spec_id in self.records:
             self.progress.spec_finished(self.records[spec_id])
+        if not known and spec_id in self.records:
+            for comparison in self.comparisons.arrived(self.records[spec_id], self.records):
+                self._settle(comparison)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -165,9 +217,11 @@ class Controller:
         # What a worker could not end: it was killed, or xdist tore it down while its run ignored SIGTERM.
         end_tracked_groups(context.groups_dir)
         on_disk = {r.id: r for r in gather(context.run_dir) if r.started_at >= self.started_at}
-        self.records = {**on_disk, **self.records}
+        self.records.update({k: v for k, v in on_disk.items() if k not in self.records})
         if not self.records:
             return
+        if any([self._settle(c) for c in self.comparisons.remaining(self.records)]):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         meta = {
             "backend": context.backend.name,
             "devices": asdict(context.inventory),

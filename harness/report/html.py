@@ -30,7 +30,7 @@ from harness.report.rows import (
     totals,
     with_sign,
 )
-from harness.report.svg import curve_svg
+from harness.report.svg import Mark, curve_svg
 
 # Per spec id: (metric, label, [[run number, value], ...]) over its past runs, from the run history.
 Trends = dict[str, list[tuple[str, str, list[list[float | None]]]]]
@@ -62,6 +62,7 @@ overflow-wrap:anywhere}
 pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;overflow:auto;max-height:320px;
 font-size:12px;white-space:pre-wrap}
 svg.curve{font-size:11px;fill:#59636e;max-width:100%;height:auto}svg .axis{font-size:12px}
+svg .differs line{stroke:#cf222e}svg .differs text{fill:#cf222e}
 """
 
 
@@ -260,6 +261,37 @@ def _details(spec: SpecResult, title: str | None, base_dir: Path | None) -> str:
     return "".join(out)
 
 
+def _curve_of(record: SpecResult | None, metric: str) -> list[list[float | None]]:
+    if record is None:
+        return []
+    return record.loss_curve if metric == "loss" else record.metric_curves.get(metric, [])
+
+
+def _comparisons(spec: SpecResult, document: RunDocument) -> str:
+    """Each comparison of the spec (parity, reproducible): the pair's curves on one chart, the first
+    differing step marked, and what was found. Drawn on the declaring spec's section; its partner
+    lists it in a line."""
+    by_id = {s.id: s for s in document.specs}
+    out = []
+    for c in spec.parity:
+        metric, partner = str(c.get("metric", "loss")), str(c.get("partner", ""))
+        step = c.get("first_failing_step")
+        found = c.get("reason") or (
+            f"{c.get('steps_compared')} common steps compared, largest difference {fmt(c.get('max_abs_diff'))}"
+            + (f"; first differing step {step:g}" if isinstance(step, (int, float)) else "")
+        )
+        outcome = {"passed": "passed", "failed": "failed"}.get(str(c.get("status")), "skipped")
+        text = f"{c.get('kind')} of {c.get('spec')} with {partner}: {c.get('status')}; {found}"
+        out.append(f'<p class="comparison">{_badge(outcome)} {_e(text)}</p>')
+        if c.get("spec") != spec.id or c.get("kind") == "stage parity":
+            continue
+        numbered = isinstance(step, (int, float))
+        marks = [Mark(float(step), f"first differing step {step:g}", "differs")] if numbered else []
+        pair = [(spec.id, _curve_of(spec, metric)), (partner, _curve_of(by_id.get(partner), metric))]
+        out.append(curve_svg(pair, ylabel=metric, marks=marks))
+    return "".join(out)
+
+
 def _section(
     row: Row, documents: list[RunDocument], names: list[str], base_dir: Path | None, trends: Trends | None = None
 ) -> str:
@@ -280,6 +312,7 @@ def _section(
         ]
     ):
         parts.append(f'<h3>over its past runs</h3><div class="metrics">{"".join(charts)}</div>')
+    parts += [_comparisons(s, d) for d, s in zip(documents, specs, strict=True) if s is not None]
     parts += [_details(s, t, base_dir) for t, s in ran]
     return (
         f'<section id="{_anchor(row.spec_id)}" '

@@ -153,6 +153,7 @@ def _attempt(
         launch, outcome, checks, log, masker = staged.launch, staged.outcome, staged.checks, staged.log, staged.masker
         record.stages = staged.stages
         record.bounds = chart_bounds(spec)
+        record.parity = staged.comparisons
         record.peak_gpu_memory = sampler.peaks
         checks += memory_check(sampler.peaks, lease.memory if lease else None, spec.gpu_memory)
         if spec.inference is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.checks.after_run import CheckResult, check_resume_jump, failed_checks_line, run_checks
 from harness.checks.fail_fast import StepWatcher, fail_fast_watchers
+from harness.checks.parity import stage_parity
 from harness.context import RunContext
 from harness.inference import forgather
 from harness.launch import Launch, Placement, build_launch
@@ -29,7 +30,7 @@ from harness.process import ProcessOutcome
 from harness.records import metric_curves, thin_curve
 from harness.secrets import Masker, masker_for
 from harness.spec.model import Spec
-from harness.spec.sections import StageSpec
+from harness.spec.sections import LogSpec, StageSpec
 
 # A stage built once the stages before it have run (finalize reads where training left the model).
 StageFactory = Callable[[Path], StageSpec]
@@ -45,6 +46,8 @@ class StagedRun:
     log: TrainingLog | None
     masker: Masker
     stages: list[dict[str, Any]] = field(default_factory=list)
+    # Stage parity comparisons (harness.checks.parity.Comparison.as_dict), for the record's `parity`.
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
 
 
 def spec_stages(spec: Spec) -> list[StageSpec | StageFactory] | None:
@@ -106,6 +109,8 @@ def run_stages(
     records: list[dict[str, Any]] = []
     all_checks: list[CheckResult] = []
     before: TrainingLog | None = None
+    logs: dict[str, tuple[Path | None, LogSpec]] = {}
+    comparisons: list[dict[str, Any]] = []
     duration, started = 0.0, 0.0
     for index, planned_stage in enumerate(stages):
         stage = planned_stage if isinstance(planned_stage, StageSpec) else planned_stage(output_dir)
@@ -114,6 +119,11 @@ def run_stages(
         )
         if index and stage.loss is not None and stage.loss.resume_jump_max is not None:
             checks.append(check_resume_jump(stage.id, stage.loss.resume_jump_max, before, log))
+        logs[stage.id] = (log.path if log is not None else None, stage.log)
+        if stage.parity is not None and stage.parity.stage in logs:
+            comparison = stage_parity(stage.id, stage.parity, logs[stage.id], logs[stage.parity.stage])
+            checks.append(comparison.check())
+            comparisons.append(comparison.as_dict())
         launches.append(launch)
         duration += outcome.duration
         started = started or outcome.started
@@ -128,7 +138,13 @@ def run_stages(
             ]
             break
     return StagedRun(
-        launch, replace(outcome, duration=duration, started=started), all_checks, log, _masker(launches), records
+        launch,
+        replace(outcome, duration=duration, started=started),
+        all_checks,
+        log,
+        _masker(launches),
+        records,
+        comparisons,
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.spec.compared import cycles, repeat_ids
 from harness.spec.model import BUILTIN_MARKERS, SPEC_SUFFIXES, Spec
 from harness.spec.typed_yaml import Located, Problem, SpecError, build, load_yaml
 
@@ -117,13 +118,38 @@ def spec_from_mapping(data: Any, source: Path) -> Spec:
 
 
 def load_spec_file(path: Path) -> list[Spec]:
-    """A file holds one spec (a mapping) or several (a list of mappings)."""
+    """A file holds one spec (a mapping) or several (a list of mappings); a spec with `repeat: N` is N runs."""
     data = load_yaml(path)
     if isinstance(data, list):
         if not data:
             raise SpecError(path, None, "an empty list holds no spec", 1)
-        return [spec_from_mapping(item, path) for item in data]
-    return [spec_from_mapping(data, path)]
+        return [run for item in data for run in with_repeats(spec_from_mapping(item, path))]
+    return with_repeats(spec_from_mapping(data, path))
+
+
+def with_repeats(spec: Spec) -> list[Spec]:
+    """The spec, then one copy per further repeat: each its own item, output dir and record, so
+    xdist spreads them over workers (and devices). The comparisons stay with the first run."""
+    return [spec] + [
+        replace(spec, id=run_id, parity=None, reproducible=None, repeat=1) for run_id in repeat_ids(spec)[1:]
+    ]
+
+
+def parity_cycles(specs: Iterable[Spec]) -> list[SpecError]:
+    """An error for each cycle of parity declarations: one side of a comparison declares it."""
+    by_id = {spec.id: spec for spec in specs}
+    errors = []
+    for cycle in cycles(by_id.values()):
+        spec = by_id[cycle[0]]
+        errors.append(
+            SpecError(
+                spec.source,
+                "parity",
+                f"parity cycle {' -> '.join(cycle)}: declare each comparison on one side only",
+                spec.key_lines.get("parity", spec.line),
+            )
+        )
+    return errors
 
 
 def find_spec_files(paths: Iterable[Path]) -> list[Path]:
@@ -163,7 +189,7 @@ def load_specs(paths: Iterable[Path]) -> tuple[list[Spec], list[SpecError]]:
         except SpecError as error:
             errors.append(error)
     unique, duplicates = split_duplicates(specs)
-    return unique, errors + duplicates
+    return unique, errors + duplicates + parity_cycles(unique)
 
 
 def check_markers(spec: Spec, registered: Iterable[str]) -> None:

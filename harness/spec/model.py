@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.spec.parity import ParitySpec, ReproducibleSpec
 from harness.spec.rules import (
     flat_args,
     memory_problem,
@@ -177,6 +178,21 @@ class Spec:
         "--changed-since and --skip-unchanged",
         example=["scripts/*.sh", "csrc/**"],
     )
+    parity: ParitySpec | list[ParitySpec] | None = option(
+        None,
+        doc="this spec's curve must equal another spec's, step by step (a list for several); the plan keeps both"
+        " in one run, and the comparison fails this spec ([parity](parity.md))",
+        example={"spec": "tinylm_accum", "rtol": 1e-6},
+    )
+    repeat: int = option(
+        1,
+        doc="run the spec this many times, each its own run and record (ids ID, ID@2, ...), on other devices"
+        " where there are",
+        minimum=1,
+    )
+    reproducible: ReproducibleSpec | None = option(
+        None, doc="with repeat: every repeat's curve must equal the first run's, step by step ([parity](parity.md))"
+    )
     profile: Literal["command", "forgather"] | None = option(
         None,
         doc="how the command is built: command (default) or forgather (default when project_dir and config are given)",
@@ -242,6 +258,26 @@ class Spec:
         if self.inference is not None:
             yield from self._inference_problems(self.inference)
         yield from self._stage_problems()
+        yield from self._parity_problems()
+
+    def _parity_problems(self) -> Iterable[tuple[str, str]]:
+        for index, parity in enumerate(self.parities):
+            if parity.spec == self.id:
+                where = f"parity[{index}].spec" if isinstance(self.parity, list) else "parity.spec"
+                yield where, f"a spec cannot be compared with itself ({self.id!r}); for repeats: repeat, reproducible"
+        if self.reproducible is not None and self.repeat < 2:
+            yield "reproducible", "compares the repeats of a spec: set repeat to 2 or more"
+        seen: dict[str, int] = {}
+        for index, stage in enumerate(self.stages or ()):
+            seen[stage.id] = index
+            if stage.parity is None:
+                continue
+            if stage.parity.stage == stage.id:
+                yield f"stages[{index}].parity.stage", f"a stage cannot be compared with itself ({stage.id!r})"
+            elif stage.parity.stage not in seen:
+                later = any(s.id == stage.parity.stage for s in self.stages or ())
+                why = "runs after this stage; compare with a stage before it" if later else "is no stage of this spec"
+                yield f"stages[{index}].parity.stage", f"{stage.parity.stage!r} {why}"
 
     def _stage_problems(self) -> Iterable[tuple[str, str]]:
         """Stages need names of their own, something to resume, and the checks in the stage they apply to."""
@@ -317,6 +353,13 @@ class Spec:
     @property
     def argv_template(self) -> list[str]:
         return split_command(self.command) if isinstance(self.command, str) else list(self.command or ())
+
+    @property
+    def parities(self) -> list[ParitySpec]:
+        """The parity blocks as a list (one block may be given bare)."""
+        if self.parity is None:
+            return []
+        return list(self.parity) if isinstance(self.parity, list) else [self.parity]
 
     @property
     def effective_tier(self) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from harness.spec.parity import StageParitySpec
 from harness.spec.rules import (
     patterns_problem,
     regex_problem,
@@ -292,6 +293,11 @@ class StageSpec:
     )
     min_steps_logged: int = option(
         1, doc="at least this many entries in the stage's log; 0 with no loss block means no log is needed", minimum=0
+    )
+    parity: StageParitySpec | None = option(
+        None,
+        doc="this stage's curve must equal an earlier stage's over the steps both logged: a resumed tail against"
+        " an uninterrupted run ([parity](parity.md))",
     )
 
     def check(self) -> Iterable[tuple[str, str]]:

@@ -22,7 +22,7 @@ def _variant(folder: Path, spec_id: str, resume: bool) -> Path:
     for stage in spec["stages"]:
         stage["args"]["max_steps"] = 60
     if not resume:
-        spec["stages"][1]["command"].remove("--resume")
+        spec["stages"][-1]["command"].remove("--resume")
     path = folder / f"{spec_id}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -35,16 +35,26 @@ def test_interrupted_then_resumed_passes_and_a_restart_from_step_one_fails(harne
     passed, failed = run.spec("resumes"), run.spec("restarts")
 
     assert passed["outcome"] == "passed", passed["reason"]
-    train, resume = passed["stages"]
+    straight, train, resume = passed["stages"]
+    assert straight["outcome"] == "passed"
     assert train["outcome"] == "interrupted" and train["exit_code"] is None  # stopped by the harness's SIGTERM
     assert 50 <= json.loads(Path(train["log"]).read_text().splitlines()[-1])["step"] < 60
     assert resume["outcome"] == "passed" and resume["exit_code"] == 0
     first_resumed = json.loads(Path(resume["log"]).read_text().splitlines()[0])["step"]
-    assert first_resumed in (21, 41)  # the step after the last saved state (saved every 20)
+    # The first step logged after the last saved state (saved every 20), on the straight run's steps.
+    assert first_resumed in (25, 45)
+    (same,) = passed["parity"]
+    assert same["kind"] == "stage parity" and same["status"] == "passed", same
+    assert (same["spec"], same["partner"]) == ("resume", "straight") and same["max_abs_diff"] <= 1e-6 * 2
+    assert same["steps_compared"] >= 3 and same["last_step"] == 60
     assert Path(train["stderr"]).name == "train.stderr.log" and Path(resume["stdout"]).name == "resume.stdout.log"
 
     assert failed["outcome"] == "failed"
     assert failed["reason"].startswith("resume/loss.resume_jump_max:"), failed["reason"]
     assert "at step 1 after" in failed["reason"]
-    assert [s["outcome"] for s in failed["stages"]] == ["interrupted", "failed"]
+    assert [s["outcome"] for s in failed["stages"]] == ["passed", "interrupted", "failed"]
+    # Started again from step 1, the second stage is the straight run itself: parity passes, and
+    # resume_jump_max is what catches a restart (the two checks go together).
+    (restarted,) = failed["parity"]
+    assert restarted["status"] == "passed" and restarted["first_step"] == 1, restarted
     assert "[FAIL] resume/loss.resume_jump_max: expected the first loss after resuming within 20%" in run.output
