@@ -148,7 +148,7 @@ def read_curve(path: Path, log: LogSpec, metric: str) -> list[tuple[float | None
 
 def log_spec_of(spec: Spec) -> LogSpec:
     """How the log a record names (its last stage's) is read."""
-    return spec.stages[-1].log if spec.stages else spec.log
+    return (spec.stages[-1].log or spec.log) if spec.stages else spec.log
 
 
 def stage_parity(

@@ -285,8 +285,7 @@ def _comparisons(spec: SpecResult, document: RunDocument) -> str:
         out.append(f'<p class="comparison">{_badge(outcome)} {_e(text)}</p>')
         if c.get("spec") != spec.id or c.get("kind") == "stage parity":
             continue
-        numbered = isinstance(step, (int, float))
-        marks = [Mark(float(step), f"first differing step {step:g}", "differs")] if numbered else []
+        marks = [Mark(step, f"first differing step {step:g}", "differs")] if isinstance(step, (int, float)) else []
         pair = [(spec.id, _curve_of(spec, metric)), (partner, _curve_of(by_id.get(partner), metric))]
         out.append(curve_svg(pair, ylabel=metric, marks=marks))
     return "".join(out)

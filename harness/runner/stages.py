@@ -119,7 +119,7 @@ def run_stages(
         )
         if index and stage.loss is not None and stage.loss.resume_jump_max is not None:
             checks.append(check_resume_jump(stage.id, stage.loss.resume_jump_max, before, log))
-        logs[stage.id] = (log.path if log is not None else None, stage.log)
+        logs[stage.id] = (log.path if log is not None else None, stage.log or spec.log)
         if stage.parity is not None and stage.parity.stage in logs:
             comparison = stage_parity(stage.id, stage.parity, logs[stage.id], logs[stage.parity.stage])
             checks.append(comparison.check())
