@@ -80,7 +80,8 @@ class Progress:
             f"[{self.done}/{self.total or '?'}]"
         )
         if record.outcome != "passed" and record.reason:
-            line += f"  {record.reason.splitlines()[0][:100]}"
+            kind = f"[{record.failure_kind}] " if record.failure_kind else ""
+            line += f"  {kind}{record.reason.splitlines()[0][:100]}"
         with self._lock, self.uncaptured():
             self._erase()
             self.reporter.write_line(line, **({"red": True} if record.outcome in ("failed", "error") else {}))

@@ -284,6 +284,8 @@ def ended_early(spec: Spec, context: RunContext, since: str, reason: str | None 
         record = base_record(spec, context, "error")
     if reason is not None:
         record.outcome, record.reason = "error", reason
+        # The harness's own worker was stopped under the run: nothing the spec did.
+        record.failure_kind, record.failure_evidence = "harness", f"the worker running the spec was stopped: {reason}"
     kept = []
     for folder in (context.run_dir / "attempts" / spec.id).glob("*"):
         try:

@@ -66,10 +66,17 @@ def test_a_finished_spec_gets_one_line_with_its_outcome_and_count(tmp_path):
     progress.total = 2
     progress.spec_started("a")
     progress.spec_finished(
-        SpecResult(id="a", outcome="failed", reason="loss.final_max: 3.2\nmore", duration=12.34, devices=["0"])
+        SpecResult(
+            id="a",
+            outcome="failed",
+            reason="loss.final_max: 3.2\nmore",
+            duration=12.34,
+            devices=["0"],
+            failure_kind="numeric",
+        )
     )
     progress.stop()
-    assert reporter.lines == ["FAIL  a  12.3s on 0  [1/2]  loss.final_max: 3.2"]
+    assert reporter.lines == ["FAIL  a  12.3s on 0  [1/2]  [numeric] loss.final_max: 3.2"]
     assert reporter.rewrites[-1] == ""  # the live line is erased when the run ends
 
 
