@@ -8,12 +8,12 @@ both passed and failed there fails for reasons that are not in the code.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from harness.history import drift
+from harness.history.findings import FAILED, DriftFinding, Findings, FlakyFinding
 from harness.history.store import Store
 from harness.history.tables import spec_runs
 from harness.records import SpecResult
@@ -25,38 +25,7 @@ WITHOUT_CURVE = [column for column in spec_runs.c if column.name != "loss_curve"
 FLAKY_WINDOW = 20
 # Passes in a row on unchanged code after which a flaky spec's failure fails the run again.
 CLEAN_STREAK = 5
-FAILED = ("failed", "error")
 NUMERIC_CHECKS = ("loss", "metrics", "perplexity", "baseline", "curve", "parity")
-
-
-@dataclass
-class DriftFinding:
-    spec: str
-    metric: str
-    commit: str | None
-    change: float
-    runs: int
-    noise: float
-    text: str
-
-
-@dataclass
-class FlakyFinding:
-    spec: str
-    failures: int
-    runs: int
-    text: str
-
-
-@dataclass
-class Findings:
-    drift: list[DriftFinding] = field(default_factory=list)
-    flaky: list[FlakyFinding] = field(default_factory=list)
-    new_failures: list[str] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def metric_value(row: dict[str, Any], metric: str) -> float | None:

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.history.analysis import FAILED, Findings, analyse
 from harness.history.facts import git_facts, rows
-from harness.history.location import LocationError, from_values, shown
-from harness.history.store import StoreError, open_store
-from harness.records import SpecResult, load_document
+from harness.history.findings import FAILED, Findings
+from harness.history.location import LocationError, StoreError, from_values, shown
+from harness.records import RunDocument, SpecResult, load_document
 
 
 @dataclass
@@ -49,6 +48,23 @@ class RunHistory:
         return lines
 
 
+def _append(document: RunDocument, url: str, quarantine: bool) -> Findings:
+    """Append the run to the store at `url` and read what its past says; StoreError (or the driver's own) otherwise."""
+    # Here, not at the top: an environment without the SQL toolkit loses the history, not the run.
+    from harness.history.analysis import analyse
+    from harness.history.store import open_store
+
+    store = open_store(url)
+    try:
+        run, specs = rows(document)
+        run_id = store.append(run, specs)
+        if run_id is None:
+            return Findings()
+        return analyse(store, run_id, document.specs, run["device_kind"], run["versions_key"], quarantine)
+    finally:
+        store.close()
+
+
 def after_run(results: Path, values: dict[str, Any], repo: Path) -> RunHistory:
     """Append the run in `results` (its results.json) to the history and rewrite the file with what was found."""
     document = load_document(results)
@@ -61,24 +77,10 @@ def after_run(results: Path, values: dict[str, Any], repo: Path) -> RunHistory:
     if url is not None:
         history.store = shown(url)
         try:
-            store = open_store(url)
-            try:
-                run, specs = rows(document)
-                run_id = store.append(run, specs)
-                if run_id is not None:
-                    history.findings = analyse(
-                        store,
-                        run_id,
-                        document.specs,
-                        run["device_kind"],
-                        run["versions_key"],
-                        bool(values.get("quarantine")),
-                    )
-            finally:
-                store.close()
+            history.findings = _append(document, url, bool(values.get("quarantine")))
         except StoreError as error:
             history.warning = f"{error} (the run's records are in {results})"
-        except Exception as error:  # noqa: BLE001  # whatever the store or its driver raises, the run's verdict stands
+        except Exception as error:  # noqa: BLE001  # whatever the driver or an import raises, the verdict stands
             history.warning = f"history {history.store}: {type(error).__name__}: {error} (records in {results})"
     document.other["history"] = history.to_json()
     document.write(results)

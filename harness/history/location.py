@@ -23,6 +23,10 @@ DEFAULT_NAME = "history.sqlite"
 POSTGRES_DRIVER = "psycopg[binary]>=3.1"
 
 
+class StoreError(Exception):
+    """The history cannot be reached, read or written: one line naming the store (harness.history.store raises it)."""
+
+
 class LocationError(ValueError):
     """A `--history` value that names no store: bad usage, one line."""
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from harness.history.location import shown
+from harness.history.location import StoreError, shown
 from harness.history.tables import runs, spec_runs
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -29,10 +29,6 @@ WRITE_TRIES = 5
 # Any two-key number: who holds it migrates a PostgreSQL store while the others wait.
 MIGRATION_LOCK = 0x7472_6169_6E73
 T = TypeVar("T")
-
-
-class StoreError(Exception):
-    """The history cannot be reached, read or written: one line naming the store."""
 
 
 def _sqlite_engine(url: str) -> sa.Engine:

@@ -238,3 +238,14 @@ def test_quarantine_and_drift_decide_the_exit_status(tmp_path: Path) -> None:
     assert drifted.exit_status(0, failed[1:], other_failure=False) == 0
     drifted.fail_on_drift = True
     assert drifted.exit_status(0, failed[1:], other_failure=False) == 1
+
+
+def test_an_environment_without_the_sql_toolkit_loses_the_history_not_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "harness.history.analysis", None)  # the import fails as a missing package would
+    results = write_results(tmp_path, [record("a")], {"backend": "local", "devices": {"kind": "cpu"}})
+    history = after_run(results, {"history": str(tmp_path / "h.sqlite")}, tmp_path)
+    assert history.warning and "ModuleNotFoundError" in history.warning
+    assert history.exit_status(0, [record("a")], False) == 0
+    assert json.loads(results.read_text())["specs"][0]["outcome"] == "passed"
