@@ -283,6 +283,13 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     if problem := run_dir_problem(run_dir, repo):
         raise UsageError(problem)
     print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
+    if not os.environ.get("NOX_CURRENT_SESSION"):
+        # Outside nox the specs' {python} is whatever ran the harness, with whatever it has installed.
+        print(
+            f"trainspec: {{python}} is {sys.executable} (not a nox session's venv: `nox -s smoke`, `standard` or"
+            " `full` run the specs with the pinned torch, transformers and `install` of [tool.trainspec])",
+            flush=True,
+        )
     if inventory.kind in GPU_KINDS and (others := run_pool(inventory, run_dir, DEFAULT_HEADROOM, "").others()):
         print(
             f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them", flush=True

@@ -53,7 +53,7 @@ def postgres_server() -> Iterator[str]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        unavailable("psycopg is not installed (pip install 'trainspec[history]')")
+        unavailable("psycopg is not installed (pip install 'psycopg[binary]')")
     folder = Path(tempfile.mkdtemp(prefix="trainspec-pg-"))
     data = folder / "data"
     prefix: list[str] = []

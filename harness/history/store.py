@@ -161,7 +161,7 @@ def open_store(url: str) -> Store:
             # A server that does not answer costs the run seconds, not minutes.
             engine = sa.create_engine(url, connect_args={"connect_timeout": 10}, pool_pre_ping=True)
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
-        hint = "; install the history extra: pip install 'trainspec[history]'" if "psycopg" in str(error) else ""
+        hint = "; install its driver: pip install 'psycopg[binary]'" if "psycopg" in str(error) else ""
         raise StoreError(f"history {shown(url)}: {error}{hint}") from None
     try:
         _retry(lambda: _migrate(engine, url), url)

@@ -19,8 +19,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import re
-import subprocess
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from filelock import FileLock
 from nox.virtualenv import ProcessEnv, VirtualEnv
 
 from harness.history.location import driver_requirements
+from harness.project.import_check import importers
 from harness.project.scaffold import LIBRARIES, installed_versions, pins
 from harness.project.settings import Settings, load_settings
 
@@ -43,12 +43,29 @@ TIER_DOCS = {
 
 
 def harness_requirement() -> list[str]:
-    """How a session venv installs this harness: the source tree it runs from, else its release."""
+    """How a session venv installs this harness: the source tree it runs from, else from where it was installed
+    (the git URL and commit, or the folder, pip recorded in direct_url.json); trainspec is not on PyPI."""
     source = Path(__file__).resolve().parents[2]
     pyproject = source / "pyproject.toml"
     if pyproject.is_file() and 'name = "trainspec"' in pyproject.read_text(encoding="utf-8"):
         return ["-e", str(source)]
-    return [f"trainspec=={importlib.metadata.version('trainspec')}"]
+    return installed_from(importlib.metadata.distribution("trainspec").read_text("direct_url.json"))
+
+
+def installed_from(direct_url: str | None) -> list[str]:
+    """The requirement that installs trainspec again from where pip got it (PEP 610's direct_url.json)."""
+    try:
+        origin = json.loads(direct_url or "")
+    except ValueError:
+        origin = None
+    if not isinstance(origin, dict) or not isinstance(origin.get("url"), str):
+        return [f"trainspec=={importlib.metadata.version('trainspec')}"]  # a wheel from an index of your own
+    url, vcs = origin["url"], origin.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("vcs") == "git":
+        return [f"trainspec @ git+{url}@{vcs.get('commit_id') or vcs.get('requested_revision') or 'HEAD'}"]
+    if url.startswith("file://") and (origin.get("dir_info") or {}).get("editable"):
+        return ["-e", url.removeprefix("file://")]
+    return [f"trainspec @ {url}"]
 
 
 def uv_environment() -> dict[str, str]:
@@ -76,6 +93,7 @@ def install(session: nox.Session, *requirements: str, root: Path, shared: bool =
         if venv is not session.virtualenv:
             venv.create()
             adopt_venv(session, venv)
+            remove_superseded(session, Path(venv.location))
         stamp = Path(session.virtualenv.location) / ".trainspec-installed"
         if stamp.exists() and stamp.read_text() == digest:
             session.log("requirements unchanged since the last install; skipping it")
@@ -103,6 +121,29 @@ def shared_venv(session: nox.Session, requirements: list[str]) -> ProcessEnv:
     )
 
 
+def remove_superseded(session: nox.Session, location: Path) -> None:
+    """Remove the shared venv this session used before when its requirements (a pin) changed and no other
+    session still uses it: each is about a gigabyte with torch. `trainspec-venvs.json` beside them
+    remembers which session uses which."""
+    registry = location.parent / "trainspec-venvs.json"
+    with FileLock(f"{registry}.lock"):
+        try:
+            used = json.loads(registry.read_text())
+        except (OSError, ValueError):
+            used = {}
+        used = used if isinstance(used, dict) else {}
+        before = used.get(session.name)
+        used[session.name] = str(location)
+        registry.write_text(json.dumps(used, indent=1, sort_keys=True))
+    old = Path(before) if isinstance(before, str) else None
+    if old is None or old == location or str(old) in used.values() or not old.name.startswith("trainspec-"):
+        return
+    with FileLock(f"{old}.lock"):
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+            session.log(f"removed {old}: the venv this session used before its requirements changed")
+
+
 def adopt_venv(session: nox.Session, venv: ProcessEnv) -> None:
     """Make every later `session.install` and `session.run` use `venv`.
 
@@ -116,45 +157,14 @@ def adopt_venv(session: nox.Session, venv: ProcessEnv) -> None:
     session.log(f"using {venv.location}, shared by the sessions that install the same requirements")
 
 
-def importers(root: Path, names: list[str]) -> dict[str, str]:
-    """For each library in `names`, the first of the project's Python files that imports it.
-
-    The files git tracks or would track (every .py outside hidden folders when `root` is not
-    a git checkout), so ignored venvs and build folders beside the code do not count.
-    """
-    pattern = re.compile(rf"^[ \t]*(?:import|from)[ \t]+({'|'.join(map(re.escape, names))})\b", re.MULTILINE)
-    try:
-        listed = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.py"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\0")
-        files = [root / name for name in listed if name]
-    except (OSError, subprocess.CalledProcessError):
-        files = [
-            path
-            for path in root.rglob("*.py")
-            if not any(part.startswith(".") for part in path.relative_to(root).parts)
-        ]
-    found: dict[str, str] = {}
-    for path in sorted(files):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        for match in pattern.finditer(text):
-            found.setdefault(match.group(1), str(path.relative_to(root)))
-        if len(found) == len(names):
-            break
-    return found
-
-
-def require_libraries(session: nox.Session, root: Path) -> None:
-    """Stop the session once, before any spec runs, when its venv lacks torch or transformers
-    although the project's code imports it: otherwise every spec fails with the same
-    `No module named 'torch'`, each reported as its own failed checks."""
+def require_libraries(session: nox.Session, root: Path, enabled: bool = True) -> None:
+    """Stop the session once, before any spec runs, when its venv lacks torch or transformers although
+    the project imports it at module level: otherwise every spec fails with the same `No module named
+    'torch'`, each reported as its own failed checks. An import that only a function or a
+    `try/except ImportError` holds earns one line (specs that reach it fail with their own root
+    error). `import_check = false` in [tool.trainspec] turns the check off."""
+    if not enabled:
+        return
     probe = (
         "import importlib.util, sys; print(' '.join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))"
     )
@@ -163,14 +173,18 @@ def require_libraries(session: nox.Session, root: Path) -> None:
         return  # --install-only runs no commands
     missing = output.split()
     used = importers(root, missing) if missing else {}
-    if used:
-        here = installed_versions(tuple(used))
-        keys = " and ".join(f'{name} = "{here.get(name, "VERSION")}"' for name in used)
-        files = ", ".join(f"{path} imports {name}" for name, path in used.items())
+    if not used:
+        return
+    here = installed_versions(tuple(used))
+    keys = " and ".join(f'{name} = "{here.get(name, "VERSION")}"' for name in used)
+    files = ", ".join(importer.describe(name) for name, importer in used.items())
+    remedy = f"set {keys} in [tool.trainspec] of pyproject.toml, or list a requirement that brings it in `install`"
+    if any(importer.at_module_level for importer in used.values()):
         session.error(
-            f"this session's venv has no {' and no '.join(used)} but {files}: set {keys} in [tool.trainspec] "
-            "of pyproject.toml, or list a requirement that brings it in `install`"
+            f"this session's venv has no {' and no '.join(used)} but {files}: {remedy} (import_check = false skips"
+            " this check)"
         )
+    session.log(f"this session's venv has no {' and no '.join(used)}; {files}: specs that reach it fail; {remedy}")
 
 
 def chosen_tier(session: nox.Session, default: str) -> str:
@@ -217,7 +231,7 @@ def _tier_session(tier: str, settings: Settings, root: Path, run_options: RunOpt
             root=root,
             shared=True,
         )
-        require_libraries(session, root)
+        require_libraries(session, root, settings.import_check)
         extra = run_options(session, settings.transformers, chosen_tier(session, tier)) if run_options else []
         run_tier(session, tier, *extra)
 
@@ -235,7 +249,7 @@ def _matrix_session(settings: Settings, root: Path, run_options: RunOptions | No
             root=root,
             shared=True,
         )
-        require_libraries(session, root)
+        require_libraries(session, root, settings.import_check)
         run_dir = Path(session.cache_dir).resolve() / "matrix" / f"torch-{torch}_transformers-{transformers}"
         tier = chosen_tier(session, settings.matrix_tier)
         extra = run_options(session, transformers, tier) if run_options else []
@@ -264,7 +278,7 @@ def _tests_session(settings: Settings, root: Path) -> None:
             root=root,
             shared=True,
         )
-        require_libraries(session, root)
+        require_libraries(session, root, settings.import_check)
         session.run("pytest", *(session.posargs or settings.tests or []), env={"HF_HUB_OFFLINE": "1"})
 
     session_function.__doc__ = "The project's own tests; arguments after -- go to pytest."

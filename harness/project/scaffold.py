@@ -42,7 +42,9 @@ except ModuleNotFoundError as missing:
     if missing.name != "harness":
         raise
     print("noxfile.py: the environment nox runs in lacks trainspec (No module named 'harness'): "
-          "run `pipx inject nox trainspec` if pipx installed nox, else `pip install trainspec` beside nox",
+          "install it beside nox from a trainspec checkout or its git URL (it is not on PyPI): "
+          "`pipx inject nox PATH/TO/trainspec` if pipx installed nox, else "
+          "`python -m pip install PATH/TO/trainspec` or `python -m pip install 'trainspec @ git+URL'`",
           file=sys.stderr)
     raise SystemExit(2) from None
 

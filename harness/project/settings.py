@@ -71,6 +71,12 @@ class Settings(_RunSettings):  # type: ignore[misc, valid-type]  # its base is g
         None, doc="pytest arguments of a `tests` nox session for the project's own tests (none: no such session)"
     )
     test_install: list[str] = field_option(factory=list, doc="more pip requirements for the `tests` session only")
+    import_check: bool = field_option(
+        True,
+        doc="stop a session, before any spec, whose venv lacks torch or transformers that a project file imports at"
+        " module level (an import inside a function or under try/except ImportError only prints a line); false: no"
+        " check",
+    )
 
     def check(self) -> Iterable[tuple[str, str]]:
         groups: dict[str, list[str]] = {}

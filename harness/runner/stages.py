@@ -28,6 +28,7 @@ from harness.launch import Launch, Placement, build_launch
 from harness.logs.formats import TrainingLog
 from harness.process import ProcessOutcome
 from harness.records import metric_curves, thin_curve
+from harness.runner.session_hint import with_session_hint
 from harness.secrets import Masker, masker_for
 from harness.spec.model import Spec
 from harness.spec.sections import LogSpec, StageSpec
@@ -173,11 +174,12 @@ def _run_one(
         raise KeyboardInterrupt
     if interrupt is None:
         checks, log = run_checks(spec, outcome, output_dir, launch.stderr_path, launch.stdout_path)
-        return launch, outcome, checks, log
+        return launch, outcome, with_session_hint(checks, spec.effective_tier, context.repo), log
     planned_stop = interrupt.reached is not None and outcome.stopped_by == interrupt.poll()
     # A stage stopped as planned is judged on what it logged, as a run that ended well.
     judged = replace(outcome, exit_code=0, signal=None, stopped_by=None) if planned_stop else outcome
     checks, log = run_checks(spec, judged, output_dir, launch.stderr_path, launch.stdout_path)
+    checks = with_session_hint(checks, spec.effective_tier, context.repo)
     if planned_stop:
         checks[0] = CheckResult(
             "interrupt_at_step", True, f"stopped once the log shows step {interrupt_at}", str(outcome.stopped_by)

@@ -194,7 +194,7 @@ def test_init_then_smoke_passes_and_a_broken_script_fails_the_right_check(projec
     stopped = run(project, "-m", "nox", "-s", "smoke", env=path)
     output = stopped.stdout + stopped.stderr
     assert stopped.returncode != 0 and "harness run" not in output, output
-    assert "this session's venv has no torch but trainer/mlp.py imports torch: set torch = " in output
+    assert "this session's venv has no torch but trainer/mlp.py:5 imports torch: set torch = " in output
     assert "in [tool.trainspec] of pyproject.toml" in output
 
 

@@ -167,8 +167,11 @@ def test_the_generated_noxfile_says_how_to_install_the_harness_beside_nox(tmp_pa
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert "lacks trainspec (No module named 'harness'): run `pipx inject nox trainspec`" in result.stderr
-    assert "`pip install trainspec` beside nox" in result.stderr
+    assert "lacks trainspec (No module named 'harness'): install it beside nox from a trainspec checkout" in (
+        result.stderr
+    )
+    assert "`pipx inject nox PATH/TO/trainspec`" in result.stderr and "'trainspec @ git+URL'" in result.stderr
+    assert "pip install trainspec`" not in result.stderr  # no such package resolves
 
 
 def test_the_docs_say_what_init_and_the_sessions_install(tmp_path, environment):
