@@ -33,6 +33,7 @@ from harness.runner.peaks import memory_check, sampling
 from harness.runner.stages import chart_bounds, run_stages
 from harness.secrets import Masker
 from harness.spec.model import Spec
+from harness.spec.parity import REPEAT_MARK
 from harness.trace import read_child_versions
 
 TAIL_LINES = 20
@@ -191,8 +192,28 @@ def _lease(spec: Spec, context: RunContext, priority: int, expected: float, avoi
         priority,
         expected,
         memory_request(spec, context.recorded_peaks, context.headroom),
-        avoid=avoid,
+        avoid=avoid + _repeats_devices(spec, context),
     )
+
+
+def _repeats_devices(spec: Spec, context: RunContext) -> tuple[str, ...]:
+    """The devices the spec's other repeats hold or ran on: a repeat takes others when they are free,
+    so that `reproducible` compares devices too."""
+    base = spec.id.split(REPEAT_MARK)[0]
+    if spec.repeat < 2 and REPEAT_MARK not in spec.id:
+        return ()
+
+    def sibling(name: str) -> bool:
+        return name != spec.id and name.split(REPEAT_MARK)[0] == base
+
+    used = [d for d, holders in context.pool.holders().items() if any(sibling(h["name"]) for h in holders)]
+    for path in (context.run_dir / "specs").glob(f"{base}*/result.json"):
+        if sibling(path.parent.name):
+            try:
+                used += json.loads(path.read_text()).get("devices") or []
+            except (OSError, ValueError, AttributeError):
+                continue
+    return tuple(dict.fromkeys(used))
 
 
 def _fill(

@@ -68,7 +68,9 @@ def test_a_seeded_trainer_is_reproducible_and_one_seeded_from_the_clock_is_not(h
     seeded["min_steps_logged"] = 3
     seeded["loss"] = {"must_decrease": True}
     clock = {**seeded, "id": "tinylm_clock", "args": {**seeded["args"], "seed": "clock"}}
-    run = harness("run", str(_dump(tmp_path, "repro.yaml", [seeded, clock])), "--fake-gpus", "2", timeout=900)
+    # One worker: the repeats run one after the other, and the second still goes to the other device.
+    path = _dump(tmp_path, "repro.yaml", [seeded, clock])
+    run = harness("run", str(path), "--fake-gpus", "2", "--workers", "1", timeout=900)
     assert run.code == 1, run.output
     ids = sorted(s["id"] for s in run.results["specs"])
     assert ids == ["tinylm_clock", "tinylm_clock@2", "tinylm_reproducible", "tinylm_reproducible@2"]
@@ -76,6 +78,7 @@ def test_a_seeded_trainer_is_reproducible_and_one_seeded_from_the_clock_is_not(h
     first, second = run.spec("tinylm_reproducible"), run.spec("tinylm_reproducible@2")
     assert first["outcome"] == second["outcome"] == "passed", first["reason"]
     assert first["output_dir"] != second["output_dir"] and second["loss_curve"] == first["loss_curve"]
+    assert first["devices"] != second["devices"], (first["devices"], second["devices"])
     (same,) = first["parity"]
     assert (same["kind"], same["partner"], same["status"], same["max_abs_diff"]) == (
         "reproducible",

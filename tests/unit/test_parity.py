@@ -225,3 +225,23 @@ def test_a_metric_other_than_the_loss_is_compared_by_its_key(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert read_curve(path, LogSpec(), "grad_norm") == [(1, 0.5), (3, 0.25)]
     assert read_curve(path, LogSpec(), "loss") == [(1, 3.0), (3, 2.0)]
+
+
+def test_the_report_draws_the_pair_on_one_chart_with_the_first_differing_step_marked(tmp_path):
+    from harness.records import RunDocument
+    from harness.report.html import render_html
+
+    records = {
+        "ddp": _record("ddp", log=_log(tmp_path, "ddp", [3.0, 2.5, 1.0])),
+        "accum": _record("accum", log=_log(tmp_path, "accum", [3.0, 2.0, 1.0])),
+    }
+    records["ddp"].loss_curve = [[1, 3.0], [2, 2.5], [3, 1.0]]
+    records["accum"].loss_curve = [[1, 3.0], [2, 2.0], [3, 1.0]]
+    specs = {"ddp": _spec("ddp", parity=ParitySpec(spec="accum", rtol=1e-6)), "accum": _spec("accum")}
+    apply(judge(_declared(specs["ddp"]), records["ddp"], records["accum"], specs.get), records)
+    page = render_html([RunDocument(specs=list(records.values()))])
+    assert "first differing step 2" in page and "parity of ddp with accum: failed" in page
+    # One chart holds both curves, the differing step marked on it: its legend names each.
+    at = page.index('class="differs"')
+    chart = page[page.rindex("<svg", 0, at) : page.index("</svg>", at)]
+    assert ">ddp</text>" in chart and ">accum</text>" in chart
