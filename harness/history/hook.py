@@ -40,7 +40,8 @@ class RunHistory:
     def summary_lines(self) -> list[str]:
         lines = [f"WARN  history not recorded: {self.warning}"] if self.warning else []
         found = self.findings
-        lines += [f"DRIFT {d.spec}: {d.text}" for d in found.drift]
+        failing = " (fails the run: --fail-on-drift)" if self.fail_on_drift else ""
+        lines += [f"DRIFT {d.spec}: {d.text}{failing}" for d in found.drift]
         lines += [f"NEW   {spec}: failed; it passed the last time on the same code" for spec in found.new_failures]
         for flaky in found.flaky:
             state = " (quarantined: its failure does not fail the run)" if flaky.spec in found.quarantined else ""

@@ -231,3 +231,32 @@ def test_bisect_skips_a_commit_whose_spec_does_not_load(tmp_path: Path) -> None:
     tested = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
     assert "skipped: no loadable spec tiny at this commit" in tested[commits[2][:10]]
     assert "2/2" in done.stdout and "0/2" in done.stdout
+
+
+def test_a_drift_is_said_in_the_summary_and_fails_the_run_when_asked(tmp_path: Path) -> None:
+    repo = tmp_path / "project"
+    make_project(repo)
+    first = _harness(repo, tmp_path, "run", "--no-history", "--run-dir", str(tmp_path / "first"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    # The past, as earlier runs of this spec on this machine would have left it: a level of 0.25, then 0.3
+    # from commit p12 on (this run's level), imported from run folders like any old run.
+    template = json.loads((tmp_path / "first" / "results.json").read_text())
+    when = template["git"]["commit_time"] - 1000
+    past = []
+    for n in range(14):
+        loss = 0.3 if n >= 12 else 0.25 + 0.002 * (n % 3)
+        folder = tmp_path / "past" / f"p{n:02d}"
+        folder.mkdir(parents=True)
+        spec = {**template["specs"][0], "final_loss": loss}
+        git_facts = {**template["git"], "commit": f"p{n:02d}".ljust(40, "0"), "commit_time": when + n}
+        document = {**template, "run_dir": str(folder), "git": git_facts, "specs": [spec]}
+        (folder / "results.json").write_text(json.dumps(document))
+        past.append(str(folder))
+    assert _harness(repo, tmp_path, "history", "import", *past).returncode == 0
+    run = _harness(repo, tmp_path, "run", "--fail-on-drift", "--run-dir", str(tmp_path / "now"))
+    assert run.returncode == 1, run.stdout + run.stderr
+    said = "DRIFT tiny: final_loss +19.0% since p120000, over 3 runs; noise ±0.6% (fails the run: --fail-on-drift)"
+    assert said in run.stdout
+    found = json.loads((tmp_path / "now" / "results.json").read_text())["history"]["drift"]
+    assert [(d["spec"], d["metric"], d["commit"][:3], d["runs"]) for d in found] == [("tiny", "final_loss", "p12", 3)]
+    assert "drift tiny: final_loss +19.0%" in (tmp_path / "now" / "report.html").read_text()
