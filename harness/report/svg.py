@@ -230,12 +230,14 @@ def _near_bounds(bounds: Sequence[Bound], values: list[float], log: bool) -> tup
 
 def _marks(marks: Sequence[Mark], x: Scale, top: float, plot_h: float) -> list[str]:
     out = []
-    for mark in marks:
+    for index, mark in enumerate(marks):
         label = html.escape(mark.label)
+        # Marks a few steps apart (a resume that starts just before the interrupt): labels on rows of their own.
+        row = top + 11 + 12 * (index % 3)
         out.append(
             f'<g class="{html.escape(mark.kind)}"><line x1="{x(mark.step):.1f}" x2="{x(mark.step):.1f}" y1="{top}"'
             f' y2="{top + plot_h}" stroke="#57606a" stroke-dasharray="4 3"/><text x="{x(mark.step) + 3:.1f}"'
-            f' y="{top + 11}">{label}</text><title>{label}</title></g>'
+            f' y="{row}">{label}</text><title>{label}</title></g>'
         )
     return out
 
