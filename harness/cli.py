@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import backends, terminal
-from harness.caches import DurationCache, PeakMemoryCache, cache_root, default_run_dir
+from harness.caches import cache_root
 from harness.commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -32,20 +32,20 @@ from harness.commands import (
     cmd_schema,
     cmd_serve,
 )
-from harness.devices.leases import run_pool
-from harness.devices.memory import DEFAULT_HEADROOM, headroom_of
-from harness.devices.visible import GPU_KINDS, DeviceError, Inventory
+from harness.context import ContextError, RunContext, create
+from harness.devices.visible import GPU_KINDS
 from harness.history import cli as history_cli
 from harness.history import location as history_location
 from harness.logs import cli as logs_cli
 from harness.options import RUN_OPTIONS, TIERS
 from harness.planning import selection
-from harness.planning.concurrency import describe_concurrency, worker_count
-from harness.planning.plan import Plan, make_plan
+from harness.planning.concurrency import describe_concurrency, plan_run
+from harness.planning.plan import Plan
+from harness.plugin import Prepared
 from harness.process.interrupts import interrupt_on_termination
 from harness.project.settings import Settings, load_settings
-from harness.repo_writes import run_dir_problem
 from harness.report.summary import nothing_ran, table
+from harness.rundir import release
 from harness.secrets import masker_for
 from harness.spec.compared import with_partners
 from harness.spec.files import check_markers, load_specs, named_spec_files, registered_markers
@@ -106,17 +106,11 @@ def _option_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _backend(args: argparse.Namespace) -> backends.Backend:
+def _setup(args: argparse.Namespace, roots: list[Path], for_run: bool) -> RunContext:
+    """The run's one setup (harness.context.create), shared with the pytest plugin it is handed to."""
     try:
-        return backends.make(getattr(args, "backend", None) or "local", _option_values(args), "")
-    except backends.BackendError as error:
-        raise UsageError(str(error)) from None
-
-
-def _inventory(args: argparse.Namespace, backend: backends.Backend) -> Inventory:
-    try:
-        return backend.inventory(_option_values(args))
-    except DeviceError as error:
+        return create(_option_values(args), Path.cwd(), [p.resolve() for p in roots], for_run=for_run)
+    except ContextError as error:
         raise UsageError(str(error)) from None
 
 
@@ -141,12 +135,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
-    lines = [f"devices: {plan.inventory.describe()}"]
-    if workers is not None:
-        lines.append(f"concurrency: {describe_concurrency(plan.inventory, workers)}")
-    lines.append("")
-    at_once = max(workers, 1) if workers is not None else plan.workers
+def describe_plan(plan: Plan, given_workers: int | None = None) -> list[str]:
+    lines = [f"devices: {plan.inventory.describe()}", f"concurrency: {describe_concurrency(plan, given_workers)}", ""]
+    at_once = max(plan.workers, 1)
     rows = [("order", "id", "devices", "memory", "expected", "from", "simulated")]
     for p in plan.runs:
         memory = "whole" if p.memory is None else f"{p.memory} MiB"
@@ -170,60 +161,32 @@ def describe_plan(plan: Plan, workers: int | None = None) -> list[str]:
         lines += ["", "pulled in:", *(f"  {note}" for note in plan.notes)]
     lines += [
         "",
-        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: expected "
-        f"makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (runs that cannot overlap in "
-        "series, device-memory-seconds / devices, seconds / workers)",
+        f"{len(plan.runs)} to run on {at_once} worker{'s' if at_once != 1 else ''}, {plan.order}: "
+        f"expected makespan {plan.simulated:.1f}s; lower bound {plan.lower_bound:.1f}s (runs that cannot overlap "
+        "in series, device-memory-seconds / devices, seconds / workers)",
     ]
     return lines
 
 
-def _plan(args: argparse.Namespace, specs: list[Spec], inventory: Inventory) -> Plan:
-    try:
-        headroom = headroom_of(getattr(args, "gpu_headroom", None))
-    except ValueError as error:
-        raise UsageError(f"--gpu-headroom: {error}") from None
-    cache = cache_root(Path.cwd())
-    return make_plan(
-        specs,
-        inventory,
-        DurationCache(cache / "durations.json").load(),
-        args.tier,
-        PeakMemoryCache(cache / "peak_memory.json").load(),
-        headroom,
-    )
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
-    specs = load_valid_specs(_spec_paths(args, args.specs), Path.cwd())
+    paths = _spec_paths(args, args.specs)
+    specs = load_valid_specs(paths, Path.cwd())
+    context = _setup(args, paths, for_run=False)
     if args.changed_since:
         chosen = selection.decisions(specs, Path.cwd(), args.changed_since)
         print("\n".join(selection.describe(specs, chosen, args.changed_since)))
         running = with_partners(specs, {spec.id for spec in specs if chosen[spec.id].run})
         specs = [spec for spec in specs if spec.id in running]
-    backend = _backend(args)
-    plan = _plan(args, specs, _inventory(args, backend))
-    print(
-        "\n".join(
-            describe_plan(
-                plan,
-                worker_count(getattr(args, "workers", None), backend, plan.inventory, plan.workers, len(plan.runs)),
-            )
-        )
-    )
+        context.values["changed_since"] = None  # chosen already
+    print("\n".join(describe_plan(plan_run(specs, context), getattr(args, "workers", None))))
     return EXIT_OK
 
 
 def pytest_arguments(
-    args: argparse.Namespace,
-    inventory: Inventory,
-    run_dir: Path,
-    extra: list[str],
-    paths: list[Path],
-    workers: int | None = None,
+    args: argparse.Namespace, workers: int, run_dir: Path, extra: list[str], paths: list[Path]
 ) -> list[str]:
-    """pytest's command line; `paths` are the spec folders and files to collect besides any in `extra`."""
-    if workers is None:
-        workers = args.workers if args.workers is not None else (inventory.count if inventory.count > 1 else 0)
+    """pytest's command line with `workers` xdist workers (0: none); `paths` are the spec folders and
+    files to collect besides any in `extra`."""
     # pytest's cache (--lf, --ff) lives beside the recorded durations, outside the repository.
     cache = cache_root(Path.cwd()) / "pytest"
     argv = [
@@ -250,6 +213,7 @@ def pytest_arguments(
     for option in backends.run_options():
         if option.pytest and option.name != "run_dir":
             argv += option.to_argv(getattr(args, option.name, None))
+    # Specs that share a device run side by side, one worker each: the plan says how many go at once.
     argv += ["-n", str(workers)] if workers > 0 else ["-p", "no:xdist"]
     return argv + extra
 
@@ -264,38 +228,33 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     specs = load_valid_specs(paths + named, repo)
     # The specs' own secrets too: pytest's output (an internal error's `-l` locals) may show a run's environment.
     terminal.guard(masker_for(os.environ, *(spec.env for spec in specs)))
-    backend = _backend(args)
-    try:
-        backend.check_available()
-    except backends.BackendError as error:
-        raise UsageError(str(error)) from None
-    inventory = _inventory(args, backend)
-    if args.changed_since:
-        selection.changed_files(repo, args.changed_since)  # a bad REF is bad usage, said before pytest starts
     try:
         history_location.from_values(vars(args), repo)
     except history_location.LocationError as error:
         raise UsageError(str(error)) from None
-    plan = _plan(args, specs, inventory)
-    # Specs that share a device run side by side, one worker each: the plan says how many go at once.
-    workers = worker_count(args.workers, backend, inventory, plan.workers, len(plan.runs))
-    run_dir = Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo)
-    if problem := run_dir_problem(run_dir, repo):
-        raise UsageError(problem)
-    print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
-    if not os.environ.get("NOX_CURRENT_SESSION"):
-        # Outside nox the specs' {python} is whatever ran the harness, with whatever it has installed.
-        print(
-            f"trainspec: {{python}} is {sys.executable} (not a nox session's venv: `nox -s smoke`, `standard` or"
-            " `full` run the specs with the pinned torch, transformers and `install` of [tool.trainspec])",
-            flush=True,
+    context = _setup(args, paths + named, for_run=True)
+    try:
+        plan = plan_run(specs, context)
+        run_dir, inventory = context.run_dir, context.inventory
+        print(f"trainspec: {inventory.describe()}; run directory {run_dir}", flush=True)
+        if not os.environ.get("NOX_CURRENT_SESSION"):
+            # Outside nox the specs' {python} is whatever ran the harness, with whatever it has installed.
+            print(
+                f"trainspec: {{python}} is {sys.executable} (not a nox session's venv: `nox -s smoke`, `standard` or"
+                " `full` run the specs with the pinned torch, transformers and `install` of [tool.trainspec])",
+                flush=True,
+            )
+        if inventory.kind in GPU_KINDS and (others := context.pool.others()):
+            print(
+                f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them",
+                flush=True,
+            )
+        began = time.time()
+        code = pytest.main(
+            pytest_arguments(args, plan.workers, run_dir, extra, paths), plugins=[Prepared(context, plan)]
         )
-    if inventory.kind in GPU_KINDS and (others := run_pool(inventory, run_dir, DEFAULT_HEADROOM, "").others()):
-        print(
-            f"trainspec: another run holds devices of this run ({'; '.join(others)}); specs wait for them", flush=True
-        )
-    began = time.time()
-    code = pytest.main(pytest_arguments(args, inventory, run_dir, extra, paths, workers))
+    finally:
+        release(context.run_dir)
     if written_since(run_dir / "results.json", began):
         print(f"trainspec: results in {run_dir / 'results.json'}", flush=True)
     if int(code) == 0 and (empty := _nothing_ran(run_dir)):

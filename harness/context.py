@@ -1,7 +1,9 @@
 """What every spec of one run shares: where things go, which devices exist, the backend and the run's option values.
 
-The controller builds it once from the run's options (`create`) and hands it to each xdist
-worker as plain data (`to_wire`/`from_wire`); nothing here knows of pytest.
+The run's one setup: `create` resolves and checks the run directory, makes the backend once,
+asks it for the devices and opens the caches, for `plan` and `run` alike (the CLI hands the
+context it made to the pytest plugin). The controller then hands it to each xdist worker as
+plain data (`to_wire`/`from_wire`); nothing here knows of pytest.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,15 @@ class RunContext:
     spec_roots: list[Path]
     # Every run option's value, by the option's name (harness.options and the backends' own).
     values: dict[str, Any] = field(default_factory=dict)
+    # The backend `create` made already (a worker, given none, makes its own from the values).
+    made: InitVar[backends.Backend | None] = None
+    backend: backends.Backend = field(init=False)
 
-    def __post_init__(self) -> None:
-        # The same on every worker, so the controller can find (and cancel) the run's work with its backend.
-        self.run_tag = hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:8]
+    def __post_init__(self, made: backends.Backend | None) -> None:
+        self.run_tag = run_tag_of(self.run_dir)
         self.headroom = headroom_of(self.values.get("gpu_headroom"))
         self.pool = run_pool(self.inventory, self.run_dir, self.headroom, self.run_tag)
-        self.backend = backends.make(self.values.get("backend") or "local", self.values, self.run_tag)
+        self.backend = made or backends.make(self.values.get("backend") or "local", self.values, self.run_tag)
         self.tolerances = parse_tolerances(self.values.get("tolerance") or [])
         self.versions = environment_versions()
         self.durations = DurationCache(cache_root(self.repo) / "durations.json")
@@ -107,11 +111,21 @@ class RunContext:
         )
 
 
-def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunContext:
-    """The run's context from its option values: devices found, run dir made, baseline and tolerances checked."""
+def run_tag_of(run_dir: Path) -> str:
+    """The same on every worker, so the controller can find (and cancel) the run's work with its backend."""
+    return hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]
+
+
+def create(values: dict[str, Any], repo: Path, spec_roots: list[Path], *, for_run: bool = True) -> RunContext:
+    """The run's context from its option values: run dir resolved, backend made (once) and its devices
+    found, baseline and tolerances checked; `for_run`, also the backend available and the run dir
+    checked and claimed (`plan` needs neither)."""
     values = dict(values)
+    run_dir = Path(values.get("run_dir") or default_run_dir(repo)).resolve()
     try:
-        backend = backends.make(values.get("backend") or "local", values, "")
+        backend = backends.make(values.get("backend") or "local", values, run_tag_of(run_dir))
+        if for_run:
+            backend.check_available()
         inventory = backend.inventory(values)
         parse_tolerances(values.get("tolerance") or [])
         headroom_of(values.get("gpu_headroom"))
@@ -121,14 +135,14 @@ def create(values: dict[str, Any], repo: Path, spec_roots: list[Path]) -> RunCon
     except (backends.BackendError, DeviceError, ValueError, BaselineError) as error:
         raise ContextError(str(error)) from None
     values["scorer"] = values.get("scorer") or os.environ.get("TRAINSPEC_SCORER") or DEFAULT_SCORER
-    run_dir = Path(values.get("run_dir") or default_run_dir(repo)).resolve()
-    if problem := run_dir_problem(run_dir, repo):
-        raise ContextError(problem)
-    values["run_dir"] = str(run_dir)
-    if problem := run_pool(inventory, run_dir, 0.0, "").problem():
-        raise ContextError(problem)
-    try:
-        claim(run_dir)
-    except RunDirError as error:
-        raise ContextError(str(error)) from None
-    return RunContext(repo, run_dir, inventory, spec_roots, values)
+    if for_run:
+        if problem := run_dir_problem(run_dir, repo):
+            raise ContextError(problem)
+        values["run_dir"] = str(run_dir)
+        if problem := run_pool(inventory, run_dir, 0.0, "").problem():
+            raise ContextError(problem)
+        try:
+            claim(run_dir)
+        except RunDirError as error:
+            raise ContextError(str(error)) from None
+    return RunContext(repo, run_dir, inventory, spec_roots, values, backend)

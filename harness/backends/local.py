@@ -25,12 +25,19 @@ def cpu_threads(held: int, inventory: Inventory, processes: int = 1) -> int:
     return max(1, usable_cores() * max(held, 1) // (max(inventory.count, 1) * max(processes, 1)))
 
 
+# Runs at once on simulated devices: no real plan reaches it by accident, and `--fake-gpus 100000`
+# does not fork 100000 workers. Cores do not bound them: a simulated device stands for a real
+# one, and runs that wait or sleep (most of a run's life on a real machine) overlap for free.
+SIMULATED_CEILING = 64
+
+
 def concurrency(at_once: int, inventory: Inventory) -> int:
-    """Runs at once: what the plan can place together (one per device, more where specs share one),
-    but on simulated devices or a CPU never more than the cores, which they would oversubscribe
-    (`--fake-gpus 100000` must not start 100000 workers)."""
+    """Runs at once: what the plan can place together (one per device, more where specs share one);
+    on simulated devices never more than SIMULATED_CEILING; on the CPU alone never more than the cores."""
     if inventory.kind in GPU_KINDS:
         return max(1, at_once)
+    if inventory.kind == "fake":
+        return max(1, min(at_once, SIMULATED_CEILING))
     return max(1, min(at_once, usable_cores()))
 
 

@@ -10,6 +10,7 @@ ever held whole.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -48,9 +49,13 @@ class Devices:
         devices stay free for runs that hold them whole; simulated over mixed workloads
         (benchmarks/bench_packing.py) this beat spreading runs over idle devices first.
         """
-        candidates = [d for d in (self.capacity if allowed is None else allowed) if d in self.capacity]
+        candidates = self.capacity if allowed is None else [d for d in allowed if d in self.capacity]
         if memory is None:
-            fitting = sorted((d for d in candidates if self.idle(d)), key=lambda d: d in avoid)
+            # The first k idle ones outside `avoid`, else any: 10^5 simulated devices are not scanned whole per run.
+            preferred = (d for d in candidates if self.idle(d) and d not in avoid)
+            fitting = list(itertools.islice(preferred, k))
+            if len(fitting) < k:
+                fitting += [d for d in candidates if self.idle(d) and d in avoid][: k - len(fitting)]
         else:
             fitting = sorted(
                 (d for d in candidates if self.room(d) >= memory), key=lambda d: (d in avoid, self.room(d))

@@ -1,11 +1,16 @@
-"""How many runs go at once: xdist workers from the devices, the cores and the specs, and the line `plan` prints about
-it."""
+"""How many runs go at once (xdist workers from the devices, the specs and the backend), the run's one
+plan made with exactly that many, and the line `plan` prints about it."""
 
 from __future__ import annotations
 
 from harness.backends import Backend
-from harness.backends.local import cpu_threads, usable_cores
+from harness.backends.local import SIMULATED_CEILING, cpu_threads, usable_cores
+from harness.context import RunContext
 from harness.devices.visible import Inventory
+from harness.planning import selection
+from harness.planning.plan import Plan, make_plan
+from harness.spec.compared import with_partners
+from harness.spec.model import Spec
 
 
 def worker_count(given: int | None, backend: Backend, inventory: Inventory, at_once: int, runs: int) -> int:
@@ -18,17 +23,44 @@ def worker_count(given: int | None, backend: Backend, inventory: Inventory, at_o
     return asked if asked is not None else (inventory.count if inventory.count > 1 else 0)
 
 
-def describe_concurrency(inventory: Inventory, workers: int) -> str:
-    """How many runs go at once and what bounds them, e.g. '4 devices, 2 workers: 2 cores'."""
-    runs = max(workers, 1)
+def plan_run(specs: list[Spec], context: RunContext) -> Plan:
+    """The run's one plan, made once (by the CLI, or the plugin's controller when pytest is called
+    directly) and sent to workers as plain data: with --changed-since only the specs whose
+    dependencies changed, simulated with exactly the workers the run starts (`Plan.workers`)."""
+    if context.values.get("changed_since"):
+        chosen = selection.decisions(specs, context.repo, context.values["changed_since"])
+        # A comparison needs both sides in one run: a changed spec brings its partners along.
+        running = with_partners(specs, {spec.id for spec in specs if chosen[spec.id].run})
+        specs = [spec for spec in specs if spec.id in running]
+    given = context.values.get("workers")
+    return make_plan(
+        specs,
+        context.inventory,
+        context.durations.load(),
+        context.tier,
+        context.recorded_peaks,
+        context.headroom,
+        lambda at_once, runs: worker_count(given, context.backend, context.inventory, at_once, runs),
+    )
+
+
+def describe_concurrency(plan: Plan, given: int | None = None) -> str:
+    """How many runs go at once and what bounds them, e.g. '4 devices, 4 workers' or
+    '100000 devices, 64 workers: the ceiling for simulated devices'."""
+    inventory = plan.inventory
+    runs = max(plan.workers, 1)
     noun = "device" if inventory.kind != "cpu" else "CPU slot"
     text = f"{inventory.count} {noun}{'s' if inventory.count != 1 else ''}, {runs} worker{'s' if runs != 1 else ''}"
-    cores = usable_cores()
-    if runs < inventory.count:
-        text += f": {cores} cores" if runs == cores else ": the specs to run"
+    placeable = min(plan.at_once, len(plan.runs))
+    if given is not None and given < placeable:
+        text += f": --workers {given}"
+    elif runs < placeable and runs == SIMULATED_CEILING and inventory.kind == "fake":
+        text += f": the ceiling of {SIMULATED_CEILING} runs at once on simulated devices"
+    elif runs < inventory.count and not inventory.scheduled:
+        text += ": the specs to run"
     if not inventory.scheduled:
         text += (
-            f"; each run's processes get OMP_NUM_THREADS={cpu_threads(1, inventory)} per device held (torchrun's "
-            "ranks share their run's)"
+            f"; each run's processes get OMP_NUM_THREADS={cpu_threads(1, inventory)} per device held"
+            f" ({usable_cores()} cores; torchrun's ranks share their run's)"
         )
     return text

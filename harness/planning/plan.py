@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from harness.backends import skip_reason
 from harness.devices.memory import DEFAULT_HEADROOM, device_capacity, memory_request, memory_skip
@@ -43,9 +44,17 @@ class Plan:
     order: str = ""
     simulated: float = 0.0
     capacity: dict[str, int | None] = field(default_factory=dict)
+    # Runs the simulation let go at once: the run's own worker count (0: none, one run at a time).
     workers: int = 1
     # Why a spec outside the tier runs (the partner of a compared spec).
     notes: list[str] = field(default_factory=list)
+    # Runs the plan could place together with no bound on workers (one per device, more where specs share).
+    at_once: int = 1
+
+    def run_order(self) -> RunOrder:
+        return RunOrder(
+            {p.spec.id: (p.priority, p.expected) for p in self.runs}, tuple(p.spec.id for p in self.skipped)
+        )
 
     @property
     def lower_bound(self) -> float:
@@ -66,6 +75,32 @@ class Plan:
         area = sum(p.devices * p.expected * share(p.memory, self.capacity) for p in rest)
         slots = sum(p.expected for p in rest) / max(1, self.workers)
         return serial + max(area / count, slots, _exclusive_chain(rest, count, room))
+
+
+@dataclass(frozen=True)
+class RunOrder:
+    """What collection needs of the plan, sent to xdist workers as plain data (they never plan):
+    each runnable spec's place in the order and expected seconds, and the specs it skips."""
+
+    runs: dict[str, tuple[int, float]]
+    skipped: tuple[str, ...] = ()
+
+    def kept(self, spec_id: str) -> bool:
+        """In the plan: runnable here, or skipped with a reason (the rest were deselected)."""
+        return spec_id in self.runs or spec_id in self.skipped
+
+    def priority(self, spec_id: str) -> int:
+        return self.runs[spec_id][0] if spec_id in self.runs else 0
+
+    def expected(self, spec_id: str) -> float:
+        return self.runs[spec_id][1] if spec_id in self.runs else 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"runs": {i: list(v) for i, v in self.runs.items()}, "skipped": list(self.skipped)}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> RunOrder:
+        return cls({i: (int(p), float(e)) for i, (p, e) in data["runs"].items()}, tuple(data["skipped"]))
 
 
 def _conflict(a: Planned, b: Planned, count: int, room: int | None) -> bool:
@@ -133,9 +168,12 @@ def simulate(
     while pending:
         kept: list[int] = []
         reserved: float | None = None
-        for index in pending:
+        for position, index in enumerate(pending):
+            if slots is not None and len(running) >= slots:
+                kept += pending[position:]  # every worker busy: the rest wait for one, not for devices
+                break
             k, seconds, memory = jobs[index]
-            chosen = devices.choose(k, memory) if slots is None or len(running) < slots else None
+            chosen = devices.choose(k, memory)
             if chosen is not None and (reserved is None or now + seconds <= reserved):
                 devices.take(chosen, memory)
                 heapq.heappush(running, (now + seconds, index, chosen, memory))
@@ -216,12 +254,15 @@ def make_plan(
     tier: str | None = None,
     peaks: Mapping[str, float] | None = None,
     headroom: float = DEFAULT_HEADROOM,
+    workers: Callable[[int, int], int] | None = None,
 ) -> Plan:
     """Order the runnable specs by whichever rule the simulation expects to finish first.
 
     Longest-first keeps the tail short; widest-first avoids draining devices for a wide spec
     in the middle of the run. Which wins depends on the mix, so each is simulated. Specs that
-    declare memory share devices in the simulation as they will in the run.
+    declare memory share devices in the simulation as they will in the run, and no more runs
+    go at once than the run's workers: `workers(at_once, runs)` says how many the run starts
+    for `runs` specs of which the plan could place `at_once` together (default: that many).
     """
     capacity = device_capacity(inventory, headroom)
     planned = []
@@ -245,7 +286,9 @@ def make_plan(
     runnable = [p for p in planned if p.skip is None]
     # One worker per run that can hold devices at once (more than the devices when runs share them).
     widest = simulate([(p.devices, p.expected, p.memory) for p in runnable], capacity).concurrency
-    workers = max(1, inventory.count, widest)
+    at_once = max(1, inventory.count, widest)
+    started = workers(at_once, len(runnable)) if workers is not None else at_once
+    slots = max(1, started)
     rooms = [c for c in capacity.values() if c is not None]
     # Small plans can afford a search: longest-first with noise (a wide run counts for more,
     # since it waits for a drain), then the best order's last-ending run moved earlier. The
@@ -276,15 +319,15 @@ def make_plan(
         )
     best_name, best, best_schedule = "", runnable, Schedule(float("inf"), [], 0)
     for name, order in candidates:
-        schedule = simulate([(p.devices, p.expected, p.memory) for p in order], capacity, workers)
+        schedule = simulate([(p.devices, p.expected, p.memory) for p in order], capacity, slots)
         if schedule.makespan < best_schedule.makespan - 1e-9:
             best_name, best, best_schedule = name, order, schedule
-    improved, best, best_schedule = _move_last_earlier(best, best_schedule, capacity, workers, budget)
+    improved, best, best_schedule = _move_last_earlier(best, best_schedule, capacity, slots, budget)
     best_name += ", last-ending runs moved earlier" if improved else ""
     together = side_by_side(best, group_of)
     if [id(p) for p in together] != [id(p) for p in best]:
         best = together
-        best_schedule = simulate([(p.devices, p.expected, p.memory) for p in best], capacity, workers)
+        best_schedule = simulate([(p.devices, p.expected, p.memory) for p in best], capacity, slots)
         best_name += ", compared specs side by side"
     runs = [
         replace(p, priority=i, placed=best_schedule.placed[i][0], start=best_schedule.placed[i][1])
@@ -297,8 +340,9 @@ def make_plan(
         best_name,
         best_schedule.makespan if runs else 0.0,
         capacity,
-        workers,
+        started,
         notes,
+        at_once,
     )
 
 

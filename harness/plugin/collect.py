@@ -14,17 +14,18 @@ import pytest
 
 from harness.context import RunContext
 from harness.devices.leases import LeaseError
-from harness.planning.plan import make_plan
-from harness.planning.selection import SelectionError, decisions
+from harness.planning.plan import RunOrder
 from harness.process.interrupts import Signalled
 from harness.runner.pipeline import ended_early, run_spec, skipped_record, unchanged_record
 from harness.secrets import masker_for
-from harness.spec.compared import groups, with_partners
+from harness.spec.compared import groups
 from harness.spec.files import check_markers, load_spec_file, marker_names, parity_cycles, split_duplicates
 from harness.spec.model import SPEC_SUFFIXES, Spec
 from harness.spec.typed_yaml import SpecError
 
 STASH = pytest.StashKey[RunContext]()
+# The run's plan as collection needs it: made once on the controller, sent to workers as plain data.
+ORDER = pytest.StashKey[RunOrder]()
 # The user property that carries a spec's record from a worker to the controller.
 RECORD_PROPERTY = "trainspec"
 
@@ -64,40 +65,25 @@ class SpecFile(pytest.File):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the tier, order by the plan, and mark what cannot run here (after -k and -m have deselected)."""
-    context = config.stash[STASH]
+    """Keep what the run's plan kept (the tier, --changed-since) in its order, after -k and -m have deselected."""
+    order = config.stash[ORDER]
     specs = [item for item in items if isinstance(item, SpecItem)]
     if not specs:
         return
     unique, duplicates = split_duplicates(item.spec for item in specs)
     if problems := duplicates + parity_cycles(unique):
         raise pytest.UsageError(str(problems[0]))
-    plan = make_plan(
-        [item.spec for item in specs],
-        context.inventory,
-        context.durations.load(),
-        context.tier,
-        context.recorded_peaks,
-        context.headroom,
-    )
-    planned = {p.spec.id: p for p in [*plan.runs, *plan.skipped]}
-    if context.values.get("changed_since"):
-        try:
-            decided = decisions([p.spec for p in planned.values()], context.repo, context.values["changed_since"])
-        except SelectionError as error:
-            raise pytest.UsageError(str(error)) from None
-        running = with_partners(unique, {spec_id for spec_id in planned if decided[spec_id].run})
-        planned = {spec_id: p for spec_id, p in planned.items() if spec_id in running}
-    deselected = [item for item in specs if item.spec.id not in planned]
+    deselected = [item for item in specs if not order.kept(item.spec.id)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-    kept = [item for item in specs if item.spec.id in planned]
+    kept = [item for item in specs if order.kept(item.spec.id)]
     compared = groups(unique)
     for item in kept:
-        item.planned_priority = planned[item.spec.id].priority
-        item.expected = planned[item.spec.id].expected
+        item.planned_priority = order.priority(item.spec.id)
+        item.expected = order.expected(item.spec.id)
         item.compared = item.spec.id in compared
-    kept.sort(key=lambda item: (planned[item.spec.id].skip is None, item.planned_priority))
+    # What cannot run here first: its skip record costs nothing and says so at once.
+    kept.sort(key=lambda item: (item.spec.id in order.runs, item.planned_priority))
     others = [item for item in items if not isinstance(item, SpecItem)]
     items[:] = kept + others
 

@@ -8,15 +8,17 @@ import datetime as _dt
 import json
 import os
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from xdist.scheduler.protocol import Scheduling
 
 from harness.checks.parity import Comparison, Comparisons, apply
 from harness.context import RunContext
+from harness.planning.plan import Plan
 from harness.plugin.collect import RECORD_PROPERTY
 from harness.plugin.xdist_scheduling import PlanScheduling
 from harness.process import end_tracked_groups
@@ -44,12 +46,13 @@ def _is_spec(nodeid: str) -> bool:
 class Controller:
     """Controller-side hooks: gather every spec's record, write results.json, print the summary."""
 
-    def __init__(self, context: RunContext):
+    def __init__(self, context: RunContext, plan: Plan):
         self.context = context
+        self.plan = plan
+        self.expected = {p.spec.id: p.expected for p in plan.runs}
+        self._nodeids: dict[str, str] = {}
         self.records: dict[str, SpecResult] = {}
         self.progress: Progress | None = None
-        self._expected: Callable[[str], float] | None = None
-        self._nodeids: dict[str, str] = {}
         self.tree_before: Snapshot | None = None
         self.repo_writes: list[str] = []
         self.history: RunHistory | None = None
@@ -60,36 +63,8 @@ class Controller:
         self._config: pytest.Config | None = None
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> PlanScheduling:
-        return PlanScheduling(config, log, expected=self._expected_seconds(config.rootpath))
-
-    def _expected_seconds(self, rootpath: Path) -> Callable[[str], float]:
-        """nodeid -> expected seconds, from the same durations and specs the workers planned with.
-
-        Built once: the scheduler and the progress line share it (and the spec files it read).
-        """
-        if self._expected is None:
-            self._expected = self._build_expected(rootpath)
-        return self._expected
-
-    def _build_expected(self, rootpath: Path) -> Callable[[str], float]:
-        durations = self.context.durations.load()
-        timeouts: dict[str, float] = {}
-        read: set[str] = set()
-
-        def expected(nodeid: str) -> float:
-            path, _, spec_id = nodeid.partition("::")
-            if spec_id in durations:
-                return durations[spec_id]
-            if path not in read:
-                read.add(path)
-                try:
-                    timeouts.update({s.id: s.timeout for s in load_spec_file(rootpath / path)})
-                except SpecError:
-                    pass
-            return timeouts.get(spec_id, 0.0)
-
-        return expected
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Scheduling:
+        return PlanScheduling(config, log, expected=lambda nodeid: self.expected.get(nodeid.rsplit("::", 1)[-1], 0.0))
 
     def _spec_of(self, spec_id: str) -> Spec | None:
         """The spec behind a record, read from the file the record names (once per file)."""
@@ -143,13 +118,12 @@ class Controller:
         if reporter is not None and session.config.get_verbosity() == 0:
             # Our lines replace pytest's file names and letters, which say little about runs of minutes.
             reporter.showfspath = False
-            by_nodeid = self._expected_seconds(session.config.rootpath)
             capture = session.config.pluginmanager.get_plugin("capturemanager")
             self.progress = Progress(
                 reporter,
                 self.context.pool,
                 live=reporter.isatty,
-                expected=lambda spec_id: by_nodeid(self._nodeids.get(spec_id, "")),
+                expected=lambda spec_id: self.expected.get(spec_id, 0.0),
                 uncaptured=capture.global_and_fixture_disabled if capture else contextlib.nullcontext,
             )
 
@@ -164,9 +138,7 @@ class Controller:
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         if self.progress and _is_spec(nodeid):
-            spec_id = nodeid.rsplit("::", 1)[-1]
-            self._nodeids[spec_id] = nodeid
-            self.progress.spec_started(spec_id)
+            self.progress.spec_started(nodeid.rsplit("::", 1)[-1])
 
     @pytest.hookimpl(wrapper=True)
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Generator[None, Any, Any]:

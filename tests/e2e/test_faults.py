@@ -22,6 +22,7 @@ import psutil
 import pytest
 import yaml
 
+from harness.backends.local import SIMULATED_CEILING
 from harness.records import load_results
 
 from ..conftest import REPO, tagged
@@ -900,24 +901,30 @@ def test_an_internal_error_under_pytests_l_prints_no_secret(tmp_path: Path, devi
 # devices beyond what the machine holds -----------------------------------------------------
 
 
-def test_a_huge_fake_device_count_starts_no_more_workers_than_cores_or_specs(tmp_path: Path) -> None:
-    """`--fake-gpus 100000` once forked a worker per device: now the cores and the specs bound them."""
+def test_a_huge_fake_device_count_starts_no_more_workers_than_the_ceiling_or_the_specs(tmp_path: Path) -> None:
+    """`--fake-gpus 100000` once forked a worker per device: now a fixed ceiling and the specs bound them."""
     tag = new_tag()
     project = tmp_path / "project"
     for name in ("one", "two", "three"):
         write_spec(project / "specs", name, "import os; print(os.environ['OMP_NUM_THREADS'])", tag)
-    cores = len(os.sched_getaffinity(0))
-    expected = min(cores, 3)
-    plan = subprocess.run(
-        [sys.executable, "-m", "harness", "plan", "--fake-gpus", "100000"],
-        cwd=project,
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert plan.returncode == 0, plan.stderr
-    assert f"concurrency: 100000 devices, {expected} worker" in plan.stdout, plan.stdout
+    for index in range(SIMULATED_CEILING + 6):
+        write_spec(project / "many", f"m{index}", "pass", tag)
+    plans = {
+        folder: subprocess.run(
+            [sys.executable, "-m", "harness", "plan", "--fake-gpus", "100000", "--specs", folder],
+            cwd=project,
+            env=harness_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for folder in ("specs", "many")
+    }
+    assert all(plan.returncode == 0 for plan in plans.values()), [plan.stderr for plan in plans.values()]
+    assert "concurrency: 100000 devices, 3 workers: the specs to run" in plans["specs"].stdout, plans["specs"].stdout
+    ceiling = f"concurrency: 100000 devices, {SIMULATED_CEILING} workers: the ceiling of {SIMULATED_CEILING}"
+    assert ceiling in plans["many"].stdout, plans["many"].stdout
+    expected = 3
     run_dir = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--fake-gpus", "100000", "--run-dir", str(run_dir)],

@@ -15,7 +15,6 @@ import pytest
 
 from harness.cli import main, pytest_arguments, written_since
 from harness.commands import build_parser
-from harness.devices.visible import discover
 from harness.spec.files import registered_markers
 
 PYPROJECT = """\
@@ -192,7 +191,7 @@ def test_pytest_arguments_shard_over_the_devices(tmp_path):
     args, extra = build_parser().parse_known_args(
         ["run", "--fake-gpus", "2", "--tier", "smoke", "--specs", "s", "-k", "tiny"]
     )
-    argv = pytest_arguments(args, discover(fake_gpus=2, environ={}), tmp_path, extra, [Path("s")])
+    argv = pytest_arguments(args, 2, tmp_path, extra, [Path("s")])
     assert argv[0] == "s"
     assert argv[argv.index("-n") + 1] == "2"
     assert argv[argv.index("--tier") + 1] == "smoke"
@@ -200,7 +199,7 @@ def test_pytest_arguments_shard_over_the_devices(tmp_path):
     assert argv[argv.index("--run-dir") + 1] == str(tmp_path)
     assert argv[-2:] == ["-k", "tiny"]
     args, extra = build_parser().parse_known_args(["run", "--fake-gpus", "1"])
-    single = pytest_arguments(args, discover(fake_gpus=1, environ={}), tmp_path, extra, [Path("specs")])
+    single = pytest_arguments(args, 0, tmp_path, extra, [Path("specs")])
     assert "-n" not in single and "no:xdist" in single
 
 
@@ -310,7 +309,7 @@ def test_pytests_own_flags_reach_pytest_with_its_cache_outside_the_repository(tm
     monkeypatch.setenv("TRAINSPEC_CACHE_DIR", str(tmp_path / "cache"))
     args, extra = build_parser().parse_known_args(["run", *flags])
     assert extra == flags
-    argv = pytest_arguments(args, discover(fake_gpus=1), tmp_path / "rd", extra, [Path("specs")])
+    argv = pytest_arguments(args, 0, tmp_path / "rd", extra, [Path("specs")])
     assert argv[-len(flags) :] == flags
     assert "no:cacheprovider" not in argv
     assert f"cache_dir={tmp_path / 'cache' / 'pytest'}" in argv
