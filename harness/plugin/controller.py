@@ -79,31 +79,40 @@ class Controller:
         return self._loaded[record.file].get(spec_id)
 
     def _settle(self, comparison: Comparison) -> bool:
-        """A comparison into both records (rewritten on disk too) and, when it failed, into pytest's
-        reports as a test of its own (`<spec nodeid>::parity[PARTNER]`): junit.xml and the exit status see it."""
+        """A comparison into both records (rewritten on disk too) and into pytest's reports as a test of
+        its own (`<spec nodeid>::parity[PARTNER]`): junit.xml, `--lf` and the exit status see it."""
         failed = apply(comparison, self.records)
         for spec_id in {comparison.spec, comparison.partner}:
             record = self.records.get(spec_id)
             if record is not None and record.output_dir and Path(record.output_dir).is_dir():
                 record.write(Path(record.output_dir))
-        if failed and self._config is not None:
-            owner = self.records[comparison.spec]
-            nodeid = (
-                f"{self._nodeids.get(owner.id) or f'{owner.file}::{owner.id}'}::{comparison.kind}[{comparison.partner}]"
-            )
-            text = f"spec {owner.id} ({owner.file}) failed its comparison:\n  {comparison.check().line()}"
-            for when, outcome in (("call", "failed"), ("teardown", "passed")):
-                report = pytest.TestReport(
-                    nodeid,
-                    (owner.file, 0, f"{comparison.kind} {owner.id} == {comparison.partner}"),
-                    {},
-                    outcome,  # type: ignore[arg-type]  # a literal of the two
-                    text if outcome == "failed" else None,
-                    when,  # type: ignore[arg-type]
-                )
-                report.trainspec_comparison = True  # type: ignore[attr-defined]  # ours: not a spec's own report
-                self._config.hook.pytest_runtest_logreport(report=report)
+        if self._config is not None:
+            self._report(comparison)
         return failed
+
+    def _report(self, comparison: Comparison) -> None:
+        owner = self.records[comparison.spec]
+        base = self._nodeids.get(owner.id) or f"{owner.file}::{owner.id}"
+        nodeid = f"{base}::{comparison.kind}[{comparison.partner}]"
+        line = comparison.check().line()
+        # Not compared: the spec failed on its own, which its own test already says.
+        outcome = {"passed": "passed", "failed": "failed"}.get(comparison.status, "skipped")
+        longrepr: str | tuple[str, int, str] | None = None
+        if outcome == "failed":
+            longrepr = f"spec {owner.id} ({owner.file}) failed its comparison:\n  {line}"
+        elif outcome == "skipped":
+            longrepr = (owner.file, 1, comparison.reason)
+        for when, result in (("call", outcome), ("teardown", "passed")):
+            report = pytest.TestReport(
+                nodeid,
+                (owner.file, 0, f"{comparison.kind} {owner.id} == {comparison.partner}"),
+                {},
+                result,  # type: ignore[arg-type]  # one of pytest's three outcomes
+                longrepr if when == "call" else None,
+                when,  # type: ignore[arg-type]
+            )
+            report.trainspec_comparison = True  # type: ignore[attr-defined]  # ours: not a spec's own report
+            self._config.hook.pytest_runtest_logreport(report=report)  # type: ignore[union-attr]
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._config = session.config

@@ -55,8 +55,12 @@ def test_ddp_equals_accumulation_and_summed_gradients_fail_at_step_2_while_their
     # On disk too, and in junit.xml as a test of its own.
     on_disk = json.loads((Path(bad["output_dir"]) / "result.json").read_text())
     assert on_disk["outcome"] == "failed" and on_disk["parity"] == bad["parity"]
-    cases = {case.get("name"): case for case in ET.parse(run.run_dir / "junit.xml").iter("testcase")}
-    assert cases["parity[tinylm_accum]"].find("failure") is not None
+    cases = {
+        (case.get("classname", "").rsplit(".", 1)[-1], case.get("name")): case
+        for case in ET.parse(run.run_dir / "junit.xml").iter("testcase")
+    }
+    assert cases["tinylm_ddp_summed", "parity[tinylm_accum]"].find("failure") is not None
+    assert cases["tinylm_ddp_parity", "parity[tinylm_accum]"].find("failure") is None
     assert "step 2 differs" in run.output
     report = (run.run_dir / "report.html").read_text()
     assert "first differing step 2" in report
