@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import stat
 import types
 import typing
 from collections.abc import Iterable
@@ -33,6 +34,8 @@ Outcome = Literal["passed", "failed", "skipped", "error", "unchanged"]
 Severity = Literal["fail", "warn", "info"]
 RECORD_NAME = "result.json"
 FORMAT = "trainspec-results/1"
+# No run writes a record this large: a bound for reading what a user points at (`--baseline`, `report`).
+MAX_RECORDS_BYTES = 256 << 20
 MAX_CURVE_POINTS = 2000
 MAX_METRICS = 12
 # Keys of a training record that are not metrics of their own: the axis, and the loss that
@@ -336,7 +339,7 @@ def gather(run_dir: Path) -> list[SpecResult]:
     records = []
     for path in sorted(run_dir.glob(f"specs/*/{RECORD_NAME}")):
         try:
-            records.append(SpecResult.from_json(json.loads(path.read_text()), str(path)))
+            records.append(SpecResult.from_json(json.loads(read_regular(path)), str(path)))
         except (OSError, ValueError):
             continue
     return sorted(records, key=lambda r: r.id)
@@ -359,11 +362,31 @@ def write_results(run_dir: Path, results: list[SpecResult], meta: dict[str, Any]
     return path
 
 
+def read_regular(path: Path, limit: int = MAX_RECORDS_BYTES) -> str:
+    """The text of a regular file of at most `limit` bytes; ValueError naming it otherwise. A device such as
+    /dev/zero would be read without end and a FIFO would block, so neither is opened."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a file"
+        )
+        raise ValueError(f"{path} is not a regular file ({kind})")
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit >> 20} MiB, more than any record of a run")
+    return data.decode("utf-8", errors="replace")
+
+
 def load_document(path: Path) -> RunDocument:
     """A results.json (or the one in a run directory) as typed records; ValueError naming the file and field."""
     path = path / "results.json" if path.is_dir() else path
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not JSON: {error}") from None
     return RunDocument.from_json(data, str(path))

@@ -8,7 +8,9 @@ untracked folder as one entry (`git status` with untracked files in "normal" mod
 stays fast next to an unignored virtualenv), so the files inside each untracked folder are
 listed too (at most MAX_FOLDER_FILES of them, skipping what git ignores): a file added
 deep inside a folder that was already there is seen, and a run directory inside an
-untracked folder is told apart from the rest of it. Paths git ignores are not seen.
+untracked folder is told apart from the rest of it. Paths git ignores are not seen. What
+a run may plant in git's own folder to run later (hooks, `config`, `info/`) is compared too,
+named as `.git/hooks/post-checkout`: the user's next checkout would run it.
 Outside git there is nothing to compare and the check is skipped.
 """
 
@@ -42,7 +44,22 @@ def snapshot(repo: Path, skip: Iterable[Path] = ()) -> Snapshot | None:
             index += 1  # a rename or copy is followed by its source path
     folders = [p for p in paths if p.endswith("/")]
     inside = _not_ignored(repo, _files_inside(repo, folders, [Path(s).resolve() for s in skip]))
-    return {path: _stat(repo / path) for path in [*paths, *inside]}
+    return {path: _stat(repo / path) for path in [*paths, *inside, *_git_own(repo)]}
+
+
+def _git_own(repo: Path) -> list[str]:
+    """What git reads and runs from its own folder (hooks, config, info/), as paths from the repository
+    (absolute for a git folder elsewhere, as a worktree's common folder is)."""
+    common = _git(repo, "rev-parse", "--git-common-dir")
+    if common is None:
+        return []
+    git_dir = (repo / common.decode().strip()).resolve()
+    found = [git_dir / "config"]
+    for folder in ("hooks", "info"):
+        for root, _, files in os.walk(git_dir / folder):
+            found += [Path(root) / name for name in sorted(files)][:MAX_FOLDER_FILES]
+    top = repo.resolve()
+    return [(p.relative_to(top).as_posix() if top in p.parents else str(p)) for p in found[:MAX_FOLDER_FILES]]
 
 
 def _git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes | None:

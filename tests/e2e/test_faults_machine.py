@@ -22,7 +22,7 @@ import yaml
 from harness.records import load_results
 
 from ..conftest import tagged
-from .test_faults import harness_env, machine, new_tag, record, write_spec
+from .test_faults import git_project, harness_env, harness_in, machine, new_tag, record, write_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -380,3 +380,75 @@ def test_a_lease_folder_that_is_a_file_or_not_writable_is_exit_2_in_one_line(
     assert len([line for line in output.splitlines() if f"the device lease folder {lease_dir} {said}" in line]) == 1
     no_traceback(output)
     assert tagged(tag) == []
+
+
+# disks, environment, repository ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "huge"])
+def test_a_baseline_that_is_not_a_regular_file_of_a_sane_size_is_exit_2_at_once(tmp_path: Path, kind: str) -> None:
+    """`--baseline /dev/zero` once read until memory ran out; a FIFO blocked: only regular files of a
+    sane size are read."""
+    if kind == "dev-zero":
+        baseline, said = "/dev/zero", "--baseline /dev/zero is not a regular file (a device)"
+    elif kind == "fifo":
+        baseline = str(tmp_path / "fifo")
+        os.mkfifo(baseline)
+        said = f"--baseline {baseline} is not a regular file (a FIFO)"
+    else:
+        baseline = str(tmp_path / "huge.json")
+        with open(baseline, "wb") as file:
+            file.truncate(300 << 20)  # sparse: no disk used
+        said = f"--baseline {baseline} is larger than 256 MiB, more than any record of a run"
+    tag = new_tag()
+    cpu_spec(tmp_path / "project" / "specs", "quick", "print('done')", tag)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(tmp_path / "run")],
+        cwd=tmp_path / "project",
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr  # the same run without the baseline
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(tmp_path / "run2")]
+        + ["--baseline", baseline],
+        cwd=tmp_path / "project",
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert len([line for line in output.splitlines() if said in line]) == 1, output
+    no_traceback(output)
+    report = subprocess.run(
+        [sys.executable, "-m", "harness", "report", baseline], capture_output=True, text=True, timeout=60
+    )
+    assert report.returncode == 2 and said.removeprefix("--baseline ") in report.stderr, report.stderr
+
+
+PLANTS_A_HOOK = (
+    "import os, stat\n"
+    "hook = os.path.join('.git', 'hooks', 'post-checkout')\n"
+    "open(hook, 'w').write('#!/bin/sh\\necho owned\\n')\n"
+    "os.chmod(hook, 0o755)\n"
+    "open(os.path.join('.git', 'config'), 'a').write('[alias]\\n\\tst = status\\n')\n"
+    "open(os.path.join('.git', 'info', 'exclude'), 'a').write('secret-output/\\n')\n"
+)
+
+
+def test_writes_into_the_git_folder_are_repository_writes_and_are_named(tmp_path: Path) -> None:
+    """A spec that installs a hook (the user's next checkout runs it), edits `.git/config` or `info/exclude`."""
+    project = git_project(tmp_path / "project", PLANTS_A_HOOK)
+    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run"))
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    written = [".git/config", ".git/hooks/post-checkout", ".git/info/exclude"]
+    assert load_results(tmp_path / "run")["repo_writes"] == written
+    assert f"the run wrote into the repository: {', '.join(written)}" in done.stdout
+    clean = git_project(tmp_path / "clean", "print('nothing written')")
+    again = harness_in(clean, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run-clean"))
+    assert again.returncode == 0 and load_results(tmp_path / "run-clean")["repo_writes"] == [], again.stdout
