@@ -24,6 +24,10 @@ from harness.devices.leases import is_alive, process_key
 
 OWNER_FILE = "owner.json"
 LOCK_SECONDS = 10.0
+# Room set aside for the run's own records (results.json, the report, junit.xml): a spec that fills the
+# run directory's disk fails, but the records of the run are still written.
+ROOM_FILE = ".room-for-records"
+ROOM_BYTES = 4 << 20
 
 
 class RunDirError(Exception):
@@ -80,3 +84,21 @@ def release(run_dir: Path) -> None:
                 path.unlink()
     except (OSError, Timeout):
         pass  # a claim left behind is taken over by the next run, its owner being dead
+
+
+def keep_room(run_dir: Path) -> None:
+    """Set aside ROOM_BYTES in the run directory until `give_room`; nothing when the disk has no room now."""
+    room = run_dir / ROOM_FILE
+    try:
+        with open(room, "wb") as file:
+            os.posix_fallocate(file.fileno(), 0, ROOM_BYTES)
+    except OSError:
+        room.unlink(missing_ok=True)
+
+
+def give_room(run_dir: Path) -> None:
+    """Free the room kept for the records, just before they are written."""
+    try:
+        (run_dir / ROOM_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass

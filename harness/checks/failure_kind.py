@@ -17,6 +17,7 @@ claims is `code`, so only a failure shown to be the machine's is retried by defa
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from harness.spec.model import FailureKind
 # Enough of stderr's end for torchrun's summary and the lines before a rank's death; read in bounded memory.
 TAIL_BYTES = 256 * 1024
 EVIDENCE_LIMIT = 300
+# Less free than this on the run directory's disk after a run died: it died of a full disk.
+FULL_BELOW = 1 << 20
 
 # Where a piece of evidence comes from; a rule names the sources it reads.
 TEXT = frozenset({"scheduler", "stop", "start", "root", "stderr", "check-text"})
@@ -216,6 +219,15 @@ def _stderr_tail(path: Path) -> str:
         return ""
 
 
+def _disk_full(folder: Path) -> str:
+    """A run that died on a full disk could not write its own error into stderr.log: the disk says it instead."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f"No space left on device: the run directory's disk has {free // 1024} KiB free" if free < FULL_BELOW else ""
+
+
 def evidence_of(outcome: ProcessOutcome, failed: Sequence[CheckResult], stderr_path: Path) -> Evidence:
     """The evidence of a failed run: how its process ended, its stderr, and the checks it failed.
 
@@ -232,7 +244,7 @@ def evidence_of(outcome: ProcessOutcome, failed: Sequence[CheckResult], stderr_p
         stopped_by=outcome.stopped_by,
         start_error=outcome.start_error,
         root=(cause or root_error(stderr_path)) if read_stderr else None,
-        stderr=_stderr_tail(stderr_path) if read_stderr else "",
+        stderr=(_stderr_tail(stderr_path) or _disk_full(stderr_path.parent)) if read_stderr else "",
         signal=_signal_name(outcome.signal) if outcome.signal is not None and not stopped else None,
         exit=f"exit code {outcome.exit_code}" if outcome.exit_code not in (0, None) and not stopped else None,
         checks=tuple(

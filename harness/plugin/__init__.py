@@ -9,7 +9,9 @@ directly, on the controller only; each xdist worker gets both as plain data.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ __all__ = [
     "pytest_configure",
     "pytest_configure_node",
     "pytest_runtest_makereport",
+    "pytest_runtestloop",
 ]
 
 
@@ -118,6 +121,25 @@ def _prepare(config: pytest.Config) -> tuple[RunContext, Plan]:
     # Spec files that do not load are reported by collection, as pytest's errors.
     specs, _ = load_specs(roots)
     return context, plan_run(specs, context)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    finally:
+        _leave_a_deleted_start_folder(session.config)
+
+
+def _leave_a_deleted_start_folder(config: pytest.Config) -> None:
+    """pytest goes back to the folder it was started in once the specs ran (`os.chdir`), before the records
+    are written: that folder deleted mid-run (by a spec, by the user) would end the run there, with a
+    FileNotFoundError and no results.json. The run directory stands in for it."""
+    if config.invocation_params.dir.is_dir():
+        return
+    refuge = config.stash[STASH].run_dir
+    config.invocation_params = dataclasses.replace(config.invocation_params, dir=refuge)
+    os.chdir(refuge)
 
 
 @pytest.hookimpl(optionalhook=True)

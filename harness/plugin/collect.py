@@ -134,11 +134,17 @@ class SpecItem(pytest.Item):
         began = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         try:
             run = run_spec(self.spec, self.context, priority=self.planned_priority, expected=self.expected)
-        except (Signalled, LeaseError) as error:
+        except (Signalled, LeaseError, OSError) as error:
             # The run is already ended (its group was cleaned up on the way out); the other specs go on.
-            record = ended_early(self.spec, self.context, began, str(error))
+            # A lease state or a run directory the harness cannot write (a full disk) is the machine's failure.
+            reason = (
+                f"the harness could not write in {self.context.output_dir(self.spec.id)}: {error.strerror or error}"
+                if isinstance(error, OSError)
+                else str(error)
+            )
+            record = ended_early(self.spec, self.context, began, reason, machine=not isinstance(error, Signalled))
             self.user_properties.append((RECORD_PROPERTY, json.dumps(record.to_json())))
-            raise SpecFailure(f"spec {self.spec.id} ({self.spec.source}): {error}") from None
+            raise SpecFailure(f"spec {self.spec.id} ({self.spec.source}): {reason}") from None
         except KeyboardInterrupt:
             # The stand-in record stays, with the attempts that had failed before (`retries`).
             ended_early(self.spec, self.context, began)

@@ -28,7 +28,7 @@ from harness.report.junit import mark_kinds
 from harness.report.kinds import failures_by_kind
 from harness.report.progress import Progress
 from harness.report.summary import summary_lines, write_run_report
-from harness.rundir import release
+from harness.rundir import give_room, keep_room, release
 from harness.runner.peaks import peaks_to_keep
 from harness.secrets import masker_for
 from harness.spec.files import load_spec_file
@@ -55,6 +55,7 @@ class Controller:
         self.progress: Progress | None = None
         self.tree_before: Snapshot | None = None
         self.repo_writes: list[str] = []
+        self.not_written = ""  # why a record of the run could not be written (a full disk), if one could not
         self.history: RunHistory | None = None
         # A reused --run-dir holds records of earlier runs: only this run's are gathered.
         self.started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -118,6 +119,7 @@ class Controller:
         self._config = session.config
         # Left by an interrupted run in the same run dir, it would turn this run's crashes into interruptions.
         self.context.interrupted_marker.unlink(missing_ok=True)
+        keep_room(self.context.run_dir)
         self.tree_before = (
             None
             if session.config.getoption("allow_repo_writes")
@@ -217,7 +219,14 @@ class Controller:
             meta["repo_writes"] = self.repo_writes
             if self.repo_writes:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
+        give_room(context.run_dir)
+        try:
+            path = write_results(context.run_dir, sorted(self.records.values(), key=lambda r: r.id), meta)
+        except OSError as error:
+            # A full disk even after the room kept for the records was freed: said in one line, not a traceback.
+            self.not_written = f"results.json was not written: {error}"
+            session.exitstatus = max(int(session.exitstatus), pytest.ExitCode.TESTS_FAILED)
+            return
         # Imported here: the SQL toolkit is the controller's cost only, never a worker's.
         from harness.history.hook import after_run
 
@@ -225,7 +234,10 @@ class Controller:
         session.exitstatus = self.history.exit_status(
             int(session.exitstatus), list(self.records.values()), bool(self.repo_writes)
         )
-        write_run_report(context.run_dir, load_document(path))
+        try:
+            write_run_report(context.run_dir, load_document(path))
+        except OSError as error:
+            self.not_written = f"report.html was not written: {error}"
         context.durations.record(
             {r.id: r.duration for r in self.records.values() if r.outcome in ("passed", "failed") and r.duration > 0}
         )
@@ -244,6 +256,8 @@ class Controller:
         terminalreporter.section("trainspec")
         for line in summary_lines(sorted(self.records.values(), key=lambda r: r.id), self.context.run_dir):
             terminalreporter.write_line(line)
+        if self.not_written:
+            terminalreporter.write_line(f"FAIL  {self.not_written}", red=True)
         for line in self.history.summary_lines() if self.history else []:
             terminalreporter.write_line(line, yellow=not line.startswith("FLAKY"))
         if self.repo_writes:

@@ -295,18 +295,27 @@ def _attempt_summary(record: SpecResult, number: int) -> dict:
     }
 
 
-def ended_early(spec: Spec, context: RunContext, since: str, reason: str | None = None) -> SpecResult:
-    """The record of a spec whose run was cut short (the harness interrupted, its worker signalled): its
-    stand-in (or `reason`) with the failed attempts it had already moved aside, written in its output dir."""
+def ended_early(
+    spec: Spec, context: RunContext, since: str, reason: str | None = None, *, machine: bool = False
+) -> SpecResult:
+    """The record of a spec whose run was cut short (the harness interrupted, its worker signalled, a full
+    disk): its stand-in (or `reason`) with the failed attempts it had already moved aside, written in its
+    output dir where the disk still allows. `machine`: a failure of the machine (`infra`), not an error."""
     output_dir = context.output_dir(spec.id)
     try:
         record = SpecResult.from_json(json.loads((output_dir / "result.json").read_text()))
     except (OSError, ValueError, TypeError, KeyError):
         record = base_record(spec, context, "error")
     if reason is not None:
-        record.outcome, record.reason = "error", reason
-        # The harness's own worker was stopped under the run: nothing the spec did.
-        record.failure_kind, record.failure_evidence = "harness", f"the worker running the spec was stopped: {reason}"
+        record.outcome, record.reason = ("failed" if machine else "error"), reason
+        if machine:
+            record.failure_kind, record.failure_evidence = "infra", f"the machine: {reason}"
+        else:
+            # The harness's own worker was stopped under the run: nothing the spec did.
+            record.failure_kind, record.failure_evidence = (
+                "harness",
+                f"the worker running the spec was stopped: {reason}",
+            )
     kept = []
     for folder in (context.run_dir / "attempts" / spec.id).glob("*"):
         try:
@@ -319,8 +328,10 @@ def ended_early(spec: Spec, context: RunContext, since: str, reason: str | None 
     if kept:
         kept.sort(key=lambda attempt: attempt["attempt"])
         record.attempts = [*kept, _attempt_summary(record, len(kept) + 1)]
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record.write(output_dir)
+    try:
+        record.write(output_dir)
+    except OSError:
+        pass  # a full disk: the record still reaches results.json through the test report
     return record
 
 

@@ -248,6 +248,14 @@ def started(trace: Path) -> dict[str, tuple[str, float]]:
     return {name: (device, float(at)) for name, device, at in (line.split() for line in lines)}
 
 
+def waiting(state: Path) -> list[str]:
+    """The specs queued for a device in the pool's state file."""
+    try:
+        return [w["name"] for w in json.loads(state.read_text())["queue"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def test_a_lease_outlives_a_harness_killed_while_its_run_lives(tmp_path: Path) -> None:
     """`kill -9` the harness while its run ignores SIGTERM: a second run waits for GPU 0 until that run ends."""
     tag, env, trace = new_tag(), gpu_machine(tmp_path), tmp_path / "trace"
@@ -261,7 +269,8 @@ def test_a_lease_outlives_a_harness_killed_while_its_run_lives(tmp_path: Path) -
         first.kill()
         first.communicate()
         second = start(tmp_path / "second", tmp_path, "--gpus", "1", "--run-dir", str(tmp_path / "run2"), env=env)
-        time.sleep(5)
+        wait_until(lambda: "second" in waiting(tmp_path / "leases" / "devices.json"), second)
+        time.sleep(3)
         assert "second" not in started(trace), "the second run was given the GPU the first run's process still uses"
         ended = time.time()
         kill_tagged(tag)  # the first run's process ends: its lease with it
@@ -294,7 +303,8 @@ def test_a_lease_state_deleted_or_garbled_mid_run_never_double_books(tmp_path: P
         else:
             state.write_bytes(b"\x00\xffnot a lease state")
         second = start(tmp_path / "second", tmp_path, "--gpus", "1", "--run-dir", str(tmp_path / "run2"), env=env)
-        time.sleep(5)
+        wait_until(lambda: "second" in waiting(state), second)
+        time.sleep(3)
         assert "second" not in started(trace), "a device still held was handed to a second run"
         ended = time.time()
         release.touch()
@@ -311,8 +321,8 @@ def test_a_lease_state_deleted_or_garbled_mid_run_never_double_books(tmp_path: P
 
 
 def test_a_lease_state_made_immutable_mid_run_keeps_a_passed_spec_passed(tmp_path: Path) -> None:
-    """`chattr +i` on the state file while a spec runs: it still passes; the next spec cannot lease and is
-    an error that says why, in one line; results.json is written."""
+    """`chattr +i` on the state file while a spec runs: it still passes; the next spec cannot lease and fails
+    as the machine's (`infra`), saying why in one line; results.json is written."""
     tag = new_tag()
     project = tmp_path / "project"
     flag = tmp_path / "first-may-end"
@@ -341,8 +351,9 @@ def test_a_lease_state_made_immutable_mid_run_keeps_a_passed_spec_passed(tmp_pat
         results = load_results(run_dir)
         assert record(results, "first")["outcome"] == "passed"
         second = record(results, "second")
-        assert (second["outcome"], second["reason"]) == (
-            "error",
+        assert (second["outcome"], second["failure_kind"], second["reason"]) == (
+            "failed",
+            "infra",
             f"{state}: cannot write the device lease state (Operation not permitted)",
         ), second
         assert tagged(tag) == []
@@ -452,3 +463,79 @@ def test_writes_into_the_git_folder_are_repository_writes_and_are_named(tmp_path
     clean = git_project(tmp_path / "clean", "print('nothing written')")
     again = harness_in(clean, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run-clean"))
     assert again.returncode == 0 and load_results(tmp_path / "run-clean")["repo_writes"] == [], again.stdout
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["in-process", "xdist"])
+def test_the_harness_working_folder_deleted_mid_run(tmp_path: Path, devices: int) -> None:
+    """A spec removes the folder the harness was started in: both specs pass and results.json is written."""
+    tag = new_tag()
+    project, start_folder = tmp_path / "project", tmp_path / "started-here"
+    start_folder.mkdir()
+    removes = f"import shutil; shutil.rmtree({str(start_folder)!r})"
+    cpu_spec(project / "specs", "removes_the_start_folder", removes, tag, timeout=300)
+    cpu_spec(project / "specs", "second", "print('done')", tag, timeout=200)
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--repo", str(project), "--specs", str(project / "specs")]
+        + ["--fake-gpus", str(devices), "--run-dir", str(run_dir)],
+        cwd=start_folder,
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    no_traceback(output)
+    assert not start_folder.exists()
+    results = load_results(run_dir)
+    assert [(s["id"], s["outcome"]) for s in results["specs"]] == [
+        ("removes_the_start_folder", "passed"),
+        ("second", "passed"),
+    ]
+    assert (run_dir / "junit.xml").exists() and (run_dir / "report.html").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """An 8 MiB file system of its own (tmpfs, mounted as root); skipped where it cannot be mounted."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_spec_that_fills_the_run_directorys_disk_fails_as_the_machines_and_the_records_are_written(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    tag = new_tag()
+    project = tmp_path / "project"
+    fills = "import sys; open(sys.argv[2] + '/big', 'wb').write(b'x' * (16 << 20))"
+    write_spec(project / "specs", "fills_the_disk", fills, tag, timeout=300)
+    write_spec(project / "specs", "second", "print('done')", tag, timeout=200)
+    run_dir = small_disk / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)],
+        cwd=project,
+        env=harness_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    no_traceback(output)
+    assert tagged(tag) == []
+    results = load_results(run_dir)
+    filled = record(results, "fills_the_disk")
+    assert (filled["outcome"], filled["failure_kind"]) == ("failed", "infra"), filled
+    assert "No space left on device" in filled["failure_evidence"]
+    second = record(results, "second")
+    assert (second["outcome"], second["failure_kind"]) == ("failed", "infra"), second
+    assert "No space left on device" in second["reason"]
+    assert (run_dir / "report.html").exists() and (run_dir / "junit.xml").exists()

@@ -133,7 +133,7 @@ def test_files_past_the_bound_are_unseen_but_never_reported_as_gone(tmp_path, mo
     for name in "bcde":
         (repo / "data" / name).write_text("x")
     before = snapshot(repo)
-    assert sorted(before) == ["data/", "data/b", "data/c", "data/d"]
+    assert sorted(p for p in before if not p.startswith(".git/")) == ["data/", "data/b", "data/c", "data/d"]
     (repo / "data" / "a").write_text("new, first in order: pushes data/d past the bound")
     (repo / "data" / "z").write_text("past the bound: unseen")
     assert repo_writes_since(before, snapshot(repo), repo, []) == ["data/a"]
@@ -145,7 +145,18 @@ def test_skipped_folders_are_not_listed(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "a.txt").write_text("x")
     (repo / "out" / "b.txt").write_text("x")
-    assert sorted(snapshot(repo, skip=[run_dir])) == ["out/", "out/b.txt"]
+    assert sorted(p for p in snapshot(repo, skip=[run_dir]) if not p.startswith(".git/")) == ["out/", "out/b.txt"]
+
+
+def test_gits_hooks_config_and_info_are_in_the_snapshot(tmp_path):
+    """What a run could plant in git's folder for the user's next git command to run is compared too."""
+    repo = git_repo(tmp_path / "repo")
+    assert ".git/config" in snapshot(repo)
+    before = snapshot(repo)
+    (repo / ".git" / "hooks" / "post-checkout").write_text("#!/bin/sh\necho owned\n")
+    with open(repo / ".git" / "config", "a") as config:
+        config.write("[alias]\n\tst = status\n")
+    assert repo_writes_since(before, snapshot(repo), repo, []) == [".git/config", ".git/hooks/post-checkout"]
 
 
 def test_run_dir_problem(tmp_path):
