@@ -467,18 +467,23 @@ def test_writes_into_the_git_folder_are_repository_writes_and_are_named(tmp_path
 
 @pytest.mark.parametrize("devices", [1, 2], ids=["in-process", "xdist"])
 def test_the_harness_working_folder_deleted_mid_run(tmp_path: Path, devices: int) -> None:
-    """A spec removes the folder the harness was started in: both specs pass and results.json is written."""
+    """The folder the harness was started in (the project) is removed by the last spec once the other one
+    has finished: both pass, and results.json, the report and junit.xml are written."""
     tag = new_tag()
-    project, start_folder = tmp_path / "project", tmp_path / "started-here"
-    start_folder.mkdir()
-    removes = f"import shutil; shutil.rmtree({str(start_folder)!r})"
-    cpu_spec(project / "specs", "removes_the_start_folder", removes, tag, timeout=300)
-    cpu_spec(project / "specs", "second", "print('done')", tag, timeout=200)
+    project, done_flag = tmp_path / "project", tmp_path / "other-done"
+    removes = (
+        "import os, shutil, sys, time\n"
+        f"while not os.path.exists({str(done_flag)!r}): time.sleep(0.05)\n"
+        f"shutil.rmtree({str(project)!r})\n"
+    )
+    # Planned last (a shorter timeout is a shorter expected run), and waits for the other besides.
+    cpu_spec(project / "specs", "removes_the_start_folder", removes, tag, timeout=100)
+    other = f"open({str(done_flag)!r}, 'w').close()"
+    cpu_spec(project / "specs", "other", other, tag, timeout=200)
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--repo", str(project), "--specs", str(project / "specs")]
-        + ["--fake-gpus", str(devices), "--run-dir", str(run_dir)],
-        cwd=start_folder,
+        [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)],
+        cwd=project,
         env=harness_env(tmp_path),
         capture_output=True,
         text=True,
@@ -487,11 +492,11 @@ def test_the_harness_working_folder_deleted_mid_run(tmp_path: Path, devices: int
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     no_traceback(output)
-    assert not start_folder.exists()
+    assert not project.exists()
     results = load_results(run_dir)
     assert [(s["id"], s["outcome"]) for s in results["specs"]] == [
+        ("other", "passed"),
         ("removes_the_start_folder", "passed"),
-        ("second", "passed"),
     ]
     assert (run_dir / "junit.xml").exists() and (run_dir / "report.html").exists()
 
