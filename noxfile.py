@@ -80,3 +80,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_scheduling.py", *session.posargs)
     session.run("python", "benchmarks/bench_memory.py")
     session.run("python", "benchmarks/bench_packing.py")
+    session.run("python", "benchmarks/bench_simulated.py")

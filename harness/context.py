@@ -47,7 +47,8 @@ class RunContext:
     def __post_init__(self, made: backends.Backend | None) -> None:
         self.run_tag = run_tag_of(self.run_dir)
         self.headroom = headroom_of(self.values.get("gpu_headroom"))
-        self.pool = run_pool(self.inventory, self.run_dir, self.headroom, self.run_tag)
+        # The plan's workers, once planned (`first_wave`): the runs that start together.
+        self.pool = run_pool(self.inventory, self.run_dir, self.headroom, self.run_tag, self.values.get("first_wave"))
         self.backend = made or backends.make(self.values.get("backend") or "local", self.values, self.run_tag)
         self.tolerances = parse_tolerances(self.values.get("tolerance") or [])
         self.versions = environment_versions()
@@ -79,6 +80,11 @@ class RunContext:
     @property
     def baseline(self) -> str | None:
         return self.values.get("baseline")
+
+    def planned(self, workers: int) -> None:
+        """The plan's worker count: the first items of that many workers start together (the first wave)."""
+        self.values["first_wave"] = max(1, workers)
+        self.pool.first_wave = max(1, workers)
 
     def output_dir(self, spec_id: str) -> Path:
         """Where a spec's outputs and record go (results.gather reads specs/*/)."""

@@ -191,6 +191,8 @@ class RunDocument:
     devices: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     summary: dict[str, int] = field(default_factory=dict)
+    # How well the run scheduled: makespan_s, plan_expected_s, lower_bound_s, idle_device_s.
+    schedule: dict[str, float] = field(default_factory=dict)
     other: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -48,6 +48,8 @@ from harness.process import group_key
 POLL_SECONDS = 0.02
 WAITER_KEYS = {"token", "owner", "name", "run", "k", "memory", "allowed", "priority", "ticket", "expected"}
 FIRST_WAVE_GRACE = 3.0
+# How long a run's first-wave entry is kept: longer than any run, small beside the state's other keys.
+RUN_MEMORY_SECONDS = 7 * 24 * 3600.0
 
 
 class LeaseError(Exception):
@@ -271,8 +273,9 @@ class LeasePool:
             state["tickets"] += 1
             state["capacity"].update(self.capacity)
             now = time.time()
-            # First-wave bookkeeping is per run; a run's entry is of no use after the grace.
-            state["runs"] = {r: v for r, v in state["runs"].items() if now - v["opened"] <= FIRST_WAVE_GRACE * 2}
+            # First-wave bookkeeping is per run, kept for the run's life: dropped after its grace, the
+            # entry would open again at the next ask and hold that waiter back for a whole grace.
+            state["runs"] = {r: v for r, v in state["runs"].items() if now - v["opened"] <= RUN_MEMORY_SECONDS}
             state["runs"].setdefault(self.run, {"opened": now, "arrived": []})["arrived"].append(priority)
             state["queue"].append(
                 {
@@ -366,17 +369,17 @@ def _free_by(state: dict, devices: Devices, waiter: dict, now: float) -> float:
     return float("inf")
 
 
-def run_pool(inventory: Inventory, run_dir: Path, headroom: float, run: str) -> LeasePool:
+def run_pool(inventory: Inventory, run_dir: Path, headroom: float, run: str, workers: int | None = None) -> LeasePool:
     """The pool a run leases from: the machine's for real GPUs, shared with every other run on
     them; the run's own for fake devices and the CPU (nothing real to share, so concurrent
     test runs do not queue behind each other)."""
     shared = inventory.kind in GPU_KINDS
     state = lease_dir() / "devices.json" if shared else run_dir / "leases.json"
-    # The first item of each worker (one worker per device) starts together: the first wave.
+    # The first item of each worker (`workers`, else one per device) starts together: the first wave.
     return LeasePool(
         state,
         inventory.ids,
-        first_wave=inventory.count,
+        first_wave=max(1, workers) if workers is not None else inventory.count,
         keys=device_keys(inventory) if shared else None,
         capacity=device_capacity(inventory, headroom),
         run=run,

@@ -33,7 +33,7 @@ def plan_run(specs: list[Spec], context: RunContext) -> Plan:
         running = with_partners(specs, {spec.id for spec in specs if chosen[spec.id].run})
         specs = [spec for spec in specs if spec.id in running]
     given = context.values.get("workers")
-    return make_plan(
+    plan = make_plan(
         specs,
         context.inventory,
         context.durations.load(),
@@ -42,6 +42,8 @@ def plan_run(specs: list[Spec], context: RunContext) -> Plan:
         context.headroom,
         lambda at_once, runs: worker_count(given, context.backend, context.inventory, at_once, runs),
     )
+    context.planned(plan.workers)
+    return plan
 
 
 def describe_concurrency(plan: Plan, given: int | None = None) -> str:

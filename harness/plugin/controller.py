@@ -27,6 +27,7 @@ from harness.repo_writes import Snapshot, repo_writes_since, snapshot
 from harness.report.junit import mark_kinds
 from harness.report.kinds import failures_by_kind
 from harness.report.progress import Progress
+from harness.report.schedule import ScheduleFigures, schedule_figures
 from harness.report.summary import summary_lines, write_run_report
 from harness.rundir import give_room, keep_room, release
 from harness.runner.peaks import peaks_to_keep
@@ -51,6 +52,7 @@ class Controller:
         self.plan = plan
         self.expected = {p.spec.id: p.expected for p in plan.runs}
         self._nodeids: dict[str, str] = {}
+        self.figures: ScheduleFigures | None = None
         self.records: dict[str, SpecResult] = {}
         self.progress: Progress | None = None
         self.tree_before: Snapshot | None = None
@@ -214,6 +216,11 @@ class Controller:
             "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
             "failures_by_kind": failures_by_kind(self.records.values()),
         }
+        self.figures = schedule_figures(
+            self.records.values(), context.inventory.ids, self.plan.simulated, self.plan.lower_bound
+        )
+        if self.figures is not None:
+            meta["schedule"] = self.figures.to_json()
         if self.tree_before is not None and (after := snapshot(context.repo, skip=[context.run_dir])) is not None:
             self.repo_writes = repo_writes_since(self.tree_before, after, context.repo, [context.run_dir])
             meta["repo_writes"] = self.repo_writes
@@ -258,6 +265,8 @@ class Controller:
             terminalreporter.write_line(line)
         if self.not_written:
             terminalreporter.write_line(f"FAIL  {self.not_written}", red=True)
+        if self.figures is not None:
+            terminalreporter.write_line(self.figures.line())
         for line in self.history.summary_lines() if self.history else []:
             terminalreporter.write_line(line, yellow=not line.startswith("FLAKY"))
         if self.repo_writes:

@@ -30,6 +30,7 @@ from harness.report.rows import (
     totals,
     with_sign,
 )
+from harness.report.schedule import ScheduleFigures
 from harness.report.svg import Mark, curve_svg
 
 # Per spec id: (metric, label, [[run number, value], ...]) over its past runs, from the run history.
@@ -117,7 +118,8 @@ def _header(documents: list[RunDocument], names: list[str]) -> str:
             f"run {d.run_dir}" if d.run_dir else "",
             d.created,
             f"tier {d.tier}" if d.tier else "",
-            "devices " + ", ".join(map(str, ids)) if isinstance(ids, list) else "",
+            "devices " + ", ".join(map(str, ids)) if isinstance(ids, list) and len(ids) <= 16 else "",
+            ScheduleFigures.from_json(d.schedule).line() if d.schedule else "",
         ]
         badges = "".join(_badge(k, f"{n} {k}") for k, n in totals(d).items())
         badges += _badge("error", "interrupted") if d.interrupted else ""

@@ -65,6 +65,13 @@ def test_no_device_shared_and_k_distinct(harness, mixed_specs: Path) -> None:
         assert len(set(devices)) == len(devices) == wanted, record
         assert set(devices) <= {"0", "1", "2", "3"}
     assert {s["outcome"] for s in run.results["specs"]} == {"passed"}
+    # How well it scheduled, said at the end and kept in results.json and the report.
+    figures = run.results["schedule"]
+    assert set(figures) == {"makespan_s", "plan_expected_s", "lower_bound_s", "idle_device_s"}
+    assert figures["makespan_s"] > 0 and figures["lower_bound_s"] > 0 and figures["idle_device_s"] >= 0
+    line = f"makespan {figures['makespan_s']:.1f} s, plan expected {figures['plan_expected_s']:.1f} s"
+    assert line in run.output
+    assert line in (run.run_dir / "report.html").read_text()
 
 
 @pytest.mark.parametrize("visible", ["3,5", "GPU-aaaa-1111,GPU-bbbb-2222", "MIG-1c2d,MIG-3e4f"])

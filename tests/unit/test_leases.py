@@ -459,3 +459,19 @@ def test_a_lease_folder_that_is_a_file_or_not_writable_is_one_line(tmp_path):
         .startswith("the device lease folder /proc/trainspec is not writable: ")
     )
     assert LeasePool(tmp_path / "new" / "devices.json", ("0",)).problem() is None
+
+
+def test_a_later_ask_of_a_run_past_its_first_wave_is_not_held_back_for_a_new_grace(tmp_path: Path, monkeypatch) -> None:
+    """The first-wave entry of a run stays for the run's life: once dropped, the next ask opened it
+    again and waited a whole grace for priorities that had long run (3 s between specs on a device)."""
+    import harness.devices.leases as leases
+
+    pool = LeasePool(tmp_path / "leases.json", ("0", "1"), first_wave=2, run="r")
+    pool.acquire(1, "first", priority=0).release()
+    opened = time.time() - leases.FIRST_WAVE_GRACE * 3  # the run began long ago
+    pool._update(lambda state: state["runs"]["r"].__setitem__("opened", opened))
+    began = time.monotonic()
+    pool.acquire(1, "later", priority=5).release()
+    # Not waiting for priority 1 to arrive: a new grace would take FIRST_WAVE_GRACE seconds.
+    assert time.monotonic() - began < leases.FIRST_WAVE_GRACE
+    assert pool._read()["runs"]["r"]["opened"] == opened
