@@ -211,12 +211,8 @@ class RunDocument:
         return document
 
     def to_json(self) -> dict[str, Any]:
-        # A run that wrote no schedule figures (none started, or an older version) is read back as it was.
-        data = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in ("specs", "other") and (f.name != "schedule" or self.schedule)
-        }
+        skip = {"specs", "other"} | (set() if self.schedule else {"schedule"})  # none written: none read back
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         return {**data, **self.other, "specs": [spec.to_json() for spec in self.specs]}
 
     def write(self, path: Path) -> None:
