@@ -208,16 +208,21 @@ def untrack(pid: int) -> None:
 
 
 def end_tracked_groups(folder: Path) -> list[str]:
-    """End every group noted in `folder` that still has a live process; for the end of a run."""
-    keys = []
-    for path in folder.glob("*") if folder.is_dir() else []:
+    """End every group noted in `folder` that still has a live process, and the notes; for the end of a run."""
+    keys, notes = [], sorted(folder.glob("*")) if folder.is_dir() else []
+    for path in notes:
         try:
             key = json.loads(path.read_text())
             if group_alive(key):
                 keys.append(int(key[0]))
         except (OSError, ValueError, TypeError, IndexError):
             pass
-    return end_groups(keys) if keys else []
+    ended = end_groups(keys) if keys else []
+    with contextlib.suppress(OSError):
+        for path in notes:
+            path.unlink(missing_ok=True)
+        folder.rmdir()
+    return ended
 
 
 def _signal_group(pgid: int, signum: int) -> bool:

@@ -218,3 +218,25 @@ def test_end_group_of_an_empty_group_finds_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
     proc.wait()
     assert end_group(proc.pid, grace=0.1) == []
+
+
+def test_a_tracked_group_that_ignores_sigterm_is_ended_from_its_note(tmp_path):
+    """What the controller does at the end of a run for a worker that could not end its run's group."""
+    import harness.process
+    from harness.process import end_tracked_groups, track, track_groups
+
+    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", ignores], start_new_session=True, stdout=subprocess.PIPE)
+    proc.stdout.readline()
+    track_groups(tmp_path / "groups")
+    try:
+        track(proc.pid)
+        assert (tmp_path / "groups" / str(proc.pid)).exists()
+        assert [name.split()[0] for name in end_tracked_groups(tmp_path / "groups")] == [str(proc.pid)]
+        proc.wait(timeout=30)  # reaped by the clean-up already: its code is lost, its end is not
+        assert gone(proc.pid)
+        assert not (tmp_path / "groups").exists()
+    finally:
+        harness.process._tracked_in.clear()  # this test's process notes nothing from now on
+        if proc.poll() is None:
+            proc.kill()
