@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import backends, terminal
-from harness.caches import cache_root
+from harness.caches import cache_root, default_run_dir
 from harness.commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -44,11 +44,12 @@ from harness.planning.plan import Plan
 from harness.plugin import Prepared
 from harness.process.interrupts import interrupt_on_termination
 from harness.project.settings import Settings, load_settings
+from harness.repo_writes import run_dir_problem
 from harness.report.summary import nothing_ran, table
-from harness.rundir import release
+from harness.rundir import record_interruption, release
 from harness.secrets import masker_for
 from harness.spec.compared import with_partners
-from harness.spec.files import check_markers, load_specs, named_spec_files, registered_markers
+from harness.spec.files import check_in_repository, check_markers, load_specs, named_spec_files, registered_markers
 from harness.spec.model import Spec
 from harness.spec.typed_yaml import SpecError
 
@@ -89,6 +90,7 @@ def load_valid_specs(paths: list[Path], repo: Path) -> list[Spec]:
     for spec in specs:
         try:
             check_markers(spec, markers)
+            check_in_repository(spec, repo)
         except SpecError as error:
             errors.append(error)
     if errors:
@@ -222,6 +224,9 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
     repo = Path.cwd()
+    # Named first, not as the run is set up: a run interrupted while it reads thousands of specs writes its
+    # results.json there all the same.
+    args.run_dir = str(Path(args.run_dir).resolve() if args.run_dir else default_run_dir(repo))
     named = named_spec_files([a for a in extra if not a.startswith("-")])
     # Spec files named on the command line run alone, unless --specs asks for more.
     paths = _spec_paths(args, args.specs) if args.specs or not named else []
@@ -253,6 +258,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         code = pytest.main(
             pytest_arguments(args, plan.workers, run_dir, extra, paths), plugins=[Prepared(context, plan)]
         )
+        if int(code) == pytest.ExitCode.INTERRUPTED:
+            _interrupted_before_pytest(run_dir, began)  # interrupted as pytest set up, before its records were written
     finally:
         release(context.run_dir)
     if written_since(run_dir / "results.json", began):
@@ -299,6 +306,7 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     interrupt_on_termination()
     terminal.guard(masker_for(os.environ))
+    began = time.time()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
@@ -325,7 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}".replace("\n", "\nerror: "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if args.command == "run" and getattr(args, "run_dir", None):
+            _interrupted_before_pytest(Path(args.run_dir), began)
         return EXIT_INTERRUPTED
+
+
+def _interrupted_before_pytest(run_dir: Path, began: float) -> None:
+    """Interrupted before pytest wrote its records (reading, checking or planning the specs): say so in results.json."""
+    if run_dir_problem(run_dir, Path.cwd()) is None and (
+        path := record_interruption(run_dir, began, {"argv": masker_for(os.environ).data(sys.argv[1:])})
+    ):
+        print(f"trainspec: interrupted before any spec started; results in {path}", flush=True)
 
 
 if __name__ == "__main__":

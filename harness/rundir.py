@@ -7,6 +7,12 @@ and a second run finds a live owner there and is refused, naming it. An owner th
 (SIGKILL, a lost node) left its claim behind; it is taken over. The claim is also where a
 folder that cannot hold a run (a file, a path that cannot be created, a folder that cannot
 be written) is said in one line, before anything is written into it.
+
+A spec's output dir inside it is its run's to fill, not to replace: a run that replaced
+its output dir with a file or a link, or its `stderr.log` with a folder, fails for it, and a real
+folder is put back (keeping what was found inside) to hold the record. Trees are removed without
+recursion and without following links: `shutil.rmtree` recurses once per level, so a tree 1,500
+folders deep ends in RecursionError half removed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -102,3 +109,114 @@ def give_room(run_dir: Path) -> None:
         (run_dir / ROOM_FILE).unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def record_interruption(run_dir: Path, began: float, meta: dict) -> Path | None:
+    """results.json for a run interrupted before any spec started (while its specs were read and
+    planned, which takes a while for thousands): no spec, `"interrupted": true`. Not when this run
+    already wrote one, nor into a run directory another live run holds. Returns its path, if written."""
+    from harness.records import write_results
+
+    try:
+        if (run_dir / "results.json").stat().st_mtime >= began - 1:
+            return None
+    except OSError:
+        pass
+    try:
+        claim(run_dir)
+    except RunDirError:
+        return None
+    try:
+        return write_results(run_dir, [], {**meta, "interrupted": True})
+    except OSError:
+        return None
+    finally:
+        release(run_dir)
+
+
+# What a run left in place of its output dir, kept inside the folder put back.
+REPLACED_NAME = "output_dir.replaced"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _scan(fd: int) -> list[str]:
+    """Remove the files and links of the open folder `fd`; return its subfolders' names."""
+    folders = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    return folders
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` (a folder and everything below it, or a file or link), however deep; OSError if it cannot.
+
+    One folder is open at a time, entered by name and left through `..`, so neither the depth
+    nor the length of the paths below it matters.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        os.unlink(path)
+        return
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        pending = _scan(fd)
+        above: list[tuple[str, list[str]]] = []
+        while pending or above:
+            if pending:
+                name = pending.pop()
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                above.append((name, pending))
+                pending = _scan(fd)
+                continue
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            name, pending = above.pop()
+            os.rmdir(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def fresh_dir(path: Path) -> None:
+    """An empty folder at `path`, whatever was there."""
+    remove_tree(path)
+    path.mkdir(parents=True)
+
+
+def _kind(path: Path) -> str:
+    if path.is_symlink():
+        return f"a symbolic link to {os.readlink(path)}"
+    mode = os.lstat(path).st_mode
+    return "a folder" if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode) else "something not a folder"
+
+
+def restore_dir(path: Path) -> str | None:
+    """Put a real folder back at `path` when the run replaced it; what it found there is kept inside
+    the folder (as REPLACED_NAME). Returns what the run did, or None when the folder is as it was
+    (or gone: the record's writer makes it again)."""
+    if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
+        return None
+    found = _kind(path)
+    aside = path.with_name(f".{path.name}.replaced")
+    remove_tree(aside)
+    os.rename(path, aside)
+    path.mkdir()
+    os.rename(aside, path / REPLACED_NAME)
+    return f"the run replaced its output dir with {found} (kept as {path / REPLACED_NAME})"
+
+
+def stream_problem(path: Path) -> str | None:
+    """Why the harness cannot read the run's stream file `path` (stderr.log) any more, or None."""
+    if not os.path.lexists(path) or (path.is_file() and not path.is_symlink()):
+        return None
+    return f"the run replaced {path.name} with {_kind(path)}; what it wrote to it is lost"

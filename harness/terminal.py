@@ -18,6 +18,16 @@ from typing import Any, TextIO
 
 from harness.secrets import Masker
 
+# Control characters a run may print (escape sequences, BEL, NUL, a bare carriage return), shown as their escapes
+# wherever the harness repeats its text: a terminal would obey them (retitle, clear, beep), and XML holds no NUL.
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(code) not in "\n\t"}
+
+
+def visible(text: str) -> str:
+    """`text` with every control character but newline and tab written as its escape (`\\x1b`)."""
+    return text.translate(_CONTROLS)
+
+
 # A write to a terminal or pipe that is gone: EPIPE (the reader left), EIO (the terminal hung up), EBADF, ENXIO.
 GONE = {errno.EPIPE, errno.EIO, errno.EBADF, errno.ENXIO}
 

@@ -38,7 +38,7 @@ def traced_files(trace_dir: Path) -> list[str] | None:
     for path in traces:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         files = data.get("files") if isinstance(data, dict) else None
         if isinstance(files, list):
@@ -172,6 +172,11 @@ def read_child_versions(path: Path) -> dict[str, str | None]:
     """What the child recorded it imported (harness/child_site); empty when it imported neither library."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # the child may write anything there
         return {}
-    return {key: data.get(key) for key in ("python", "torch", "transformers", "cuda")} if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        key: value if isinstance(value := data.get(key), str) else None
+        for key in ("python", "torch", "transformers", "cuda")
+    }

@@ -16,9 +16,13 @@ from typing import Literal, cast
 from harness.checks.stderr import root_error, scan_file
 from harness.logs.formats import SEARCH_ORDER, LogEntry, LogError, TrainingLog, find_log, log_globs, parse_log
 from harness.logs.sniff import sniff
+from harness.logs.store import logged_form
 from harness.process import ProcessOutcome
 from harness.records import CheckRecord
+from harness.rundir import restore_dir, stream_problem
+from harness.spec.globs import find
 from harness.spec.model import Spec
+from harness.terminal import visible
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ class CheckResult:
     severity: Literal["fail", "warn", "info"] = "fail"
     cause: str | None = None
     notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # What a check found may quote the run (a stderr line, a process name): never its terminal controls.
+        object.__setattr__(self, "found", visible(self.found))
+        if self.cause is not None:
+            object.__setattr__(self, "cause", visible(self.cause))
 
     def line(self) -> str:
         mark = "ok" if self.passed else {"warn": "WARN", "info": "info"}.get(self.severity, "FAIL")
@@ -104,7 +114,7 @@ def check_stderr(spec: Spec, stderr_path: Path) -> list[CheckResult]:
 def check_files(spec: Spec, output_dir: Path) -> list[CheckResult]:
     results = []
     for pattern in spec.expected_files or ():
-        found = [p for p in output_dir.glob(pattern if "/" in pattern else f"**/{pattern}") if p.exists()]
+        found = [p for p in find(output_dir, pattern if "/" in pattern else f"**/{pattern}") if p.exists()]
         results.append(
             CheckResult(
                 "expected_files",
@@ -220,7 +230,7 @@ def check_resume_jump(stage: str, bound: float, before: TrainingLog | None, afte
 def first_bad_loss(entries: Iterable[LogEntry]) -> str | None:
     """The first NaN, infinite or missing loss and its step, as the no_nan check and fail-fast report it."""
     bad = next((e for e in entries if not e.finite), None)
-    return None if bad is None else f"{bad.raw_loss!r} at step {_step(bad.step)}"
+    return None if bad is None else f"{logged_form(bad.raw_loss)} at step {_step(bad.step)}"
 
 
 def _step(step: float | None) -> str:
@@ -281,10 +291,16 @@ def run_checks(
 ) -> tuple[list[CheckResult], TrainingLog | None]:
     """Every check the spec asks for, in the order a person reads them."""
     streams = [p for p in (stdout_path, stderr_path) if p is not None]
+    # First: a folder the run put a file in place of must be a folder again before anything reads it.
+    damage = [found for found in (restore_dir(output_dir), *map(stream_problem, streams)) if found]
     log, problem = read_log(spec, output_dir, streams) if spec.needs_log or output_dir.exists() else (None, None)
     results = [
         check_exit(outcome),
         *check_leftovers(outcome),
+        *(
+            CheckResult("outputs", False, "the output dir and its stream files as the harness made them", d)
+            for d in damage
+        ),
         *check_stderr(spec, stderr_path),
         *check_files(spec, output_dir),
         *check_log(spec, log, problem),

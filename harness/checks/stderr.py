@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from harness.spec.rules import matches
+from harness.terminal import visible
 
 CHUNK = 1 << 20
 OVERLAP = 4096
@@ -77,7 +78,7 @@ class PatternScanner:
 
 def scan_file(path: Path, patterns: list[str]) -> dict[str, tuple[int, str]]:
     scanner = PatternScanner(patterns)
-    if not patterns or not path.exists():
+    if not patterns or not path.is_file():
         return {}
     with open(path, encoding="utf-8", errors="replace") as stream:
         while scanner.pending and (chunk := stream.read(CHUNK)):
@@ -96,7 +97,7 @@ def tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
             data = stream.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(data.splitlines()[-lines:])
+    return visible("\n".join(data.splitlines()[-lines:]))
 
 
 def root_error(stderr_path: Path) -> str | None:

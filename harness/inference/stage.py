@@ -8,6 +8,7 @@ becoming healthy on a taken port is started again on a new one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -22,6 +23,7 @@ import requests
 from harness.checks.after_run import CheckResult
 from harness.checks.stderr import tail
 from harness.inference import forgather, perplexity
+from harness.inference.client import Answer, RequestFailed, request
 from harness.launch import render
 from harness.process import (
     adopt_orphans,
@@ -42,6 +44,12 @@ from harness.spec.sections import InferenceSpec
 HOST = "127.0.0.1"
 PORT_ATTEMPTS = 3
 REQUEST_TIMEOUT = 120.0
+HEALTH_PROBE = 1.0
+HEALTH_LIMIT = 1 << 16
+# A completion of n tokens is at most this many characters (a token is rarely over a few dozen); past it the
+# server ignored max_tokens, and scoring megabytes would take minutes and gigabytes.
+CHARS_PER_TOKEN = 100
+CHARS_SLACK = 1000
 
 
 @dataclass
@@ -109,24 +117,39 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
     def wait_healthy(self, timeout: float) -> str | None:
-        """None once /health answers 200; otherwise why not (it exited, or time ran out)."""
+        """None once /health answers 200; otherwise why not (it exited, or time ran out).
+
+        Each probe is bounded as a whole: a server trickling its answer is still cut off at the deadline.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
             if self.proc.poll() is not None:
                 return f"the server exited with code {self.proc.returncode} before becoming healthy"
             try:
-                if _healthy(requests.get(f"{self.url}/health", timeout=1.0)):
+                answer = request("GET", f"{self.url}/health", seconds=min(HEALTH_PROBE, left), limit=HEALTH_LIMIT)
+                if _healthy(answer):
                     return None
-            except requests.RequestException:
+            except (requests.RequestException, RequestFailed):
                 pass
-            time.sleep(0.1)
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         return f"the server was not healthy within {timeout:g} s"
 
-    def complete(self, prompt: str, spec: InferenceSpec) -> str:
+    def complete(self, prompt: str, spec: InferenceSpec, seconds: float) -> str:
+        """The completion's text, its answer read for at most `seconds` and `answer_limit` bytes."""
         payload = {"prompt": prompt, "max_tokens": spec.max_tokens, "temperature": spec.temperature}
-        response = requests.post(f"{self.url}/v1/completions", json=payload, timeout=REQUEST_TIMEOUT)
-        response.raise_for_status()
-        return response.json()["choices"][0]["text"]
+        answer = request(
+            "POST",
+            f"{self.url}/v1/completions",
+            json=payload,
+            seconds=min(REQUEST_TIMEOUT, seconds),
+            limit=answer_limit(spec.max_tokens),
+        )
+        if answer.status >= 400:
+            raise RequestFailed(f"HTTP {answer.status}: {answer.body[:200].decode('utf-8', 'replace')}")
+        text = answer.json()["choices"][0]["text"]
+        if not isinstance(text, str):
+            raise RequestFailed(f"the completion's text is not a string: found {json.dumps(text)[:100]}")
+        return text
 
     def exit_code_soon(self, grace: float = 1.0) -> int | None:
         """The exit code of a server that is going down (a dropped connection comes first)."""
@@ -148,15 +171,48 @@ class Server:
 BUILTIN_SERVER = ["{python}", "-m", "harness", "serve", "--checkpoint", "{checkpoint_dir}", "--port", "{port}"]
 
 
-def _healthy(response: requests.Response) -> bool:
+def text_limit(max_tokens: int) -> int:
+    """The most characters a completion of `max_tokens` tokens is taken to hold."""
+    return CHARS_SLACK + CHARS_PER_TOKEN * max_tokens
+
+
+def answer_limit(max_tokens: int) -> int:
+    """The most bytes of a completion's answer read: its text at 6 bytes a character (JSON's \\uXXXX), and room."""
+    return HEALTH_LIMIT + 6 * text_limit(max_tokens)
+
+
+def _healthy(answer: Answer) -> bool:
     """200, and the model loaded where the server says (Forgather's answers `model_loaded`)."""
-    if response.status_code != 200:
+    if answer.status != 200:
         return False
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
         return True
     return not isinstance(body, dict) or body.get("model_loaded", True) is True
+
+
+def _text_problem(text: str, max_tokens: int) -> str | None:
+    """Why a completion is not scored: it is empty, or longer than `max_tokens` tokens can be."""
+    if not text.strip():
+        return "an empty completion"
+    if len(text) > text_limit(max_tokens):
+        return (
+            f"{len(text)} characters for max_tokens {max_tokens}, more than {text_limit(max_tokens)}: the server"
+            " ignored max_tokens; not scored"
+        )
+    return None
+
+
+def _out_of_time(spec: Spec, deadline: float, prompt: str) -> CheckResult | None:
+    if time.monotonic() < deadline:
+        return None
+    return CheckResult(
+        "inference.completion",
+        False,
+        f"a scored completion for {prompt!r} within the spec's timeout",
+        f"the spec's timeout of {spec.timeout:g} s ran out (it bounds training and inference together)",
+    )
 
 
 def _server_argv(spec: Spec, values: dict[str, str]) -> list[str] | None:
@@ -178,8 +234,12 @@ def run_inference(
     values: dict[str, str],
     scorer: str,
     missing_scorer: str,
+    time_left: float | None = None,
 ) -> InferenceOutcome:
-    """Serve, complete each prompt, score prompt + completion; every failure becomes a check."""
+    """Serve, complete each prompt, score prompt + completion; every failure becomes a check.
+
+    `time_left`: what the spec's timeout leaves after its training; serving, asking and scoring fit in it.
+    """
     inference = spec.inference
     assert inference is not None
     outcome = InferenceOutcome()
@@ -214,6 +274,8 @@ def run_inference(
             return outcome
         outcome.checks.append(CheckResult("inference.scorer", False, f"the reference model {scorer!r}", str(error)))
         return outcome
+    # From here on the spec's own time: loading the scorer is the harness's (once per worker, not per spec).
+    deadline = time.monotonic() + (spec.timeout if time_left is None else time_left)
     server = None
     for _ in range(PORT_ATTEMPTS):
         port = free_port()
@@ -232,7 +294,9 @@ def run_inference(
                 CheckResult("inference.server", False, "a server that starts", f"{argv[0]}: {error.strerror or error}")
             )
             return outcome
-        problem = server.wait_healthy(inference.server_timeout)
+        problem = server.wait_healthy(max(0.0, min(inference.server_timeout, deadline - time.monotonic())))
+        if problem is not None and time.monotonic() >= deadline:
+            problem += f" (all that was left of the spec's timeout of {spec.timeout:g} s)"
         port_taken = problem is not None and "address already in use" in tail(server.stderr_path, 40).lower()
         if problem is None or not port_taken:
             break
@@ -252,30 +316,34 @@ def run_inference(
             return outcome
         outcome.checks.append(CheckResult("inference.server", True, "a healthy server", f"{server.url}"))
         for prompt in inference.prompts:
+            if (out_of_time := _out_of_time(spec, deadline, prompt)) is not None:
+                outcome.checks.append(out_of_time)
+                return outcome
             try:
-                text = server.complete(prompt, inference)
-            except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as error:
+                text = server.complete(prompt, inference, deadline - time.monotonic())
+            except (requests.RequestException, RequestFailed, ValueError, KeyError, IndexError, TypeError) as error:
                 code = server.exit_code_soon()
                 died = f" (the server exited with code {code})" if code is not None else ""
+                said = str(error) if isinstance(error, RequestFailed) else f"{type(error).__name__}: {str(error)[:300]}"
                 outcome.checks.append(
                     CheckResult(
                         "inference.completion",
                         False,
                         f"a completion for {prompt!r}",
-                        f"{type(error).__name__}: {str(error)[:300]}{died}; server stderr "
-                        f"tail:\n{tail(server.stderr_path, 15)}",
+                        f"{said}{died}; server stderr tail:\n{tail(server.stderr_path, 15)}",
                     )
                 )
                 return outcome
-            completion = Completion(prompt, text)
+            completion = Completion(prompt, text[: text_limit(inference.max_tokens)])
             outcome.completions.append(completion)
-            if not text.strip():
+            if (problem := _text_problem(text, inference.max_tokens)) is not None:
                 outcome.checks.append(
-                    CheckResult(
-                        "inference.completion", False, f"a non-empty completion for {prompt!r}", "an empty completion"
-                    )
+                    CheckResult("inference.completion", False, f"a completion for {prompt!r}", problem)
                 )
                 continue
+            if (out_of_time := _out_of_time(spec, deadline, prompt)) is not None:
+                outcome.checks.append(out_of_time)
+                return outcome
             completion.perplexity = perplexity.perplexity(scorer, prompt + text)
             ok = completion.perplexity <= inference.perplexity_max
             outcome.checks.append(

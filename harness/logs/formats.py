@@ -15,16 +15,16 @@ log of millions of lines never sits in memory whole.
 from __future__ import annotations
 
 import codecs
-import csv
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from harness.logs.events import EventLog
+from harness.logs.lines import LINE_PARSERS, Parser
 from harness.logs.store import LogEntry, LogError, TrainingLog, number
 from harness.logs.text import TEXT_FORMATS, TextRecords
+from harness.spec.globs import find
 from harness.spec.sections import LogSpec
 
 READ_LIMIT = 1 << 20
@@ -63,7 +63,7 @@ def find_log(output_dir: Path, spec: LogSpec) -> Path | None:
     """The log file: the spec's glob, else the first known name, shallowest then newest."""
     patterns = log_globs(spec)
     for pattern in patterns:
-        found = [p for p in output_dir.glob(pattern if "/" in pattern else f"**/{pattern}") if p.is_file()]
+        found = [p for p in find(output_dir, pattern if "/" in pattern else f"**/{pattern}") if p.is_file()]
         if found:
             return min(found, key=lambda p: (len(p.relative_to(output_dir).parts), -p.stat().st_mtime))
     return None
@@ -131,88 +131,6 @@ class Appended:
         self.offset += len(data)
         self.at_end = self.offset >= size
         return self._decoder.decode(data)
-
-
-class JsonLineRecords:
-    """Records of JSON lines. Strict (the final check) names the first malformed line unless it is
-    the last one (cut short by a crash); lenient (fail-fast) skips what it cannot read."""
-
-    def __init__(self, strict: bool, notes: list[str]):
-        self.strict = strict
-        self.notes = notes
-        self.bad: tuple[int, str] | None = None
-
-    def feed(self, lines: list[tuple[int, str]]) -> list[dict]:
-        records = []
-        for line_number, line in lines:
-            if not line.strip():
-                continue
-            if self.bad:
-                raise LogError(f"line {self.bad[0]} is not JSON: {self.bad[1]}")
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                self.bad = (line_number, error.msg) if self.strict else None
-                continue
-            except RecursionError:
-                self.bad = (line_number, "nested too deeply") if self.strict else None
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-            elif self.strict:
-                raise LogError(
-                    f"line {line_number}: expected every record to be a JSON object, found {type(record).__name__}"
-                )
-        return records
-
-    def end(self, number: int, rest: str) -> list[dict]:
-        records = self.feed([(number, rest)])
-        if self.bad:
-            self.notes.append(f"the last line ({self.bad[0]}) is cut short and was skipped")
-            self.bad = None
-        return records
-
-
-class CsvRecords:
-    """Records of a CSV file with a header row; an empty cell is a value not logged in that row
-    (Lightning's CSVLogger writes one row per logging call, with only that call's columns)."""
-
-    def __init__(self, strict: bool, notes: list[str]):
-        self.strict = strict
-        self.notes = notes
-        self.header: list[str] | None = None
-
-    def feed(self, lines: list[tuple[int, str]]) -> list[dict]:
-        records = []
-        for line_number, line in lines:
-            if not line.strip():
-                continue
-            row = next(csv.reader([line.rstrip("\r")]), [])
-            if self.header is None:
-                self.header = [cell.strip() for cell in row]
-                continue
-            if len(row) > len(self.header):
-                if self.strict:
-                    raise LogError(f"line {line_number} has {len(row)} fields, the header has {len(self.header)}")
-                continue
-            records.append({key: cell for key, cell in zip(self.header, row, strict=False) if cell.strip()})
-        return records
-
-    def end(self, number: int, rest: str) -> list[dict]:
-        # A last line without its newline is whole only if it has every column.
-        if not rest.strip() or self.header is None or len(next(csv.reader([rest]), [])) == len(self.header):
-            return self.feed([(number, rest)])
-        self.notes.append(f"the last line ({number}) is cut short and was skipped")
-        return []
-
-
-class Parser(Protocol):
-    def feed(self, lines: list[tuple[int, str]]) -> list[dict]: ...
-
-    def end(self, number: int, rest: str) -> list[dict]: ...
-
-
-LINE_PARSERS: dict[str, type[JsonLineRecords] | type[CsvRecords]] = {"jsonl": JsonLineRecords, "csv": CsvRecords}
 
 
 def line_parser(fmt: str, spec: LogSpec | None, strict: bool, notes: list[str]) -> Parser:
@@ -309,6 +227,10 @@ def parse_text(path: Path, text: str, spec: LogSpec, keys: tuple[str, ...] = ())
             state = json.loads(text)
         except json.JSONDecodeError as error:
             raise LogError(f"{path.name} is not valid JSON (line {error.lineno}): {error.msg}") from None
+        except RecursionError:
+            raise LogError(f"{path.name} is nested too deeply to read") from None
+        except ValueError as error:  # an integer past Python's 4300 digits
+            raise LogError(f"{path.name}: {error}") from None
         if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
             raise LogError(f"{path.name} has no log_history list")
         records = state["log_history"]
@@ -335,6 +257,10 @@ def _array_records(text: str, notes: list[str]) -> list:
         data = json.loads(text)
     except json.JSONDecodeError:
         data = None
+    except RecursionError:
+        raise LogError("the log is nested too deeply to read") from None
+    except ValueError as error:
+        raise LogError(str(error)) from None
     if isinstance(data, list):
         return data
     if data is not None:
@@ -358,6 +284,10 @@ def _array_records(text: str, notes: list[str]) -> list:
         except json.JSONDecodeError:
             notes.append(cut.format(len(records)))
             break
+        except RecursionError:
+            raise LogError(f"record {len(records) + 1} is nested too deeply to read") from None
+        except ValueError as error:
+            raise LogError(f"record {len(records) + 1}: {error}") from None
         records.append(record)
     return records
 

@@ -54,17 +54,33 @@ class Series:
 
 
 def number(value: Any) -> float | None:
-    """Numbers, and the spellings of NaN and infinity that loggers write as strings."""
+    """Numbers, and the spellings of NaN and infinity that loggers write as strings.
+
+    An integer beyond a double's range (JSON has no bound on digits) is an infinity, as its spelled-out form is.
+    """
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, float):
+        return value
     if isinstance(value, str):
         try:
             return float(value.strip())
         except ValueError:
             return None
     return None
+
+
+def logged_form(raw: Any, limit: int = 60) -> str:
+    """How a value was logged, for a message: its repr, cut in the middle past `limit` characters (a 401-digit loss)."""
+    text = repr(raw)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]}...{text[-10:]} ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,8 @@ class TrainingLog:
             return
         raw = record[self.loss_key]
         loss, step = number(raw), number(record.get(self.step_key))
+        if step is not None and not math.isfinite(step):
+            step = None  # no step of a run is infinite: a logger's garbage, kept out of every curve
         if loss is None or not math.isfinite(loss):
             self._raw[len(self._losses)] = raw
             if self.first_bad is None:
@@ -137,7 +155,8 @@ class TrainingLog:
                 if len(self._series) >= SERIES_KEYS:
                     continue
                 series = self._series[key] = Series()
-            series.add(step, float(value) if math.isfinite(value) else None)
+            as_float = number(value)
+            series.add(step, as_float if as_float is not None and math.isfinite(as_float) else None)
 
     def series(self) -> dict[str, list[tuple[float | None, float | None]]]:
         """Each metric asked for (in any record), then each other one the training records logged, as an evenly

@@ -30,6 +30,7 @@ from harness.plugin.collect import (
     STASH,
     pytest_collect_file,
     pytest_collection_modifyitems,
+    pytest_ignore_collect,
     pytest_runtest_makereport,
 )
 from harness.plugin.controller import Controller
@@ -45,6 +46,7 @@ __all__ = [
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_configure_node",
+    "pytest_ignore_collect",
     "pytest_runtest_makereport",
     "pytest_runtestloop",
 ]

@@ -19,7 +19,14 @@ from harness.process.interrupts import Signalled
 from harness.runner.pipeline import ended_early, run_spec, skipped_record, unchanged_record
 from harness.secrets import masker_for
 from harness.spec.compared import groups
-from harness.spec.files import check_markers, load_spec_file, marker_names, parity_cycles, split_duplicates
+from harness.spec.files import (
+    check_in_repository,
+    check_markers,
+    load_spec_file,
+    marker_names,
+    parity_cycles,
+    split_duplicates,
+)
 from harness.spec.model import SPEC_SUFFIXES, Spec
 from harness.spec.typed_yaml import SpecError
 
@@ -38,6 +45,17 @@ class SpecFailure(Exception):
     """A spec's run failed one or more checks; the message is the whole story."""
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A folder reached through a symbolic link below the spec roots is not entered, as validate
+    does not (harness/spec/files.py): each real folder is reached by its own path, once, and a link
+    may lead out of --specs (`up -> ..`) or back into itself (`l1 -> .`, a collection without end)."""
+    if not collection_path.is_symlink() or not collection_path.is_dir():
+        return None
+    parent = collection_path.parent.resolve()
+    roots = config.stash[STASH].spec_roots
+    return True if any(parent == root or root in parent.parents for root in roots) else None
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.suffix not in SPEC_SUFFIXES:
         return None
@@ -54,6 +72,7 @@ class SpecFile(pytest.File):
             registered = marker_names(self.config.getini("markers"))
             for spec in specs:
                 check_markers(spec, registered)
+                check_in_repository(spec, self.config.stash[STASH].repo)
         except SpecError as error:
             raise self.CollectError(str(error)) from None
         for spec in specs:

@@ -203,7 +203,8 @@ class Controller:
         end_tracked_groups(context.groups_dir)
         on_disk = {r.id: r for r in gather(context.run_dir) if r.started_at >= self.started_at}
         self.records.update({k: v for k, v in on_disk.items() if k not in self.records})
-        if not self.records:
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        if not self.records and not interrupted:
             return
         if any([self._settle(c) for c in self.comparisons.remaining(self.records)]):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -213,7 +214,8 @@ class Controller:
             "tier": context.tier,
             "versions": context.versions,
             "argv": masker_for(os.environ).data(sys.argv[1:]),
-            "interrupted": exitstatus == pytest.ExitCode.INTERRUPTED,
+            # Interrupted while collecting, a run has no records yet, and says so all the same.
+            "interrupted": interrupted,
             "failures_by_kind": failures_by_kind(self.records.values()),
         }
         self.figures = schedule_figures(

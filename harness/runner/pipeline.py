@@ -8,10 +8,10 @@ serve and score it (inference), compare with the baseline, mask secrets, and wri
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from harness.logs.formats import TrainingLog
 from harness.planning import selection
 from harness.process import ProcessOutcome
 from harness.records import SpecResult, metric_curves, thin_curve
+from harness.rundir import fresh_dir, remove_tree
 from harness.runner.peaks import memory_check, sampling
 from harness.runner.stages import chart_bounds, run_stages
 from harness.secrets import Masker
@@ -107,7 +108,8 @@ def run_spec(spec: Spec, context: RunContext, *, priority: int = 0, expected: fl
         avoid = tuple(record.devices) if record.failure_kind == "infra" else ()
         # The failed attempt's outputs move aside (outside specs/, so only the last is gathered).
         kept = context.run_dir / "attempts" / spec.id / str(len(earlier) + 1)
-        shutil.rmtree(kept, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(kept)
         kept.parent.mkdir(parents=True, exist_ok=True)
         output_dir.rename(kept)
         record.output_dir = str(kept)
@@ -133,9 +135,7 @@ def _attempt(
     spec: Spec, context: RunContext, output_dir: Path, priority: int, expected: float, avoid: tuple[str, ...] = ()
 ) -> _Attempt:
     """One run of the spec, checked and masked."""
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True)
+    fresh_dir(output_dir)
     record = base_record(spec, context, "passed")
     # Stands on disk until the run's own record replaces it: a harness interrupted mid-run
     # (Ctrl-C, a worker killed) still names the spec in results.json.
@@ -159,7 +159,9 @@ def _attempt(
         checks += memory_check(sampler.peaks, lease.memory if lease else None, spec.gpu_memory)
         if spec.inference is not None:
             # The server runs on the run's own devices, so the lease is held until it stops.
-            checks += _inference(spec, context, record, checks, launch, output_dir, placement.held)
+            # The spec's timeout bounds the whole spec: inference gets what the training left of it.
+            left = spec.timeout - outcome.duration
+            checks += _inference(spec, context, record, checks, launch, output_dir, placement.held, left)
     finally:
         if lease:
             lease.release()
@@ -259,6 +261,7 @@ def _inference(
     launch: Launch,
     output_dir: Path,
     held: int,
+    time_left: float,
 ) -> list[CheckResult]:
     if any(not c.passed and c.severity == "fail" for c in checks):
         record.warnings.append("inference stage not run: the training failed")
@@ -272,6 +275,7 @@ def _inference(
         values=values,
         scorer=context.scorer,
         missing_scorer=context.missing_scorer,
+        time_left=time_left,
     )
     record.perplexity = stage.worst_perplexity
     record.inference = stage.as_records()

@@ -7,8 +7,9 @@ A profile turns spec files of one convention into commands (Forgather's `project
 
 from __future__ import annotations
 
+import os
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -160,9 +161,7 @@ def find_spec_files(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file() and not _hidden(p, path)
-            )
+            found += sorted(spec_files_below(path))
         elif path.is_file():
             found.append(path)
         else:
@@ -171,8 +170,29 @@ def find_spec_files(paths: Iterable[Path]) -> list[Path]:
     return [p for p in found if unique.get(p.resolve()) is p]
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def spec_files_below(root: Path) -> Iterator[Path]:
+    """The spec files below `root`, hidden entries left out, walked without recursion.
+
+    A folder reached through a symbolic link is not entered: every real folder below root is
+    reached by its own path, once, and a link may lead out of root or back into it (`l1 -> .`).
+    A folder that cannot be read is a SpecError naming it, never a folder silently passed over.
+    """
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except OSError as error:
+            raise SpecError(folder, None, f"cannot read the folder: {error.strerror or error}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = folder / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+            elif path.suffix in SPEC_SUFFIXES and path.is_file():
+                yield path
 
 
 def load_specs(paths: Iterable[Path]) -> tuple[list[Spec], list[SpecError]]:
@@ -203,4 +223,27 @@ def check_markers(spec: Spec, registered: Iterable[str]) -> None:
                 f"{marker!r} is not a registered marker; register it under [tool.pytest.ini_options] markers "
                 f"in pyproject.toml (registered: {', '.join(sorted(known))})",
                 spec.key_lines.get("markers", spec.line),
+            )
+
+
+def check_in_repository(spec: Spec, repo: Path) -> None:
+    """`cwd` and `project_dir` stay inside the repository once symbolic links are followed: the
+    spec's own check reads only their text, and a link inside the repository may point anywhere."""
+    root = repo.resolve()
+    for name in ("cwd", "project_dir"):
+        value = getattr(spec, name)
+        if value is None:
+            continue
+        try:
+            target = (repo / value).resolve()
+        except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+            raise SpecError(
+                spec.source, name, f"{value!r} cannot be followed: {error}", spec.key_lines.get(name)
+            ) from None
+        if target != root and root not in target.parents:
+            raise SpecError(
+                spec.source,
+                name,
+                f"must stay inside the repository, found {value!r} which leads to {target} through a symbolic link",
+                spec.key_lines.get(name, spec.line),
             )

@@ -17,6 +17,9 @@ from harness.spec.parity import ParitySpec, ReproducibleSpec
 from harness.spec.rules import (
     flat_args,
     memory_problem,
+    path_problem,
+    placeholder_problem,
+    process_problems,
     relative_inside,
     run_problems,
     split_command,
@@ -67,7 +70,11 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 class Spec:
     """One scenario: a command to run and what its run must show."""
 
-    id: str = option(doc="unique id; the pytest test id", aliases=("test_id",), example="tinylm_smoke")
+    id: str = option(
+        doc="unique id; the pytest test id (letters, digits, '_', '.', '-'; at most 128 characters: it names folders)",
+        aliases=("test_id",),
+        example="tinylm_smoke",
+    )
     command: list[str] | str | None = option(
         None,
         doc="argv of the run (a string is split shell-style); placeholders {python}, {output_dir}, {run_dir}, "
@@ -131,7 +138,11 @@ class Spec:
         example=["infra", "timeout"],
     )
     timeout: float = option(
-        300, doc="seconds for the whole run; past it the process group is killed", minimum=0, exclusive_minimum=True
+        300,
+        doc="seconds for the whole spec, its inference included; past it the run's process group is killed (the"
+        " inference stage gets what the training left)",
+        minimum=0,
+        exclusive_minimum=True,
     )
     fail_fast: bool = option(
         True,
@@ -208,6 +219,7 @@ class Spec:
 
     def check(self) -> Iterable[tuple[str, str]]:
         yield from run_problems(self.id, self.expected_files, self.args, self.args_style)
+        yield from process_problems(self.argv_template, self.env)
         if self.profile == "forgather":
             for name in ("project_dir", "config"):
                 if getattr(self, name) is None:
@@ -242,11 +254,11 @@ class Spec:
         if self.project_dir is not None and (why := relative_inside(self.project_dir, "the repository")):
             yield "project_dir", why
         for pattern in self.watch:
-            if why := relative_inside(pattern, "the repository"):
+            if why := path_problem(pattern, "the repository"):
                 yield "watch", why
         for name, word, known in self._placeholder_words():
-            if word not in known:
-                yield name, f"unknown placeholder {{{word}}}; known: {', '.join('{' + p + '}' for p in known)}"
+            if why := placeholder_problem(word, known):
+                yield name, why
         if self.nodes > 1 and self.launcher != "torchrun":
             yield (
                 "nodes",
@@ -344,9 +356,13 @@ class Spec:
         texts += [("inference.server", part, SERVER_PLACEHOLDERS) for part in server_parts]
         for name, text, known in texts:
             try:
-                for _, word, _, _ in string.Formatter().parse(text):
+                for _, word, spec, conversion in string.Formatter().parse(text):
                     if word is not None:
-                        yield name, word, known
+                        yield (
+                            name,
+                            word + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else ""),
+                            known,
+                        )
             except ValueError as error:
                 yield name, f"<{error}>", known
 

@@ -9,13 +9,21 @@ import shlex
 from collections.abc import Iterable
 from typing import Any
 
+from harness.spec.globs import glob_problem
+
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# An id names folders and files (`specs/<id>/`, `<stage>.stderr.log`): well inside the 255 bytes a file name may take.
+ID_LIMIT = 128
+NUL = "\x00"
+NUL_PROBLEM = "holds a NUL character, which no command line, environment or path can carry"
 
 
 def relative_inside(value: str, what: str) -> str | None:
     """Why `value` is not a relative path that stays inside its base, or None when it is."""
     if not value:
         return f"{what} must not be empty"
+    if NUL in value:
+        return f"{value!r} {NUL_PROBLEM}"
     if value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value):
         return f"must be relative to {what}, found the absolute path {value!r}"
     if posixpath.normpath(value.replace("\\", "/")).split("/")[0] == "..":
@@ -30,6 +38,40 @@ def regex_problem(pattern: str, shown: str | None = None) -> str | None:
     except re.error as error:
         return f"{shown or repr(pattern)} is not a valid regular expression: {error}"
     return None
+
+
+def path_problem(value: str, what: str) -> str | None:
+    """Why a glob of files below `what` is not one: it leaves its base, or pathlib cannot search with it."""
+    return relative_inside(value, what) or glob_problem(value)
+
+
+def process_problems(
+    argv: Iterable[str], env: dict[str, Any], argv_field: str = "command"
+) -> Iterable[tuple[str, str]]:
+    """What no process can be started with: a NUL in an argument or the environment, or a variable name with `=`."""
+    for index, part in enumerate(argv):
+        if NUL in part:
+            yield argv_field, f"item {index} ({part!r}) {NUL_PROBLEM}"
+    for name, value in env.items():
+        if not name or "=" in name or NUL in name:
+            yield "env", f"{name!r} is no variable name: it must be non-empty, without '=' or NUL"
+        elif NUL in str(value):
+            yield "env", f"{name}: {NUL_PROBLEM}"
+
+
+def placeholder_problem(field: str, known: Iterable[str]) -> str | None:
+    """Why a `{...}` in a command, arg or env value is not a placeholder the harness fills, or None.
+
+    Only the bare name: a format spec (`{gpus:>200000000}`) would let a spec make the harness build
+    a string of any size, and a conversion or an index (`{gpus!r}`, `{gpus[0]}`) changes no value it offers.
+    """
+    known = list(known)
+    if field in known:
+        return None
+    name = re.split(r"[!:.\[]", field, maxsplit=1)[0]
+    if name in known:
+        return f"placeholder {{{field}}} has a format spec, conversion or index; write {{{name}}} alone"
+    return f"unknown placeholder {{{field}}}; known: {', '.join('{' + p + '}' for p in known)}"
 
 
 def patterns_problem(patterns: Iterable[str]) -> str | None:
@@ -61,10 +103,15 @@ def run_problems(
     """What a spec and a stage check alike: the id, the expected files, the args."""
     if not _ID.match(run_id):
         yield "id", f"must start with a letter or digit and hold only letters, digits, '_', '.', '-'; found {run_id!r}"
+    elif len(run_id) > ID_LIMIT:
+        yield "id", f"must be at most {ID_LIMIT} characters (it names the run's folder and files), found {len(run_id)}"
     for pattern in expected_files or ():
-        if why := relative_inside(pattern, "the output dir"):
+        if why := path_problem(pattern, "the output dir"):
             yield "expected_files", why
     for key, value in (flat_args(args) if style == "hydra" else args).items():
+        if NUL in key or NUL in str(value):
+            yield "args", f"{key!r}: {NUL_PROBLEM}"
+            continue
         if not arg_value_ok(value):
             found = (
                 "a mapping"

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from harness.spec.parity import StageParitySpec
 from harness.spec.rules import (
+    path_problem,
     patterns_problem,
+    process_problems,
     regex_problem,
     relative_inside,
     run_problems,
@@ -80,7 +82,7 @@ class LogSpec:
         return replace(self, source=stdout if (self.source or "stdout") == "stdout" else stderr)
 
     def check(self) -> Iterable[tuple[str, str]]:
-        if self.path is not None and (why := relative_inside(self.path, "the output dir")):
+        if self.path is not None and (why := path_problem(self.path, "the output dir")):
             yield "path", why
         if self.is_text:
             yield from self._text_problems()
@@ -252,6 +254,10 @@ class InferenceSpec:
             yield "prompt", "give at least one prompt"
         if why := relative_inside(self.checkpoint, "the output dir"):
             yield "checkpoint", why
+        if isinstance(self.server, list):
+            yield from process_problems(self.server, {}, "server")
+        elif self.server is not None:
+            yield from process_problems([self.server], {}, "server")
 
 
 @dataclass(frozen=True)
@@ -304,6 +310,7 @@ class StageSpec:
         if not self.argv_template:
             yield "command", "required: the argv list (or a string) of the stage"
         yield from run_problems(self.id, self.expected_files, self.args, self.args_style)
+        yield from process_problems(self.argv_template, self.env)
 
     @property
     def argv_template(self) -> list[str]:

@@ -112,6 +112,9 @@ def load_yaml(path: Path) -> Any:
         raise SpecError(path, None, f"invalid YAML: {problem}", line) from None
     except RecursionError:
         raise SpecError(path, None, "invalid YAML: nested too deeply") from None
+    except ValueError as error:
+        # A constructor's own refusal: an integer past Python's 4300 digits, a date of month 13.
+        raise SpecError(path, None, f"invalid YAML: {str(error).split(';')[0]}") from None
 
 
 def option(
@@ -180,6 +183,9 @@ def _plural(words: str) -> str:
     return words
 
 
+FOUND_LIMIT = 80
+
+
 def _found(value: Any) -> str:
     if value is None:
         return "null"
@@ -189,7 +195,17 @@ def _found(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{value!r} ({type(value).__name__})"
+    if isinstance(value, int) and abs(value) >= 10**FOUND_LIMIT:
+        # repr() itself refuses past 4300 digits.
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:
+            return "an integer of more digits than Python converts"
+    shown = repr(value)
+    if len(shown) > FOUND_LIMIT:
+        # A 401-digit number or a pasted blob: its size says enough.
+        shown = f"{shown[:20]}... ({len(shown)} characters)"
+    return f"{shown} ({type(value).__name__})"
 
 
 class Problem(Exception):
@@ -257,7 +273,10 @@ def _scalar(tp: Any, value: Any, path: str, line: int | None) -> Any:
     if not ok:
         raise Problem(f"expected {describe_type(tp)}, found {_found(value)}", path, line)
     if tp is float:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise Problem(f"expected a finite number, found {_found(value)}", path, line) from None
         if value != value or value in (float("inf"), float("-inf")):
             raise Problem(f"expected a finite number, found {value}", path, line)
     return value

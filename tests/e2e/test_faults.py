@@ -869,22 +869,42 @@ def test_with_stdout_and_stderr_closed_the_run_goes_on(tmp_path: Path) -> None:
     assert json.loads((run_dir / "specs" / "quick" / "result.json").read_text())["outcome"] == "passed"
 
 
+FAILS_INSIDE = """
+import os
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    caller, spec = dict(os.environ), item.spec.env  # shown by -l, as the harness's own frames would show them
+    raise RuntimeError(f"failed inside, with {len(caller) + len(spec)} variables in reach")
+"""
+
+
 @pytest.mark.parametrize("devices", [1, 2], ids=["in-process", "xdist"])
 def test_an_internal_error_under_pytests_l_prints_no_secret(tmp_path: Path, devices: int) -> None:
     """pytest's `-l` shows each frame's locals, the run's environment among them, when the
-    harness itself fails (here: an environment value with a NUL byte, which no process can be
-    started with); the secrets of the caller's and the spec's environment stay masked in the
-    terminal and in junit.xml."""
+    harness itself fails (here: a plugin that fails as the spec runs, holding the caller's and
+    the spec's environment; a spec the harness cannot start, as a NUL in its env once was, is
+    refused before anything runs); those secrets stay masked in the terminal and in junit.xml."""
     tag = new_tag()
     project = tmp_path / "project"
-    write_spec(project / "specs", "leaky", "print('done')", tag, env={"HF_TOKEN": SECRET, "BROKEN": "a\0b"})
+    write_spec(project / "specs", "leaky", "print('done')", tag, env={"HF_TOKEN": SECRET})
+    (project / "fails_inside.py").write_text(FAILS_INSIDE)
     run_dir = tmp_path / "run"
-    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir), "-l", "-vv"]
+    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
+    argv += ["-p", "fails_inside", "-l", "-vv"]
     outer = "outer-" + SECRET
+    env = harness_env(tmp_path)
     done = subprocess.run(
         argv,
         cwd=project,
-        env={**harness_env(tmp_path), "WANDB_API_KEY": outer},
+        env={
+            **env,
+            "WANDB_API_KEY": outer,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), env.get("PYTHONPATH")])),
+        },
         capture_output=True,
         text=True,
         timeout=120,

@@ -18,6 +18,27 @@ from harness.spec.files import load_specs
 REPO = Path(__file__).resolve().parents[2]
 MALFORMED = REPO / "tests" / "malformed"
 
+# Mistakes validate once passed and the run then crashed on (issue 26): `run` refuses each as validate does
+# (tests/e2e/test_faults_inputs.py).
+REFUSED_BEFORE_RUNNING = [
+    (
+        "id_too_long.yaml",
+        "id",
+        "must be at most 128 characters (it names the run's folder and files), found 300",
+        2,
+    ),
+    ("timeout_huge.yaml", "timeout", "expected a finite number, found an integer of 401 digits", 4),
+    ("expected_files_double_star_in_name.yaml", "expected_files", "as in 'checkpoint/**/*.safetensors'", 4),
+    ("log_path_double_star_in_name.yaml", "log.path", "'**' must be a whole path component", 5),
+    ("expected_files_double_star_repeated.yaml", "expected_files", "'**' repeats itself ('**/**')", 4),
+    ("placeholder_format_spec.yaml", "command", "placeholder {gpus:>200000000} has a format spec", 3),
+    ("env_value_nul.yaml", "env", "MODE: holds a NUL character", 4),
+    ("env_name_equals.yaml", "env", "'A=B' is no variable name", 4),
+    ("command_nul.yaml", "command", "item 1 ('train.py\\x00--evil') holds a NUL character", 3),
+    ("cwd_nul.yaml", "cwd", "holds a NUL character", 4),
+    ("args_key_nul.yaml", "args", "'max\\x00steps': holds a NUL character", 4),
+]
+
 CASES = [
     ("unknown_key_close.yaml", "timout", "unknown key; did you mean 'timeout'?", 4),
     ("unknown_key_far.yaml", "frobnicate", "unknown key; known keys: args, args_style, baseline, command", 4),
@@ -87,6 +108,7 @@ CASES = [
         " (a mapping only with args_style: hydra",
         5,
     ),
+    *REFUSED_BEFORE_RUNNING,
 ]
 
 
