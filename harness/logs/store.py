@@ -126,17 +126,18 @@ class TrainingLog:
         self._series: dict[str, Series] = {}
 
     def add(self, record: dict) -> None:
+        step = number(record.get(self.step_key))
+        if step is not None and not math.isfinite(step):
+            step = None  # no step of a run is infinite: a logger's garbage, kept out of every curve
         for key, values in self._values.items():
             value = number(record.get(key))
             if value is not None:
                 values.append(value)
-                self._checked[key].add(number(record.get(self.step_key)), value if math.isfinite(value) else None)
+                self._checked[key].add(step, value if math.isfinite(value) else None)
         if self.loss_key not in record:
             return
         raw = record[self.loss_key]
-        loss, step = number(raw), number(record.get(self.step_key))
-        if step is not None and not math.isfinite(step):
-            step = None  # no step of a run is infinite: a logger's garbage, kept out of every curve
+        loss = number(raw)
         if loss is None or not math.isfinite(loss):
             self._raw[len(self._losses)] = raw
             if self.first_bad is None:
