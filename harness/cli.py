@@ -340,7 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupted_before_pytest(run_dir: Path, began: float) -> None:
     """Interrupted before pytest wrote its records (reading, checking or planning the specs): say so in results.json."""
-    if run_dir_problem(run_dir, Path.cwd()) is None and (
+    try:
+        problem = run_dir_problem(run_dir, Path.cwd())
+    except OSError:  # the start folder is gone: no repository to place the run dir against
+        return
+    if problem is None and (
         path := record_interruption(run_dir, began, {"argv": masker_for(os.environ).data(sys.argv[1:])})
     ):
         print(f"trainspec: interrupted before any spec started; results in {path}", flush=True)
