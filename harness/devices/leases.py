@@ -48,8 +48,8 @@ from harness.process import group_key
 POLL_SECONDS = 0.02
 WAITER_KEYS = {"token", "owner", "name", "run", "k", "memory", "allowed", "priority", "ticket", "expected"}
 FIRST_WAVE_GRACE = 3.0
-# How long a run's first-wave entry is kept: longer than any run, small beside the state's other keys.
-RUN_MEMORY_SECONDS = 7 * 24 * 3600.0
+# How long a run's first-wave entry is kept: longer than a run of specs is expected to last.
+RUN_MEMORY_SECONDS = 24 * 3600.0
 
 
 class LeaseError(Exception):
@@ -275,7 +275,12 @@ class LeasePool:
             now = time.time()
             # First-wave bookkeeping is per run, kept for the run's life: dropped after its grace, the
             # entry would open again at the next ask and hold that waiter back for a whole grace.
-            state["runs"] = {r: v for r, v in state["runs"].items() if now - v["opened"] <= RUN_MEMORY_SECONDS}
+            # Past its grace only its opening time counts: the machine-wide state stays small.
+            state["runs"] = {
+                r: v if now - v["opened"] <= FIRST_WAVE_GRACE else {"opened": v["opened"], "arrived": []}
+                for r, v in state["runs"].items()
+                if now - v["opened"] <= RUN_MEMORY_SECONDS
+            }
             state["runs"].setdefault(self.run, {"opened": now, "arrived": []})["arrived"].append(priority)
             state["queue"].append(
                 {
