@@ -145,10 +145,11 @@ def create(values: dict[str, Any], repo: Path, spec_roots: list[Path], *, for_ru
         if problem := run_dir_problem(run_dir, repo):
             raise ContextError(problem)
         values["run_dir"] = str(run_dir)
-        if problem := run_pool(inventory, run_dir, 0.0, "").problem():
-            raise ContextError(problem)
         try:
             claim(run_dir)
         except RunDirError as error:
             raise ContextError(str(error)) from None
+        # After the claim: simulated devices lease inside the run directory, whose own problem comes first.
+        if problem := run_pool(inventory, run_dir, 0.0, "").problem():
+            raise ContextError(problem)
     return RunContext(repo, run_dir, inventory, spec_roots, values, backend)

@@ -136,6 +136,9 @@ class LeasePool:
     def _locked(self) -> Iterator[None]:
         try:
             self._lock.acquire()
+        except TimeoutError:
+            # A caller's deadline (TimeoutError is an OSError) is not a broken lock folder: let it through.
+            raise
         except OSError as error:
             raise LeaseError(self._cannot("lock", error)) from None
         try:
