@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train
+import train_args
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--steps",
-        type=train._positive_int,
+        type=train_args.positive_int,
         default=400,
         help="optimizer steps (default: %(default)s; train.py's 150 stop a little short of the entropy)",
     )

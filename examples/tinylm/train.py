@@ -42,15 +42,9 @@ from transformers import logging as hf_logging
 
 from corpus import batches, build_tokenizer, generate_sentences, token_blocks
 from model import build_model, count_parameters
+from train_args import common_parser, positive_int
 
 RESUME_STATE = "resume_state.pt"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _seed(text: str) -> int:
@@ -60,41 +54,23 @@ def _seed(text: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; every default gives a run of a few seconds on CPU."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        required=True,
-        help="folder for logs, versions.json and the checkpoint (created if missing)",
-    )
-    parser.add_argument(
-        "--max-steps", type=_positive_int, default=150, help="optimizer steps to run (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=16, help="sequences per step on each rank (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seq-len", type=_positive_int, default=32, help="tokens per training sequence (default: %(default)s)"
+    parser = common_parser(
+        __doc__.split("\n\n")[0],
+        output_dir_help="folder for logs, versions.json and the checkpoint (created if missing)",
+        batch_per="rank",
     )
     parser.add_argument(
         "--grad-accum",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="micro-batches of --batch-size accumulated per step on each rank (default: %(default)s)",
     )
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
     parser.add_argument(
         "--max-grad-norm",
         type=float,
         default=1.0,
         help="clip the gradient norm to this; 0 turns clipping off (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=10,
-        help="steps of linear warmup before the cosine decay (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",
@@ -104,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--log-every",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         help="log every N steps; step 1 and the last step are always logged (default: %(default)s)",
     )
@@ -116,13 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "text: no log file, only the progress lines on stdout (default: %(default)s)",
     )
     parser.add_argument(
-        "--save-model",
-        action="store_true",
-        help="save model and tokenizer with save_pretrained into OUTPUT_DIR/checkpoint at the end",
-    )
-    parser.add_argument(
         "--save-every",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="every N steps, save model, optimizer, schedule and step into OUTPUT_DIR/resume_state.pt",

@@ -23,53 +23,24 @@ from transformers import logging as hf_logging
 
 from corpus import build_tokenizer, generate_sentences, token_blocks
 from model import build_model, count_parameters
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from train_args import common_parser, positive_int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; the defaults match train.py's."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        required=True,
-        help="Trainer's output_dir: trainer_state.json and the checkpoint go here",
-    )
-    parser.add_argument(
-        "--max-steps", type=_positive_int, default=150, help="optimizer steps to run (default: %(default)s)"
+    """Parse the command line; the shared flags have train.py's defaults."""
+    parser = common_parser(
+        __doc__.split("\n\n")[0],
+        output_dir_help="Trainer's output_dir: trainer_state.json and the checkpoint go here",
+        batch_per="device",
     )
     parser.add_argument(
         "--logging-steps",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         help="log every N steps; step 1 is always logged (default: %(default)s)",
     )
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=16, help="sequences per step on each device (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seq-len", type=_positive_int, default=32, help="tokens per training sequence (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=10,
-        help="steps of linear warmup before the cosine decay (default: %(default)s)",
-    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for weight init and data order (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--save-model",
-        action="store_true",
-        help="save model and tokenizer with save_pretrained into OUTPUT_DIR/checkpoint at the end",
     )
     return parser.parse_args(argv)
 
