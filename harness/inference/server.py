@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
 MAX_BODY_BYTES = 1 << 20
@@ -66,7 +66,13 @@ class Completer:
 
     def __init__(self, checkpoint: Path, device: torch.device, seed: int) -> None:
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(checkpoint)
-        self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(checkpoint).to(device).eval()
+        # Typed by what from_pretrained declares, a model with generate(): PreTrainedModel alone lacks it.
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint)
+        # PreTrainedModel.to is wrapped by functools.wraps, which type checkers do not bind as a method; called
+        # through the model's nn.Module type it is the same method, and it moves the model in place.
+        module: torch.nn.Module = self.model
+        module.to(device)
+        self.model.eval()
         self.device = device
         self.seed = seed
         self._lock = threading.Lock()
