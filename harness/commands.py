@@ -158,6 +158,12 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """The spec selection and the run options `command` takes: plan shows what run would do with the same flags."""
+    _add_spec_options(parser)
+    add_to_parser(parser, for_command(backends.run_options(), command))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness", description="trainspec: spec-driven end-to-end tests for ML training code."
@@ -183,8 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which specs run, on how many devices, in what order, and the makespan lower bound",
         description="Show the run plan without running anything.",
     )
-    _add_spec_options(plan)
-    add_to_parser(plan, for_command(backends.run_options(), "plan"))
+    _add_run_options(plan, "plan")
 
     schema = commands.add_parser(
         "schema",
@@ -296,8 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run specs as pytest items, sharded over devices. Arguments not listed here are passed to pytest "
         "(e.g. -k, -x, -v, or a spec file path[::id] to run that file wherever it is).",
     )
-    _add_spec_options(run)
-    add_to_parser(run, for_command(backends.run_options(), "run"))
+    _add_run_options(run, "run")
 
     baseline = commands.add_parser(
         "baseline",
