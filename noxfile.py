@@ -74,10 +74,9 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
-def bench(session: nox.Session) -> None:
-    """Scheduling and overhead benchmark in a venv without torch (not part of CI's verdict)."""
+@nox.parametrize("benchmark", ["scheduling", "packing", "simulated", "memory"])
+def bench(session: nox.Session, benchmark: str) -> None:
+    """The benchmarks, in a venv without torch (not part of CI's verdict); arguments after -- go to each,
+    so give them to one alone: nox -s "bench(benchmark='simulated')" -- --repeat 3."""
     install(session, root=ROOT)
-    session.run("python", "benchmarks/bench_scheduling.py", *session.posargs)
-    session.run("python", "benchmarks/bench_memory.py")
-    session.run("python", "benchmarks/bench_packing.py")
-    session.run("python", "benchmarks/bench_simulated.py")
+    session.run("python", f"benchmarks/bench_{benchmark}.py", *session.posargs)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import medians, run_harness, write_sleep_specs
 
 DEVICES = 4
 TARGETS = {"warm_ratio": 1.10, "cold_ratio": 1.30, "overhead_ms": 25.0, "plan_1000_s": 1.5}
@@ -38,27 +37,6 @@ def workload(seed: int = 7, count: int = 24) -> list[tuple[str, int, float]]:
         seconds = round(min(6.0, 0.3 + rng.paretovariate(1.6) * 0.4), 2)
         specs.append((f"w{i:02d}", devices, seconds))
     return specs
-
-
-def write_specs(folder: Path, specs: list[tuple[str, int, float]], timeout_of=lambda s: 60) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for spec_id, devices, seconds in specs:
-        spec = {
-            "id": spec_id,
-            "command": ["sleep", str(seconds)],
-            "gpus": devices,
-            "cpu_ok": True,
-            "timeout": timeout_of(seconds),
-            "min_steps_logged": 0,
-        }
-        (folder / f"{spec_id}.yaml").write_text(json.dumps(spec))
-
-
-def harness(args: list[str], cwd: Path, cache: Path) -> tuple[float, subprocess.CompletedProcess]:
-    env = {**os.environ, "TRAINSPEC_CACHE_DIR": str(cache)}
-    began = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    return time.perf_counter() - began, proc
 
 
 def makespan(run_dir: Path) -> float:
@@ -79,16 +57,14 @@ def bench_makespan(work: Path) -> dict:
     specs = workload()
     project = work / "makespan"
     # Timeouts say nothing about real durations (as in life): the cold run orders blind.
-    write_specs(project / "specs", specs, timeout_of=lambda s: 120)
+    write_sleep_specs(project / "specs", specs, timeout=120)
     cache = work / "makespan-cache"
     bound = lower_bound(specs)
     out = {"specs": len(specs), "lower_bound_s": round(bound, 2)}
     for name in ("cold", "warm"):
-        wall, proc = harness(
+        wall, _ = run_harness(
             ["run", "--fake-gpus", str(DEVICES), "--run-dir", str(work / f"run-{name}"), "-q"], project, cache
         )
-        if proc.returncode != 0:
-            raise SystemExit(proc.stdout + proc.stderr)
         span = makespan(work / f"run-{name}")
         out[f"{name}_makespan_s"] = round(span, 2)
         out[f"{name}_ratio"] = round(span / bound, 3)
@@ -99,7 +75,7 @@ def bench_makespan(work: Path) -> dict:
 def bench_overhead(work: Path, count: int = 60) -> dict:
     project = work / "overhead"
     specs = [(f"t{i:03d}", 1, 0.0) for i in range(count)]
-    write_specs(project / "specs", specs)
+    write_sleep_specs(project / "specs", specs)
     for spec in (project / "specs").glob("*.yaml"):
         data = json.loads(spec.read_text())
         data["command"] = ["true"]
@@ -108,13 +84,11 @@ def bench_overhead(work: Path, count: int = 60) -> dict:
     for _ in specs:
         subprocess.run(["true"], check=True)
     bare = time.perf_counter() - began
-    wall, proc = harness(
+    wall, _ = run_harness(
         ["run", "--fake-gpus", "1", "--run-dir", str(work / "run-overhead"), "-q"], project, work / "overhead-cache"
     )
-    if proc.returncode != 0:
-        raise SystemExit(proc.stdout + proc.stderr)
     # Start-up (python, pytest, collection) is paid once per run, not per spec: measure it alone.
-    empty, _ = harness(
+    empty, _ = run_harness(
         ["run", "--fake-gpus", "1", "--run-dir", str(work / "run-empty"), "-q", "-k", "nothing_matches"],
         project,
         work / "overhead-cache",
@@ -132,11 +106,9 @@ def bench_overhead(work: Path, count: int = 60) -> dict:
 def bench_plan(work: Path, count: int = 1000) -> dict:
     project = work / "plan"
     rng = random.Random(3)
-    write_specs(project / "specs", [(f"p{i:04d}", rng.choice([0, 1, 2, 4]), 1.0) for i in range(count)])
-    plan_wall, proc = harness(["plan", "--fake-gpus", str(DEVICES)], project, work / "plan-cache")
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr)
-    collect_wall, proc = harness(
+    write_sleep_specs(project / "specs", [(f"p{i:04d}", rng.choice([0, 1, 2, 4]), 1.0) for i in range(count)])
+    plan_wall, _ = run_harness(["plan", "--fake-gpus", str(DEVICES)], project, work / "plan-cache")
+    collect_wall, _ = run_harness(
         [
             "run",
             "--fake-gpus",
@@ -175,17 +147,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="trainspec-bench-") as tmp:
             work = Path(tmp)
             runs.append({"makespan": bench_makespan(work), "overhead": bench_overhead(work), "plan": bench_plan(work)})
-    median = {
-        section: {
-            key: (
-                statistics.median(r[section][key] for r in runs)
-                if isinstance(runs[0][section][key], (int, float)) and not isinstance(runs[0][section][key], bool)
-                else runs[0][section][key]
-            )
-            for key in runs[0][section]
-        }
-        for section in runs[0]
-    }
+    median = medians(runs)
     verdict = {
         "warm_ratio": median["makespan"]["warm_ratio"] <= TARGETS["warm_ratio"],
         "cold_ratio": median["makespan"]["cold_ratio"] <= TARGETS["cold_ratio"],

@@ -6,6 +6,8 @@ previous behaviour (workers capped at the cores: `--workers <cores>`), ratios wi
 2. Packing: eight 1.5 s specs declaring 5 GiB on one simulated 24 GiB device: runs at once (target 4),
    declared GiB at once (never over 24), span / memory-aware lower bound (target <= 1.2).
 3. Huge: `plan --fake-gpus 100000` over 200 specs: seconds to plan, workers (never over the ceiling).
+4. Hand-out gaps, in 1 and 2: from the end that freed room to the next start (lease release, worker
+   hand-out, the harness's work before the process starts), beside what starting a process costs here.
 
 The machine may be shared: compare the ratios of one run, and repeat (--repeat K, the median is kept).
 
@@ -25,27 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import SleepSpec, medians, run_harness, write_sleep_specs
+
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 CEILING = 64
-MIXED = [("wide", 4, 6.0), ("two_a", 2, 5.0), ("two_b", 2, 4.0)] + [
+MIXED: list[SleepSpec] = [("wide", 4, 6.0), ("two_a", 2, 5.0), ("two_b", 2, 4.0)] + [
     (f"one_{i:02d}", 1, (3.0, 2.5, 2.0, 1.5)[i % 4]) for i in range(16)
 ]
-
-
-def write(folder: Path, specs: list[tuple[str, int, float]], **extra) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for spec_id, gpus, seconds in specs:
-        spec = {"id": spec_id, "command": ["sleep", str(seconds)], "gpus": gpus, "cpu_ok": True, "timeout": 60}
-        (folder / f"{spec_id}.yaml").write_text(json.dumps({**spec, "min_steps_logged": 0, **extra}))
-
-
-def harness(args: list[str], cwd: Path, cache: Path) -> tuple[float, subprocess.CompletedProcess]:
-    env = {**os.environ, "TRAINSPEC_CACHE_DIR": str(cache)}
-    began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(done.stdout + done.stderr)
-    return time.perf_counter() - began, done
 
 
 def spans(run_dir: Path) -> list[tuple[float, float]]:
@@ -62,20 +50,49 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def hand_out_gaps(intervals: list[tuple[float, float]]) -> list[float]:
+    """For each run that started after another ended: from the last end before its start (the room it
+    took) to its start, in ms. Lease release, worker hand-out and the harness's work before the process starts."""
+    ends = sorted(end for _, end in intervals)
+    return [1000 * (start - max(e for e in ends if e <= start)) for start, _ in intervals if ends[0] <= start]
+
+
+def process_start_ms(count: int = 30) -> float:
+    """What starting and reaping one process costs here (`true`, the median of `count`): the floor for a gap."""
+    took = []
+    for _ in range(count):
+        began = time.perf_counter()
+        subprocess.run(["true"], check=True)
+        took.append(1000 * (time.perf_counter() - began))
+    return statistics.median(took)
+
+
 def run(project: Path, cache: Path, run_dir: Path, flags: list[str]) -> dict:
-    _, done = harness(["run", *flags, "--run-dir", str(run_dir), "-q"], project, cache)
+    _, done = run_harness(["run", *flags, "--run-dir", str(run_dir), "-q"], project, cache)
     figures = json.loads((run_dir / "results.json").read_text())["schedule"]
     started = re.search(r"created: (\d+)/\d+ workers", done.stdout)
-    return {**figures, "workers": int(started.group(1)) if started else 1, "at_once": most_at_once(spans(run_dir))}
+    intervals = spans(run_dir)
+    gaps = hand_out_gaps(intervals) or [0.0]
+    return {
+        **figures,
+        "workers": int(started.group(1)) if started else 1,
+        "at_once": most_at_once(intervals),
+        "gap_median_ms": round(statistics.median(gaps), 1),
+        "gap_max_ms": round(max(gaps), 1),
+    }
+
+
+def compared(project: Path, cache: Path, work: Path, name: str, flags: list[str]) -> tuple[dict, dict]:
+    """Cold (records the lengths), then warm, then warm with workers capped at the cores (as before)."""
+    run(project, cache, work / f"{name}-cold", flags)
+    now = run(project, cache, work / f"{name}-warm", flags)
+    return now, run(project, cache, work / f"{name}-before", [*flags, "--workers", str(CORES)])
 
 
 def bench_mixed(work: Path) -> dict:
-    project, cache = work / "mixed", work / "mixed-cache"
-    write(project / "specs", MIXED)
-    flags = ["--fake-gpus", "4"]
-    run(project, cache, work / "mixed-cold", flags)  # records the durations
-    now = run(project, cache, work / "mixed-warm", flags)
-    before = run(project, cache, work / "mixed-before", [*flags, "--workers", str(CORES)])
+    project = work / "mixed"
+    write_sleep_specs(project / "specs", MIXED)
+    now, before = compared(project, work / "mixed-cache", work, "mixed", ["--fake-gpus", "4"])
     bound = now["lower_bound_s"]
     return {
         "lower_bound_s": bound,
@@ -84,19 +101,20 @@ def bench_mixed(work: Path) -> dict:
         "plan_expected_s": now["plan_expected_s"],
         "plan_vs_warm": round(now["plan_expected_s"] / now["makespan_s"], 3),
         "idle_device_s": now["idle_device_s"],
+        "gap_median_ms": now["gap_median_ms"],
+        "gap_max_ms": now["gap_max_ms"],
         "before_makespan_s": before["makespan_s"],
         "before_ratio": round(before["makespan_s"] / bound, 3),
         "before_plan_vs_run": round(before["plan_expected_s"] / before["makespan_s"], 3),
+        "before_gap_median_ms": before["gap_median_ms"],
     }
 
 
 def bench_packing(work: Path) -> dict:
-    project, cache = work / "packing", work / "packing-cache"
-    write(project / "specs", [(f"p{i}", 1, 1.5) for i in range(8)], gpu_memory="5GiB")
+    project = work / "packing"
+    write_sleep_specs(project / "specs", [(f"p{i}", 1, 1.5) for i in range(8)], gpu_memory="5GiB")
     flags = ["--fake-gpus", "1", "--fake-gpu-memory", "24GiB"]
-    run(project, cache, work / "packing-cold", flags)
-    now = run(project, cache, work / "packing-warm", flags)
-    before = run(project, cache, work / "packing-before", [*flags, "--workers", str(CORES)])
+    now, before = compared(project, work / "packing-cache", work, "packing", flags)
     bound = now["lower_bound_s"]
     return {
         "lower_bound_s": bound,
@@ -105,16 +123,18 @@ def bench_packing(work: Path) -> dict:
         "span_s": now["makespan_s"],
         "span_ratio": round(now["makespan_s"] / bound, 3),
         "plan_vs_run": round(now["plan_expected_s"] / now["makespan_s"], 3),
+        "gap_median_ms": now["gap_median_ms"],
         "before_at_once": before["at_once"],
         "before_span_s": before["makespan_s"],
         "before_ratio": round(before["makespan_s"] / bound, 3),
+        "before_gap_median_ms": before["gap_median_ms"],
     }
 
 
 def bench_huge(work: Path) -> dict:
     project = work / "huge"
-    write(project / "specs", [(f"h{i:03d}", 1 + (i % 3 == 0), 1.0) for i in range(200)])
-    wall, done = harness(["plan", "--fake-gpus", "100000"], project, work / "huge-cache")
+    write_sleep_specs(project / "specs", [(f"h{i:03d}", 1 + (i % 3 == 0), 1.0) for i in range(200)])
+    wall, done = run_harness(["plan", "--fake-gpus", "100000"], project, work / "huge-cache")
     workers = int(re.search(r"concurrency: 100000 devices, (\d+) worker", done.stdout).group(1))
     return {"specs": 200, "plan_s": round(wall, 2), "workers": workers, "ceiling": CEILING}
 
@@ -128,12 +148,16 @@ def main() -> int:
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="trainspec-bench-") as tmp:
             work = Path(tmp)
-            runs.append({"mixed": bench_mixed(work), "packing": bench_packing(work), "huge": bench_huge(work)})
-    median = {
-        section: {key: statistics.median(r[section][key] for r in runs) for key in runs[0][section]}
-        for section in runs[0]
-    }
-    m, p, h = median["mixed"], median["packing"], median["huge"]
+            runs.append(
+                {
+                    "mixed": bench_mixed(work),
+                    "packing": bench_packing(work),
+                    "huge": bench_huge(work),
+                    "machine": {"process_start_ms": round(process_start_ms(), 2)},
+                }
+            )
+    median = medians(runs)
+    m, p, h, start = median["mixed"], median["packing"], median["huge"], median["machine"]["process_start_ms"]
     met = {
         "mixed warm <= 1.05 x bound": m["warm_ratio"] <= 1.05,
         "mixed plan within 10% of warm": abs(m["plan_vs_warm"] - 1) <= 0.10,
@@ -141,13 +165,20 @@ def main() -> int:
         "packing span <= 1.2 x bound": p["span_ratio"] <= 1.2,
         "100000 devices: plans in seconds, workers <= ceiling": h["plan_s"] < 10 and h["workers"] <= CEILING,
     }
-    print(f"{CORES} cores; previous behaviour: --workers {CORES} (workers capped at the cores)")
-    print(f"{'workload':<34} {'now':>10} {'before':>10}")
-    print(f"{'mixed 19: warm makespan / bound':<34} {m['warm_ratio']:>10.3f} {m['before_ratio']:>10.3f}")
-    print(f"{'mixed 19: plan expected / run':<34} {m['plan_vs_warm']:>10.3f} {m['before_plan_vs_run']:>10.3f}")
-    print(f"{'packing 8x5GiB: runs at once':<34} {p['at_once']:>10.0f} {p['before_at_once']:>10.0f}")
-    print(f"{'packing 8x5GiB: span / bound':<34} {p['span_ratio']:>10.3f} {p['before_ratio']:>10.3f}")
-    print(f"{'100000 devices: plan s, workers':<34} {h['plan_s']:>6.2f}s {h['workers']:>3.0f}")
+    print(f"{CORES} cores; before: --workers {CORES} (workers capped at the cores); median of {args.repeat}")
+    print(f"{'workload':<36} {'now':>10} {'before':>10}")
+    rows = [
+        ("mixed 19: warm makespan / bound", m["warm_ratio"], m["before_ratio"]),
+        ("mixed 19: plan expected / run", m["plan_vs_warm"], m["before_plan_vs_run"]),
+        ("mixed 19: hand-out gap, median ms", m["gap_median_ms"], m["before_gap_median_ms"]),
+        ("packing 8x5GiB: runs at once", p["at_once"], p["before_at_once"]),
+        ("packing 8x5GiB: span / bound", p["span_ratio"], p["before_ratio"]),
+        ("packing 8x5GiB: hand-out gap, ms", p["gap_median_ms"], p["before_gap_median_ms"]),
+    ]
+    for name, now, before in rows:
+        print(f"{name:<36} {now:>10.3f} {before:>10.3f}")
+    print(f"{'100000 devices: plan s, workers':<36} {h['plan_s']:>9.2f}s {h['workers']:>10.0f}")
+    print(f"starting one process here costs {start:.1f} ms (the floor of a hand-out gap's process start)")
     for name, ok in met.items():
         print(f"{'met' if ok else 'MISSED'}: {name}")
     if args.json:

@@ -67,6 +67,7 @@ class Lease:
     memory: int | None = None
     # Other runs' specs that held devices this lease waited for.
     waited_for: list[str] = field(default_factory=list)
+    released: bool = field(default=False, init=False)
 
     def attach(self, pgid: int) -> None:
         """Tie the lease to the run's process group too: it outlives its owner while the run lives."""
@@ -81,6 +82,10 @@ class Lease:
             pass  # the holder's own file was written first; only the shared copy is stale
 
     def release(self) -> None:
+        """Give the devices back (once: a second call does nothing)."""
+        if self.released:
+            return
+        self.released = True
         try:
             self.pool._update(lambda state: state["holders"].pop(self.token, None))
         except LeaseError as error:

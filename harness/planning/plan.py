@@ -76,6 +76,12 @@ class Plan:
         slots = sum(p.expected for p in rest) / max(1, self.workers)
         return serial + max(area / count, slots, _exclusive_chain(rest, count, room))
 
+    def lower_bound_over(self, took: Mapping[str, float]) -> float:
+        """The bound for the runs that ran (spec id -> the seconds each took), at the lengths they took:
+        the plan's own bound rests on what it expected, which before any length is recorded is the timeouts."""
+        ran = [replace(p, expected=took[p.spec.id]) for p in self.runs if p.spec.id in took]
+        return replace(self, runs=ran).lower_bound
+
 
 @dataclass(frozen=True)
 class RunOrder:

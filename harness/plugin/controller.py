@@ -67,7 +67,8 @@ class Controller:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Scheduling:
-        return PlanScheduling(config, log, expected=lambda nodeid: self.expected.get(nodeid.rsplit("::", 1)[-1], 0.0))
+        ends = {p.spec.id: p.start + p.expected for p in self.plan.runs}
+        return PlanScheduling(config, log, expected_end=lambda nodeid: ends.get(nodeid.rsplit("::", 1)[-1], 0.0))
 
     def _spec_of(self, spec_id: str) -> Spec | None:
         """The spec behind a record, read from the file the record names (once per file)."""
@@ -218,8 +219,13 @@ class Controller:
             "interrupted": interrupted,
             "failures_by_kind": failures_by_kind(self.records.values()),
         }
+        took = {r.id: r.duration for r in self.records.values() if r.start_time > 0}
         self.figures = schedule_figures(
-            self.records.values(), context.inventory.ids, self.plan.simulated, self.plan.lower_bound
+            self.records.values(),
+            context.inventory.ids,
+            self.plan.simulated,
+            self.plan.lower_bound_over(took),
+            sum(not p.recorded for p in self.plan.runs),
         )
         if self.figures is not None:
             meta["schedule"] = self.figures.to_json()

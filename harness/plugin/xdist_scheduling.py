@@ -34,7 +34,8 @@ class Worker(Protocol):
 class PlanScheduling:
     """Items in collection order (the plan's: the workers sorted them by it), at most `AHEAD` per worker.
 
-    `expected` (nodeid -> seconds) decides which worker gets which second item at the start;
+    `expected_end` (nodeid -> when the plan's simulation ends it, in seconds from the start) decides
+    which worker gets which second item at the start;
     `workers` is how many workers must have collected before scheduling starts.
     """
 
@@ -42,10 +43,10 @@ class PlanScheduling:
         self,
         config: Any = None,
         log: Any = None,
-        expected: Callable[[str], float] = lambda nodeid: 0.0,
+        expected_end: Callable[[str], float] = lambda nodeid: 0.0,
         workers: int | None = None,
     ):
-        self.expected = expected
+        self.expected_end = expected_end
         self.workers = workers if workers is not None else len(parse_tx_spec_config(config))
         self.log = log.plan_scheduling if log is not None else (lambda *args: None)
         self.collections: dict[Any, list[str]] = {}
@@ -100,9 +101,12 @@ class PlanScheduling:
         self.pending = list(range(len(self.collection)))
         for node in self.nodes:
             self._send(node, 1)
-        # The second item of a worker starts when its first ends: give the next-longest
-        # items to the workers whose first item is expected to end soonest.
-        first_end = {node: self.expected(self.collection[items[0]]) for node, items in self.assigned.items() if items}
+        # The second item of a worker starts when its first ends: give the next items to the workers
+        # whose first item the plan ends soonest. By its end, not its length: a first item that waits
+        # for devices (behind a spec holding them all) would hold the next item back for its wait too.
+        first_end = {
+            node: self.expected_end(self.collection[items[0]]) for node, items in self.assigned.items() if items
+        }
         for node in sorted(first_end, key=lambda n: first_end[n]):
             self._send(node, 1)
         self._fill_all()

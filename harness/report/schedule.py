@@ -13,8 +13,9 @@ from harness.records import SpecResult
 class ScheduleFigures:
     makespan: float  # first run's start to last run's end
     plan_expected: float  # the plan's simulated makespan
-    lower_bound: float  # the plan's lower bound
+    lower_bound: float  # the plan's lower bound, over the lengths the runs took
     idle_device_seconds: float  # over the makespan, the seconds each device ran nothing, summed
+    plan_guesses: int = 0  # runs the plan had no recorded length for (it went by their timeouts)
 
     def to_json(self) -> dict[str, float]:
         return {
@@ -22,6 +23,7 @@ class ScheduleFigures:
             "plan_expected_s": round(self.plan_expected, 3),
             "lower_bound_s": round(self.lower_bound, 3),
             "idle_device_s": round(self.idle_device_seconds, 3),
+            "plan_guesses": self.plan_guesses,
         }
 
     @classmethod
@@ -31,19 +33,26 @@ class ScheduleFigures:
             data.get("plan_expected_s", 0.0),
             data.get("lower_bound_s", 0.0),
             data.get("idle_device_s", 0.0),
+            int(data.get("plan_guesses", 0)),
         )
 
     def line(self) -> str:
+        guessed = f" (from timeouts for {self.plan_guesses} runs: no length recorded yet)" if self.plan_guesses else ""
         return (
-            f"makespan {self.makespan:.1f} s, plan expected {self.plan_expected:.1f} s, "
+            f"makespan {self.makespan:.1f} s, plan expected {self.plan_expected:.1f} s{guessed}, "
             f"lower bound {self.lower_bound:.1f} s; {self.idle_device_seconds:.1f} idle device-seconds"
         )
 
 
 def schedule_figures(
-    records: Iterable[SpecResult], devices: Sequence[str], plan_expected: float, lower_bound: float
+    records: Iterable[SpecResult],
+    devices: Sequence[str],
+    plan_expected: float,
+    lower_bound: float,
+    plan_guesses: int = 0,
 ) -> ScheduleFigures | None:
-    """The figures of the runs that started (None when none did); `devices` are the run's device names."""
+    """The figures of the runs that started (None when none did); `devices` are the run's device names,
+    `lower_bound` the plan's bound over the lengths these runs took."""
     spans = [(r.start_time, r.start_time + r.duration, r.devices) for r in records if r.start_time > 0]
     if not spans:
         return None
@@ -57,7 +66,7 @@ def schedule_figures(
     idle = makespan * len(known - busy.keys()) + sum(
         makespan - _covered(intervals) for device, intervals in busy.items() if device in known
     )
-    return ScheduleFigures(makespan, plan_expected, lower_bound, max(0.0, idle))
+    return ScheduleFigures(makespan, plan_expected, lower_bound, max(0.0, idle), plan_guesses)
 
 
 def _covered(intervals: list[tuple[float, float]]) -> float:

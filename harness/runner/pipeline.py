@@ -149,8 +149,10 @@ def _attempt(
     devices = lease.devices if lease else ()
     try:
         placement = context.backend.place(spec, devices, context.inventory)
+        # The server of an inference spec runs on the training's devices: its lease is held until that stops.
+        release = lease.release if lease and spec.inference is None else lambda: None
         with sampling(context.inventory, devices, lease.attach if lease else None) as sampler:
-            staged = run_stages(spec, context, output_dir, placement, sampler.on_start)
+            staged = run_stages(spec, context, output_dir, placement, sampler.on_start, release)
         launch, outcome, checks, log, masker = staged.launch, staged.outcome, staged.checks, staged.log, staged.masker
         record.stages = staged.stages
         record.bounds = chart_bounds(spec)
@@ -158,7 +160,6 @@ def _attempt(
         record.peak_gpu_memory = sampler.peaks
         checks += memory_check(sampler.peaks, lease.memory if lease else None, spec.gpu_memory)
         if spec.inference is not None:
-            # The server runs on the run's own devices, so the lease is held until it stops.
             # The spec's timeout bounds the whole spec: inference gets what the training left of it.
             left = spec.timeout - outcome.duration
             checks += _inference(spec, context, record, checks, launch, output_dir, placement.held, left)

@@ -99,12 +99,18 @@ def stage_spec(spec: Spec, stage: StageSpec) -> Spec:
 
 
 def run_stages(
-    spec: Spec, context: RunContext, output_dir: Path, placement: Placement, on_start: Callable[[int], None] | None
+    spec: Spec,
+    context: RunContext,
+    output_dir: Path,
+    placement: Placement,
+    on_start: Callable[[int], None] | None,
+    on_last_exit: Callable[[], None] = lambda: None,
 ) -> StagedRun:
-    """Run the spec's command, or its stages in order until one fails."""
+    """Run the spec's command, or its stages in order until one fails. `on_last_exit` is called once the
+    last stage's processes have ended, before its checks: the devices can go to the next spec meanwhile."""
     stages = spec_stages(spec)
     if stages is None:
-        launch, outcome, checks, log = _run_one(spec, context, output_dir, placement, on_start, "", None)
+        launch, outcome, checks, log = _run_one(spec, context, output_dir, placement, on_start, "", None, on_last_exit)
         return StagedRun(launch, outcome, checks, log, _masker([launch]))
     launches: list[Launch] = []
     records: list[dict[str, Any]] = []
@@ -115,8 +121,16 @@ def run_stages(
     duration, started = 0.0, 0.0
     for index, planned_stage in enumerate(stages):
         stage = planned_stage if isinstance(planned_stage, StageSpec) else planned_stage(output_dir)
+        last = index == len(stages) - 1
         launch, outcome, checks, log = _run_one(
-            stage_spec(spec, stage), context, output_dir, placement, on_start, stage.id, stage.interrupt_at_step
+            stage_spec(spec, stage),
+            context,
+            output_dir,
+            placement,
+            on_start,
+            stage.id,
+            stage.interrupt_at_step,
+            on_last_exit if last else lambda: None,
         )
         if index and stage.loss is not None and stage.loss.resume_jump_max is not None:
             checks.append(check_resume_jump(stage.id, stage.loss.resume_jump_max, before, log))
@@ -157,6 +171,7 @@ def _run_one(
     on_start: Callable[[int], None] | None,
     stage: str,
     interrupt_at: int | None,
+    on_exit: Callable[[], None],
 ) -> tuple[Launch, ProcessOutcome, list[CheckResult], TrainingLog | None]:
     launch = replace(
         build_launch(spec, repo=context.repo, run_dir=context.run_dir, output_dir=output_dir, placement=placement),
@@ -168,6 +183,7 @@ def _run_one(
     watchers = fail_fast_watchers(spec, output_dir, launch.stderr_path)
     interrupt = StepWatcher(output_dir, spec.log, interrupt_at) if interrupt_at is not None else None
     outcome = context.backend.run(launch, [*watchers, *([interrupt] if interrupt else [])], on_start=on_start)
+    on_exit()
     if outcome.signal is not None and context.interrupted_marker.exists():
         # The controller's clean-up killed it (SIGINT reached the controller alone): the
         # spec was interrupted, as its stand-in record already says, not failed.

@@ -58,3 +58,30 @@ def test_a_failed_run_says_why_and_a_retry_keeps_both_attempts(context) -> None:
     assert [a["outcome"] for a in run.record.attempts] == ["failed", "failed"]
     assert (context.run_dir / "attempts" / "broken" / "1" / "result.json").is_file()
     assert context.pool.holders() == {}
+
+
+def staged(spec_id: str, gpus: int, stage_ids: list[str]):
+    command = ["{python}", "-c", REPORT, "{output_dir}"]
+    stages = [{"id": stage_id, "command": command, "min_steps_logged": 0} for stage_id in stage_ids]
+    fields = {"id": spec_id, "stages": stages, "gpus": gpus, "cpu_ok": True, "timeout": 60, "min_steps_logged": 0}
+    return spec_from_mapping(fields, Path(f"{spec_id}.yaml"))
+
+
+@pytest.mark.parametrize("stage_ids", [None, ["first", "last"]], ids=["one command", "stages"])
+def test_the_devices_go_back_once_the_last_process_ends_before_its_checks(context, monkeypatch, stage_ids) -> None:
+    """The next spec may start on the devices while this one's log is still being checked."""
+    from harness.runner import stages
+
+    held_during_checks: list[bool] = []
+    checks = stages.run_checks
+
+    def checks_seeing_the_pool(*args, **kwargs):
+        held_during_checks.append(bool(context.pool.holders()))
+        return checks(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "run_checks", checks_seeing_the_pool)
+    run = run_spec(staged("early", 2, stage_ids) if stage_ids else spec("early", 2), context)
+    assert run.failure is None, run.failure
+    # A stage before the last is checked on its devices (the next stage needs them); the last is not.
+    assert held_during_checks == ([True, False] if stage_ids else [False])
+    assert context.pool.holders() == {}

@@ -115,6 +115,15 @@ def test_lower_bound_is_the_device_seconds_spread_over_the_devices():
     assert plan.simulated == pytest.approx(22.0)
 
 
+def test_the_bound_after_a_run_is_over_the_lengths_the_runs_took_not_their_timeouts():
+    specs = [spec(f"s{i}", cpu_ok=True, gpus=1, timeout=60) for i in range(4)] + [spec("never", cpu_ok=True, gpus=1)]
+    plan = make_plan(specs, discover(fake_gpus=2, environ={}), {})
+    assert plan.lower_bound >= 120.0  # no length recorded: the plan goes by the timeouts
+    # s0-s3 took 1, 2, 3 and 4 s, "never" did not run: 10 device-seconds over 2 devices
+    assert plan.lower_bound_over({"s0": 1.0, "s1": 2.0, "s2": 3.0, "s3": 4.0}) == pytest.approx(5.0)
+    assert plan.lower_bound_over({}) == 0.0
+
+
 def test_lower_bound_is_the_longest_run_when_that_is_larger():
     plan = make_plan([spec("only", cpu_ok=True)], discover(fake_gpus=4, environ={}), {"only": 50.0})
     assert plan.lower_bound == pytest.approx(50.0)

@@ -28,6 +28,7 @@ def test_idle_device_seconds_count_every_device_and_packed_runs_once() -> None:
         "plan_expected_s": 9.5,
         "lower_bound_s": 8.0,
         "idle_device_s": 12.0,
+        "plan_guesses": 0,
     }
     assert ScheduleFigures.from_json(figures.to_json()) == figures
     assert figures.line() == "makespan 10.0 s, plan expected 9.5 s, lower bound 8.0 s; 12.0 idle device-seconds"
@@ -35,3 +36,12 @@ def test_idle_device_seconds_count_every_device_and_packed_runs_once() -> None:
 
 def test_a_run_where_nothing_started_has_no_figures() -> None:
     assert schedule_figures([SpecResult(id="s", outcome="skipped")], ["0"], 0.0, 0.0) is None
+
+
+def test_a_plan_that_went_by_timeouts_says_so() -> None:
+    figures = schedule_figures([ran("s", 1.0, 2.0, ["0"])], ["0"], plan_expected=60.0, lower_bound=2.0, plan_guesses=1)
+    assert figures is not None and ScheduleFigures.from_json(figures.to_json()) == figures
+    assert figures.line() == (
+        "makespan 2.0 s, plan expected 60.0 s (from timeouts for 1 runs: no length recorded yet), "
+        "lower bound 2.0 s; 0.0 idle device-seconds"
+    )

@@ -32,7 +32,8 @@ class Node:
 
 
 def started(expected: dict[str, float], workers: int) -> tuple[PlanScheduling, list[Node]]:
-    scheduler = PlanScheduling(expected=lambda nodeid: expected[nodeid], workers=workers)
+    """`expected`: each item's end in the plan, in plan order."""
+    scheduler = PlanScheduling(expected_end=lambda nodeid: expected[nodeid], workers=workers)
     nodes = [Node(f"w{i}") for i in range(workers)]
     for node in nodes:
         scheduler.add_node(node)
@@ -61,6 +62,14 @@ def test_items_go_out_in_plan_order_two_per_worker_the_second_by_expected_end():
     assert second.shutting_down and scheduler.tests_finished
     scheduler.mark_test_complete(second, 4)
     assert not scheduler.has_pending
+
+
+def test_a_first_item_that_waits_for_devices_gets_its_second_item_last():
+    # The plan: "wide" holds every device until 6 s; "waits" (3 s long) starts after it and ends at 9 s,
+    # later than "two" (ends 8 s) though shorter. The next items go to the workers whose first ends soonest.
+    ends = {"wide": 6.0, "two": 8.0, "waits": 9.0, "next1": 9.0, "next2": 11.0, "next3": 12.0}
+    scheduler, (wide, two, waits) = started(ends, 3)
+    assert [wide.sent, two.sent, waits.sent] == [[0, 3], [1, 4], [2, 5]]
 
 
 def test_a_simulated_run_starts_every_item_once_in_plan_order_never_more_than_two_per_worker():
