@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psutil
@@ -26,57 +25,28 @@ from harness.backends.local import SIMULATED_CEILING
 from harness.records import load_results
 
 from ..conftest import REPO, tagged
-from ..gpu_stand_ins import BROKEN_DRIVER, MI300_JSON, install_nvidia_smi, install_rocm_smi
+from ..gpu_stand_ins import BROKEN_DRIVER, MI300_JSON
+from .common import (
+    assert_clean,
+    expect_exit,
+    git_project,
+    harness_env,
+    harness_in,
+    machine,
+    new_tag,
+    record,
+    run_harness_expecting,
+    run_one,
+    start,
+    stop,
+    wait_until,
+    write_spec,
+    writes_log,
+)
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "s3cr3t-value"
-
-
-def new_tag() -> str:
-    return f"trainspec-fault-{uuid.uuid4().hex[:8]}"
-
-
-def write_spec(folder: Path, spec_id: str, code: str, tag: str, **fields) -> Path:
-    """A spec whose run is `python -c CODE TAG`, on one (fake) device so that it holds a lease."""
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "id": spec_id,
-        "command": ["{python}", "-c", code, tag, "{output_dir}"],
-        "gpus": 1,
-        "cpu_ok": True,
-        "timeout": 60,
-        "min_steps_logged": 0,
-        **fields,
-    }
-    path = folder / f"{spec_id}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
-def assert_clean(run_dir: Path, tag: str) -> dict:
-    """Nothing of the run is left, no device is leased, results.json is ours; returns it.
-
-    A holder whose owner is dead holds nothing (the pool's next reader drops it): a worker
-    interrupted mid-release leaves one in the file.
-    """
-    assert tagged(tag) == []
-    holders = json.loads((run_dir / "leases.json").read_text())["holders"]
-    assert not [h for h in holders.values() if psutil.pid_exists(h["owner"][0])], holders
-    return load_results(run_dir)
-
-
-def record(results: dict, spec_id: str) -> dict:
-    return next(s for s in results["specs"] if s["id"] == spec_id)
-
-
-def run_one(harness, tmp_path: Path, spec_id: str, code: str, **fields) -> tuple[dict, str]:
-    """Run one fault spec on one fake device; returns its record (after the clean-up checks) and the output."""
-    tag = new_tag()
-    path = write_spec(tmp_path / "project", spec_id, code, tag, **fields)
-    run = harness("run", str(path), "--fake-gpus", "1", cwd=tmp_path / "project", timeout=120)
-    assert run.code == 1, run.output
-    return record(assert_clean(run.run_dir, tag), spec_id), run.output
 
 
 # the run fails -----------------------------------------------------------------------------
@@ -109,11 +79,7 @@ def test_a_reused_run_dir_forgets_an_earlier_interruption(tmp_path: Path) -> Non
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".interrupted").touch()
-    argv = [sys.executable, "-m", "harness", "run", str(path), "--fake-gpus", "1", "--run-dir", str(run_dir)]
-    done = subprocess.run(
-        argv, cwd=tmp_path / "project", env=harness_env(tmp_path), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
+    run_harness_expecting(1, tmp_path, "run", str(path), "--fake-gpus", "1", "--run-dir", str(run_dir))
     assert record(assert_clean(run_dir, tag), "terminated")["reason"] == "exit_code: killed by signal SIGTERM"
 
 
@@ -145,14 +111,6 @@ def test_a_grandchild_hangs_while_its_parent_exits(harness, tmp_path: Path, wher
 
 
 # the training log is bad -------------------------------------------------------------------
-
-
-def writes_log(tmp_path: Path, name: str, text: str, sleep: float = 0) -> str:
-    """The code of a run that writes `text` as its log `name`, then sleeps (the text travels in a
-    file: braces in a command are placeholders)."""
-    source = tmp_path / f"log-{uuid.uuid4().hex[:8]}"
-    source.write_text(text)
-    return f"import shutil, sys, time; shutil.copy({str(source)!r}, sys.argv[2] + {'/' + name!r}); time.sleep({sleep})"
 
 
 GOOD = ['{"step": 1, "loss": 3.0}', '{"step": 2, "loss": 2.5}', '{"step": 3, "loss": 2.0}']
@@ -278,11 +236,6 @@ sys.stderr.buffer.write(b"Traceback (most recent call last):\n")
 """
 
 
-def harness_env(tmp_path: Path) -> dict[str, str]:
-    """As the `harness` fixture runs it (for the cases that need the process itself)."""
-    return {**os.environ, "TRAINSPEC_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-
-
 def peak_rss_mb(tmp_path: Path, spec_path: Path, run_dir: Path) -> float:
     """The harness's peak resident memory, its runs included: the kernel's high-water mark
     (ru_maxrss from wait4), so no short peak is missed between samples."""
@@ -354,21 +307,13 @@ def interrupt_mid_run(tmp_path: Path, devices: int, to_group: bool, signum: sign
     write_spec(project / "specs", "quick", "print('done')", tag, timeout=300)
     write_spec(project / "specs", "sleeper", SLEEPER_WITH_A_GRANDCHILD, tag, timeout=200)
     run_dir = tmp_path / "run"
-    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
-    harness = subprocess.Popen(
-        argv,
-        cwd=project,
-        env=harness_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    harness = start(project, tmp_path, "--fake-gpus", str(devices), "--run-dir", str(run_dir))
     try:
-        deadline = time.monotonic() + 60
-        while not (any(p.endswith("grandchild") for p in tagged(tag)) and finished(run_dir / "specs" / "quick")):
-            assert harness.poll() is None and time.monotonic() < deadline, harness.communicate()[0]
-            time.sleep(0.05)
+        wait_until(
+            lambda: any(p.endswith("grandchild") for p in tagged(tag)) and finished(run_dir / "specs" / "quick"),
+            harness,
+            seconds=60,
+        )
         interrupted = time.monotonic()
         if to_group:
             os.killpg(harness.pid, signum)
@@ -395,11 +340,7 @@ def interrupt_mid_run(tmp_path: Path, devices: int, to_group: bool, signum: sign
             "interrupted: the harness stopped before this run finished; nothing of it was left running",
         ), sleeper
     finally:
-        if harness.poll() is None:
-            os.killpg(harness.pid, signal.SIGKILL)
-            harness.wait()
-        for line in tagged(tag):
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        stop(tag, harness)
 
 
 @pytest.mark.parametrize(
@@ -498,21 +439,6 @@ def test_a_flaky_spec_passes_on_retry_and_keeps_both_attempts(harness, tmp_path:
 # devices and drivers -----------------------------------------------------------------------
 
 
-def machine(tmp_path: Path, nvidia: dict | None = None, rocm: str | None = None) -> dict[str, str]:
-    """The environment of a machine whose vendor tools are the stand-ins given, first on PATH.
-
-    A tool not given is shadowed by one that finds no device, so the real tools of the
-    machine the tests run on (if any) never answer.
-    """
-    bin_dir = tmp_path / "tools"
-    install_nvidia_smi(bin_dir, **nvidia) if nvidia is not None else install_nvidia_smi(
-        bin_dir, query="No devices were found\n", listing="No devices were found\n"
-    )
-    install_rocm_smi(bin_dir, rocm if rocm is not None else "{}")
-    environ = {k: v for k, v in os.environ.items() if not k.endswith("_VISIBLE_DEVICES")}
-    return {**environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-
-
 def device_project(tmp_path: Path) -> Path:
     """A project with one 1-GPU spec that writes the device variables it was started with."""
     folder = tmp_path / "project"
@@ -531,18 +457,6 @@ def device_project(tmp_path: Path) -> Path:
     }
     (folder / "specs" / "on_a_gpu.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder
-
-
-def harness_in(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """`python -m harness ARGS` run from `project` on the machine `env` describes."""
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=project,
-        env={**env, "TRAINSPEC_CACHE_DIR": str(project.parent / "cache")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def plan(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -657,20 +571,6 @@ def test_amd_gpus_are_found_by_rocm_smi_and_children_get_the_amd_variables(harne
 # the repository-unchanged proof ------------------------------------------------------------
 
 
-def git_project(folder: Path, code: str) -> Path:
-    """A committed git repository with one spec whose run is `python -c CODE`, in the repository."""
-    (folder / "specs").mkdir(parents=True)
-    spec = {"id": "writes", "command": ["{python}", "-c", code], "gpus": 0, "timeout": 60, "min_steps_logged": 0}
-    (folder / "specs" / "writes.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    for argv in (
-        ["init", "-q"],
-        ["add", "."],
-        ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init"],
-    ):
-        subprocess.run(["git", *argv], cwd=folder, check=True)
-    return folder
-
-
 def test_a_run_dir_two_levels_inside_the_repository_is_not_a_write_into_it(tmp_path: Path) -> None:
     project = git_project(tmp_path / "project", "print('nothing written')")
     done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", "out/runs/r1")
@@ -702,10 +602,9 @@ def test_a_damaged_duration_cache_costs_a_warning_never_a_run(tmp_path: Path, da
     else:
         (cache / "inside").mkdir(parents=True)
     planned = harness_in(project, harness_env(tmp_path), "plan")
-    assert planned.returncode == 0 and "INTERNALERROR" not in planned.stderr, planned.stdout + planned.stderr
+    expect_exit(planned, 0)
     assert planned.stderr.count("the duration cache is unreadable") == 1
-    done = harness_in(project, harness_env(tmp_path), "run", "--run-dir", str(tmp_path / "run"))
-    assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    output = run_harness_expecting(0, tmp_path, "run", "--run-dir", str(tmp_path / "run"))
     if damage == "binary":
         assert set(json.loads(cache.read_text())) == {"writes"}  # rewritten by the run
         again = harness_in(project, harness_env(tmp_path), "plan")
@@ -713,7 +612,7 @@ def test_a_damaged_duration_cache_costs_a_warning_never_a_run(tmp_path: Path, da
             r"writes\s+0\s+whole\s+[\d.]+s\s+recorded", again.stdout
         ), again.stdout + again.stderr
     else:
-        assert "durations not saved" in done.stdout + done.stderr
+        assert "durations not saved" in output
         assert (cache / "inside").is_dir()
 
 
@@ -722,41 +621,11 @@ def test_a_garbage_lease_state_in_a_reused_run_dir_costs_a_warning_never_a_run(t
     path = write_spec(tmp_path / "project", "holds_a_device", "print('fine')", tag)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "leases.json").write_bytes(b'{"holders": {"0": 7}, "queue": "x"}')
-    done = harness_in(
-        tmp_path / "project",
-        harness_env(tmp_path),
-        "run",
-        str(path),
-        "--fake-gpus",
-        "1",
-        "--run-dir",
-        str(tmp_path / "run"),
-    )
-    assert done.returncode == 0 and "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    run_harness_expecting(0, tmp_path, "run", str(path), "--fake-gpus", "1", "--run-dir", str(tmp_path / "run"))
     assert record(assert_clean(tmp_path / "run", tag), "holds_a_device")["outcome"] == "passed"
 
 
 # the run directory -------------------------------------------------------------------------
-
-
-def start_harness(project: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", *args]
-    return subprocess.Popen(
-        argv,
-        cwd=project,
-        env=harness_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def wait_for(condition, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-        time.sleep(0.05)
 
 
 def test_a_run_dir_in_use_by_a_live_run_is_refused_and_a_dead_runs_is_taken_over(tmp_path: Path) -> None:
@@ -764,45 +633,22 @@ def test_a_run_dir_in_use_by_a_live_run_is_refused_and_a_dead_runs_is_taken_over
     project = tmp_path / "project"
     write_spec(project / "specs", "sleeper", "import time; time.sleep(120)", tag)
     run_dir = tmp_path / "run"
-    first = start_harness(project, tmp_path, "--run-dir", str(run_dir))
+    first = start(project, tmp_path, "--fake-gpus", "1", "--run-dir", str(run_dir))
     try:
-        wait_for(lambda: bool(tagged(tag)), first)
-        second = subprocess.run(
-            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)],
-            cwd=project,
-            env=harness_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert second.returncode == 2, second.stdout + second.stderr
+        wait_until(lambda: bool(tagged(tag)), first, seconds=60)
+        second = harness_in(project, harness_env(tmp_path), "run", "--fake-gpus", "1", "--run-dir", str(run_dir))
+        expect_exit(second, 2)
         assert f"is in use by a live run (pid {first.pid}, since " in second.stderr, second.stderr
-        assert "Traceback" not in second.stdout + second.stderr and "INTERNALERROR" not in second.stdout + second.stderr
         assert tagged(tag), "the refused run must leave the first one alone"
         # The first run dies without a word (SIGKILL to everything it started): its claim stays, its owner is dead.
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-        for line in tagged(tag):
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        stop(tag, first)
         assert (run_dir / "owner.json").exists()
         write_spec(project / "specs", "sleeper", "print('done')", tag)
-        third = subprocess.run(
-            [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)],
-            cwd=project,
-            env=harness_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert third.returncode == 0, third.stdout + third.stderr
+        run_harness_expecting(0, tmp_path, "run", "--fake-gpus", "1", "--run-dir", str(run_dir))
         assert record(assert_clean(run_dir, tag), "sleeper")["outcome"] == "passed"
         assert not (run_dir / "owner.json").exists()
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-        for line in tagged(tag):
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        stop(tag, first)
 
 
 @pytest.mark.parametrize(
@@ -815,19 +661,9 @@ def test_a_run_dir_that_cannot_hold_a_run_is_one_line_and_exit_2(tmp_path: Path,
     write_spec(project / "specs", "quick", "print('done')", new_tag())
     (tmp_path / "file").write_text("not a folder")
     run_dir = where if where.startswith("/") else str(tmp_path / where)
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", run_dir],
-        cwd=project,
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output
+    output = run_harness_expecting(2, tmp_path, "run", "--fake-gpus", "1", "--run-dir", run_dir)
     errors = [line for line in output.splitlines() if run_dir in line and said in line]
     assert len(errors) == 1, output
-    assert "Traceback" not in output and "INTERNALERROR" not in output
     assert "results in" not in output
 
 
@@ -893,22 +729,11 @@ def test_an_internal_error_under_pytests_l_prints_no_secret(tmp_path: Path, devi
     write_spec(project / "specs", "leaky", "print('done')", tag, env={"HF_TOKEN": SECRET})
     (project / "fails_inside.py").write_text(FAILS_INSIDE)
     run_dir = tmp_path / "run"
-    argv = [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)]
-    argv += ["-p", "fails_inside", "-l", "-vv"]
+    argv = ["run", "--fake-gpus", str(devices), "--run-dir", str(run_dir), "-p", "fails_inside", "-l", "-vv"]
     outer = "outer-" + SECRET
     env = harness_env(tmp_path)
-    done = subprocess.run(
-        argv,
-        cwd=project,
-        env={
-            **env,
-            "WANDB_API_KEY": outer,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), env.get("PYTHONPATH")])),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env.update(WANDB_API_KEY=outer, PYTHONPATH=os.pathsep.join(filter(None, [str(project), env.get("PYTHONPATH")])))
+    done = harness_in(project, env, *argv)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert "HF_TOKEN" in output and "***" in output  # the locals were shown, masked
@@ -930,14 +755,7 @@ def test_a_huge_fake_device_count_starts_no_more_workers_than_the_ceiling_or_the
     for index in range(SIMULATED_CEILING + 6):
         write_spec(project / "many", f"m{index}", "pass", tag)
     plans = {
-        folder: subprocess.run(
-            [sys.executable, "-m", "harness", "plan", "--fake-gpus", "100000", "--specs", folder],
-            cwd=project,
-            env=harness_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        folder: harness_in(project, harness_env(tmp_path), "plan", "--fake-gpus", "100000", "--specs", folder)
         for folder in ("specs", "many")
     }
     assert all(plan.returncode == 0 for plan in plans.values()), [plan.stderr for plan in plans.values()]
@@ -946,17 +764,9 @@ def test_a_huge_fake_device_count_starts_no_more_workers_than_the_ceiling_or_the
     assert ceiling in plans["many"].stdout, plans["many"].stdout
     expected = 3
     run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", "100000", "--run-dir", str(run_dir)],
-        cwd=project,
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    started = re.search(r"created: (\d+)/\d+ workers", done.stdout)
-    assert (int(started.group(1)) if started else 1) == expected, done.stdout
+    output = run_harness_expecting(0, tmp_path, "run", "--fake-gpus", "100000", "--run-dir", str(run_dir), timeout=300)
+    started = re.search(r"created: (\d+)/\d+ workers", output)
+    assert (int(started.group(1)) if started else 1) == expected, output
     results = assert_clean(run_dir, tag)
     assert sorted(s["outcome"] for s in results["specs"]) == ["passed"] * 3
     # each run's share of the cores: one device of 100000 is less than a core, so one thread

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,15 +24,24 @@ from harness.rundir import remove_tree
 
 from ..conftest import REPO, tagged
 from ..unit.test_malformed import MALFORMED, REFUSED_BEFORE_RUNNING
-from .test_faults import harness_env, new_tag, record, run_one, writes_log
+from .common import (
+    cpu_spec,
+    expect_exit,
+    harness_env,
+    harness_in,
+    new_tag,
+    no_traceback,
+    record,
+    run_harness_expecting,
+    run_one,
+    serve,
+    serving_spec,
+    start,
+    wait_until,
+    writes_log,
+)
 
 pytestmark = pytest.mark.e2e
-
-FAKE_SERVER = Path(__file__).with_name("fake_server.py")
-
-
-def clean(output: str) -> None:
-    assert "Traceback" not in output and "INTERNALERROR" not in output, output
 
 
 # what a run's files can do --------------------------------------------------------------------
@@ -80,7 +87,7 @@ def test_a_log_no_parser_survives_fails_the_spec_in_one_line(
     """A number past a double, a log nested past the recursion limit, a cell past the csv module's limit."""
     fields = {"min_steps_logged": 1, "loss": {"no_nan": True}, **fields}
     spec, output = run_one(harness, tmp_path, "bad_log", writes_log(tmp_path, name, text), **fields)
-    clean(output)
+    no_traceback(output)
     assert spec["outcome"] == "failed" and said in spec["reason"], spec["reason"]
     assert len(spec["reason"]) < 1000
 
@@ -102,21 +109,9 @@ def test_a_run_that_replaces_its_output_dir_or_stderr_fails_and_its_record_is_ke
 ) -> None:
     """Twice in one run dir: the second run removes what the first left, whatever it is."""
     tag = new_tag()
-    project = tmp_path / "project"
-    project.mkdir()
-    spec = {"id": "replaces", "command": ["{python}", "-c", code, tag, "{output_dir}"], "gpus": 0, "timeout": 60}
-    (project / "replaces.yaml").write_text(yaml.safe_dump({**spec, "min_steps_logged": 0}))
+    cpu_spec(tmp_path / "project", "replaces", code, tag)
     for _ in range(2):
-        done = subprocess.run(
-            [sys.executable, "-m", "harness", "run", "replaces.yaml", "--run-dir", str(tmp_path / "run")],
-            cwd=project,
-            env=harness_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        clean(done.stdout + done.stderr)
-        assert done.returncode == 1, done.stdout + done.stderr
+        run_harness_expecting(1, tmp_path, "run", "replaces.yaml", "--run-dir", str(tmp_path / "run"))
         found = record(load_results(tmp_path / "run"), "replaces")
         assert found["outcome"] == "failed" and said in found["reason"], found["reason"]
         assert (tmp_path / "run" / "specs" / "replaces").is_dir()
@@ -134,30 +129,11 @@ DEEP_TREE = (
 
 def test_an_output_tree_1500_folders_deep_is_searched_and_removed(harness, tmp_path: Path) -> None:
     """pathlib's glob and shutil.rmtree recurse once per level: both ended in RecursionError."""
-    project = tmp_path / "project"
-    project.mkdir()
-    spec = {
-        "id": "deep",
-        "command": ["{python}", "-c", DEEP_TREE, new_tag(), "{output_dir}"],
-        "gpus": 0,
-        "timeout": 120,
-        "min_steps_logged": 0,
-        "expected_files": ["**/deepest.txt"],
-    }
-    (project / "deep.yaml").write_text(yaml.safe_dump(spec))
+    cpu_spec(tmp_path / "project", "deep", DEEP_TREE, new_tag(), timeout=120, expected_files=["**/deepest.txt"])
     run_dir = tmp_path / "run"
     try:
         for _ in range(2):  # the second run removes the first one's tree
-            done = subprocess.run(
-                [sys.executable, "-m", "harness", "run", "deep.yaml", "--run-dir", str(run_dir)],
-                cwd=project,
-                env=harness_env(tmp_path),
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            clean(done.stdout + done.stderr)
-            assert done.returncode == 0, done.stdout + done.stderr
+            run_harness_expecting(0, tmp_path, "run", "deep.yaml", "--run-dir", str(run_dir), timeout=300)
             assert record(load_results(run_dir), "deep")["outcome"] == "passed"
     finally:
         # pytest's own clean-up of old temporary folders would meet the same RecursionError.
@@ -185,35 +161,6 @@ def test_terminal_controls_in_a_childs_stderr_reach_no_terminal(harness, tmp_pat
 
 # the inference server ---------------------------------------------------------------------------
 
-SAVES_CHECKPOINT = (
-    "import pathlib, sys; c = pathlib.Path(sys.argv[2], 'checkpoint'); c.mkdir(); (c / 'config.json').write_text('x')"
-)
-
-
-def serving(tmp_path: Path, mode: str, *, timeout: float = 60, server_timeout: float = 5) -> tuple[Path, str]:
-    """A spec whose training is instant and whose server is fake_server.py in `mode`; returns (file, tag)."""
-    tag = new_tag()
-    spec = {
-        "id": f"serve_{mode.replace('-', '_')}",
-        "command": ["{python}", "-c", SAVES_CHECKPOINT, tag, "{output_dir}"],
-        "gpus": 0,
-        "timeout": timeout,
-        "min_steps_logged": 0,
-        "expected_files": ["checkpoint/config.json"],
-        "inference": {
-            "server": ["{python}", str(FAKE_SERVER), "--port", "{port}", "--mode", mode, "--tag", tag],
-            "prompt": "the small cat",
-            "max_tokens": 5,
-            "perplexity_max": 10,
-            "server_timeout": server_timeout,
-        },
-    }
-    project = tmp_path / "project"
-    project.mkdir(exist_ok=True)
-    path = project / f"{spec['id']}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path, tag
-
 
 @pytest.mark.parametrize(
     ("mode", "found"), [("text-number", "42"), ("text-null", "null"), ("text-list", '["a", "b"]'), ("text-nan", "NaN")]
@@ -221,13 +168,10 @@ def serving(tmp_path: Path, mode: str, *, timeout: float = 60, server_timeout: f
 def test_a_completion_whose_text_is_no_string_fails_in_one_line(
     harness, tinylm_scorer: str, tmp_path: Path, mode: str, found: str
 ) -> None:
-    path, tag = serving(tmp_path, mode)
-    run = harness("run", str(path), "--scorer", tinylm_scorer, cwd=path.parent)
-    clean(run.output)
-    assert run.code == 1, run.output
-    reason = run.spec(f"serve_{mode.replace('-', '_')}")["reason"]
+    spec, output = serve(harness, tinylm_scorer, tmp_path / "project", mode, server_timeout=5)
+    no_traceback(output)
+    reason = spec["reason"]
     assert reason.startswith(f"inference.completion: the completion's text is not a string: found {found}"), reason
-    assert tagged(tag) == []
 
 
 @pytest.mark.parametrize(
@@ -243,39 +187,25 @@ def test_a_server_that_trickles_or_floods_is_cut_off(
 ) -> None:
     """One byte every 0.3 s never trips requests' per-read timeout; 2 MB for max_tokens 5 took 300 s to score.
     The spec's timeout (20 s) bounds its training and its inference together."""
-    path, tag = serving(tmp_path, mode, timeout=20)
     began = time.monotonic()
-    run = harness("run", str(path), "--scorer", tinylm_scorer, cwd=path.parent)
-    clean(run.output)
-    assert run.code == 1, run.output
-    spec = run.spec(f"serve_{mode.replace('-', '_')}")
+    spec, output = serve(harness, tinylm_scorer, tmp_path / "project", mode, timeout=20, server_timeout=5)
+    no_traceback(output)
     assert spec["reason"].startswith(said), spec["reason"]
     assert all(len(c["text"]) <= 1500 for c in spec["inference"])
     # Seconds for the harness and the scorer's load on a busy machine, not the 300 the issue measured.
     assert time.monotonic() - began < 150
-    assert tagged(tag) == []
 
 
 def test_sigterm_while_a_server_trickles_is_honoured(tinylm_scorer: str, tmp_path: Path) -> None:
-    path, tag = serving(tmp_path, "trickle-completion", timeout=300)
+    path, tag = serving_spec(tmp_path / "project", "trickle-completion", timeout=300, server_timeout=5)
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", str(path), "--scorer", tinylm_scorer, "--run-dir", str(run_dir)],
-        cwd=path.parent,
-        env=harness_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start(path.parent, tmp_path, str(path), "--scorer", tinylm_scorer, "--run-dir", str(run_dir))
     server_log = run_dir / "specs" / "serve_trickle_completion" / "server.stdout.log"
-    deadline = time.monotonic() + 240
-    while not server_log.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-        time.sleep(0.1)
+    wait_until(server_log.exists, proc, seconds=240, every=0.1)
     time.sleep(3)  # healthy, and the completion trickling
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
-    clean(output.replace("KeyboardInterrupt", ""))
+    no_traceback(output.replace("KeyboardInterrupt", ""))
     assert proc.returncode == 130, output
     assert load_results(run_dir)["interrupted"] is True
     assert tagged(tag) == []
@@ -287,10 +217,8 @@ def test_sigterm_while_a_server_trickles_is_honoured(tinylm_scorer: str, tmp_pat
 @pytest.mark.parametrize("name", [case[0] for case in REFUSED_BEFORE_RUNNING])
 def test_run_refuses_what_validate_refuses(tmp_path: Path, name: str) -> None:
     """tests/unit/test_malformed.py holds validate's line for each; run says the same line before anything runs."""
-    argv = [sys.executable, "-m", "harness", "run", str(MALFORMED / name), "--run-dir", str(tmp_path / "run")]
-    done = subprocess.run(argv, cwd=REPO, env=harness_env(tmp_path), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stdout + done.stderr
-    clean(done.stdout + done.stderr)
+    done = harness_in(REPO, harness_env(tmp_path), "run", str(MALFORMED / name), "--run-dir", str(tmp_path / "run"))
+    expect_exit(done, 2)
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"error: {MALFORMED / name}:"), done.stderr
 
@@ -304,14 +232,7 @@ def test_a_cwd_through_a_symlink_that_leaves_the_repository_is_refused(tmp_path:
         'id: escapes\ncwd: linked\ncommand: ["{python}", "-c", "open(\'written-outside\', \'w\')"]\ngpus: 0\n'
     )
     for command in (["validate", "escapes.yaml"], ["run", "escapes.yaml", "--run-dir", str(tmp_path / "run")]):
-        done = subprocess.run(
-            [sys.executable, "-m", "harness", *command],
-            cwd=project,
-            env=harness_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = harness_in(project, harness_env(tmp_path), *command)
         assert done.returncode == 2, done.stdout + done.stderr
         assert done.stderr.strip() == (
             f"error: escapes.yaml:2: cwd: must stay inside the repository, found 'linked' which leads to "
@@ -339,22 +260,12 @@ def test_symlink_loops_in_a_spec_folder_are_entered_never(tmp_path: Path, device
     (specs / "l1").symlink_to(".")
     (specs / "l2").symlink_to(".")
     (specs / "sub" / "up").symlink_to("..")
-    env = harness_env(tmp_path)
-    validate = subprocess.run(
-        [sys.executable, "-m", "harness", "validate", "specs"], cwd=project, env=env, capture_output=True, text=True
-    )
+    validate = harness_in(project, harness_env(tmp_path), "validate", "specs")
     assert validate.stdout.strip() == "2 specs valid in 2 files", validate.stdout + validate.stderr
     extra = ["--fake-gpus", str(devices)] if devices else []
-    run = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--specs", "specs", "--run-dir", str(tmp_path / "run"), *extra],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run_harness_expecting(
+        0, tmp_path, "run", "--specs", "specs", "--run-dir", str(tmp_path / "run"), *extra, timeout=300
     )
-    clean(run.stdout + run.stderr)
-    assert run.returncode == 0, run.stdout + run.stderr
     assert sorted(s["id"] for s in load_results(tmp_path / "run")["specs"]) == ["a", "b"]
 
 
@@ -377,14 +288,7 @@ def test_an_unreadable_spec_folder_is_named_by_validate_and_run(tmp_path: Path) 
     locked.chmod(0)
     try:
         for command in (["validate", "specs"], ["run", "--specs", "specs", "--run-dir", str(tmp_path / "run")]):
-            done = subprocess.run(
-                [*prefix, sys.executable, "-m", "harness", *command],
-                cwd=project,
-                env=harness_env(tmp_path),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            done = harness_in(project, harness_env(tmp_path), *command, prefix=prefix)
             assert done.returncode == 2, done.stdout + done.stderr
             assert done.stderr.strip() == "error: specs/locked: cannot read the folder: Permission denied"
     finally:
@@ -400,27 +304,17 @@ def test_sigterm_during_a_slow_collection_writes_results(tmp_path: Path, phase: 
     specs = [{"id": f"s{i}", "command": ["{python}", "-c", "pass"], "gpus": 0} for i in range(count)]
     (project / "specs" / "many.yaml").write_text(yaml.safe_dump(specs))
     run_dir = tmp_path / f"run-{uuid.uuid4().hex[:6]}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--specs", "specs", "--run-dir", str(run_dir)],
-        cwd=project,
-        env=harness_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start(project, tmp_path, "--specs", "specs", "--run-dir", str(run_dir))
     if phase == "reading-specs":
         time.sleep(2.5)  # its signal handlers are set; reading 20,000 specs takes several seconds more
         reading = not run_dir.exists()  # pytest claims the run dir first thing
     else:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "owner.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-            time.sleep(0.02)
+        wait_until((run_dir / "owner.json").exists, proc, seconds=120, every=0.02)
         time.sleep(0.3)  # pytest claimed the run dir as it started: now it collects 5,000 specs
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
-    clean(output)
+    no_traceback(output)
     results = load_results(run_dir)
     assert results["interrupted"] is True and results["specs"] == []
     if phase == "reading-specs" and reading:

@@ -12,17 +12,30 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.records import load_results
 
 from ..conftest import tagged
-from .test_faults import git_project, harness_env, harness_in, machine, new_tag, record, write_spec
+from .common import (
+    cpu_spec,
+    git_project,
+    harness_env,
+    harness_in,
+    kill_tagged,
+    machine,
+    new_tag,
+    no_traceback,
+    record,
+    run_harness_expecting,
+    start,
+    stop,
+    wait_until,
+    write_spec,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -33,42 +46,6 @@ IGNORES_SIGNALS = (
     "print('ready', flush=True)\n"
     "time.sleep(300)\n"
 )
-
-
-def cpu_spec(folder: Path, spec_id: str, code: str, tag: str, **fields) -> Path:
-    """A `gpus: 0` spec (no lease: only the harness knows its process group)."""
-    return write_spec(folder, spec_id, code, tag, gpus=0, **fields)
-
-
-def no_traceback(output: str) -> None:
-    assert "Traceback" not in output and "INTERNALERROR" not in output, output
-
-
-def wait_until(condition, proc: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-        time.sleep(0.05)
-
-
-def kill_tagged(tag: str) -> None:
-    for line in tagged(tag):
-        try:
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def start(project: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", *args],
-        cwd=project,
-        env=env or harness_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
 
 
 # signals and processes ---------------------------------------------------------------------
@@ -100,10 +77,7 @@ def test_cpu_runs_that_ignore_every_signal_are_ended_when_the_harness_is_interru
         assert results["interrupted"] is True
         assert {record(results, name)["outcome"] for name in ("deaf_one", "deaf_two")} == {"error"}
     finally:
-        if harness.poll() is None:
-            os.killpg(harness.pid, signal.SIGKILL)
-            harness.wait()
-        kill_tagged(tag)
+        stop(tag, harness)
 
 
 def test_a_spec_that_sigterms_its_own_worker_crashes_alone(tmp_path: Path) -> None:
@@ -115,17 +89,7 @@ def test_a_spec_that_sigterms_its_own_worker_crashes_alone(tmp_path: Path) -> No
     for name, timeout in (("second", 200), ("third", 100), ("fourth", 90)):
         cpu_spec(project / "specs", name, "import time; time.sleep(1); print('done')", tag, timeout=timeout)
     run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", "2", "--run-dir", str(run_dir)],
-        cwd=project,
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 1, output
-    no_traceback(output)
+    run_harness_expecting(1, tmp_path, "run", "--fake-gpus", "2", "--run-dir", str(run_dir), timeout=300)
     assert tagged(tag) == []
     results = load_results(run_dir)
     assert results["interrupted"] is False
@@ -150,21 +114,11 @@ def test_a_spec_that_sigterms_its_own_worker_crashes_alone(tmp_path: Path) -> No
 def test_an_nvidia_smi_that_hangs_in_a_child_or_prints_random_bytes(tmp_path: Path, script: str, said: str) -> None:
     """Exit 2 with one line quoting the tool; a hung wrapper's child is killed with it (its whole group)."""
     tag = new_tag()
-    env = {**harness_env(tmp_path), **machine(tmp_path)}
+    env = machine(tmp_path)
     (tmp_path / "tools" / "nvidia-smi").write_text("#!/bin/sh\n" + script.format(tag=tag))
     cpu_spec(tmp_path / "project" / "specs", "quick", "print('done')", tag)
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--run-dir", str(tmp_path / "run")],
-        cwd=tmp_path / "project",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output
+    output = run_harness_expecting(2, tmp_path, "run", "--run-dir", str(tmp_path / "run"), env=env)
     assert [line for line in output.splitlines() if said in line], output
-    no_traceback(output)
     time.sleep(0.5)
     assert tagged(tag) == []
 
@@ -185,10 +139,7 @@ def test_sigint_after_three_failed_attempts_keeps_them_in_the_record(tmp_path: P
     counter = tmp_path / "attempts-started"
     counter.mkdir()
     project = tmp_path / "project"
-    path = cpu_spec(project / "specs", "retried", FAILS_THREE_TIMES, tag, retries=5, timeout=400)
-    spec = yaml.safe_load(path.read_text())
-    spec["command"].append(str(counter))
-    path.write_text(yaml.safe_dump(spec))
+    cpu_spec(project / "specs", "retried", FAILS_THREE_TIMES, tag, str(counter), retries=5, timeout=400)
     run_dir = tmp_path / "run"
     harness = start(project, tmp_path, "--fake-gpus", "1", "--run-dir", str(run_dir))
     try:
@@ -210,10 +161,7 @@ def test_sigint_after_three_failed_attempts_keeps_them_in_the_record(tmp_path: P
             json.loads((run_dir / "specs" / "retried" / "result.json").read_text())["attempts"] == retried["attempts"]
         )
     finally:
-        if harness.poll() is None:
-            os.killpg(harness.pid, signal.SIGKILL)
-            harness.wait()
-        kill_tagged(tag)
+        stop(tag, harness)
 
 
 # leases (the machine-wide pool) ------------------------------------------------------------
@@ -232,15 +180,11 @@ while not os.path.exists(sys.argv[5]):
 
 def gpu_machine(tmp_path: Path) -> dict[str, str]:
     """Two stand-in H100s and a machine-wide lease folder of the test's own."""
-    return {**harness_env(tmp_path), **machine(tmp_path, nvidia={}), "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases")}
+    return {**machine(tmp_path, nvidia={}), "TRAINSPEC_LEASE_DIR": str(tmp_path / "leases")}
 
 
 def gpu_spec(project: Path, spec_id: str, tag: str, trace: Path, until: Path) -> None:
-    path = write_spec(project / "specs", spec_id, HOLDS_A_GPU, tag, timeout=300)
-    spec = yaml.safe_load(path.read_text())
-    spec["command"] += [str(trace), spec_id, str(until)]
-    spec.pop("cpu_ok")
-    path.write_text(yaml.safe_dump(spec))
+    write_spec(project / "specs", spec_id, HOLDS_A_GPU, tag, str(trace), spec_id, str(until), timeout=300, cpu_ok=None)
 
 
 def started(trace: Path) -> dict[str, tuple[str, float]]:
@@ -279,11 +223,7 @@ def test_a_lease_outlives_a_harness_killed_while_its_run_lives(tmp_path: Path) -
         assert started(trace)["second"][1] >= ended
         assert record(load_results(tmp_path / "run2"), "second")["lease_wait"] >= 3
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        kill_tagged(tag)
+        stop(tag, first, second)
 
 
 @pytest.mark.parametrize("damage", ["deleted", "garbage"])
@@ -313,11 +253,7 @@ def test_a_lease_state_deleted_or_garbled_mid_run_never_double_books(tmp_path: P
         no_traceback(outputs[1])
         assert started(trace)["second"][1] >= ended
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        kill_tagged(tag)
+        stop(tag, first, second)
 
 
 def test_a_lease_state_made_immutable_mid_run_keeps_a_passed_spec_passed(tmp_path: Path) -> None:
@@ -326,16 +262,8 @@ def test_a_lease_state_made_immutable_mid_run_keeps_a_passed_spec_passed(tmp_pat
     tag = new_tag()
     project = tmp_path / "project"
     flag = tmp_path / "first-may-end"
-    write_spec(
-        project / "specs",
-        "first",
-        "import os, sys, time\nwhile not os.path.exists(sys.argv[3]): time.sleep(0.05)",
-        tag,
-        timeout=300,
-    )
-    spec = yaml.safe_load((project / "specs" / "first.yaml").read_text())
-    spec["command"].append(str(flag))
-    (project / "specs" / "first.yaml").write_text(yaml.safe_dump(spec))
+    waits = "import os, sys, time\nwhile not os.path.exists(sys.argv[3]): time.sleep(0.05)"
+    write_spec(project / "specs", "first", waits, tag, str(flag), timeout=300)
     write_spec(project / "specs", "second", "print('done')", tag, timeout=200)
     run_dir = tmp_path / "run"
     harness = start(project, tmp_path, "--fake-gpus", "1", "--run-dir", str(run_dir))
@@ -359,10 +287,7 @@ def test_a_lease_state_made_immutable_mid_run_keeps_a_passed_spec_passed(tmp_pat
         assert tagged(tag) == []
     finally:
         subprocess.run(["chattr", "-i", str(state)], capture_output=True)
-        if harness.poll() is None:
-            os.killpg(harness.pid, signal.SIGKILL)
-            harness.wait()
-        kill_tagged(tag)
+        stop(tag, harness)
 
 
 @pytest.mark.parametrize(
@@ -378,18 +303,8 @@ def test_a_lease_folder_that_is_a_file_or_not_writable_is_exit_2_in_one_line(
     env = {**gpu_machine(tmp_path), "TRAINSPEC_LEASE_DIR": lease_dir}
     tag = new_tag()
     gpu_spec(tmp_path / "project", "on_a_gpu", tag, tmp_path / "trace", tmp_path / "never")
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--gpus", "1", "--run-dir", str(tmp_path / "run")],
-        cwd=tmp_path / "project",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output
+    output = run_harness_expecting(2, tmp_path, "run", "--gpus", "1", "--run-dir", str(tmp_path / "run"), env=env)
     assert len([line for line in output.splitlines() if f"the device lease folder {lease_dir} {said}" in line]) == 1
-    no_traceback(output)
     assert tagged(tag) == []
 
 
@@ -413,31 +328,11 @@ def test_a_baseline_that_is_not_a_regular_file_of_a_sane_size_is_exit_2_at_once(
         said = f"--baseline {baseline} is larger than 256 MiB, more than any record of a run"
     tag = new_tag()
     cpu_spec(tmp_path / "project" / "specs", "quick", "print('done')", tag)
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(tmp_path / "run")],
-        cwd=tmp_path / "project",
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr  # the same run without the baseline
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(tmp_path / "run2")]
-        + ["--baseline", baseline],
-        cwd=tmp_path / "project",
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output
+    args = ["run", "--fake-gpus", "1", "--run-dir"]
+    run_harness_expecting(0, tmp_path, *args, str(tmp_path / "run"), timeout=60)  # the same run without the baseline
+    output = run_harness_expecting(2, tmp_path, *args, str(tmp_path / "run2"), "--baseline", baseline, timeout=60)
     assert len([line for line in output.splitlines() if said in line]) == 1, output
-    no_traceback(output)
-    report = subprocess.run(
-        [sys.executable, "-m", "harness", "report", baseline], capture_output=True, text=True, timeout=60
-    )
+    report = harness_in(tmp_path, harness_env(tmp_path), "report", baseline, timeout=60)
     assert report.returncode == 2 and said.removeprefix("--baseline ") in report.stderr, report.stderr
 
 
@@ -481,17 +376,7 @@ def test_the_harness_working_folder_deleted_mid_run(tmp_path: Path, devices: int
     other = f"open({str(done_flag)!r}, 'w').close()"
     cpu_spec(project / "specs", "other", other, tag, timeout=200)
     run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir)],
-        cwd=project,
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    no_traceback(output)
+    run_harness_expecting(0, tmp_path, "run", "--fake-gpus", str(devices), "--run-dir", str(run_dir), timeout=300)
     assert not project.exists()
     results = load_results(run_dir)
     assert [(s["id"], s["outcome"]) for s in results["specs"]] == [
@@ -524,17 +409,7 @@ def test_a_spec_that_fills_the_run_directorys_disk_fails_as_the_machines_and_the
     write_spec(project / "specs", "fills_the_disk", fills, tag, timeout=300)
     write_spec(project / "specs", "second", "print('done')", tag, timeout=200)
     run_dir = small_disk / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--fake-gpus", "1", "--run-dir", str(run_dir)],
-        cwd=project,
-        env=harness_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 1, output
-    no_traceback(output)
+    run_harness_expecting(1, tmp_path, "run", "--fake-gpus", "1", "--run-dir", str(run_dir), timeout=300)
     assert tagged(tag) == []
     results = load_results(run_dir)
     filled = record(results, "fills_the_disk")

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import REPO
 
+from .common import expect_exit, harness_in
+
 pytestmark = pytest.mark.e2e
 
 # A trainer in a few lines of Python (no torch): its loss settles at LEVEL, read from a module the commits change.
@@ -74,14 +76,7 @@ def test_bisect_names_the_commit_that_made_the_loss_worse(tmp_path: Path) -> Non
         commits.append(git(repo, "rev-parse", "HEAD"))
     (repo / "notes.txt").write_text("an uncommitted edit\n")
     status = git(repo, "status", "--porcelain")
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "bisect", "tiny", "--good", commits[0], "--bad", commits[15]],
-        cwd=repo,
-        env={**_env(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = harness_in(repo, _env(tmp_path), "bisect", "tiny", "--good", commits[0], "--bad", commits[15], timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith(f"first bad commit: {commits[10]} commit 11 ("), done.stdout
@@ -96,16 +91,9 @@ def test_bisect_names_the_commit_that_made_the_loss_worse(tmp_path: Path) -> Non
 def test_bisect_refuses_refs_that_name_no_range(tmp_path: Path) -> None:
     repo = tmp_path / "project"
     make_project(repo)
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "bisect", "tiny", "--good", "HEAD", "--bad", "nonsense"],
-        cwd=repo,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2 and done.stderr.startswith("error: git rev-parse"), done.stderr
-    assert "Traceback" not in done.stderr
+    done = harness_in(repo, _env(tmp_path), "bisect", "tiny", "--good", "HEAD", "--bad", "nonsense", timeout=300)
+    expect_exit(done, 2)
+    assert done.stderr.startswith("error: git rev-parse"), done.stderr
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -113,14 +101,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _harness(repo: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=repo,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return harness_in(repo, _env(tmp_path), *args, timeout=600)
 
 
 def test_two_concurrent_runs_with_workers_append_every_row(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,42 +12,10 @@ import yaml
 
 from harness.inference import perplexity
 
-from ..conftest import REPO, tagged
+from ..conftest import REPO
+from .common import serve, serving_spec
 
 pytestmark = pytest.mark.e2e
-
-FAKE_SERVER = Path(__file__).with_name("fake_server.py")
-# Stands in for a training run that saves a checkpoint. Braces are doubled: single ones are placeholders.
-SAVES_CHECKPOINT = (
-    "import pathlib, sys; c = pathlib.Path(sys.argv[1], 'checkpoint'); c.mkdir(); (c / "
-    "'config.json').write_text('{{}}')"
-)
-SAVES_NOTHING = "pass"
-
-
-def serving_spec(
-    folder: Path, mode: str, *, training: str = SAVES_CHECKPOINT, server_timeout: float = 30
-) -> tuple[Path, str]:
-    """A spec whose 'training' is instant and whose server is fake_server.py in `mode`; returns (file, tag)."""
-    tag = f"trainspec-test-{uuid.uuid4().hex[:8]}"
-    spec = {
-        "id": f"serve_{mode.replace('-', '_')}",
-        "command": ["{python}", "-c", training, "{output_dir}"],
-        "gpus": 0,
-        "timeout": 60,
-        "min_steps_logged": 0,
-        "expected_files": ["checkpoint/config.json"],
-        "inference": {
-            "server": ["{python}", str(FAKE_SERVER), "--port", "{port}", "--mode", mode, "--tag", tag],
-            "prompt": "the small cat",
-            "max_tokens": 5,
-            "perplexity_max": 10,
-            "server_timeout": server_timeout,
-        },
-    }
-    path = folder / f"{spec['id']}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path, tag
 
 
 def random_words(count: int, seed: int = 0) -> str:
@@ -88,41 +55,27 @@ def test_gate_ranks_corpus_below_output_below_ceiling_below_random(
 
 
 def test_server_that_never_becomes_healthy(harness, tinylm_scorer: str, tmp_path: Path) -> None:
-    path, tag = serving_spec(tmp_path, "never-healthy", server_timeout=2)
     started = time.monotonic()
-    run = harness("run", str(path), "--scorer", tinylm_scorer)
+    spec, _ = serve(harness, tinylm_scorer, tmp_path, "never-healthy", server_timeout=2)
     elapsed = time.monotonic() - started
-    assert run.code == 1, run.output
-    assert "not healthy within 2 s" in run.spec("serve_never_healthy")["reason"]
+    assert "not healthy within 2 s" in spec["reason"]
     assert elapsed < 2 + 15, f"the harness took {elapsed:.1f} s past a 2 s server_timeout"
-    assert tagged(tag) == []
 
 
 def test_server_that_crashes_on_the_request(harness, tinylm_scorer: str, tmp_path: Path) -> None:
-    path, tag = serving_spec(tmp_path, "crash")
-    run = harness("run", str(path), "--scorer", tinylm_scorer)
-    assert run.code == 1, run.output
-    spec = run.spec("serve_crash")
+    spec, output = serve(harness, tinylm_scorer, tmp_path, "crash")
     assert spec["reason"].startswith("inference.completion: ConnectionError")
-    assert "the server exited with code 3" in run.output and "crashing on request" in run.output
-    assert tagged(tag) == []
+    assert "the server exited with code 3" in output and "crashing on request" in output
 
 
 def test_empty_completion_fails(harness, tinylm_scorer: str, tmp_path: Path) -> None:
-    path, tag = serving_spec(tmp_path, "empty")
-    run = harness("run", str(path), "--scorer", tinylm_scorer)
-    assert run.code == 1, run.output
-    spec = run.spec("serve_empty")
+    spec, _ = serve(harness, tinylm_scorer, tmp_path, "empty")
     assert spec["reason"] == "inference.completion: an empty completion"
     assert spec["inference"] == [{"prompt": "the small cat", "text": "", "perplexity": None}]
-    assert tagged(tag) == []
 
 
 def test_missing_checkpoint_fails_before_serving(harness, tinylm_scorer: str, tmp_path: Path) -> None:
-    path, tag = serving_spec(tmp_path, "ok", training=SAVES_NOTHING)
-    run = harness("run", str(path), "--scorer", tinylm_scorer)
-    assert run.code == 1, run.output
-    spec = run.spec("serve_ok")
+    spec, _ = serve(harness, tinylm_scorer, tmp_path, "ok", training="pass")
     assert "expected_files" in spec["reason"] and "checkpoint/config.json" in spec["reason"]
     assert "inference stage not run: the training failed" in spec["warnings"]
     assert not Path(spec["output_dir"], "server.stdout.log").exists()
@@ -130,11 +83,8 @@ def test_missing_checkpoint_fails_before_serving(harness, tinylm_scorer: str, tm
 
 def test_a_fake_server_passes_the_gate(harness, tinylm_scorer: str, tmp_path: Path) -> None:
     """The control for the cases above: the same spec with a well-behaved server passes."""
-    path, tag = serving_spec(tmp_path, "ok")
-    run = harness("run", str(path), "--scorer", tinylm_scorer)
-    assert run.code == 0, run.output
-    assert run.spec("serve_ok")["inference"][0]["text"] == " sleeps ."
-    assert tagged(tag) == []
+    spec, _ = serve(harness, tinylm_scorer, tmp_path, "ok", code=0)
+    assert spec["inference"][0]["text"] == " sleeps ."
 
 
 def test_missing_scorer_fails_with_directions_or_skips_on_request(harness, tmp_path: Path) -> None:
