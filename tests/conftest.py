@@ -23,6 +23,19 @@ def gone(pid: int) -> bool:
         return True
 
 
+def fresh_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -c CODE ARGS` in a fresh interpreter (nothing this test process imported), with this checkout's
+    harness importable."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def tagged(tag: str) -> list[str]:
     """Live processes whose command line carries `tag`, as `pid: cmdline`: what a test left running."""
     found = []

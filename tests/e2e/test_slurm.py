@@ -101,6 +101,20 @@ def recorder_spec(name: str, trace: Path, sleep: float, **fields) -> dict:
     }
 
 
+def ranks_spec(spec_id: str, **fields) -> dict:
+    """A torchrun spec on two devices a node whose ranks each write what they saw (rank_report.py)."""
+    return {
+        "id": spec_id,
+        "launcher": "torchrun",
+        "command": [str(RANK_REPORT), "{output_dir}"],
+        "gpus": 2,
+        "cpu_ok": True,
+        "timeout": 120,
+        "min_steps_logged": 0,
+        **fields,
+    }
+
+
 def test_two_one_device_specs_run_at_once_on_different_devices(harness, cluster, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     specs = write_specs(tmp_path / "specs", recorder_spec("left", trace, 4), recorder_spec("right", trace, 4))
@@ -113,16 +127,7 @@ def test_two_one_device_specs_run_at_once_on_different_devices(harness, cluster,
 
 
 def test_a_two_device_torchrun_spec_runs_in_one_allocation(harness, cluster, tmp_path: Path) -> None:
-    spec = {
-        "id": "ranks",
-        "launcher": "torchrun",
-        "command": [str(RANK_REPORT), "{output_dir}"],
-        "gpus": 2,
-        "cpu_ok": True,
-        "timeout": 120,
-        "min_steps_logged": 0,
-        "expected_files": ["rank0.json", "rank1.json"],
-    }
+    spec = ranks_spec("ranks", expected_files=["rank0.json", "rank1.json"])
     run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=cluster)
     assert run.code == 0, run.output
     output = Path(run.spec("ranks")["output_dir"])
@@ -134,17 +139,7 @@ def test_a_two_device_torchrun_spec_runs_in_one_allocation(harness, cluster, tmp
 
 
 def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness, two_nodes, tmp_path: Path) -> None:
-    spec = {
-        "id": "across",
-        "launcher": "torchrun",
-        "nodes": 2,
-        "command": [str(RANK_REPORT), "{output_dir}"],
-        "gpus": 2,
-        "cpu_ok": True,
-        "timeout": 120,
-        "min_steps_logged": 0,
-        "expected_files": [f"rank{r}.json" for r in range(4)],
-    }
+    spec = ranks_spec("across", nodes=2, expected_files=[f"rank{r}.json" for r in range(4)])
     specs = write_specs(tmp_path / "specs", spec)
     local = harness("run", "--specs", str(specs), "--fake-gpus", "4")
     # Nothing could run here: exit 5 (issue 14), the skip and its reason recorded.
@@ -167,17 +162,7 @@ def test_a_spec_across_two_nodes_joins_its_ranks_through_the_allocation(harness,
 
 
 def test_a_rank_failing_on_the_second_node_fails_the_spec_and_ends_the_job(harness, two_nodes, tmp_path: Path) -> None:
-    spec = {
-        "id": "half_dead",
-        "launcher": "torchrun",
-        "nodes": 2,
-        "command": [str(RANK_REPORT), "{output_dir}"],
-        "gpus": 2,
-        "cpu_ok": True,
-        "timeout": 120,
-        "min_steps_logged": 0,
-        "env": {"FAIL_ON_NODE": "1"},
-    }
+    spec = ranks_spec("half_dead", nodes=2, env={"FAIL_ON_NODE": "1"})
     run = harness("run", "--backend", "slurm", "--specs", str(write_specs(tmp_path / "specs", spec)), env=two_nodes)
     assert run.code == 1, run.output
     failed = run.spec("half_dead")

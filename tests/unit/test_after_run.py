@@ -51,6 +51,14 @@ def log_of(tmp_path: Path, losses: list, keys: tuple[str, ...] = (), **extra_key
     return parse_log(write_log(tmp_path / "out", losses, **extra_keys), LogSpec(), (*keys, *extra_keys))
 
 
+def output_with(tmp_path: Path, name: str, text: str) -> Path:
+    """The output folder of a run that wrote `text` to `name`, as it wrote it (cut short, malformed)."""
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    (out / name).write_text(text)
+    return out
+
+
 def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
     return {r.name: r for r in results}
 
@@ -173,9 +181,7 @@ def test_min_steps_logged(tmp_path):
 
 
 def test_min_steps_logged_mentions_a_cut_short_log(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 2}\n{"step": 2, "lo')
+    out = output_with(tmp_path, "metrics.jsonl", '{"step": 1, "loss": 2}\n{"step": 2, "lo')
     log, problem = read_log(spec(), out)
     assert problem is None
     [result] = check_log(spec(min_steps_logged=2), log, problem)
@@ -191,9 +197,7 @@ def test_no_log_when_one_is_needed(tmp_path):
 
 
 def test_an_unreadable_log_is_a_failed_check_not_an_exception(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "metrics.jsonl").write_text('{"loss": 1}\nnot json\n{"loss": 2}\n')
+    out = output_with(tmp_path, "metrics.jsonl", '{"loss": 1}\nnot json\n{"loss": 2}\n')
     log, problem = read_log(spec(), out)
     assert log is None and "line 2 is not JSON" in problem
     assert not check_log(spec(), log, problem)[0].passed
@@ -207,12 +211,10 @@ def test_no_nan_fails_on_a_null_loss(tmp_path):
 
 
 def test_no_nan_fails_on_nan_and_infinity(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": Infinity}\n')
+    out = output_with(tmp_path, "metrics.jsonl", '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": Infinity}\n')
     log = parse_log(out / "metrics.jsonl", LogSpec())
     assert not by_name(check_loss(spec(loss={}), log))["loss.no_nan"].passed
-    (out / "metrics.jsonl").write_text('{"step": 1, "loss": "nan"}\n')
+    output_with(tmp_path, "metrics.jsonl", '{"step": 1, "loss": "nan"}\n')
     log = parse_log(out / "metrics.jsonl", LogSpec())
     result = by_name(check_loss(spec(loss={}), log))["loss.no_nan"]
     assert not result.passed and result.found == "'nan' at step 1"
@@ -314,10 +316,8 @@ def test_an_infinite_metric_fails_its_max_bound(tmp_path):
 
 def test_a_spec_without_log_requirements_needs_no_log(tmp_path):
     the_spec = spec(min_steps_logged=0)
-    out = tmp_path / "out"
-    out.mkdir()
+    out = output_with(tmp_path, "stderr.log", "all good\n")
     stderr = out / "stderr.log"
-    stderr.write_text("all good\n")
     results, log = run_checks(the_spec, ok_outcome(), out, stderr)
     assert log is None
     assert [r.name for r in results] == ["exit_code", "stderr.forbidden_patterns"]

@@ -195,19 +195,23 @@ def test_a_value_within_the_absolute_tolerance_passes_though_past_the_relative_o
     assert not check.passed and regressions[0]["tolerance"] == 0.1 and "tolerance_abs" not in regressions[0]
 
 
+# A final loss past 10% and 0.002 over its baseline: as the comparison records it and the report reads it.
+PAST_BOTH_TOLERANCES = {
+    "metric": "final_loss",
+    "baseline": 0.0057,
+    "current": 0.008,
+    "tolerance": 0.1,
+    "severity": "fail",
+    "tolerance_abs": 0.002,
+}
+
+
 def test_a_value_past_both_tolerances_fails_and_the_regression_names_both():
     (check,), (regression,) = compare(
         record(final_loss=0.0080), record(final_loss=0.0057), BaselineSpec(final_loss=0.1, final_loss_abs=0.002), {}
     )
     assert not check.passed
-    assert regression == {
-        "metric": "final_loss",
-        "baseline": 0.0057,
-        "current": 0.008,
-        "tolerance": 0.1,
-        "severity": "fail",
-        "tolerance_abs": 0.002,
-    }
+    assert regression == PAST_BOTH_TOLERANCES
 
 
 def test_the_relative_tolerance_still_passes_a_large_value_past_a_small_absolute_one():
@@ -227,19 +231,7 @@ def test_the_command_line_sets_an_absolute_tolerance_for_every_spec():
 def test_a_regression_with_an_absolute_tolerance_reads_in_the_report():
     from harness.report.rows import regression_text
 
-    assert (
-        regression_text(
-            {
-                "metric": "final_loss",
-                "baseline": 0.0057,
-                "current": 0.008,
-                "tolerance": 0.1,
-                "severity": "fail",
-                "tolerance_abs": 0.002,
-            }
-        )
-        == "final_loss 0.0057 → 0.008 (+40%, allowed +10% or +0.002, fail)"
-    )
+    assert regression_text(PAST_BOTH_TOLERANCES) == "final_loss 0.0057 → 0.008 (+40%, allowed +10% or +0.002, fail)"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,8 @@ from harness.cli import main, pytest_arguments, written_since
 from harness.commands import build_parser
 from harness.spec.files import registered_markers
 
+from ..conftest import fresh_python
+
 PYPROJECT = """\
 [tool.pytest.ini_options]
 markers = [
@@ -219,7 +221,7 @@ def test_the_harness_core_never_imports_torch():
         "harness.records\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = fresh_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 

@@ -16,7 +16,7 @@ from harness.launch import Launch
 from harness.process import run_process
 from harness.process.interrupts import interrupt_on_termination
 
-from ..conftest import gone
+from ..conftest import fresh_python, gone
 
 ONCE = r"""
 import os, signal, sys
@@ -37,13 +37,7 @@ print("still here")
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_a_terminating_signal_is_a_keyboard_interrupt_once(name: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", ONCE, name],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-    )
+    done = fresh_python(ONCE, name)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"interrupted by {name}", "still here"]
 
@@ -54,13 +48,7 @@ def test_a_handler_someone_else_set_is_left_alone() -> None:
         "signal.signal(signal.SIGTERM, mine); interrupt_on_termination(); print(signal.getsignal(signal.SIGTERM) "
         "is mine, signal.getsignal(signal.SIGHUP).__name__)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-    )
+    done = fresh_python(code)
     assert done.stdout.split() == ["True", "_interrupt"], done.stderr
 
 

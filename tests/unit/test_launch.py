@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.backends.local import LocalBackend, cpu_threads
 from harness.backends.slurm import SlurmBackend
 from harness.devices.visible import discover
-from harness.launch import CHILD_VERSIONS_FILE, build_argv, build_launch
+from harness.launch import CHILD_VERSIONS_FILE, Launch, build_argv, build_launch
 from harness.process import run_process
 from harness.spec.files import spec_from_mapping
 
@@ -30,6 +30,12 @@ VALUES = {
     "repo": "/repo",
     "gpus": "2",
 }
+
+
+def launch_on_cpu(the_spec, output_dir: Path, repo: Path, run_dir: Path, devices=("cpu",), **options) -> Launch:
+    """The spec's launch on a machine without a GPU."""
+    placement = LocalBackend().place(the_spec, devices, discover(gpus=0, environ={}))
+    return build_launch(the_spec, repo=repo, run_dir=run_dir, output_dir=output_dir, placement=placement, **options)
 
 
 def test_build_argv_fills_placeholders_and_appends_args():
@@ -112,15 +118,7 @@ def test_build_launch_environment(tmp_path):
 
 
 def test_build_launch_on_cpu_hides_every_gpu(tmp_path):
-    cpu = discover(gpus=0, environ={})
-    run = build_launch(
-        spec(gpus=0),
-        repo=tmp_path,
-        run_dir=tmp_path,
-        output_dir=tmp_path / "o",
-        placement=LocalBackend().place(spec(gpus=0), ("cpu",), cpu),
-        base_env={"CUDA_VISIBLE_DEVICES": "0,1"},
-    )
+    run = launch_on_cpu(spec(gpus=0), tmp_path / "o", tmp_path, tmp_path, base_env={"CUDA_VISIBLE_DEVICES": "0,1"})
     assert run.env["CUDA_VISIBLE_DEVICES"] == ""
     assert run.env["TRAINSPEC_DEVICE_KIND"] == "cpu"
     assert run.env["OMP_NUM_THREADS"] == str(len(os.sched_getaffinity(0)))
@@ -197,14 +195,7 @@ def test_a_launched_run_writes_no_bytecode_into_the_tree(tmp_path):
     # ...with it, nothing lands in the project's tree.
     repo = tree("repo")
     the_spec = spec(command=["{python}", "-c", "import helper; print(helper.VALUE)"], gpus=0)
-    run = build_launch(
-        the_spec,
-        repo=repo,
-        run_dir=tmp_path / "run",
-        output_dir=tmp_path / "run" / "out",
-        placement=LocalBackend().place(the_spec, ("cpu",), discover(gpus=0, environ={})),
-        base_env=base_env(),
-    )
+    run = launch_on_cpu(the_spec, tmp_path / "run" / "out", repo, tmp_path / "run", base_env=base_env())
     assert run_process(run).exit_code == 0
     assert run.stdout_path.read_text() == "1\n"
     assert sorted(p.name for p in repo.rglob("*")) == ["helper.py"]
@@ -219,23 +210,9 @@ def test_children_record_the_library_versions_they_import(tmp_path):
     (libraries / "sitecustomize.py").write_text("import os\nopen(os.environ['SHADOWED_MARK'], 'w').close()\n")
     out = tmp_path / "out"
     out.mkdir()
-    spec = spec_from_mapping(
-        {
-            "id": "versions",
-            "command": ["{python}", "-c", "import transformers"],
-            "gpus": 0,
-            "env": {"PYTHONPATH": str(libraries), "SHADOWED_MARK": str(tmp_path / "mark")},
-        },
-        tmp_path / "spec.yaml",
-    )
-    launch = build_launch(
-        spec,
-        repo=tmp_path,
-        run_dir=tmp_path,
-        output_dir=out,
-        placement=LocalBackend().place(spec, (), discover(gpus=0, environ={})),
-    )
-    assert run_process(launch).exit_code == 0
+    env = {"PYTHONPATH": str(libraries), "SHADOWED_MARK": str(tmp_path / "mark")}
+    the_spec = spec(id="versions", command=["{python}", "-c", "import transformers"], gpus=0, env=env)
+    assert run_process(launch_on_cpu(the_spec, out, tmp_path, tmp_path, devices=())).exit_code == 0
     versions = json.loads((out / CHILD_VERSIONS_FILE).read_text())
     assert versions == {"python": platform.python_version(), "torch": None, "transformers": "9.9.9", "cuda": None}
     assert (tmp_path / "mark").exists()
@@ -244,17 +221,8 @@ def test_children_record_the_library_versions_they_import(tmp_path):
 def test_a_child_that_imports_neither_library_records_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    spec = spec_from_mapping(
-        {"id": "plain", "command": ["{python}", "-c", "import json"], "gpus": 0}, tmp_path / "spec.yaml"
-    )
-    launch = build_launch(
-        spec,
-        repo=tmp_path,
-        run_dir=tmp_path,
-        output_dir=out,
-        placement=LocalBackend().place(spec, (), discover(gpus=0, environ={})),
-    )
-    assert run_process(launch).exit_code == 0
+    the_spec = spec(id="plain", command=["{python}", "-c", "import json"], gpus=0)
+    assert run_process(launch_on_cpu(the_spec, out, tmp_path, tmp_path, devices=())).exit_code == 0
     assert not (out / CHILD_VERSIONS_FILE).exists()
 
 

@@ -187,13 +187,20 @@ def test_a_killed_holder_frees_its_devices_before_it_is_reaped(pool_dir):
         holder.wait()
 
 
-def test_a_multi_device_waiter_is_not_starved_by_later_single_device_waiters(pool_dir, tmp_path):
+def big_waits_behind_h(pool_dir, tmp_path: Path, h_expected: float, big_hold: float):
+    """Two devices: `h` holds one until its release file appears, `big` (both devices) is queued behind it.
+    Returns the pool and h's release file."""
     pool = pool_dir(("0", "1"))
     release = tmp_path / "release-h"
-    pool.start("h", 1, until=str(release), expected=0.5)
+    pool.start("h", 1, until=str(release), expected=h_expected)
     wait_for(lambda: pool.acquired("h"), what="h to acquire")
-    pool.start("big", 2, expected=1.0, hold=0.1)
+    pool.start("big", 2, expected=1.0, hold=big_hold)
     wait_for(lambda: pool.queued() == ["big"], what="big to queue")
+    return pool, release
+
+
+def test_a_multi_device_waiter_is_not_starved_by_later_single_device_waiters(pool_dir, tmp_path):
+    pool, release = big_waits_behind_h(pool_dir, tmp_path, h_expected=0.5, big_hold=0.1)
     for i in range(3):
         pool.start(f"small{i}", 1, expected=30.0, hold=0.1)
     wait_for(lambda: len(pool.queued()) == 4, what="the small waiters to queue")
@@ -209,12 +216,7 @@ def test_a_multi_device_waiter_is_not_starved_by_later_single_device_waiters(poo
 
 
 def test_a_short_waiter_may_backfill_a_free_device(pool_dir, tmp_path):
-    pool = pool_dir(("0", "1"))
-    release = tmp_path / "release-h"
-    pool.start("h", 1, until=str(release), expected=60.0)
-    wait_for(lambda: pool.acquired("h"), what="h to acquire")
-    pool.start("big", 2, expected=1.0, hold=0.05)
-    wait_for(lambda: pool.queued() == ["big"], what="big to queue")
+    pool, release = big_waits_behind_h(pool_dir, tmp_path, h_expected=60.0, big_hold=0.05)
     pool.start("quick", 1, expected=0.5, hold=0.05)
     # quick ends long before h is expected to free its device, so it does not delay big.
     wait_for(lambda: pool.acquired("quick"), what="quick to backfill")

@@ -161,18 +161,42 @@ def test_json_lines(tmp_path):
     assert log.notes == []
 
 
-def test_json_lines_with_a_last_line_cut_short(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+@pytest.mark.parametrize(
+    ("name", "text", "note"),
+    [
+        (
+            "metrics.jsonl",
+            '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo',
+            "the last line (3) is cut short and was skipped",
+        ),
+        ("metrics.csv", "step,loss,lr\n1,3.0,0.1\n2,2.5,0.1\n3,2.", "the last line (4) is cut short and was skipped"),
+    ],
+    ids=["json-lines", "csv"],
+)
+def test_a_log_cut_mid_line_keeps_its_complete_records(tmp_path, name, text, note):
+    path = tmp_path / name
+    path.write_text(text)
     log = parse_log(path, LogSpec())
     assert [e.step for e in log.entries] == [1.0, 2.0]
-    assert log.notes == ["the last line (3) is cut short and was skipped"]
+    assert log.notes == [note]
 
 
-def test_json_lines_with_a_malformed_middle_line(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, loss: 1.5}\n{"step": 3, "loss": 1.0}\n')
-    with pytest.raises(LogError, match=r"^line 2 is not JSON: "):
+@pytest.mark.parametrize(
+    ("name", "text", "error"),
+    [
+        (
+            "metrics.jsonl",
+            '{"step": 1, "loss": 2.0}\n{"step": 2, loss: 1.5}\n{"step": 3, "loss": 1.0}\n',
+            r"^line 2 is not JSON: ",
+        ),
+        ("metrics.csv", "step,loss\n1,3.0\n2,2.5,7\n", r"^line 3 has 3 fields, the header has 2$"),
+    ],
+    ids=["json-lines-not-json", "csv-more-fields-than-its-header"],
+)
+def test_a_malformed_line_in_the_middle_fails_naming_it(tmp_path, name, text, error):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(LogError, match=error):
         parse_log(path, LogSpec())
 
 
@@ -309,21 +333,6 @@ def test_a_plain_step_loss_csv_is_known_by_its_content(tmp_path):
     assert [e.step for e in log.entries] == [1.0, 2.0, 3.0]
     assert log.first_bad is not None and log.first_bad.raw_loss == "nan" and log.first_bad.step == 2.0
     assert log.notes == []
-
-
-def test_a_csv_cut_mid_row_keeps_the_complete_rows(tmp_path):
-    path = tmp_path / "metrics.csv"
-    path.write_text("step,loss,lr\n1,3.0,0.1\n2,2.5,0.1\n3,2.")
-    log = parse_log(path, LogSpec())
-    assert [e.step for e in log.entries] == [1.0, 2.0]
-    assert log.notes == ["the last line (4) is cut short and was skipped"]
-
-
-def test_a_csv_row_with_more_fields_than_its_header(tmp_path):
-    path = tmp_path / "metrics.csv"
-    path.write_text("step,loss\n1,3.0\n2,2.5,7\n")
-    with pytest.raises(LogError, match=r"^line 3 has 3 fields, the header has 2$"):
-        parse_log(path, LogSpec())
 
 
 def test_an_explicit_csv_format_reads_any_name_and_quoted_cells(tmp_path):

@@ -15,6 +15,8 @@ from harness.project.schema import json_schema
 from harness.project.settings import load_settings
 from harness.spec.files import load_spec_file
 
+from ..conftest import fresh_python
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -123,13 +125,7 @@ def test_finding_the_installed_versions_imports_neither_library():
         "import sys; from harness.project.scaffold import installed_versions; installed_versions(); "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    found = fresh_python(code)
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == "[]"
 
