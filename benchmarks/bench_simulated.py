@@ -7,7 +7,8 @@ previous behaviour (workers capped at the cores: `--workers <cores>`), ratios wi
    declared GiB at once (never over 24), span / memory-aware lower bound (target <= 1.2).
 3. Huge: `plan --fake-gpus 100000` over 200 specs: seconds to plan, workers (never over the ceiling).
 4. Hand-out gaps, in 1 and 2: from the end that freed room to the next start (lease release, worker
-   hand-out, the harness's work before the process starts), beside what starting a process costs here.
+   hand-out, the harness's work before the process starts), beside what starting a process costs here
+   and what the lease pool alone takes to hand a device to a process waiting for it.
 
 The machine may be shared: compare the ratios of one run, and repeat (--repeat K, the median is kept).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import statistics
@@ -28,6 +30,10 @@ import time
 from pathlib import Path
 
 from common import SleepSpec, medians, run_harness, write_sleep_specs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.devices.leases import LeasePool  # noqa: E402  (the repository root is put on the path first)
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 CEILING = 64
@@ -65,6 +71,42 @@ def process_start_ms(count: int = 30) -> float:
         subprocess.run(["true"], check=True)
         took.append(1000 * (time.perf_counter() - began))
     return statistics.median(took)
+
+
+def _hold_and_release(state: str, handed: multiprocessing.Queue, rounds: int) -> None:
+    pool = LeasePool(Path(state), ("0",), run="bench")
+    for _ in range(rounds):
+        lease = pool.acquire(1, "holder")
+        time.sleep(0.1)
+        handed.put(("released", time.time()))
+        lease.release()
+        time.sleep(0.15)
+
+
+def _wait_and_take(state: str, handed: multiprocessing.Queue, rounds: int) -> None:
+    pool = LeasePool(Path(state), ("0",), run="bench")
+    time.sleep(0.05)
+    for _ in range(rounds):
+        lease = pool.acquire(1, "waiter", priority=1)
+        handed.put(("taken", time.time()))
+        time.sleep(0.1)
+        lease.release()
+
+
+def lease_handover_ms(work: Path, rounds: int = 20) -> list[float]:
+    """A device handed from one process to another that waits for it: release to grant, in ms."""
+    handed: multiprocessing.Queue = multiprocessing.Queue()
+    state = str(work / "handover.json")
+    sides = (_hold_and_release, _wait_and_take)
+    both = [multiprocessing.Process(target=side, args=(state, handed, rounds)) for side in sides]
+    for process in both:
+        process.start()
+    events = [handed.get(timeout=60) for _ in range(2 * rounds)]
+    for process in both:
+        process.join()
+    released = [t for kind, t in events if kind == "released"]
+    taken = [t for kind, t in events if kind == "taken"]
+    return [1000 * (min(t for t in taken if t >= r) - r) for r in released if any(t >= r for t in taken)]
 
 
 def run(project: Path, cache: Path, run_dir: Path, flags: list[str]) -> dict:
@@ -153,7 +195,10 @@ def main() -> int:
                     "mixed": bench_mixed(work),
                     "packing": bench_packing(work),
                     "huge": bench_huge(work),
-                    "machine": {"process_start_ms": round(process_start_ms(), 2)},
+                    "machine": {
+                        "process_start_ms": round(process_start_ms(), 2),
+                        "lease_handover_ms": round(statistics.median(lease_handover_ms(work)), 1),
+                    },
                 }
             )
     median = medians(runs)
@@ -179,6 +224,7 @@ def main() -> int:
         print(f"{name:<36} {now:>10.3f} {before:>10.3f}")
     print(f"{'100000 devices: plan s, workers':<36} {h['plan_s']:>9.2f}s {h['workers']:>10.0f}")
     print(f"starting one process here costs {start:.1f} ms (the floor of a hand-out gap's process start)")
+    print(f"a device handed from one waiting process to another: {median['machine']['lease_handover_ms']:.1f} ms")
     for name, ok in met.items():
         print(f"{'met' if ok else 'MISSED'}: {name}")
     if args.json:

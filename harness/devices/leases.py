@@ -16,16 +16,13 @@ deleted, garbled or made unwritable without a device being handed out twice. A r
 declares memory per device, shares them with other declared runs while their sum fits
 (`packing.py`).
 
-Waiters are served in order of their position in their own run's plan, then arrival, so
-concurrent runs interleave (each run's n-th spec before any run's n+1-th) and none starves
-behind another. The first waiter that cannot start reserves the time its devices free up;
-a later one may start before it only if it is expected to end by then (EASY backfilling),
-so a wide or exclusive spec is never starved by a stream of small ones.
+Who goes next is `serving.py`'s rule.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import uuid
@@ -42,12 +39,18 @@ from harness.caches import lease_dir
 from harness.devices.holders import is_alive, process_key, read_holders, write_holders
 from harness.devices.memory import device_capacity, device_keys
 from harness.devices.packing import Devices
+from harness.devices.serving import FIRST_WAVE_GRACE, grant
 from harness.devices.visible import GPU_KINDS, Inventory
 from harness.process import group_key
 
-POLL_SECONDS = 0.02
+# A waiter looks for a change this often (a stat: cheap), and judges the queue again on a change, or at
+# least every REJUDGE_SECONDS, since some of what decides depends on time and on whether holders still live.
+POLL_SECONDS = 0.005
+REJUDGE_SECONDS = 0.25
+# The lock is held for a millisecond or two; filelock's default retry (50 ms) would add that much to a
+# hand-over whenever a releaser and the waiters' polls meet at the lock.
+LOCK_POLL_SECONDS = 0.002
 WAITER_KEYS = {"token", "owner", "name", "run", "k", "memory", "allowed", "priority", "ticket", "expected"}
-FIRST_WAVE_GRACE = 3.0
 # How long a run's first-wave entry is kept: longer than a run of specs is expected to last.
 RUN_MEMORY_SECONDS = 24 * 3600.0
 
@@ -140,7 +143,7 @@ class LeasePool:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         try:
-            self._lock.acquire()
+            self._lock.acquire(poll_interval=LOCK_POLL_SECONDS)
         except TimeoutError:
             # A caller's deadline (TimeoutError is an OSError) is not a broken lock folder: let it through.
             raise
@@ -307,14 +310,19 @@ class LeasePool:
             )
 
         self._update(enqueue)
+        seen, judged = self._stamp(), -math.inf  # judged at once
         try:
             while True:
+                if (stamp := self._stamp()) == seen and time.monotonic() - judged < REJUDGE_SECONDS:
+                    time.sleep(POLL_SECONDS)
+                    continue
+                seen, judged = stamp, time.monotonic()
                 with self._locked():
                     state = self._read()
                     lost = not any(w["token"] == token for w in state["queue"])
                     if lost:
                         enqueue(state)  # the state file was deleted or replaced: ask again
-                    granted = self._grant(state, token, time.time())
+                    granted = grant(state, token, time.time(), self.capacity, self.first_wave)
                     if granted is not None or lost:
                         self._write(state)
                     if granted is not None:
@@ -333,53 +341,14 @@ class LeasePool:
             self._update(lambda state: state.__setitem__("queue", [w for w in state["queue"] if w["token"] != token]))
             raise
 
-    def _grant(self, state: dict, token: str, now: float) -> tuple[str, ...] | None:
-        """Take devices for `token` if the serving order lets it start now; None if it must wait."""
-        mine = next(w for w in state["queue"] if w["token"] == token)
-        if self._first_wave_missing(state, mine, now):
+    def _stamp(self) -> tuple[int, ...] | None:
+        """What changes whenever a waiter or holder comes or goes: the state file is replaced on every
+        write, and a holder's own file is made or removed. None when either cannot be seen."""
+        try:
+            state, held = self.state_file.stat(), self.held_dir.stat()
+        except OSError:
             return None
-        devices = Devices.empty({**state["capacity"], **self.capacity})
-        for holder in state["holders"].values():
-            devices.take(holder["devices"], holder["memory"])
-        reserved_until: float | None = None
-        for waiter in sorted(state["queue"], key=lambda w: (w["priority"], w["ticket"])):
-            chosen = devices.choose(waiter["k"], waiter["memory"], waiter["allowed"], waiter.get("avoid", ()))
-            fits = chosen is not None and (reserved_until is None or now + waiter["expected"] <= reserved_until)
-            if waiter["token"] == token:
-                if not fits or chosen is None:
-                    return None
-                state["queue"].remove(waiter)
-                state["holders"][token] = {
-                    key: waiter[key] for key in ("token", "owner", "name", "run", "memory", "expected")
-                } | {"devices": list(chosen), "start": now}
-                return chosen
-            if fits and chosen is not None:
-                devices.take(chosen, waiter["memory"])
-            elif reserved_until is None and chosen is None:
-                reserved_until = _free_by(state, devices, waiter, now)
-        return None
-
-    def _first_wave_missing(self, state: dict, mine: dict, now: float) -> bool:
-        """Whether a higher-priority spec of this run's first wave has not asked yet.
-
-        Workers start a few hundred milliseconds apart; without this, whichever asks first
-        wins, and a wide spec planned first can end up waiting behind a long narrow one.
-        """
-        run = state["runs"].get(mine["run"])
-        if run is None or now - run["opened"] > FIRST_WAVE_GRACE:
-            return False
-        arrived = set(run["arrived"])
-        return any(p not in arrived for p in range(min(mine["priority"], self.first_wave)))
-
-
-def _free_by(state: dict, devices: Devices, waiter: dict, now: float) -> float:
-    """When `waiter` could start, as holders end in their expected order (now if never: it blocks no one)."""
-    ahead = devices.copy()
-    for holder in sorted(state["holders"].values(), key=lambda h: h["start"] + h["expected"]):
-        ahead.give(holder["devices"], holder["memory"])
-        if ahead.choose(waiter["k"], waiter["memory"], waiter["allowed"]) is not None:
-            return max(now, holder["start"] + holder["expected"])
-    return float("inf")
+        return state.st_ino, state.st_mtime_ns, state.st_size, held.st_mtime_ns
 
 
 def run_pool(inventory: Inventory, run_dir: Path, headroom: float, run: str, workers: int | None = None) -> LeasePool:

@@ -17,6 +17,7 @@ from typing import Any
 from harness.backends import skip_reason
 from harness.devices.memory import DEFAULT_HEADROOM, device_capacity, memory_request, memory_skip
 from harness.devices.packing import Devices
+from harness.devices.serving import free_by
 from harness.devices.visible import Inventory
 from harness.spec.compared import groups
 from harness.spec.files import in_tier
@@ -161,9 +162,9 @@ def simulate(
 ) -> Schedule:
     """`jobs` (devices, seconds, MiB per device or None) served in this order by the pool's rule.
 
-    The rule is the one `leases.py` applies, over the same `packing.Devices`: start waiters in
-    order while they fit; the first that does not fit reserves the time its devices free up,
-    and a later waiter may go first only if it ends by then. At most `slots` runs at once
+    The rule is the one the lease pool applies (`devices/serving.py`), over the same `packing.Devices`:
+    start waiters in order while they fit; the first that does not fit reserves the time its devices
+    free up, and a later waiter may go first only if it ends by then. At most `slots` runs at once
     (the run's workers; None: no limit).
     """
     devices = Devices.empty(capacity)
@@ -187,7 +188,7 @@ def simulate(
                 continue
             kept.append(index)
             if reserved is None and chosen is None:
-                reserved = _free_by(running, devices, k, memory)
+                reserved = free_by([(end, held, mib) for end, _, held, mib in running], devices, k, memory)
         pending = kept
         peak = max(peak, sum(1 for job in running if job[2]))
         if not running:
@@ -199,18 +200,6 @@ def simulate(
         now = end
     makespan = max([now, *(r[0] for r in running)])
     return Schedule(makespan, placed, peak)
-
-
-def _free_by(
-    running: list[tuple[float, int, tuple[str, ...], int | None]], devices: Devices, k: int, memory: int | None
-) -> float:
-    """When a job of `k` devices and `memory` could start, as running jobs end."""
-    ahead = devices.copy()
-    for end, _, chosen, held in sorted(running):
-        ahead.give(chosen, held)
-        if ahead.choose(k, memory) is not None:
-            return end
-    return float("inf")
 
 
 ORDERS = {
