@@ -9,18 +9,18 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--trace", required=True)
 parser.add_argument("--sleep", type=float, default=0.3)
 parser.add_argument("--name", required=True)
-# Then keep the devices until a spec named so waits in this lease state file (90 s at most).
-parser.add_argument("--until-waiting", nargs=2, metavar=("STATE_FILE", "NAME_PREFIX"))
+# Then keep the devices until a spec named so holds devices of this lease state file (90 s at most).
+parser.add_argument("--until-holding", nargs=2, metavar=("STATE_FILE", "NAME_PREFIX"))
 args = parser.parse_args()
 start = time.time()
 time.sleep(args.sleep)
-while args.until_waiting and time.time() - start < 90:
-    state_file, prefix = args.until_waiting
+while args.until_holding and time.time() - start < 90:
+    state_file, prefix = args.until_holding
     try:
-        queue = json.load(open(state_file))["queue"]
-    except (OSError, ValueError, KeyError):
-        queue = []
-    if any(waiter["name"].startswith(prefix) for waiter in queue):
+        holders = json.load(open(state_file))["holders"].values()
+    except (OSError, ValueError, KeyError, AttributeError):
+        holders = []
+    if any(holder["name"].startswith(prefix) for holder in holders):
         break
     time.sleep(0.05)
 record = {
