@@ -1,7 +1,7 @@
 """The device pool: a JSON file under a file lock, shared by every process that leases the same devices.
 
 Real devices are one machine's, whoever runs on them, so their pool is machine-wide (see
-`plan.lease_dir`) and keyed by device identity (the UUID where the vendor tool gives one,
+`caches.lease_dir`) and keyed by device identity (the UUID where the vendor tool gives one,
 else the index): every run of the harness, and every xdist worker of each, leases from
 it. Fake devices exist only inside one run, so their pool lives in its run directory.
 
