@@ -9,19 +9,23 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--trace", required=True)
 parser.add_argument("--sleep", type=float, default=0.3)
 parser.add_argument("--name", required=True)
-# Then keep the devices until a spec named so holds devices of this lease state file (90 s at most).
-parser.add_argument("--until-holding", nargs=2, metavar=("STATE_FILE", "NAME_PREFIX"))
+# Then keep running until a run whose name starts so has started after this one (90 s at most).
+parser.add_argument("--until-started", metavar="NAME_PREFIX")
 args = parser.parse_args()
 start = time.time()
+# Each start, as it happens (the trace gets a run's record only once it ends).
+with open(args.trace + ".started", "a") as started:
+    started.write(json.dumps({"name": args.name, "start": start}) + "\n")
+
+
+def started_since(prefix: str) -> bool:
+    with open(args.trace + ".started") as started:
+        runs = [json.loads(line) for line in started if line.endswith("\n")]
+    return any(run["name"].startswith(prefix) and run["start"] > start for run in runs)
+
+
 time.sleep(args.sleep)
-while args.until_holding and time.time() - start < 90:
-    state_file, prefix = args.until_holding
-    try:
-        holders = json.load(open(state_file))["holders"].values()
-    except (OSError, ValueError, KeyError, AttributeError):
-        holders = []
-    if any(holder["name"].startswith(prefix) for holder in holders):
-        break
+while args.until_started and time.time() - start < 90 and not started_since(args.until_started):
     time.sleep(0.05)
 record = {
     "name": args.name,

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.e2e
 
 
 def write_spec(
-    folder: Path, name: str, trace: Path, sleep: float, until_holding: tuple[Path, str] | None = None, **fields: object
+    folder: Path, name: str, trace: Path, sleep: float, until_started: str | None = None, **fields: object
 ) -> None:
     command = ["{python}", str(RECORDER), "--trace", str(trace), "--sleep", str(sleep), "--name", name]
-    command += ["--until-holding", str(until_holding[0]), until_holding[1]] if until_holding else []
+    command += ["--until-started", until_started] if until_started else []
     spec = {"id": name, "command": command, "gpus": 1, "cpu_ok": True, "timeout": 120, "min_steps_logged": 0, **fields}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.yaml").write_text(json.dumps(spec))
@@ -59,10 +59,10 @@ def test_two_concurrent_runs_never_put_two_exclusive_specs_on_one_device(tmp_pat
     runs = {}
     for run in ("a", "b"):
         for i in range(4):
-            # a0 keeps its device until a spec of run b holds the other one, however slowly b's workers
-            # start: the runs overlap (unless the pool gave a0's device to b as well, which is the failure).
-            holding = (tmp_path / "leases" / "devices.json", "b") if run + str(i) == "a0" else None
-            write_spec(tmp_path / run / "specs", f"{run}{i}", trace, sleep=3.0, until_holding=holding)
+            # a0 runs on until a spec of run b has started after it, however slowly b's workers start
+            # and whichever run asks first: the other device goes to b meanwhile, so the runs overlap.
+            until = "b" if run + str(i) == "a0" else None
+            write_spec(tmp_path / run / "specs", f"{run}{i}", trace, sleep=3.0, until_started=until)
         runs[run] = start_run(tmp_path / run, tmp_path / f"run-{run}", env, "--gpus", "2")
     outputs = {run: proc.communicate(timeout=300)[0] for run, proc in runs.items()}
     for run, proc in runs.items():

@@ -150,10 +150,16 @@ def test_a_k_device_request_gets_k_distinct_devices(tmp_path):
 def test_attach_ties_the_lease_to_the_runs_process_group(tmp_path):
     pool = LeasePool(tmp_path / "leases.json", ("0", "1"))
     lease = pool.acquire(2, "run")
-    lease.attach(os.getpgid(0))
-    [holder] = [h for held in pool.holders().values() for h in held][:1]
-    assert holder["group"] == [os.getpgid(0), psutil.Process(os.getpgid(0)).create_time()]
-    assert json.loads((tmp_path / "leases.held" / f"{lease.token}.json").read_text())["group"] == holder["group"]
+    # A run's group of its own, as the harness starts every run (the test's own group leader may be gone).
+    run = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        lease.attach(run.pid)
+        [holder] = [h for held in pool.holders().values() for h in held][:1]
+        assert holder["group"] == [run.pid, psutil.Process(run.pid).create_time()]
+        assert json.loads((tmp_path / "leases.held" / f"{lease.token}.json").read_text())["group"] == holder["group"]
+    finally:
+        run.kill()
+        run.wait()
     lease.release()
     assert pool.holders() == {} and list((tmp_path / "leases.held").iterdir()) == []
 
