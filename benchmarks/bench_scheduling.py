@@ -14,15 +14,13 @@ Usage: python benchmarks/bench_scheduling.py [--json OUT] [--repeat K]
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from common import medians, run_harness, write_sleep_specs
+from common import bench_arguments, medians, repeated, run_harness, write_sleep_specs
 
 DEVICES = 4
 TARGETS = {"warm_ratio": 1.10, "cold_ratio": 1.30, "overhead_ms": 25.0, "plan_1000_s": 1.5}
@@ -138,15 +136,11 @@ def bench_plan(work: Path, count: int = 1000) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions; the median is reported")
-    args = parser.parse_args()
-    runs = []
-    for _ in range(args.repeat):
-        with tempfile.TemporaryDirectory(prefix="trainspec-bench-") as tmp:
-            work = Path(tmp)
-            runs.append({"makespan": bench_makespan(work), "overhead": bench_overhead(work), "plan": bench_plan(work)})
+    args = bench_arguments(__doc__, repeat=3)
+    runs = repeated(
+        lambda work: {"makespan": bench_makespan(work), "overhead": bench_overhead(work), "plan": bench_plan(work)},
+        args.repeat,
+    )
     median = medians(runs)
     verdict = {
         "warm_ratio": median["makespan"]["warm_ratio"] <= TARGETS["warm_ratio"],

@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_simulated.py [--json OUT] [--repeat K]
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -25,11 +24,10 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import SleepSpec, medians, run_harness, write_sleep_specs
+from common import SleepSpec, bench_arguments, medians, repeated, run_harness, write_sleep_specs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -182,25 +180,19 @@ def bench_huge(work: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--repeat", type=int, default=1, help="repetitions; the median of each figure is reported")
-    args = parser.parse_args()
-    runs = []
-    for _ in range(args.repeat):
-        with tempfile.TemporaryDirectory(prefix="trainspec-bench-") as tmp:
-            work = Path(tmp)
-            runs.append(
-                {
-                    "mixed": bench_mixed(work),
-                    "packing": bench_packing(work),
-                    "huge": bench_huge(work),
-                    "machine": {
-                        "process_start_ms": round(process_start_ms(), 2),
-                        "lease_handover_ms": round(statistics.median(lease_handover_ms(work)), 1),
-                    },
-                }
-            )
+    args = bench_arguments(__doc__, repeat=1)
+    runs = repeated(
+        lambda work: {
+            "mixed": bench_mixed(work),
+            "packing": bench_packing(work),
+            "huge": bench_huge(work),
+            "machine": {
+                "process_start_ms": round(process_start_ms(), 2),
+                "lease_handover_ms": round(statistics.median(lease_handover_ms(work)), 1),
+            },
+        },
+        args.repeat,
+    )
     median = medians(runs)
     m, p, h, start = median["mixed"], median["packing"], median["huge"], median["machine"]["process_start_ms"]
     met = {

@@ -5,12 +5,15 @@ The benchmarks are run as scripts (`python benchmarks/bench_x.py`), so this fold
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,23 @@ def run_harness(args: list[str], cwd: Path, cache: Path) -> tuple[float, subproc
     if done.returncode != 0:
         raise SystemExit(done.stdout + done.stderr)
     return time.perf_counter() - began, done
+
+
+def bench_arguments(doc: str, repeat: int) -> argparse.Namespace:
+    """--json OUT and --repeat K (`repeat` by default), with the first paragraph of `doc` as the description."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--repeat", type=int, default=repeat, help="repetitions; the median of each figure is reported")
+    return parser.parse_args()
+
+
+def repeated(measure: Callable[[Path], dict[str, dict[str, Any]]], repeat: int) -> list[dict[str, dict[str, Any]]]:
+    """`measure` (figures by section) `repeat` times, each in a fresh temporary folder it may fill."""
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="trainspec-bench-") as tmp:
+            runs.append(measure(Path(tmp)))
+    return runs
 
 
 def medians(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:

@@ -310,7 +310,8 @@ class LeasePool:
             )
 
         self._update(enqueue)
-        seen, judged = self._stamp(), -math.inf  # judged at once
+        seen: tuple[int, ...] | None = None
+        judged = -math.inf  # at once, whatever the stamp
         try:
             while True:
                 if (stamp := self._stamp()) == seen and time.monotonic() - judged < REJUDGE_SECONDS:
